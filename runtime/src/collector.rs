@@ -1,0 +1,291 @@
+//! Scrape-time collectors: values owned elsewhere (a connection pool's
+//! size, a queue's depth, process statistics) read when a scrape happens.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use crate::descriptor::{Kind, is_label_name, is_metric_name};
+use crate::expose::Format;
+use crate::expose::plan::write_header;
+use crate::expose::text::{le_value, write_f64, write_label, write_u64};
+
+/// Produces metric families when a scrape happens.
+///
+/// Register one at run time with [`register_collector`](crate::register_collector)
+/// or statically with [`register_collector!`](crate::register_collector!).
+/// Families whose name clashes with a declared metric or with an earlier
+/// family of the same scrape are skipped with a warning.
+pub trait Collector: Send + Sync + 'static {
+    /// Writes this collector's families.
+    fn collect(&self, out: &mut MetricWriter<'_>);
+}
+
+/// Where a sample goes: rendered text, or a callback (tests).
+pub(crate) enum Target<'a> {
+    Text {
+        out: &'a mut Vec<u8>,
+        format: Format,
+    },
+    Samples(&'a mut dyn FnMut(&str, &[(&str, &str)], f64)),
+}
+
+/// What a [`Collector`] writes its families into.
+pub struct MetricWriter<'a> {
+    target: Target<'a>,
+    /// Sample names of the declared metrics.
+    reserved: &'a HashMap<String, usize>,
+    /// Family names already written by collectors in this scrape.
+    written: HashSet<String>,
+}
+
+impl<'a> MetricWriter<'a> {
+    pub(crate) fn new(target: Target<'a>, reserved: &'a HashMap<String, usize>) -> Self {
+        MetricWriter {
+            target,
+            reserved,
+            written: HashSet::new(),
+        }
+    }
+
+    /// Starts a counter family; a trailing `_total` in `name` is implied.
+    pub fn counter(&mut self, name: &str, help: &str) -> FamilyWriter<'_, 'a> {
+        self.family(Kind::Counter, name, help)
+    }
+
+    /// Starts a gauge family.
+    pub fn gauge(&mut self, name: &str, help: &str) -> FamilyWriter<'_, 'a> {
+        self.family(Kind::Gauge, name, help)
+    }
+
+    /// Starts a histogram family; write its series with
+    /// [`FamilyWriter::histogram`].
+    pub fn histogram(&mut self, name: &str, help: &str) -> FamilyWriter<'_, 'a> {
+        self.family(Kind::Histogram, name, help)
+    }
+
+    /// Starts an info family; a trailing `_info` in `name` is implied and
+    /// every sample's value is 1.
+    pub fn info(&mut self, name: &str, help: &str) -> FamilyWriter<'_, 'a> {
+        self.family(Kind::Info, name, help)
+    }
+
+    fn family(&mut self, kind: Kind, name: &str, help: &str) -> FamilyWriter<'_, 'a> {
+        let base = match kind {
+            Kind::Counter => name.strip_suffix("_total").unwrap_or(name),
+            Kind::Info => name.strip_suffix("_info").unwrap_or(name),
+            _ => name,
+        }
+        .to_owned();
+        let problem = if !is_metric_name(&base) {
+            Some("invalid metric name")
+        } else if self.reserved.contains_key(&base)
+            || self.reserved.contains_key(&sample_name(kind, &base))
+            || !self.written.insert(base.clone())
+        {
+            Some("name already exposed")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            warn_once(&format!("collector family `{name}` skipped: {problem}"));
+        }
+        FamilyWriter {
+            writer: self,
+            kind,
+            name: base,
+            help: help.to_owned(),
+            unit: None,
+            state: if problem.is_some() {
+                State::Skipped
+            } else {
+                State::Pending
+            },
+        }
+    }
+}
+
+#[derive(PartialEq)]
+enum State {
+    Pending,
+    Started,
+    Skipped,
+}
+
+/// One family being written by a collector. The header is written with
+/// the first sample, or when the writer drops.
+pub struct FamilyWriter<'w, 'a> {
+    writer: &'w mut MetricWriter<'a>,
+    kind: Kind,
+    name: String,
+    help: String,
+    unit: Option<String>,
+    state: State,
+}
+
+impl FamilyWriter<'_, '_> {
+    /// Sets the unit; the family name must end with `_<unit>`.
+    pub fn unit(mut self, unit: &str) -> Self {
+        if self.name.ends_with(&format!("_{unit}")) && is_label_name(unit) {
+            self.unit = Some(unit.to_owned());
+        } else {
+            warn_once(&format!(
+                "collector family `{}`: unit `{unit}` ignored, not a suffix of the name",
+                self.name
+            ));
+        }
+        self
+    }
+
+    /// Writes one sample of a counter, gauge or info family. Labels with
+    /// an invalid or reserved name drop the sample with a warning; a
+    /// negative or NaN counter value is dropped too.
+    pub fn sample(&mut self, labels: &[(&str, &str)], value: f64) -> &mut Self {
+        let value = if self.kind == Kind::Info { 1.0 } else { value };
+        let name = sample_name(self.kind, &self.name);
+        if self.kind == Kind::Histogram {
+            warn_once(&format!(
+                "collector family `{}`: use histogram() for histogram samples",
+                self.name
+            ));
+        } else if self.kind == Kind::Counter && !(value >= 0.0) {
+            warn_once(&format!(
+                "collector counter `{}`: negative or NaN value dropped",
+                self.name
+            ));
+        } else if self.labels_ok(labels, None) && self.start() {
+            self.emit(&name, labels, None, value);
+        }
+        self
+    }
+
+    /// Writes one histogram series from cumulative bucket counts
+    /// `(upper bound, count)` in increasing order and the sum of
+    /// observations. A `+Inf` bucket is added when missing, equal to the
+    /// last count.
+    pub fn histogram(
+        &mut self,
+        labels: &[(&str, &str)],
+        buckets: &[(f64, u64)],
+        sum: f64,
+    ) -> &mut Self {
+        let sorted = buckets
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1);
+        if self.kind != Kind::Histogram || !sorted {
+            warn_once(&format!(
+                "collector histogram `{}`: series dropped (wrong type or unsorted buckets)",
+                self.name
+            ));
+            return self;
+        }
+        if !self.labels_ok(labels, Some("le")) || !self.start() {
+            return self;
+        }
+        let bucket = format!("{}_bucket", self.name);
+        let mut count = 0;
+        for &(bound, cumulative) in buckets {
+            count = cumulative;
+            self.emit(&bucket, labels, Some(&le_value(bound)), cumulative as f64);
+        }
+        if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
+            self.emit(&bucket, labels, Some("+Inf"), count as f64);
+        }
+        self.emit(&format!("{}_count", self.name), labels, None, count as f64);
+        self.emit(&format!("{}_sum", self.name), labels, None, sum);
+        self
+    }
+
+    fn labels_ok(&self, labels: &[(&str, &str)], reserved: Option<&str>) -> bool {
+        let ok = labels.iter().enumerate().all(|(i, (k, _))| {
+            is_label_name(k)
+                && !k.starts_with("__")
+                && Some(*k) != reserved
+                && labels[..i].iter().all(|(j, _)| j != k)
+        });
+        if !ok {
+            warn_once(&format!(
+                "collector family `{}`: sample with invalid label names dropped",
+                self.name
+            ));
+        }
+        ok
+    }
+
+    /// Writes the header if needed; false when the family is skipped.
+    fn start(&mut self) -> bool {
+        if self.state == State::Pending {
+            if let Target::Text { out, format } = &mut self.writer.target {
+                let name = match (*format, self.kind) {
+                    (Format::Prometheus, Kind::Counter | Kind::Info) => {
+                        sample_name(self.kind, &self.name)
+                    }
+                    _ => self.name.clone(),
+                };
+                let kind = match format {
+                    Format::Prometheus => self.kind.prometheus_type(),
+                    Format::OpenMetrics => self.kind.openmetrics_type(),
+                };
+                write_header(out, &name, &self.help, kind, self.unit.as_deref(), *format);
+            }
+            self.state = State::Started;
+        }
+        self.state == State::Started
+    }
+
+    fn emit(&mut self, name: &str, labels: &[(&str, &str)], le: Option<&str>, value: f64) {
+        match &mut self.writer.target {
+            Target::Text { out, .. } => {
+                out.extend_from_slice(name.as_bytes());
+                if !labels.is_empty() || le.is_some() {
+                    out.push(b'{');
+                    let all = labels.iter().copied().chain(le.map(|le| ("le", le)));
+                    for (i, (k, v)) in all.enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        write_label(out, k, v);
+                    }
+                    out.push(b'}');
+                }
+                out.push(b' ');
+                if value >= 0.0 && value == value.trunc() && value < u64::MAX as f64 {
+                    write_u64(out, value as u64);
+                } else {
+                    write_f64(out, value);
+                }
+                out.push(b'\n');
+            }
+            Target::Samples(f) => {
+                let mut all: Vec<(&str, &str)> = labels.to_vec();
+                all.extend(le.map(|le| ("le", le)));
+                f(name, &all, value);
+            }
+        }
+    }
+}
+
+impl Drop for FamilyWriter<'_, '_> {
+    fn drop(&mut self) {
+        self.start();
+    }
+}
+
+fn sample_name(kind: Kind, base: &str) -> String {
+    match kind {
+        Kind::Counter => format!("{base}_total"),
+        Kind::Info => format!("{base}_info"),
+        _ => base.to_owned(),
+    }
+}
+
+/// Logs a collector problem the first time it happens, not every scrape.
+fn warn_once(message: &str) {
+    static SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if seen
+        .get_or_insert_with(HashSet::new)
+        .insert(message.to_owned())
+    {
+        log::warn!("promshard: {message}");
+    }
+}

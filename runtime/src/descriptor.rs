@@ -1,0 +1,554 @@
+//! What a metric is: its name, help, unit, kind, labels and buckets, as a
+//! `const`-constructible value checked when the program is compiled.
+//!
+//! The checks here are `const` panics, so a bad declaration through the
+//! `const` constructors fails the build. `#[metric]` repeats them with
+//! spans and friendlier messages; these remain the backstop.
+
+use core::panic::Location;
+
+/// The Prometheus default histogram buckets, in seconds.
+pub const DEFAULT_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// `N` buckets `start, start + width, …`, usable in a `const` or `static`.
+///
+/// ```
+/// const BUCKETS: [f64; 4] = promshard::linear_buckets(0.5, 0.5);
+/// assert_eq!(BUCKETS, [0.5, 1.0, 1.5, 2.0]);
+/// ```
+pub const fn linear_buckets<const N: usize>(start: f64, width: f64) -> [f64; N] {
+    assert!(width > 0.0, "linear_buckets: width must be positive");
+    let mut out = [0.0; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = start + width * i as f64;
+        i += 1;
+    }
+    out
+}
+
+/// `N` buckets `start, start * factor, start * factor², …`.
+///
+/// ```
+/// const BUCKETS: [f64; 4] = promshard::exponential_buckets(0.001, 10.0);
+/// assert_eq!(BUCKETS[3], 1.0);
+/// ```
+pub const fn exponential_buckets<const N: usize>(start: f64, factor: f64) -> [f64; N] {
+    assert!(start > 0.0, "exponential_buckets: start must be positive");
+    assert!(
+        factor > 1.0,
+        "exponential_buckets: factor must be greater than 1"
+    );
+    let mut out = [0.0; N];
+    let mut next = start;
+    let mut i = 0;
+    while i < N {
+        out[i] = next;
+        next *= factor;
+        i += 1;
+    }
+    out
+}
+
+/// How a gauge's values from several processes are combined in
+/// multiprocess mode (Python prometheus_client's `multiprocess_mode`).
+///
+/// In a single process every mode exposes the one value. The `Live*`
+/// modes drop processes that have exited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GaugeMode {
+    /// One series per process, with a `pid` label (the default).
+    All,
+    /// Like `All`, live processes only.
+    LiveAll,
+    /// The sum over processes.
+    Sum,
+    /// The sum over live processes.
+    LiveSum,
+    /// The smallest value.
+    Min,
+    /// The smallest value among live processes.
+    LiveMin,
+    /// The largest value.
+    Max,
+    /// The largest value among live processes.
+    LiveMax,
+    /// The most recently set value.
+    MostRecent,
+    /// The most recently set value among live processes.
+    LiveMostRecent,
+}
+
+impl GaugeMode {
+    /// Python prometheus_client's spelling of the mode.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            GaugeMode::All => "all",
+            GaugeMode::LiveAll => "liveall",
+            GaugeMode::Sum => "sum",
+            GaugeMode::LiveSum => "livesum",
+            GaugeMode::Min => "min",
+            GaugeMode::LiveMin => "livemin",
+            GaugeMode::Max => "max",
+            GaugeMode::LiveMax => "livemax",
+            GaugeMode::MostRecent => "mostrecent",
+            GaugeMode::LiveMostRecent => "livemostrecent",
+        }
+    }
+
+    /// Whether the mode keeps a timestamp beside the value.
+    pub const fn is_most_recent(self) -> bool {
+        matches!(self, GaugeMode::MostRecent | GaugeMode::LiveMostRecent)
+    }
+}
+
+/// The type of a metric family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A monotonically increasing total.
+    Counter,
+    /// A value that goes up and down.
+    Gauge,
+    /// Observations counted into cumulative buckets, with their sum.
+    Histogram,
+    /// Constant labels describing the target, with the value 1.
+    Info,
+    /// One of a fixed set of states (OpenMetrics `stateset`).
+    StateSet,
+}
+
+impl Kind {
+    /// The `# TYPE` word in OpenMetrics.
+    pub const fn openmetrics_type(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+            Kind::Info => "info",
+            Kind::StateSet => "stateset",
+        }
+    }
+
+    /// The `# TYPE` word in the Prometheus 0.0.4 text format, which has no
+    /// info or stateset types.
+    pub const fn prometheus_type(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Histogram => "histogram",
+            Kind::Gauge | Kind::Info | Kind::StateSet => "gauge",
+        }
+    }
+}
+
+/// The options of a metric declaration, built in a `const` context.
+///
+/// ```
+/// use promshard::Opts;
+///
+/// const OPTS: Opts = Opts::new("jobs_total", "Jobs run.").labels(&["queue"]);
+/// assert_eq!(OPTS.name(), "jobs_total");
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Opts {
+    name: &'static str,
+    help: &'static str,
+    unit: Option<&'static str>,
+    label_names: &'static [&'static str],
+    buckets: &'static [f64],
+    mode: GaugeMode,
+    file: &'static str,
+    line: u32,
+}
+
+impl Opts {
+    /// A metric called `name` with the HELP text `help`.
+    ///
+    /// The caller's `file:line` is recorded for error messages about
+    /// duplicate names.
+    #[track_caller]
+    pub const fn new(name: &'static str, help: &'static str) -> Opts {
+        let location = Location::caller();
+        Opts {
+            name,
+            help,
+            unit: None,
+            label_names: &[],
+            buckets: &DEFAULT_BUCKETS,
+            mode: GaugeMode::All,
+            file: location.file(),
+            line: location.line(),
+        }
+    }
+
+    /// The unit (`seconds`, `bytes`, …); the name must end with `_<unit>`
+    /// (before `_total` for counters).
+    pub const fn unit(self, unit: &'static str) -> Opts {
+        Opts {
+            unit: Some(unit),
+            ..self
+        }
+    }
+
+    /// The label names, one per element of the metric's label tuple.
+    pub const fn labels(self, label_names: &'static [&'static str]) -> Opts {
+        Opts {
+            label_names,
+            ..self
+        }
+    }
+
+    /// Histogram bucket upper bounds, strictly increasing and finite; the
+    /// `+Inf` bucket is implied. Defaults to [`DEFAULT_BUCKETS`].
+    pub const fn buckets(self, buckets: &'static [f64]) -> Opts {
+        Opts { buckets, ..self }
+    }
+
+    /// How a gauge is combined across processes.
+    pub const fn mode(self, mode: GaugeMode) -> Opts {
+        Opts { mode, ..self }
+    }
+
+    /// Overrides the recorded declaration site (generated code passes the
+    /// user's own `file!()` and `line!()`).
+    pub const fn declared_at(self, file: &'static str, line: u32) -> Opts {
+        Opts { file, line, ..self }
+    }
+
+    /// The name as given.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+/// A metric's complete, checked description: what the registry lays out
+/// and what the exposition renders.
+#[derive(Debug)]
+pub struct Descriptor {
+    /// The family name, without the `_total` (counter) or `_info` (info)
+    /// suffix that samples carry.
+    pub name: &'static str,
+    /// The HELP text.
+    pub help: &'static str,
+    /// The unit, if any.
+    pub unit: Option<&'static str>,
+    /// The family type.
+    pub kind: Kind,
+    /// Label names, in the order of the label tuple.
+    pub label_names: &'static [&'static str],
+    /// Every label's values, in the order of the label tuple.
+    pub label_values: &'static [&'static [&'static str]],
+    /// Histogram bucket upper bounds without `+Inf` (empty otherwise).
+    pub buckets: &'static [f64],
+    /// StateSet states (empty otherwise).
+    pub states: &'static [&'static str],
+    /// Gauge combination mode.
+    pub mode: GaugeMode,
+    /// Number of series: the product of the label cardinalities.
+    pub series: usize,
+    /// Slots (8 bytes each) per series.
+    pub width: usize,
+    /// Declaration site.
+    pub file: &'static str,
+    /// Declaration line.
+    pub line: u32,
+}
+
+impl Descriptor {
+    /// Checks `opts` for a metric of `kind` and builds its descriptor.
+    ///
+    /// # Panics
+    ///
+    /// At compile time (this runs in `const` context) when a name is
+    /// invalid, a label is reserved, the number of label names differs from
+    /// the label tuple, or histogram buckets are empty, not finite or not
+    /// strictly increasing.
+    pub const fn new(
+        opts: Opts,
+        kind: Kind,
+        label_values: &'static [&'static [&'static str]],
+        series: usize,
+        states: &'static [&'static str],
+    ) -> Descriptor {
+        assert!(
+            is_metric_name(opts.name),
+            "invalid metric name: use [a-zA-Z_:][a-zA-Z0-9_:]*"
+        );
+        assert!(
+            opts.label_names.len() == label_values.len(),
+            "the number of label names differs from the number of labels in the label tuple"
+        );
+        let mut i = 0;
+        while i < opts.label_names.len() {
+            let label = opts.label_names[i];
+            assert!(
+                is_label_name(label),
+                "invalid label name: use [a-zA-Z_][a-zA-Z0-9_]*"
+            );
+            assert!(
+                !starts_with(label, "__"),
+                "label names starting with __ are reserved"
+            );
+            assert!(
+                !eq(label, "quantile"),
+                "the label name `quantile` is reserved for summaries"
+            );
+            if matches!(kind, Kind::Histogram) {
+                assert!(
+                    !eq(label, "le"),
+                    "the label name `le` is reserved for histogram buckets"
+                );
+            }
+            let mut j = 0;
+            while j < i {
+                assert!(!eq(label, opts.label_names[j]), "duplicate label name");
+                j += 1;
+            }
+            i += 1;
+        }
+        let name = match kind {
+            Kind::Counter => strip_suffix(opts.name, "_total"),
+            Kind::Info => strip_suffix(opts.name, "_info"),
+            _ => opts.name,
+        };
+        if let Some(unit) = opts.unit {
+            assert!(is_label_name(unit), "invalid unit: use [a-zA-Z0-9_]");
+            assert!(
+                ends_with_unit(name, unit),
+                "the metric name must end with `_<unit>` (before `_total` for counters)"
+            );
+        }
+        if matches!(kind, Kind::Histogram) {
+            let b = opts.buckets;
+            assert!(!b.is_empty(), "histogram buckets must not be empty");
+            let mut k = 0;
+            while k < b.len() {
+                assert!(
+                    b[k].is_finite(),
+                    "histogram buckets must be finite (+Inf is implied)"
+                );
+                assert!(
+                    k == 0 || b[k - 1] < b[k],
+                    "histogram buckets must be strictly increasing"
+                );
+                k += 1;
+            }
+        }
+        if matches!(kind, Kind::StateSet) {
+            assert!(
+                !states.is_empty(),
+                "an enum metric needs at least one state"
+            );
+            let mut k = 0;
+            while k < opts.label_names.len() {
+                assert!(
+                    !eq(opts.label_names[k], name),
+                    "an enum metric's labels must not use its own name"
+                );
+                k += 1;
+            }
+        }
+        let width = match kind {
+            Kind::Counter => 2,
+            Kind::Gauge if opts.mode.is_most_recent() => 2,
+            Kind::Gauge | Kind::StateSet => 1,
+            Kind::Histogram => opts.buckets.len() + 2,
+            Kind::Info => 0,
+        };
+        Descriptor {
+            name,
+            help: opts.help,
+            unit: opts.unit,
+            kind,
+            label_names: opts.label_names,
+            label_values,
+            buckets: if matches!(kind, Kind::Histogram) {
+                opts.buckets
+            } else {
+                &[]
+            },
+            states,
+            mode: opts.mode,
+            series,
+            width,
+            file: opts.file,
+            line: opts.line,
+        }
+    }
+
+    /// Slots the metric occupies: every series plus one discard series
+    /// that absorbs recordings with an out-of-range label index.
+    pub const fn slots(&self) -> usize {
+        (self.series + 1) * self.width
+    }
+}
+
+const fn eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+const fn starts_with(s: &str, prefix: &str) -> bool {
+    s.len() >= prefix.len() && eq(slice(s, 0, prefix.len()), prefix)
+}
+
+const fn ends_with(s: &str, suffix: &str) -> bool {
+    s.len() >= suffix.len() && eq(slice(s, s.len() - suffix.len(), s.len()), suffix)
+}
+
+const fn slice(s: &str, start: usize, end: usize) -> &str {
+    let (head, _) = s.as_bytes().split_at(end);
+    let (_, middle) = head.split_at(start);
+    match core::str::from_utf8(middle) {
+        Ok(s) => s,
+        Err(_) => panic!("slice boundary inside a UTF-8 character"),
+    }
+}
+
+const fn strip_suffix<'a>(s: &'a str, suffix: &str) -> &'a str {
+    if ends_with(s, suffix) && s.len() > suffix.len() {
+        slice(s, 0, s.len() - suffix.len())
+    } else {
+        s
+    }
+}
+
+const fn ends_with_unit(name: &str, unit: &str) -> bool {
+    name.len() > unit.len()
+        && ends_with(name, unit)
+        && name.as_bytes()[name.len() - unit.len() - 1] == b'_'
+}
+
+/// Whether `name` is a valid Prometheus metric name.
+pub const fn is_metric_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    if b.is_empty() {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let ok = c.is_ascii_alphabetic() || c == b'_' || c == b':' || (i > 0 && c.is_ascii_digit());
+        if !ok {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Whether `name` is a valid Prometheus label name.
+pub const fn is_label_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    if b.is_empty() {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if !(c.is_ascii_alphabetic() || c == b'_' || (i > 0 && c.is_ascii_digit())) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(is_metric_name("http_requests_total"));
+        assert!(is_metric_name("job:rate5m"));
+        assert!(!is_metric_name("9lives"));
+        assert!(!is_metric_name("a-b"));
+        assert!(!is_metric_name(""));
+        assert!(is_label_name("_x1"));
+        assert!(!is_label_name("a:b"));
+    }
+
+    #[test]
+    fn counter_and_info_names_lose_their_suffix() {
+        let d = Descriptor::new(Opts::new("jobs_total", "h"), Kind::Counter, &[], 1, &[]);
+        assert_eq!(d.name, "jobs");
+        let d = Descriptor::new(Opts::new("total", "h"), Kind::Counter, &[], 1, &[]);
+        assert_eq!(d.name, "total");
+        let d = Descriptor::new(Opts::new("build_info", "h"), Kind::Info, &[], 1, &[]);
+        assert_eq!(d.name, "build");
+    }
+
+    #[test]
+    fn unit_must_be_a_name_suffix() {
+        let opts = Opts::new("latency_seconds_total", "h").unit("seconds");
+        assert_eq!(
+            Descriptor::new(opts, Kind::Counter, &[], 1, &[]).unit,
+            Some("seconds")
+        );
+        let bad = std::panic::catch_unwind(|| {
+            Descriptor::new(
+                Opts::new("latencyseconds", "h").unit("seconds"),
+                Kind::Gauge,
+                &[],
+                1,
+                &[],
+            )
+        });
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn widths() {
+        let h = Descriptor::new(
+            Opts::new("h", "h").buckets(&[1.0, 2.0]),
+            Kind::Histogram,
+            &[],
+            1,
+            &[],
+        );
+        assert_eq!((h.width, h.slots()), (4, 8));
+        let g = Descriptor::new(
+            Opts::new("g", "h").mode(GaugeMode::MostRecent),
+            Kind::Gauge,
+            &[],
+            1,
+            &[],
+        );
+        assert_eq!(g.width, 2);
+    }
+
+    #[test]
+    fn bucket_helpers() {
+        const L: [f64; 3] = linear_buckets(1.0, 2.0);
+        assert_eq!(L, [1.0, 3.0, 5.0]);
+        const E: [f64; 3] = exponential_buckets(1.0, 2.0);
+        assert_eq!(E, [1.0, 2.0, 4.0]);
+    }
+
+    #[test]
+    fn reserved_labels_are_refused() {
+        for (kind, label) in [
+            (Kind::Histogram, "le"),
+            (Kind::Counter, "__x"),
+            (Kind::Gauge, "quantile"),
+        ] {
+            let r = std::panic::catch_unwind(|| {
+                let labels: &'static [&str] = Box::leak(Box::new([label]));
+                Descriptor::new(Opts::new("m", "h").labels(labels), kind, &[&["a"]], 1, &[])
+            });
+            assert!(r.is_err(), "{label} accepted on {kind:?}");
+        }
+    }
+}

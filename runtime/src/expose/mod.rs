@@ -1,0 +1,134 @@
+//! Rendering every metric into one exposition.
+
+mod format;
+pub(crate) mod plan;
+pub(crate) mod text;
+
+pub use format::Format;
+
+use crate::collector::{MetricWriter, Target};
+use crate::registry::{self, Family};
+
+/// Renders every metric in `format`: declared metrics sorted by name, then
+/// collectors' families. OpenMetrics output ends with `# EOF`.
+///
+/// ```
+/// let text = String::from_utf8(promshard::encode(promshard::Format::OpenMetrics)).unwrap();
+/// assert!(text.ends_with("# EOF\n"));
+/// ```
+pub fn encode(format: Format) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 * 1024);
+    encode_into(format, &mut out);
+    out
+}
+
+/// Appends the exposition in `format` to `out`.
+pub fn encode_into(format: Format, out: &mut Vec<u8>) {
+    let registry = registry::get();
+    let slots = registry.arena.slots();
+    for family in &registry.families {
+        encode_family(family, &slots[family.offset..], format, out);
+    }
+    {
+        let unregistered = registry
+            .unregistered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (family, arena) in unregistered.iter() {
+            encode_family(family, arena.slots(), format, out);
+        }
+    }
+    let mut writer = MetricWriter::new(Target::Text { out, format }, &registry.sample_names);
+    registry::for_each_collector(|c| c.collect(&mut writer));
+    drop(writer);
+    if format == Format::OpenMetrics {
+        out.extend_from_slice(b"# EOF\n");
+    }
+}
+
+fn encode_family(
+    family: &Family,
+    slots: &[core::sync::atomic::AtomicU64],
+    format: Format,
+    out: &mut Vec<u8>,
+) {
+    let desc = family.core.descriptor();
+    let slots = &slots[..desc.slots()];
+    family
+        .core
+        .with_info(|info| family.plan.encode(desc, slots, info, format, out));
+}
+
+/// Renders the exposition a client asked for with its `Accept` header and
+/// returns it with its `Content-Type`: the one call a web framework's
+/// `/metrics` handler needs.
+///
+/// ```
+/// let (body, content_type) = promshard::render(Some("application/openmetrics-text; version=1.0.0"));
+/// assert!(content_type.starts_with("application/openmetrics-text"));
+/// assert!(body.ends_with(b"# EOF\n"));
+/// ```
+pub fn render(accept: Option<&str>) -> (Vec<u8>, &'static str) {
+    let format = Format::from_accept(accept);
+    (encode(format), format.content_type())
+}
+
+/// Calls `f(sample name, labels, value)` for every sample, in exposition
+/// order. Slow (it allocates per sample); for tests and tools.
+pub(crate) fn for_each_sample(mut f: impl FnMut(&str, &[(&str, &str)], f64)) {
+    let registry = registry::get();
+    let slots = registry.arena.slots();
+    let mut visit_family = |family: &Family, slots: &[core::sync::atomic::AtomicU64]| {
+        let desc = family.core.descriptor();
+        family.core.with_info(|info| {
+            family
+                .plan
+                .visit(desc, &slots[..desc.slots()], info, |line| {
+                    let mut labels: Vec<(&str, &str)> = Vec::new();
+                    let mut rest = line.series;
+                    let mut values = Vec::new();
+                    for set in desc.label_values.iter().rev() {
+                        values.push(set[rest % set.len()]);
+                        rest /= set.len();
+                    }
+                    labels.extend(
+                        desc.label_names
+                            .iter()
+                            .copied()
+                            .zip(values.into_iter().rev()),
+                    );
+                    if let Some(pairs) = info.filter(|_| desc.kind == crate::Kind::Info) {
+                        labels.extend(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                    }
+                    let le;
+                    match (desc.kind, line.extra) {
+                        (crate::Kind::Histogram, Some(bucket)) => {
+                            le = text::le_value(
+                                desc.buckets.get(bucket).copied().unwrap_or(f64::INFINITY),
+                            );
+                            labels.push(("le", &le));
+                        }
+                        (crate::Kind::StateSet, Some(state)) => {
+                            labels.push((desc.name, desc.states[state]))
+                        }
+                        _ => {}
+                    }
+                    f(line.name, &labels, line.value.as_f64());
+                })
+        });
+    };
+    for family in &registry.families {
+        visit_family(family, &slots[family.offset..]);
+    }
+    {
+        let unregistered = registry
+            .unregistered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (family, arena) in unregistered.iter() {
+            visit_family(family, arena.slots());
+        }
+    }
+    let mut writer = MetricWriter::new(Target::Samples(&mut f), &registry.sample_names);
+    registry::for_each_collector(|c| c.collect(&mut writer));
+}

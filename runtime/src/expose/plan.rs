@@ -1,0 +1,269 @@
+//! Everything about rendering one metric family that does not depend on
+//! its current values, computed once at layout: header lines, sample names
+//! and the escaped label text of every series. A scrape then only copies
+//! bytes and formats numbers.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use super::Format;
+use super::text::{le_value, write_f64, write_help, write_label, write_u64};
+use crate::descriptor::{Descriptor, Kind};
+use crate::instruments::counter;
+
+pub(crate) struct FamilyPlan {
+    /// `# HELP` / `# TYPE` (/ `# UNIT`) lines, per format.
+    headers: [String; 2],
+    /// Sample names: the main one, then `_count` and `_sum` for histograms.
+    sample: String,
+    count: String,
+    sum: String,
+    /// `a="x",b="y"` for every series, in dense index order.
+    series_labels: Vec<String>,
+    /// `le="…"` (histograms) or `name="state"` (state sets).
+    extra_labels: Vec<String>,
+}
+
+impl FamilyPlan {
+    pub(crate) fn new(desc: &Descriptor) -> FamilyPlan {
+        let name = desc.name;
+        let sample = match desc.kind {
+            Kind::Counter => format!("{name}_total"),
+            Kind::Histogram => format!("{name}_bucket"),
+            Kind::Info => format!("{name}_info"),
+            Kind::Gauge | Kind::StateSet => name.to_owned(),
+        };
+        let extra_labels = match desc.kind {
+            Kind::Histogram => desc
+                .buckets
+                .iter()
+                .chain(&[f64::INFINITY])
+                .map(|&b| label_text("le", &le_value(b)))
+                .collect(),
+            Kind::StateSet => desc.states.iter().map(|s| label_text(name, s)).collect(),
+            _ => Vec::new(),
+        };
+        FamilyPlan {
+            headers: [
+                header(desc, Format::Prometheus),
+                header(desc, Format::OpenMetrics),
+            ],
+            count: format!("{name}_count"),
+            sum: format!("{name}_sum"),
+            sample,
+            series_labels: series_labels(desc),
+            extra_labels,
+        }
+    }
+
+    /// Renders the family from its slots (`desc.slots()` of them).
+    pub(crate) fn encode(
+        &self,
+        desc: &Descriptor,
+        slots: &[AtomicU64],
+        info: Option<&[(String, String)]>,
+        format: Format,
+        out: &mut Vec<u8>,
+    ) {
+        out.extend_from_slice(self.headers[format as usize].as_bytes());
+        self.visit(desc, slots, info, |line| {
+            line.write(&self.extra_labels, out)
+        });
+    }
+
+    /// Calls `f` with every sample of the family, in exposition order.
+    pub(crate) fn visit(
+        &self,
+        desc: &Descriptor,
+        slots: &[AtomicU64],
+        info: Option<&[(String, String)]>,
+        mut f: impl FnMut(Line<'_>),
+    ) {
+        let load = |i: usize| slots[i].load(Ordering::Relaxed);
+        let width = desc.width;
+        for (series, labels) in self.series_labels.iter().enumerate() {
+            let base = series * width;
+            let line = |name, extra: Option<usize>, value| Line {
+                name,
+                labels,
+                extra,
+                value,
+                series,
+            };
+            match desc.kind {
+                Kind::Counter => {
+                    let total = counter::total(load(base), f64::from_bits(load(base + 1)));
+                    let value = if load(base + 1) == 0 {
+                        Value::Int(load(base))
+                    } else {
+                        Value::Float(total)
+                    };
+                    f(line(&self.sample, None, value));
+                }
+                Kind::Gauge => f(line(
+                    &self.sample,
+                    None,
+                    Value::Float(f64::from_bits(load(base))),
+                )),
+                Kind::StateSet => {
+                    let current = load(base) as usize;
+                    for state in 0..self.extra_labels.len() {
+                        f(line(
+                            &self.sample,
+                            Some(state),
+                            Value::Int((state == current) as u64),
+                        ));
+                    }
+                }
+                Kind::Histogram => {
+                    let mut cumulative = 0u64;
+                    for bucket in 0..self.extra_labels.len() {
+                        cumulative += load(base + bucket);
+                        f(line(&self.sample, Some(bucket), Value::Int(cumulative)));
+                    }
+                    f(line(&self.count, None, Value::Int(cumulative)));
+                    let sum = f64::from_bits(load(base + self.extra_labels.len()));
+                    f(line(&self.sum, None, Value::Float(sum)));
+                }
+                Kind::Info => {
+                    if let Some(pairs) = info {
+                        let text = pairs
+                            .iter()
+                            .map(|(k, v)| label_text(k, v))
+                            .collect::<Vec<_>>()
+                            .join(",");
+                        f(Line {
+                            name: &self.sample,
+                            labels: &text,
+                            extra: None,
+                            value: Value::Int(1),
+                            series,
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A sample value as it is best written.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Value {
+    Int(u64),
+    Float(f64),
+}
+
+impl Value {
+    pub(crate) fn as_f64(self) -> f64 {
+        match self {
+            Value::Int(v) => v as f64,
+            Value::Float(v) => v,
+        }
+    }
+}
+
+/// One sample, with its label text already escaped.
+pub(crate) struct Line<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) labels: &'a str,
+    /// The bucket (histograms) or state (state sets) of the sample.
+    pub(crate) extra: Option<usize>,
+    pub(crate) value: Value,
+    /// The series' dense index, to recover structured labels.
+    pub(crate) series: usize,
+}
+
+impl Line<'_> {
+    fn write(&self, extra_labels: &[String], out: &mut Vec<u8>) {
+        let extra = self.extra.map_or("", |i| extra_labels[i].as_str());
+        out.extend_from_slice(self.name.as_bytes());
+        if !self.labels.is_empty() || !extra.is_empty() {
+            out.push(b'{');
+            out.extend_from_slice(self.labels.as_bytes());
+            if !self.labels.is_empty() && !extra.is_empty() {
+                out.push(b',');
+            }
+            out.extend_from_slice(extra.as_bytes());
+            out.push(b'}');
+        }
+        out.push(b' ');
+        match self.value {
+            Value::Int(v) => write_u64(out, v),
+            Value::Float(v) => write_f64(out, v),
+        }
+        out.push(b'\n');
+    }
+}
+
+fn label_text(name: &str, value: &str) -> String {
+    let mut out = Vec::new();
+    write_label(&mut out, name, value);
+    String::from_utf8(out).expect("escaping keeps UTF-8")
+}
+
+/// The label text of every series in dense index order: the last label
+/// varies fastest, matching [`LabelSet::index`](crate::LabelSet::index).
+fn series_labels(desc: &Descriptor) -> Vec<String> {
+    let mut all = vec![String::new()];
+    for (name, values) in desc.label_names.iter().zip(desc.label_values) {
+        let rendered: Vec<String> = values.iter().map(|v| label_text(name, v)).collect();
+        all = all
+            .iter()
+            .flat_map(|prefix| {
+                rendered.iter().map(move |r| {
+                    if prefix.is_empty() {
+                        r.clone()
+                    } else {
+                        format!("{prefix},{r}")
+                    }
+                })
+            })
+            .collect();
+    }
+    all
+}
+
+fn header(desc: &Descriptor, format: Format) -> String {
+    let (name, kind) = match format {
+        // 0.0.4 has no info type and names counter families after their
+        // `_total` sample; OpenMetrics uses the bare family name.
+        Format::Prometheus => (
+            match desc.kind {
+                Kind::Counter => format!("{}_total", desc.name),
+                Kind::Info => format!("{}_info", desc.name),
+                _ => desc.name.to_owned(),
+            },
+            desc.kind.prometheus_type(),
+        ),
+        Format::OpenMetrics => (desc.name.to_owned(), desc.kind.openmetrics_type()),
+    };
+    let mut out = Vec::new();
+    write_header(&mut out, &name, desc.help, kind, desc.unit, format);
+    String::from_utf8(out).expect("escaping keeps UTF-8")
+}
+
+/// Writes the metadata lines of a family.
+pub(crate) fn write_header(
+    out: &mut Vec<u8>,
+    name: &str,
+    help: &str,
+    kind: &str,
+    unit: Option<&str>,
+    format: Format,
+) {
+    out.extend_from_slice(b"# HELP ");
+    out.extend_from_slice(name.as_bytes());
+    out.push(b' ');
+    write_help(out, help, format);
+    out.extend_from_slice(b"\n# TYPE ");
+    out.extend_from_slice(name.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(kind.as_bytes());
+    out.push(b'\n');
+    if let (Some(unit), Format::OpenMetrics) = (unit, format) {
+        out.extend_from_slice(b"# UNIT ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(unit.as_bytes());
+        out.push(b'\n');
+    }
+}

@@ -1,0 +1,137 @@
+use core::marker::PhantomData;
+use core::sync::atomic::{AtomicU64, Ordering};
+use std::fmt;
+
+use super::float;
+use crate::descriptor::{Descriptor, Kind, Opts};
+use crate::labels::LabelSet;
+use crate::metric::MetricCore;
+
+/// A monotonically increasing total, one series per label combination.
+///
+/// Each series has two slots: an integer count (`inc`, `inc_by`: one
+/// atomic add) and a float part (`inc_by_f64`: compare-and-swap), summed at
+/// scrape time.
+///
+/// ```
+/// use promshard::{Counter, Opts};
+///
+/// static JOBS: Counter = Counter::new(Opts::new("jobs_done_total", "Jobs finished."));
+/// promshard::register!(JOBS);
+///
+/// JOBS.inc();
+/// JOBS.inc_by(2);
+/// assert_eq!(promshard::testing::sample_value("jobs_done_total", &[]), Some(3.0));
+/// ```
+pub struct Counter<L: LabelSet = ()> {
+    core: MetricCore,
+    labels: PhantomData<fn(L)>,
+}
+
+impl<L: LabelSet> Counter<L> {
+    /// Declares a counter; `opts` must name one label per element of `L`.
+    #[track_caller]
+    pub const fn new(opts: Opts) -> Self {
+        let desc = Descriptor::new(opts, Kind::Counter, L::VALUE_SETS, L::CARDINALITY, &[]);
+        Counter {
+            core: MetricCore::new(desc),
+            labels: PhantomData,
+        }
+    }
+
+    /// The series for one label combination.
+    #[inline(always)]
+    pub fn with(&'static self, labels: L) -> CounterSeries {
+        let slot = self.core.series(labels.index());
+        // SAFETY: `series` returns the address of two live slots.
+        CounterSeries {
+            slots: unsafe { &*(slot as *const [AtomicU64; 2]) },
+        }
+    }
+
+    /// The descriptor-carrying core, for registration.
+    pub const fn core(&'static self) -> &'static MetricCore {
+        &self.core
+    }
+}
+
+impl Counter<()> {
+    /// Adds one.
+    #[inline(always)]
+    pub fn inc(&'static self) {
+        self.with(()).inc()
+    }
+
+    /// Adds `n`.
+    #[inline(always)]
+    pub fn inc_by(&'static self, n: u64) {
+        self.with(()).inc_by(n)
+    }
+
+    /// Adds a non-negative, finite float; see [`CounterSeries::inc_by_f64`].
+    #[inline]
+    pub fn inc_by_f64(&'static self, v: f64) -> Result<(), InvalidIncrement> {
+        self.with(()).inc_by_f64(v)
+    }
+}
+
+/// One series of a [`Counter`].
+#[derive(Clone, Copy, Debug)]
+pub struct CounterSeries {
+    slots: &'static [AtomicU64; 2],
+}
+
+impl CounterSeries {
+    /// Adds one.
+    #[inline(always)]
+    pub fn inc(self) {
+        self.slots[0].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds `n`.
+    #[inline(always)]
+    pub fn inc_by(self, n: u64) {
+        self.slots[0].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds a float amount (seconds of CPU, bytes as a float, …).
+    ///
+    /// # Errors
+    ///
+    /// A counter only goes up: a negative, NaN or infinite `v` is refused
+    /// and the counter is left unchanged.
+    #[inline]
+    pub fn inc_by_f64(self, v: f64) -> Result<(), InvalidIncrement> {
+        if !(v >= 0.0 && v.is_finite()) {
+            return Err(InvalidIncrement(v));
+        }
+        float::add(&self.slots[1], v);
+        Ok(())
+    }
+
+    /// The series' current total.
+    pub fn get(self) -> f64 {
+        total(
+            self.slots[0].load(Ordering::Relaxed),
+            float::load(&self.slots[1]),
+        )
+    }
+}
+
+/// The counter total from its integer and float slots.
+pub(crate) fn total(count: u64, fraction: f64) -> f64 {
+    count as f64 + fraction
+}
+
+/// A counter increment that would have made it go down or become
+/// non-finite.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct InvalidIncrement(pub f64);
+
+impl fmt::Display for InvalidIncrement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "counters only increase: refused increment {}", self.0)
+    }
+}
+
+impl std::error::Error for InvalidIncrement {}

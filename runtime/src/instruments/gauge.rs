@@ -1,0 +1,180 @@
+use core::marker::PhantomData;
+use core::sync::atomic::AtomicU64;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::float;
+use crate::descriptor::{Descriptor, Kind, Opts};
+use crate::labels::LabelSet;
+use crate::metric::MetricCore;
+
+/// A value that goes up and down, one series per label combination.
+///
+/// ```
+/// use promshard::{Gauge, Opts};
+///
+/// static QUEUE: Gauge = Gauge::new(Opts::new("queue_length", "Items waiting."));
+/// promshard::register!(QUEUE);
+///
+/// QUEUE.set(4.0);
+/// QUEUE.dec();
+/// {
+///     let _busy = QUEUE.track_inprogress();
+///     assert_eq!(QUEUE.get(), 4.0);
+/// }
+/// assert_eq!(QUEUE.get(), 3.0);
+/// ```
+pub struct Gauge<L: LabelSet = ()> {
+    core: MetricCore,
+    labels: PhantomData<fn(L)>,
+}
+
+impl<L: LabelSet> Gauge<L> {
+    /// Declares a gauge; `opts` must name one label per element of `L`.
+    #[track_caller]
+    pub const fn new(opts: Opts) -> Self {
+        let desc = Descriptor::new(opts, Kind::Gauge, L::VALUE_SETS, L::CARDINALITY, &[]);
+        Gauge {
+            core: MetricCore::new(desc),
+            labels: PhantomData,
+        }
+    }
+
+    /// The series for one label combination.
+    #[inline(always)]
+    pub fn with(&'static self, labels: L) -> GaugeSeries {
+        let slot = self.core.series(labels.index());
+        let timestamped = self.core.descriptor().mode.is_most_recent();
+        // SAFETY: `series` returns the address of `width` live slots, and
+        // width is 2 exactly when the mode is timestamped.
+        let value = unsafe { &*slot };
+        let stamp = if timestamped {
+            Some(unsafe { &*slot.add(1) })
+        } else {
+            None
+        };
+        GaugeSeries { value, stamp }
+    }
+
+    /// The descriptor-carrying core, for registration.
+    pub const fn core(&'static self) -> &'static MetricCore {
+        &self.core
+    }
+}
+
+macro_rules! unlabelled {
+    ($($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty)?) $(-> $ret:ty)?;)*) => {
+        impl Gauge<()> {
+            $(
+                $(#[$doc])*
+                #[inline(always)]
+                pub fn $name(&'static self $(, $arg: $ty)?) $(-> $ret)? {
+                    self.with(()).$name($($arg)?)
+                }
+            )*
+        }
+    };
+}
+
+unlabelled! {
+    /// Adds one.
+    fn inc();
+    /// Subtracts one.
+    fn dec();
+    /// Adds `v`.
+    fn add(v: f64);
+    /// Subtracts `v`.
+    fn sub(v: f64);
+    /// Sets the value.
+    fn set(v: f64);
+    /// Sets the value to the current Unix time in seconds.
+    fn set_to_current_time();
+    /// Adds one now and subtracts it when the guard drops.
+    fn track_inprogress() -> InProgress;
+    /// The current value.
+    fn get() -> f64;
+}
+
+/// One series of a [`Gauge`].
+#[derive(Clone, Copy, Debug)]
+pub struct GaugeSeries {
+    value: &'static AtomicU64,
+    /// The time of the last update, for the `mostrecent` modes only.
+    stamp: Option<&'static AtomicU64>,
+}
+
+impl GaugeSeries {
+    /// Adds one.
+    #[inline(always)]
+    pub fn inc(self) {
+        self.add(1.0)
+    }
+
+    /// Subtracts one.
+    #[inline(always)]
+    pub fn dec(self) {
+        self.add(-1.0)
+    }
+
+    /// Adds `v`.
+    #[inline(always)]
+    pub fn add(self, v: f64) {
+        float::add(self.value, v);
+        self.touch();
+    }
+
+    /// Subtracts `v`.
+    #[inline(always)]
+    pub fn sub(self, v: f64) {
+        self.add(-v)
+    }
+
+    /// Sets the value.
+    #[inline(always)]
+    pub fn set(self, v: f64) {
+        float::store(self.value, v);
+        self.touch();
+    }
+
+    /// Sets the value to the current Unix time in seconds.
+    pub fn set_to_current_time(self) {
+        self.set(unix_now())
+    }
+
+    /// Adds one now and subtracts it when the returned guard drops, to
+    /// count work in progress.
+    pub fn track_inprogress(self) -> InProgress {
+        self.inc();
+        InProgress { series: self }
+    }
+
+    /// The current value.
+    pub fn get(self) -> f64 {
+        float::load(self.value)
+    }
+
+    #[inline(always)]
+    fn touch(self) {
+        if let Some(stamp) = self.stamp {
+            float::store(stamp, unix_now());
+        }
+    }
+}
+
+/// Decrements a gauge when dropped; see [`GaugeSeries::track_inprogress`].
+#[must_use = "the gauge is decremented when the guard drops"]
+#[derive(Debug)]
+pub struct InProgress {
+    series: GaugeSeries,
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.series.dec();
+    }
+}
+
+pub(crate) fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}

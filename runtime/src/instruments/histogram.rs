@@ -1,0 +1,215 @@
+use core::marker::PhantomData;
+use core::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::float;
+use crate::descriptor::{Descriptor, Kind, Opts};
+use crate::labels::LabelSet;
+use crate::metric::MetricCore;
+
+/// Observations counted into buckets, one series per label combination.
+///
+/// Each series stores one count per bucket (not cumulative, so an
+/// observation is one atomic add) and the sum of observations. The
+/// exposition accumulates the buckets, and `_count` is the `+Inf` bucket,
+/// so the two always agree.
+///
+/// ```
+/// use promshard::{Histogram, Opts};
+///
+/// static LATENCY: Histogram = Histogram::new(
+///     Opts::new("render_seconds", "Time to render a page.")
+///         .unit("seconds")
+///         .buckets(&[0.1, 0.5, 1.0]),
+/// );
+/// promshard::register!(LATENCY);
+///
+/// LATENCY.observe(0.3);
+/// let timer = LATENCY.start_timer(); // observes the elapsed time on drop
+/// drop(timer);
+/// assert_eq!(promshard::testing::sample_value("render_seconds_count", &[]), Some(2.0));
+/// ```
+pub struct Histogram<L: LabelSet = ()> {
+    core: MetricCore,
+    labels: PhantomData<fn(L)>,
+}
+
+impl<L: LabelSet> Histogram<L> {
+    /// Declares a histogram; `opts` must name one label per element of `L`
+    /// and gives the buckets (Prometheus' defaults if none).
+    #[track_caller]
+    pub const fn new(opts: Opts) -> Self {
+        let desc = Descriptor::new(opts, Kind::Histogram, L::VALUE_SETS, L::CARDINALITY, &[]);
+        Histogram {
+            core: MetricCore::new(desc),
+            labels: PhantomData,
+        }
+    }
+
+    /// The series for one label combination.
+    #[inline(always)]
+    pub fn with(&'static self, labels: L) -> HistogramSeries {
+        let slots = self.core.series(labels.index());
+        HistogramSeries {
+            slots,
+            bounds: self.core.descriptor().buckets,
+        }
+    }
+
+    /// The descriptor-carrying core, for registration.
+    pub const fn core(&'static self) -> &'static MetricCore {
+        &self.core
+    }
+}
+
+impl Histogram<()> {
+    /// Records one observation.
+    #[inline(always)]
+    pub fn observe(&'static self, v: f64) {
+        self.with(()).observe(v)
+    }
+
+    /// Records a duration in seconds.
+    #[inline]
+    pub fn observe_duration(&'static self, d: Duration) {
+        self.with(()).observe_duration(d)
+    }
+
+    /// Starts a timer that observes the elapsed seconds when dropped.
+    pub fn start_timer(&'static self) -> HistogramTimer {
+        self.with(()).start_timer()
+    }
+}
+
+/// One series of a [`Histogram`].
+#[derive(Clone, Copy, Debug)]
+pub struct HistogramSeries {
+    /// `bounds.len() + 1` bucket counts (the last is `+Inf`), then the sum.
+    slots: *const AtomicU64,
+    bounds: &'static [f64],
+}
+
+// SAFETY: the pointer addresses process-lifetime atomics.
+unsafe impl Send for HistogramSeries {}
+unsafe impl Sync for HistogramSeries {}
+
+impl HistogramSeries {
+    /// Records one observation: one atomic add on its bucket and one
+    /// compare-and-swap on the sum. NaN lands in `+Inf` (and makes the sum
+    /// NaN), as in the Go client.
+    #[inline(always)]
+    pub fn observe(self, v: f64) {
+        let bucket = bucket_index(self.bounds, v);
+        // SAFETY: the series has bounds.len() + 2 slots; bucket <= bounds.len().
+        unsafe {
+            (*self.slots.add(bucket)).fetch_add(1, Ordering::Relaxed);
+            float::add(&*self.slots.add(self.bounds.len() + 1), v);
+        }
+    }
+
+    /// Records a duration in seconds.
+    #[inline]
+    pub fn observe_duration(self, d: Duration) {
+        self.observe(d.as_secs_f64())
+    }
+
+    /// Starts a timer that observes the elapsed seconds when dropped.
+    pub fn start_timer(self) -> HistogramTimer {
+        HistogramTimer {
+            series: Some(self),
+            start: Instant::now(),
+        }
+    }
+
+    /// Number of observations so far.
+    pub fn count(self) -> u64 {
+        (0..=self.bounds.len())
+            // SAFETY: as in `observe`.
+            .map(|i| unsafe { (*self.slots.add(i)).load(Ordering::Relaxed) })
+            .sum()
+    }
+
+    /// Sum of observations so far.
+    pub fn sum(self) -> f64 {
+        // SAFETY: as in `observe`.
+        unsafe { float::load(&*self.slots.add(self.bounds.len() + 1)) }
+    }
+}
+
+/// The first bucket whose upper bound is at least `v`; `bounds.len()` is
+/// `+Inf`. A short linear scan beats a binary search for typical bucket
+/// counts; long bucket lists are searched by halves.
+#[inline(always)]
+fn bucket_index(bounds: &[f64], v: f64) -> usize {
+    if bounds.len() <= 16 {
+        bounds.iter().position(|b| v <= *b).unwrap_or(bounds.len())
+    } else {
+        // `!(v <= b)` is true for every bound below v and for NaN, so NaN
+        // goes to +Inf as in the linear scan.
+        bounds.partition_point(|b| !(v <= *b))
+    }
+}
+
+/// Observes the time since it was started when dropped; see
+/// [`HistogramSeries::start_timer`].
+#[must_use = "the timer observes when dropped; dropping it at once records ~0"]
+#[derive(Debug)]
+pub struct HistogramTimer {
+    series: Option<HistogramSeries>,
+    start: Instant,
+}
+
+impl HistogramTimer {
+    /// Observes now and returns the elapsed seconds.
+    pub fn observe_duration(mut self) -> f64 {
+        let elapsed = self.start.elapsed().as_secs_f64();
+        if let Some(series) = self.series.take() {
+            series.observe(elapsed);
+        }
+        elapsed
+    }
+
+    /// Drops the timer without observing.
+    pub fn stop_and_discard(mut self) {
+        self.series = None;
+    }
+}
+
+impl Drop for HistogramTimer {
+    fn drop(&mut self) {
+        if let Some(series) = self.series.take() {
+            series.observe(self.start.elapsed().as_secs_f64());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bucket_index;
+
+    #[test]
+    fn bucket_search_agrees_for_short_and_long_lists() {
+        let short = [1.0, 2.0, 5.0];
+        let long: Vec<f64> = (1..=40).map(f64::from).collect();
+        for (v, want) in [
+            (0.5, 0),
+            (1.0, 0),
+            (1.5, 1),
+            (5.0, 2),
+            (9.0, 3),
+            (f64::NAN, 3),
+        ] {
+            assert_eq!(bucket_index(&short, v), want, "short {v}");
+        }
+        for (v, want) in [
+            (0.5, 0),
+            (1.0, 0),
+            (1.5, 1),
+            (40.0, 39),
+            (41.0, 40),
+            (f64::NAN, 40),
+        ] {
+            assert_eq!(bucket_index(&long, v), want, "long {v}");
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! Runtime of [`promshard`](https://docs.rs/promshard): instruments, the slot
+//! arena, the registry and the exposition encoders.
+//!
+//! Depend on `promshard` instead; this crate's items are re-exported there
+//! and documented with examples.
+
+#![warn(missing_docs)]
+
+mod arena;
+mod builtin;
+mod collector;
+mod descriptor;
+mod expose;
+#[cfg(feature = "http")]
+mod http;
+mod instruments;
+mod labels;
+mod metric;
+mod process;
+mod registry;
+pub mod testing;
+
+pub use collector::{Collector, FamilyWriter, MetricWriter};
+pub use descriptor::{
+    DEFAULT_BUCKETS, Descriptor, GaugeMode, Kind, Opts, exponential_buckets, is_label_name,
+    is_metric_name, linear_buckets,
+};
+pub use expose::{Format, encode, encode_into, render};
+#[cfg(feature = "http")]
+pub use http::{MetricsServer, serve};
+pub use instruments::counter::{Counter, CounterSeries, InvalidIncrement};
+pub use instruments::gauge::{Gauge, GaugeSeries, InProgress};
+pub use instruments::histogram::{Histogram, HistogramSeries, HistogramTimer};
+pub use instruments::info::Info;
+pub use instruments::state_set::{Enum, EnumSeries};
+pub use labels::{LabelSet, LabelValue};
+pub use metric::MetricCore;
+pub use process::ProcessCollector;
+pub use registry::{RegistryError, check_registry, register_collector};
+
+/// Not a stable API: what generated code and the facade's macros call.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::registry::{COLLECTORS, METRICS};
+    pub use linkme;
+}

@@ -1,0 +1,87 @@
+//! The non-generic heart of every instrument: its descriptor and the cached
+//! address of its slots.
+
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::RwLock;
+
+use crate::descriptor::Descriptor;
+use crate::registry;
+
+/// What the registry knows of one declared instrument.
+///
+/// Every instrument embeds one; `#[metric]` (or [`register!`](crate::register))
+/// puts a reference to it in the [`METRICS`](crate::__private::METRICS)
+/// distributed slice.
+#[derive(Debug)]
+pub struct MetricCore {
+    desc: Descriptor,
+    /// First slot of this metric in the arena; null until laid out.
+    ///
+    /// Written once with `Release` after the arena is zeroed, read with
+    /// `Acquire` on every recording, so a recorder that sees the pointer
+    /// also sees initialised slots. On x86 the load is a plain `mov`.
+    base: AtomicPtr<AtomicU64>,
+    /// The label pairs an [`Info`](crate::Info) metric currently exposes.
+    info: RwLock<Option<Box<[(String, String)]>>>,
+}
+
+impl MetricCore {
+    pub(crate) const fn new(desc: Descriptor) -> MetricCore {
+        MetricCore {
+            desc,
+            base: AtomicPtr::new(core::ptr::null_mut()),
+            info: RwLock::new(None),
+        }
+    }
+
+    /// The metric's descriptor.
+    pub fn descriptor(&self) -> &Descriptor {
+        &self.desc
+    }
+
+    /// The address of series `index`'s first slot.
+    ///
+    /// `index` must be at most `desc.series` (the discard series).
+    #[inline(always)]
+    pub(crate) fn series(&'static self, index: usize) -> *const AtomicU64 {
+        debug_assert!(index <= self.desc.series);
+        let mut base = self.base.load(Ordering::Acquire);
+        if base.is_null() {
+            base = self.attach();
+        }
+        // SAFETY: the arena holds `desc.slots()` = (series + 1) * width slots
+        // from `base`, and index <= series.
+        unsafe { base.add(index * self.desc.width) }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn attach(&'static self) -> *mut AtomicU64 {
+        registry::get();
+        let base = self.base.load(Ordering::Acquire);
+        if base.is_null() {
+            registry::attach_unregistered(self)
+        } else {
+            base
+        }
+    }
+
+    /// Points the metric at its slots. Called by the registry only.
+    pub(crate) fn set_base(&self, base: *mut AtomicU64) {
+        self.base.store(base, Ordering::Release);
+    }
+
+    pub(crate) fn is_attached(&self) -> bool {
+        !self.base.load(Ordering::Acquire).is_null()
+    }
+
+    pub(crate) fn set_info(&self, pairs: Box<[(String, String)]>) {
+        let mut guard = self.info.write().unwrap_or_else(|e| e.into_inner());
+        *guard = Some(pairs);
+    }
+
+    pub(crate) fn with_info<R>(&self, f: impl FnOnce(Option<&[(String, String)]>) -> R) -> R {
+        let guard = self.info.read().unwrap_or_else(|e| e.into_inner());
+        f(guard.as_deref())
+    }
+}

@@ -1,0 +1,257 @@
+//! The process-wide list of metrics, laid out once on first use.
+//!
+//! Declared metrics come from the [`METRICS`] distributed slice: no
+//! registration call and no code before `main`. The first recording or
+//! scrape walks the slice, sorts it by name, gives every series a fixed slot
+//! in one arena and caches each metric's base address. Scrape-time
+//! [`Collector`]s are listed separately.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Mutex, OnceLock, RwLock};
+
+use core::sync::atomic::AtomicU64;
+use linkme::distributed_slice;
+
+use crate::arena::{Arena, MemoryArena};
+use crate::collector::Collector;
+use crate::descriptor::{Descriptor, Kind};
+use crate::expose::plan::FamilyPlan;
+use crate::metric::MetricCore;
+
+/// Every metric declared with `#[metric]` or [`register!`](crate::register).
+#[distributed_slice]
+pub static METRICS: [&'static MetricCore];
+
+/// Every collector declared with [`register_collector!`](crate::register_collector).
+#[distributed_slice]
+pub static COLLECTORS: [&'static dyn Collector];
+
+/// A laid-out metric: where its slots are and how to render it.
+pub(crate) struct Family {
+    pub(crate) core: &'static MetricCore,
+    pub(crate) offset: usize,
+    pub(crate) plan: FamilyPlan,
+}
+
+pub(crate) struct Registry {
+    /// Exposed metrics, sorted by name.
+    pub(crate) families: Vec<Family>,
+    pub(crate) arena: Box<dyn Arena>,
+    problems: Vec<RegistryError>,
+    /// Metrics used without a slice entry, each with its own arena.
+    pub(crate) unregistered: Mutex<Vec<(Family, Box<dyn Arena>)>>,
+    /// Sample names already taken, to refuse clashing collector output.
+    pub(crate) sample_names: HashMap<String, usize>,
+}
+
+static REGISTRY: OnceLock<Registry> = OnceLock::new();
+static RUNTIME_COLLECTORS: RwLock<Vec<Box<dyn Collector>>> = RwLock::new(Vec::new());
+
+/// The registry, laid out on first call.
+pub(crate) fn get() -> &'static Registry {
+    REGISTRY.get_or_init(|| layout(&METRICS))
+}
+
+fn layout(declared: &[&'static MetricCore]) -> Registry {
+    let mut sorted: Vec<&'static MetricCore> = declared.to_vec();
+    sorted.sort_by(|a, b| {
+        let (a, b) = (a.descriptor(), b.descriptor());
+        (a.name, a.file, a.line).cmp(&(b.name, b.file, b.line))
+    });
+    // The slice can hold the same core twice when a library is linked in
+    // twice under one name; that is one metric, not a clash.
+    sorted.dedup_by(|a, b| core::ptr::eq(*a, *b));
+
+    let mut problems = Vec::new();
+    let mut sample_names: HashMap<String, usize> = HashMap::new();
+    let mut exposed: Vec<&'static MetricCore> = Vec::with_capacity(sorted.len());
+    let mut hidden: Vec<&'static MetricCore> = Vec::new();
+    for core in sorted {
+        let names = sample_names_of(core.descriptor());
+        let clash = names
+            .iter()
+            .find_map(|n| sample_names.get(n).map(|&i| (n, i)));
+        if let Some((sample, first)) = clash {
+            let error = RegistryError::DuplicateName {
+                sample: sample.clone(),
+                first: location(exposed[first].descriptor()),
+                second: location(core.descriptor()),
+            };
+            log::error!("promshard: {error}; the second declaration is not exposed");
+            problems.push(error);
+            hidden.push(core);
+            continue;
+        }
+        for name in names {
+            sample_names.insert(name, exposed.len());
+        }
+        exposed.push(core);
+    }
+
+    let total: usize = exposed
+        .iter()
+        .chain(&hidden)
+        .map(|c| c.descriptor().slots())
+        .sum();
+    let arena: Box<dyn Arena> = Box::new(MemoryArena::new(total));
+    let base = arena.slots().as_ptr() as *mut AtomicU64;
+    let mut offset = 0;
+    let mut families = Vec::with_capacity(exposed.len());
+    for (index, core) in exposed.iter().chain(&hidden).enumerate() {
+        // SAFETY: offsets stay within the `total` slots allocated above.
+        core.set_base(unsafe { base.add(offset) });
+        if index < exposed.len() {
+            let plan = FamilyPlan::new(core.descriptor());
+            families.push(Family { core, offset, plan });
+        }
+        offset += core.descriptor().slots();
+    }
+    Registry {
+        families,
+        arena,
+        problems,
+        unregistered: Mutex::new(Vec::new()),
+        sample_names,
+    }
+}
+
+/// Gives a metric that is missing from [`METRICS`] slots of its own, so a
+/// forgotten registration degrades to a warning instead of a crash.
+pub(crate) fn attach_unregistered(core: &'static MetricCore) -> *mut AtomicU64 {
+    let registry = get();
+    let mut list = registry
+        .unregistered
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if !core.is_attached() {
+        let desc = core.descriptor();
+        log::warn!(
+            "promshard: metric `{}` ({}:{}) is used but not registered; \
+             declare it with #[metric] or promshard::register!",
+            desc.name,
+            desc.file,
+            desc.line
+        );
+        let arena: Box<dyn Arena> = Box::new(MemoryArena::new(desc.slots()));
+        core.set_base(arena.slots().as_ptr() as *mut AtomicU64);
+        let plan = FamilyPlan::new(desc);
+        list.push((
+            Family {
+                core,
+                offset: 0,
+                plan,
+            },
+            arena,
+        ));
+    }
+    drop(list);
+    core.series(0) as *mut AtomicU64
+}
+
+/// The names of the samples a metric's exposition uses.
+fn sample_names_of(desc: &Descriptor) -> Vec<String> {
+    let n = desc.name;
+    match desc.kind {
+        Kind::Counter => vec![n.to_owned(), format!("{n}_total"), format!("{n}_created")],
+        Kind::Gauge | Kind::StateSet => vec![n.to_owned()],
+        Kind::Histogram => ["", "_bucket", "_count", "_sum", "_created"]
+            .iter()
+            .map(|s| format!("{n}{s}"))
+            .collect(),
+        Kind::Info => vec![n.to_owned(), format!("{n}_info")],
+    }
+}
+
+fn location(desc: &Descriptor) -> String {
+    format!("{}:{}", desc.file, desc.line)
+}
+
+/// A problem with the set of declared metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// Two declarations produce the same metric or sample name. The first
+    /// (by name, then file and line) is exposed; the second records into
+    /// slots of its own that are never exposed.
+    DuplicateName {
+        /// The clashing name.
+        sample: String,
+        /// `file:line` of the exposed declaration.
+        first: String,
+        /// `file:line` of the hidden declaration.
+        second: String,
+    },
+}
+
+impl fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegistryError::DuplicateName {
+                sample,
+                first,
+                second,
+            } => {
+                write!(
+                    f,
+                    "metric name `{sample}` is declared twice: at {first} and at {second}"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for RegistryError {}
+
+/// Lays out the registry now (instead of at the first recording) and
+/// reports problems with the declared metrics, such as duplicate names.
+///
+/// Call it at startup or in a test to turn a clash into a failure:
+///
+/// ```
+/// promshard::check_registry().expect("metric declarations are consistent");
+/// ```
+pub fn check_registry() -> Result<(), Vec<RegistryError>> {
+    let problems = &get().problems;
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.clone())
+    }
+}
+
+/// Registers a scrape-time collector for the rest of the process's life.
+///
+/// ```
+/// use promshard::{Collector, MetricWriter};
+///
+/// struct QueueDepth;
+/// impl Collector for QueueDepth {
+///     fn collect(&self, out: &mut MetricWriter<'_>) {
+///         out.gauge("jobs_queued", "Jobs waiting in the queue.").sample(&[], 3.0);
+///     }
+/// }
+///
+/// promshard::register_collector(QueueDepth);
+/// assert_eq!(promshard::testing::sample_value("jobs_queued", &[]), Some(3.0));
+/// ```
+pub fn register_collector(collector: impl Collector) {
+    let mut list = RUNTIME_COLLECTORS
+        .write()
+        .unwrap_or_else(|e| e.into_inner());
+    list.push(Box::new(collector));
+}
+
+/// Calls `f` with every collector: built-in, static, then runtime ones.
+pub(crate) fn for_each_collector(mut f: impl FnMut(&dyn Collector)) {
+    for collector in crate::builtin::COLLECTORS {
+        f(*collector);
+    }
+    for collector in COLLECTORS {
+        f(*collector);
+    }
+    let list = RUNTIME_COLLECTORS.read().unwrap_or_else(|e| e.into_inner());
+    for collector in list.iter() {
+        f(collector.as_ref());
+    }
+}
