@@ -20,13 +20,16 @@ pub trait Collector: Send + Sync + 'static {
     fn collect(&self, out: &mut MetricWriter<'_>);
 }
 
+/// Receives `(sample name, labels, value)`.
+pub(crate) type SampleFn<'a> = dyn FnMut(&str, &[(&str, &str)], f64) + 'a;
+
 /// Where a sample goes: rendered text, or a callback (tests).
 pub(crate) enum Target<'a> {
     Text {
         out: &'a mut Vec<u8>,
         format: Format,
     },
-    Samples(&'a mut dyn FnMut(&str, &[(&str, &str)], f64)),
+    Samples(&'a mut SampleFn<'a>),
 }
 
 /// What a [`Collector`] writes its families into.
@@ -147,7 +150,7 @@ impl FamilyWriter<'_, '_> {
                 "collector family `{}`: use histogram() for histogram samples",
                 self.name
             ));
-        } else if self.kind == Kind::Counter && !(value >= 0.0) {
+        } else if self.kind == Kind::Counter && (value.is_nan() || value < 0.0) {
             warn_once(&format!(
                 "collector counter `{}`: negative or NaN value dropped",
                 self.name

@@ -22,8 +22,11 @@ pub struct MetricCore {
     /// also sees initialised slots. On x86 the load is a plain `mov`.
     base: AtomicPtr<AtomicU64>,
     /// The label pairs an [`Info`](crate::Info) metric currently exposes.
-    info: RwLock<Option<Box<[(String, String)]>>>,
+    info: RwLock<Option<InfoPairs>>,
 }
+
+/// The label pairs of an info metric.
+pub(crate) type InfoPairs = Box<[(String, String)]>;
 
 impl MetricCore {
     pub(crate) const fn new(desc: Descriptor) -> MetricCore {
@@ -75,7 +78,7 @@ impl MetricCore {
         !self.base.load(Ordering::Acquire).is_null()
     }
 
-    pub(crate) fn set_info(&self, pairs: Box<[(String, String)]>) {
+    pub(crate) fn set_info(&self, pairs: InfoPairs) {
         let mut guard = self.info.write().unwrap_or_else(|e| e.into_inner());
         *guard = Some(pairs);
     }

@@ -144,9 +144,13 @@ fn bucket_index(bounds: &[f64], v: f64) -> usize {
     if bounds.len() <= 16 {
         bounds.iter().position(|b| v <= *b).unwrap_or(bounds.len())
     } else {
-        // `!(v <= b)` is true for every bound below v and for NaN, so NaN
-        // goes to +Inf as in the linear scan.
-        bounds.partition_point(|b| !(v <= *b))
+        // NaN compares false with every bound, so it goes to +Inf as in
+        // the linear scan.
+        if v.is_nan() {
+            bounds.len()
+        } else {
+            bounds.partition_point(|b| *b < v)
+        }
     }
 }
 

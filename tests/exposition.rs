@@ -1,0 +1,115 @@
+//! The exact text of both formats for one of every instrument: the order,
+//! the metadata lines, the suffixes and the number formats.
+
+use promshard::{Counter, Enum, Format, Gauge, Histogram, Info, LabelValue, Opts};
+
+#[derive(Clone, Copy)]
+enum Disk {
+    Ssd,
+    Hdd,
+}
+
+impl LabelValue for Disk {
+    const VALUES: &'static [&'static str] = &["ssd", "hdd"];
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+static WRITES: Counter<(Disk,)> = Counter::new(
+    Opts::new("disk_writes_bytes_total", "Bytes written.")
+        .unit("bytes")
+        .labels(&["disk"]),
+);
+static TEMPERATURE: Gauge = Gauge::new(
+    Opts::new("temperature_celsius", "Temperature.\nSecond \"line\" \\.").unit("celsius"),
+);
+static FLUSH: Histogram = Histogram::new(
+    Opts::new("flush_seconds", "Flush time.")
+        .unit("seconds")
+        .buckets(&[0.5, 1.0]),
+);
+static VERSION: Info = Info::new(Opts::new("version", "Version."));
+static STATE: Enum<Disk> = Enum::new(Opts::new("preferred_disk", "Preferred disk."));
+
+promshard::register!(WRITES, TEMPERATURE, FLUSH, VERSION, STATE);
+
+fn record() {
+    WRITES.with((Disk::Ssd,)).inc_by(4096);
+    WRITES.with((Disk::Hdd,)).inc_by_f64(0.5).unwrap();
+    TEMPERATURE.set(-3.25);
+    FLUSH.observe(0.25);
+    FLUSH.observe(f64::INFINITY);
+    VERSION.set(&[("release", "1.0")]);
+    STATE.set(Disk::Hdd);
+}
+
+/// Everything before the process collector's families.
+fn declared_part(format: Format) -> String {
+    let text = String::from_utf8(promshard::encode(format)).unwrap();
+    let end = text
+        .find("# HELP process_")
+        .expect("process metrics follow declared ones");
+    let tail = if format == Format::OpenMetrics {
+        "# EOF\n"
+    } else {
+        ""
+    };
+    assert!(text.ends_with(tail));
+    text[..end].to_owned()
+}
+
+#[test]
+fn both_formats_byte_for_byte() {
+    record();
+    let prometheus = r#"# HELP disk_writes_bytes_total Bytes written.
+# TYPE disk_writes_bytes_total counter
+disk_writes_bytes_total{disk="ssd"} 4096
+disk_writes_bytes_total{disk="hdd"} 0.5
+# HELP flush_seconds Flush time.
+# TYPE flush_seconds histogram
+flush_seconds_bucket{le="0.5"} 1
+flush_seconds_bucket{le="1.0"} 1
+flush_seconds_bucket{le="+Inf"} 2
+flush_seconds_count 2
+flush_seconds_sum +Inf
+# HELP preferred_disk Preferred disk.
+# TYPE preferred_disk gauge
+preferred_disk{preferred_disk="ssd"} 0
+preferred_disk{preferred_disk="hdd"} 1
+# HELP temperature_celsius Temperature.\nSecond "line" \\.
+# TYPE temperature_celsius gauge
+temperature_celsius -3.25
+# HELP version_info Version.
+# TYPE version_info gauge
+version_info{release="1.0"} 1
+"#;
+    assert_eq!(declared_part(Format::Prometheus), prometheus);
+
+    let openmetrics = r#"# HELP disk_writes_bytes Bytes written.
+# TYPE disk_writes_bytes counter
+# UNIT disk_writes_bytes bytes
+disk_writes_bytes_total{disk="ssd"} 4096
+disk_writes_bytes_total{disk="hdd"} 0.5
+# HELP flush_seconds Flush time.
+# TYPE flush_seconds histogram
+# UNIT flush_seconds seconds
+flush_seconds_bucket{le="0.5"} 1
+flush_seconds_bucket{le="1.0"} 1
+flush_seconds_bucket{le="+Inf"} 2
+flush_seconds_count 2
+flush_seconds_sum +Inf
+# HELP preferred_disk Preferred disk.
+# TYPE preferred_disk stateset
+preferred_disk{preferred_disk="ssd"} 0
+preferred_disk{preferred_disk="hdd"} 1
+# HELP temperature_celsius Temperature.\nSecond \"line\" \\.
+# TYPE temperature_celsius gauge
+# UNIT temperature_celsius celsius
+temperature_celsius -3.25
+# HELP version Version.
+# TYPE version info
+version_info{release="1.0"} 1
+"#;
+    assert_eq!(declared_part(Format::OpenMetrics), openmetrics);
+}

@@ -1,0 +1,216 @@
+//! What users do on the hot path: record from many threads, with labels,
+//! through every instrument, and read the values back.
+
+use std::thread;
+
+use promshard::testing::sample_value;
+use promshard::{Counter, Enum, Gauge, GaugeMode, Histogram, Info, LabelValue, Opts};
+
+#[derive(Clone, Copy, Debug)]
+enum Method {
+    Get,
+    Post,
+    Put,
+}
+
+impl LabelValue for Method {
+    const VALUES: &'static [&'static str] = &["get", "post", "put"];
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Status {
+    Ok,
+    Error,
+}
+
+impl LabelValue for Status {
+    const VALUES: &'static [&'static str] = &["ok", "error"];
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A hand-written impl that breaks the `index < CARDINALITY` contract.
+#[derive(Clone, Copy)]
+struct OutOfRange;
+
+impl LabelValue for OutOfRange {
+    const VALUES: &'static [&'static str] = &["only"];
+    fn index(self) -> usize {
+        5
+    }
+}
+
+static REQUESTS: Counter<(Method, Status)> =
+    Counter::new(Opts::new("requests_total", "Requests.").labels(&["method", "status"]));
+static BALANCE: Gauge = Gauge::new(Opts::new("balance", "A gauge moved from many threads."));
+static LATEST: Gauge = Gauge::new(Opts::new("latest", "Most recent.").mode(GaugeMode::MostRecent));
+static SIZES: Histogram<(Method,)> = Histogram::new(
+    Opts::new("sizes", "Sizes.")
+        .labels(&["method"])
+        .buckets(&[1.0, 2.0, 4.0]),
+);
+static PROGRESS: Counter =
+    Counter::new(Opts::new("progress_seconds_total", "Fractional.").unit("seconds"));
+static STRICT: Counter<(OutOfRange,)> =
+    Counter::new(Opts::new("strict_total", "Contract breaker.").labels(&["x"]));
+static PHASE: Enum<Method> = Enum::new(Opts::new("phase", "An enum."));
+static BUILD: Info = Info::new(Opts::new("build_info", "Build."));
+static FORGOTTEN: Counter = Counter::new(Opts::new(
+    "forgotten_total",
+    "Declared but never registered.",
+));
+
+promshard::register!(
+    REQUESTS, BALANCE, LATEST, SIZES, PROGRESS, STRICT, PHASE, BUILD
+);
+
+const THREADS: usize = 8;
+const PER_THREAD: u64 = 50_000;
+
+#[test]
+fn counters_sum_exactly_across_threads() {
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            thread::spawn(move || {
+                let method = [Method::Get, Method::Post, Method::Put][t % 3];
+                for i in 0..PER_THREAD {
+                    let status = if i % 4 == 0 {
+                        Status::Error
+                    } else {
+                        Status::Ok
+                    };
+                    REQUESTS.with((method, status)).inc();
+                }
+            })
+        })
+        .collect();
+    handles.into_iter().for_each(|h| h.join().unwrap());
+
+    let mut total = 0.0;
+    for (m, threads) in [("get", 3.0), ("post", 3.0), ("put", 2.0)] {
+        let errors = sample_value("requests_total", &[("method", m), ("status", "error")]).unwrap();
+        let ok = sample_value("requests_total", &[("status", "ok"), ("method", m)]).unwrap();
+        assert_eq!(errors, threads * (PER_THREAD / 4) as f64, "{m}");
+        assert_eq!(ok, threads * (PER_THREAD * 3 / 4) as f64, "{m}");
+        total += errors + ok;
+    }
+    assert_eq!(total, (THREADS as u64 * PER_THREAD) as f64);
+}
+
+#[test]
+fn float_updates_from_many_threads_lose_nothing() {
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            thread::spawn(move || {
+                for _ in 0..PER_THREAD {
+                    BALANCE.add(0.5);
+                    SIZES
+                        .with((Method::Post,))
+                        .observe(if t % 2 == 0 { 1.5 } else { 8.0 });
+                }
+                for _ in 0..PER_THREAD / 2 {
+                    BALANCE.sub(0.5);
+                }
+            })
+        })
+        .collect();
+    handles.into_iter().for_each(|h| h.join().unwrap());
+
+    let n = (THREADS as u64 * PER_THREAD) as f64;
+    assert_eq!(BALANCE.get(), n * 0.25);
+    let post = |le| sample_value("sizes_bucket", &[("method", "post"), ("le", le)]).unwrap();
+    assert_eq!(post("1.0"), 0.0);
+    assert_eq!(post("2.0"), n / 2.0);
+    assert_eq!(post("4.0"), n / 2.0);
+    assert_eq!(post("+Inf"), n);
+    assert_eq!(sample_value("sizes_count", &[("method", "post")]), Some(n));
+    assert_eq!(
+        sample_value("sizes_sum", &[("method", "post")]),
+        Some(n / 2.0 * 1.5 + n / 2.0 * 8.0)
+    );
+    assert_eq!(sample_value("sizes_count", &[("method", "get")]), Some(0.0));
+}
+
+#[test]
+fn counters_refuse_to_go_down() {
+    PROGRESS.inc_by_f64(0.25).unwrap();
+    PROGRESS.inc_by(2);
+    for bad in [-1.0, f64::NAN, f64::INFINITY] {
+        let err = PROGRESS.inc_by_f64(bad).unwrap_err();
+        assert!(err.to_string().contains("only increase"), "{err}");
+    }
+    assert_eq!(sample_value("progress_seconds_total", &[]), Some(2.25));
+}
+
+#[test]
+fn gauge_operations() {
+    LATEST.set(3.0);
+    LATEST.inc();
+    assert_eq!(LATEST.get(), 4.0);
+    LATEST.set_to_current_time();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((LATEST.get() - now).abs() < 60.0);
+    {
+        let _a = LATEST.track_inprogress();
+        let _b = LATEST.track_inprogress();
+        assert_eq!(sample_value("latest", &[]), Some(LATEST.get()));
+    }
+}
+
+#[test]
+fn histogram_timer_observes_once() {
+    static TIMED: Histogram = Histogram::new(Opts::new("timed_seconds", "Timed.").unit("seconds"));
+    promshard::register!(TIMED);
+    let elapsed = TIMED.start_timer().observe_duration();
+    TIMED.start_timer().stop_and_discard();
+    drop(TIMED.start_timer());
+    TIMED.observe_duration(std::time::Duration::from_millis(1500));
+    assert_eq!(sample_value("timed_seconds_count", &[]), Some(3.0));
+    assert!(sample_value("timed_seconds_sum", &[]).unwrap() >= 1.5 + elapsed);
+    assert_eq!(
+        sample_value("timed_seconds_bucket", &[("le", "1.0")]),
+        Some(2.0)
+    );
+}
+
+#[test]
+fn out_of_range_label_index_is_discarded_not_exposed() {
+    STRICT.with((OutOfRange,)).inc_by(7);
+    assert_eq!(sample_value("strict_total", &[("x", "only")]), Some(0.0));
+    let text = String::from_utf8(promshard::encode(promshard::Format::Prometheus)).unwrap();
+    assert_eq!(text.matches("strict_total{").count(), 1, "{text}");
+}
+
+#[test]
+fn enum_and_info() {
+    assert_eq!(sample_value("phase", &[("phase", "get")]), Some(1.0));
+    PHASE.set(Method::Put);
+    assert_eq!(sample_value("phase", &[("phase", "get")]), Some(0.0));
+    assert_eq!(sample_value("phase", &[("phase", "put")]), Some(1.0));
+
+    assert_eq!(
+        sample_value("build_info", &[]),
+        None,
+        "nothing exposed before set"
+    );
+    BUILD.set(&[("version", "1.2.3"), ("bad-name", "x"), ("commit", "abc")]);
+    assert_eq!(
+        sample_value("build_info", &[("version", "1.2.3"), ("commit", "abc")]),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn unregistered_metric_still_records_and_is_exposed() {
+    FORGOTTEN.inc();
+    FORGOTTEN.inc();
+    assert_eq!(sample_value("forgotten_total", &[]), Some(2.0));
+    promshard::check_registry().expect("an unregistered metric is not a registry error");
+}
