@@ -214,3 +214,44 @@ fn unregistered_metric_still_records_and_is_exposed() {
     assert_eq!(sample_value("forgotten_total", &[]), Some(2.0));
     promshard::check_registry().expect("an unregistered metric is not a registry error");
 }
+
+#[test]
+fn bounded_labels_keep_first_values_and_count_overflow() {
+    use promshard::Bounded;
+    static ROUTES: Counter<(Bounded<2>, Method)> =
+        Counter::new(Opts::new("route_hits_total", "Hits by route.").labels(&["route", "method"]));
+    promshard::register!(ROUTES);
+
+    assert_eq!(
+        sample_value("route_hits_total", &[("route", "other"), ("method", "get")]),
+        None
+    );
+    ROUTES.with(("/a", Method::Get)).inc();
+    ROUTES.with(("/b", Method::Post)).inc_by(2);
+    ROUTES.with(("/a", Method::Get)).inc();
+    for route in ["/c", "/d", "/c"] {
+        ROUTES.with((route, Method::Put)).inc();
+    }
+    let hits =
+        |route, method| sample_value("route_hits_total", &[("route", route), ("method", method)]);
+    assert_eq!(hits("/a", "get"), Some(2.0));
+    assert_eq!(hits("/b", "post"), Some(2.0));
+    assert_eq!(hits("/b", "get"), Some(0.0));
+    assert_eq!(hits("other", "put"), Some(3.0));
+    assert_eq!(hits("/c", "put"), None);
+    let overflow = [("metric", "route_hits"), ("label", "route")];
+    assert_eq!(
+        sample_value("promshard_label_overflow_total", &overflow),
+        Some(3.0)
+    );
+
+    let text = String::from_utf8(promshard::encode(promshard::Format::Prometheus)).unwrap();
+    assert!(
+        text.contains("route_hits_total{route=\"/a\",method=\"get\"} 2\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("route_hits_total{route=\"other\",method=\"put\"} 3\n"),
+        "{text}"
+    );
+}

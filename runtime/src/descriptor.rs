@@ -7,6 +7,8 @@
 
 use core::panic::Location;
 
+use crate::labels::LabelDomain;
+
 /// The Prometheus default histogram buckets, in seconds.
 pub const DEFAULT_BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -238,7 +240,7 @@ pub struct Descriptor {
     /// Label names, in the order of the label tuple.
     pub label_names: &'static [&'static str],
     /// Every label's values, in the order of the label tuple.
-    pub label_values: &'static [&'static [&'static str]],
+    pub label_domains: &'static [LabelDomain],
     /// Histogram bucket upper bounds without `+Inf` (empty otherwise).
     pub buckets: &'static [f64],
     /// StateSet states (empty otherwise).
@@ -267,7 +269,7 @@ impl Descriptor {
     pub const fn new(
         opts: Opts,
         kind: Kind,
-        label_values: &'static [&'static [&'static str]],
+        label_domains: &'static [LabelDomain],
         series: usize,
         states: &'static [&'static str],
     ) -> Descriptor {
@@ -276,7 +278,7 @@ impl Descriptor {
             "invalid metric name: use [a-zA-Z_:][a-zA-Z0-9_:]*"
         );
         assert!(
-            opts.label_names.len() == label_values.len(),
+            opts.label_names.len() == label_domains.len(),
             "the number of label names differs from the number of labels in the label tuple"
         );
         let mut i = 0;
@@ -362,7 +364,7 @@ impl Descriptor {
             unit: opts.unit,
             kind,
             label_names: opts.label_names,
-            label_values,
+            label_domains,
             buckets: if matches!(kind, Kind::Histogram) {
                 opts.buckets
             } else {
@@ -546,7 +548,13 @@ mod tests {
         ] {
             let r = std::panic::catch_unwind(|| {
                 let labels: &'static [&str] = Box::leak(Box::new([label]));
-                Descriptor::new(Opts::new("m", "h").labels(labels), kind, &[&["a"]], 1, &[])
+                Descriptor::new(
+                    Opts::new("m", "h").labels(labels),
+                    kind,
+                    &[LabelDomain::Values(&["a"])],
+                    1,
+                    &[],
+                )
             });
             assert!(r.is_err(), "{label} accepted on {kind:?}");
         }

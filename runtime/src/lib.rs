@@ -14,6 +14,7 @@ mod expose;
 #[cfg(feature = "http")]
 mod http;
 mod instruments;
+mod interner;
 mod labels;
 mod metric;
 mod process;
@@ -33,7 +34,7 @@ pub use instruments::gauge::{Gauge, GaugeSeries, InProgress};
 pub use instruments::histogram::{Histogram, HistogramSeries, HistogramTimer};
 pub use instruments::info::Info;
 pub use instruments::state_set::{Enum, EnumSeries};
-pub use labels::{LabelSet, LabelValue};
+pub use labels::{Bounded, LabelContext, LabelDomain, LabelSet, LabelType, LabelValue, OTHER};
 pub use metric::MetricCore;
 pub use process::ProcessCollector;
 pub use registry::{RegistryError, check_registry, register_collector};

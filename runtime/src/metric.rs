@@ -1,10 +1,12 @@
 //! The non-generic heart of every instrument: its descriptor and the cached
 //! address of its slots.
 
-use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
-use std::sync::RwLock;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::{OnceLock, RwLock};
 
 use crate::descriptor::Descriptor;
+use crate::interner::Interner;
+use crate::labels::LabelDomain;
 use crate::registry;
 
 /// What the registry knows of one declared instrument.
@@ -23,6 +25,11 @@ pub struct MetricCore {
     base: AtomicPtr<AtomicU64>,
     /// The label pairs an [`Info`](crate::Info) metric currently exposes.
     info: RwLock<Option<InfoPairs>>,
+    /// One string table per label position (empty for fixed labels).
+    interners: OnceLock<Box<[Interner]>>,
+    /// Recordings refused because a string was not in an inline list.
+    refused: AtomicU64,
+    refused_logged: AtomicBool,
 }
 
 /// The label pairs of an info metric.
@@ -34,6 +41,9 @@ impl MetricCore {
             desc,
             base: AtomicPtr::new(core::ptr::null_mut()),
             info: RwLock::new(None),
+            interners: OnceLock::new(),
+            refused: AtomicU64::new(0),
+            refused_logged: AtomicBool::new(false),
         }
     }
 
@@ -76,6 +86,43 @@ impl MetricCore {
 
     pub(crate) fn is_attached(&self) -> bool {
         !self.base.load(Ordering::Acquire).is_null()
+    }
+
+    /// The string table of the bounded label at `position`.
+    pub(crate) fn interner(&self, position: usize) -> &Interner {
+        let interners = self.interners.get_or_init(|| {
+            let domains = self.desc.label_domains.iter();
+            domains
+                .map(|d| match d {
+                    LabelDomain::Bounded { capacity } => Interner::new(*capacity),
+                    LabelDomain::Values(_) => Interner::new(0),
+                })
+                .collect()
+        });
+        &interners[position]
+    }
+
+    /// The string table of the label at `position`, if one was ever used.
+    pub(crate) fn interner_if_used(&self, position: usize) -> Option<&Interner> {
+        self.interners.get().map(|i| &i[position])
+    }
+
+    #[cold]
+    pub(crate) fn refuse_label_value(&self, position: usize, value: &str) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        if !self.refused_logged.swap(true, Ordering::Relaxed) {
+            let label = self.desc.label_names.get(position).copied().unwrap_or("?");
+            log::warn!(
+                "promshard: metric `{}`: value {value:?} is not allowed for label `{label}`; \
+                 recording dropped (add it to the list or give the list an `else` value)",
+                self.desc.name
+            );
+        }
+    }
+
+    /// Recordings dropped because of a refused label value.
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     pub(crate) fn set_info(&self, pairs: InfoPairs) {

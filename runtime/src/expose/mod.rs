@@ -6,7 +6,10 @@ pub(crate) mod text;
 
 pub use format::Format;
 
+use core::sync::atomic::AtomicU64;
+
 use crate::collector::{MetricWriter, Target};
+use crate::descriptor::Kind;
 use crate::registry::{self, Family};
 
 /// Renders every metric in `format`: declared metrics sorted by name, then
@@ -46,17 +49,9 @@ pub fn encode_into(format: Format, out: &mut Vec<u8>) {
     }
 }
 
-fn encode_family(
-    family: &Family,
-    slots: &[core::sync::atomic::AtomicU64],
-    format: Format,
-    out: &mut Vec<u8>,
-) {
-    let desc = family.core.descriptor();
-    let slots = &slots[..desc.slots()];
-    family
-        .core
-        .with_info(|info| family.plan.encode(desc, slots, info, format, out));
+fn encode_family(family: &Family, slots: &[AtomicU64], format: Format, out: &mut Vec<u8>) {
+    let slots = &slots[..family.core.descriptor().slots()];
+    family.plan.encode(family.core, slots, format, out);
 }
 
 /// Renders the exposition a client asked for with its `Accept` header and
@@ -78,43 +73,27 @@ pub fn render(accept: Option<&str>) -> (Vec<u8>, &'static str) {
 pub(crate) fn for_each_sample(mut f: impl FnMut(&str, &[(&str, &str)], f64)) {
     let registry = registry::get();
     let slots = registry.arena.slots();
-    let mut visit_family = |family: &Family, slots: &[core::sync::atomic::AtomicU64]| {
-        let desc = family.core.descriptor();
-        family.core.with_info(|info| {
-            family
-                .plan
-                .visit(desc, &slots[..desc.slots()], info, |line| {
-                    let mut labels: Vec<(&str, &str)> = Vec::new();
-                    let mut rest = line.series;
-                    let mut values = Vec::new();
-                    for set in desc.label_values.iter().rev() {
-                        values.push(set[rest % set.len()]);
-                        rest /= set.len();
-                    }
-                    labels.extend(
-                        desc.label_names
-                            .iter()
-                            .copied()
-                            .zip(values.into_iter().rev()),
-                    );
-                    if let Some(pairs) = info.filter(|_| desc.kind == crate::Kind::Info) {
-                        labels.extend(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-                    }
-                    let le;
-                    match (desc.kind, line.extra) {
-                        (crate::Kind::Histogram, Some(bucket)) => {
-                            le = text::le_value(
-                                desc.buckets.get(bucket).copied().unwrap_or(f64::INFINITY),
-                            );
-                            labels.push(("le", &le));
-                        }
-                        (crate::Kind::StateSet, Some(state)) => {
-                            labels.push((desc.name, desc.states[state]))
-                        }
-                        _ => {}
-                    }
-                    f(line.name, &labels, line.value.as_f64());
-                })
+    let mut visit_family = |family: &Family, slots: &[AtomicU64]| {
+        let core = family.core;
+        let desc = core.descriptor();
+        let info = core
+            .with_info(|pairs| pairs.map(<[_]>::to_vec))
+            .unwrap_or_default();
+        family.plan.visit(core, &slots[..desc.slots()], |line| {
+            let values = plan::series_values(core, line.series).unwrap_or_default();
+            let mut labels: Vec<(&str, &str)> =
+                desc.label_names.iter().copied().zip(values).collect();
+            labels.extend(info.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            let le;
+            match (desc.kind, line.extra) {
+                (Kind::Histogram, Some(bucket)) => {
+                    le = text::le_value(desc.buckets.get(bucket).copied().unwrap_or(f64::INFINITY));
+                    labels.push(("le", &le));
+                }
+                (Kind::StateSet, Some(state)) => labels.push((desc.name, desc.states[state])),
+                _ => {}
+            }
+            f(line.name, &labels, line.value.as_f64());
         });
     };
     for family in &registry.families {

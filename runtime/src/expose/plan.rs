@@ -9,6 +9,8 @@ use super::Format;
 use super::text::{le_value, write_f64, write_help, write_label, write_u64};
 use crate::descriptor::{Descriptor, Kind};
 use crate::instruments::counter;
+use crate::labels::LabelDomain;
+use crate::metric::MetricCore;
 
 pub(crate) struct FamilyPlan {
     /// `# HELP` / `# TYPE` (/ `# UNIT`) lines, per format.
@@ -17,8 +19,9 @@ pub(crate) struct FamilyPlan {
     sample: String,
     count: String,
     sum: String,
-    /// `a="x",b="y"` for every series, in dense index order.
-    series_labels: Vec<String>,
+    /// `a="x",b="y"` for every series, in dense index order; `None` when
+    /// a bounded label's values are only known at scrape time.
+    series_labels: Option<Vec<String>>,
     /// `le="…"` (histograms) or `name="state"` (state sets).
     extra_labels: Vec<String>,
 }
@@ -58,30 +61,43 @@ impl FamilyPlan {
     /// Renders the family from its slots (`desc.slots()` of them).
     pub(crate) fn encode(
         &self,
-        desc: &Descriptor,
+        core: &MetricCore,
         slots: &[AtomicU64],
-        info: Option<&[(String, String)]>,
         format: Format,
         out: &mut Vec<u8>,
     ) {
         out.extend_from_slice(self.headers[format as usize].as_bytes());
-        self.visit(desc, slots, info, |line| {
-            line.write(&self.extra_labels, out)
-        });
+        self.visit(core, slots, |line| line.write(&self.extra_labels, out));
     }
 
     /// Calls `f` with every sample of the family, in exposition order.
     pub(crate) fn visit(
         &self,
-        desc: &Descriptor,
+        core: &MetricCore,
         slots: &[AtomicU64],
-        info: Option<&[(String, String)]>,
         mut f: impl FnMut(Line<'_>),
     ) {
+        let desc = core.descriptor();
         let load = |i: usize| slots[i].load(Ordering::Relaxed);
-        let width = desc.width;
-        for (series, labels) in self.series_labels.iter().enumerate() {
-            let base = series * width;
+        let mut dynamic = String::new();
+        for series in 0..desc.series {
+            let labels = match &self.series_labels {
+                Some(all) => all[series].as_str(),
+                None => {
+                    let Some(values) = series_values(core, series) else {
+                        continue;
+                    };
+                    dynamic.clear();
+                    for (i, (name, value)) in desc.label_names.iter().zip(values).enumerate() {
+                        if i > 0 {
+                            dynamic.push(',');
+                        }
+                        dynamic.push_str(&label_text(name, value));
+                    }
+                    dynamic.as_str()
+                }
+            };
+            let base = series * desc.width;
             let line = |name, extra: Option<usize>, value| Line {
                 name,
                 labels,
@@ -91,11 +107,10 @@ impl FamilyPlan {
             };
             match desc.kind {
                 Kind::Counter => {
-                    let total = counter::total(load(base), f64::from_bits(load(base + 1)));
-                    let value = if load(base + 1) == 0 {
-                        Value::Int(load(base))
-                    } else {
-                        Value::Float(total)
+                    let (count, fraction) = (load(base), load(base + 1));
+                    let value = match fraction {
+                        0 => Value::Int(count),
+                        bits => Value::Float(counter::total(count, f64::from_bits(bits))),
                     };
                     f(line(&self.sample, None, value));
                 }
@@ -125,12 +140,11 @@ impl FamilyPlan {
                     f(line(&self.sum, None, Value::Float(sum)));
                 }
                 Kind::Info => {
-                    if let Some(pairs) = info {
-                        let text = pairs
-                            .iter()
-                            .map(|(k, v)| label_text(k, v))
-                            .collect::<Vec<_>>()
-                            .join(",");
+                    let text = core.with_info(|pairs| {
+                        let pairs = pairs?.iter().map(|(k, v)| label_text(k, v));
+                        Some(pairs.collect::<Vec<_>>().join(","))
+                    });
+                    if let Some(text) = text {
                         f(Line {
                             name: &self.sample,
                             labels: &text,
@@ -200,11 +214,33 @@ fn label_text(name: &str, value: &str) -> String {
     String::from_utf8(out).expect("escaping keeps UTF-8")
 }
 
-/// The label text of every series in dense index order: the last label
-/// varies fastest, matching [`LabelSet::index`](crate::LabelSet::index).
-fn series_labels(desc: &Descriptor) -> Vec<String> {
+/// The label values of series `series`, or `None` while a bounded label's
+/// value for it has not been seen. Labels are decoded in mixed radix, the
+/// last varying fastest, matching [`LabelSet::index`](crate::LabelSet::index).
+pub(crate) fn series_values(core: &MetricCore, series: usize) -> Option<Vec<&str>> {
+    let domains = core.descriptor().label_domains;
+    let mut values = vec![""; domains.len()];
+    let mut rest = series;
+    for (position, domain) in domains.iter().enumerate().rev() {
+        let cardinality = domain.cardinality();
+        let index = rest % cardinality;
+        rest /= cardinality;
+        values[position] = match domain {
+            LabelDomain::Values(list) => list[index],
+            LabelDomain::Bounded { .. } => core.interner_if_used(position)?.get(index)?,
+        };
+    }
+    Some(values)
+}
+
+/// The label text of every series in dense index order, when every label
+/// is a fixed list.
+fn series_labels(desc: &Descriptor) -> Option<Vec<String>> {
     let mut all = vec![String::new()];
-    for (name, values) in desc.label_names.iter().zip(desc.label_values) {
+    for (name, domain) in desc.label_names.iter().zip(desc.label_domains) {
+        let LabelDomain::Values(values) = domain else {
+            return None;
+        };
         let rendered: Vec<String> = values.iter().map(|v| label_text(name, v)).collect();
         all = all
             .iter()
@@ -219,7 +255,7 @@ fn series_labels(desc: &Descriptor) -> Vec<String> {
             })
             .collect();
     }
-    all
+    Some(all)
 }
 
 fn header(desc: &Descriptor, format: Format) -> String {

@@ -32,7 +32,7 @@ impl<L: LabelSet> Counter<L> {
     /// Declares a counter; `opts` must name one label per element of `L`.
     #[track_caller]
     pub const fn new(opts: Opts) -> Self {
-        let desc = Descriptor::new(opts, Kind::Counter, L::VALUE_SETS, L::CARDINALITY, &[]);
+        let desc = Descriptor::new(opts, Kind::Counter, L::DOMAINS, L::CARDINALITY, &[]);
         Counter {
             core: MetricCore::new(desc),
             labels: PhantomData,
@@ -41,8 +41,8 @@ impl<L: LabelSet> Counter<L> {
 
     /// The series for one label combination.
     #[inline(always)]
-    pub fn with(&'static self, labels: L) -> CounterSeries {
-        let slot = self.core.series(labels.index());
+    pub fn with(&'static self, labels: L::Values<'_>) -> CounterSeries {
+        let slot = self.core.series(L::index(labels, &self.core));
         // SAFETY: `series` returns the address of two live slots.
         CounterSeries {
             slots: unsafe { &*(slot as *const [AtomicU64; 2]) },

@@ -32,7 +32,7 @@ impl<L: LabelSet> Gauge<L> {
     /// Declares a gauge; `opts` must name one label per element of `L`.
     #[track_caller]
     pub const fn new(opts: Opts) -> Self {
-        let desc = Descriptor::new(opts, Kind::Gauge, L::VALUE_SETS, L::CARDINALITY, &[]);
+        let desc = Descriptor::new(opts, Kind::Gauge, L::DOMAINS, L::CARDINALITY, &[]);
         Gauge {
             core: MetricCore::new(desc),
             labels: PhantomData,
@@ -41,8 +41,8 @@ impl<L: LabelSet> Gauge<L> {
 
     /// The series for one label combination.
     #[inline(always)]
-    pub fn with(&'static self, labels: L) -> GaugeSeries {
-        let slot = self.core.series(labels.index());
+    pub fn with(&'static self, labels: L::Values<'_>) -> GaugeSeries {
+        let slot = self.core.series(L::index(labels, &self.core));
         let timestamped = self.core.descriptor().mode.is_most_recent();
         // SAFETY: `series` returns the address of `width` live slots, and
         // width is 2 exactly when the mode is timestamped.

@@ -39,7 +39,7 @@ impl<L: LabelSet> Histogram<L> {
     /// and gives the buckets (Prometheus' defaults if none).
     #[track_caller]
     pub const fn new(opts: Opts) -> Self {
-        let desc = Descriptor::new(opts, Kind::Histogram, L::VALUE_SETS, L::CARDINALITY, &[]);
+        let desc = Descriptor::new(opts, Kind::Histogram, L::DOMAINS, L::CARDINALITY, &[]);
         Histogram {
             core: MetricCore::new(desc),
             labels: PhantomData,
@@ -48,8 +48,8 @@ impl<L: LabelSet> Histogram<L> {
 
     /// The series for one label combination.
     #[inline(always)]
-    pub fn with(&'static self, labels: L) -> HistogramSeries {
-        let slots = self.core.series(labels.index());
+    pub fn with(&'static self, labels: L::Values<'_>) -> HistogramSeries {
+        let slots = self.core.series(L::index(labels, &self.core));
         HistogramSeries {
             slots,
             bounds: self.core.descriptor().buckets,

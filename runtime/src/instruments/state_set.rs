@@ -35,13 +35,7 @@ impl<S: LabelValue, L: LabelSet> Enum<S, L> {
     /// Declares an enum metric whose states are the values of `S`.
     #[track_caller]
     pub const fn new(opts: Opts) -> Self {
-        let desc = Descriptor::new(
-            opts,
-            Kind::StateSet,
-            L::VALUE_SETS,
-            L::CARDINALITY,
-            S::VALUES,
-        );
+        let desc = Descriptor::new(opts, Kind::StateSet, L::DOMAINS, L::CARDINALITY, S::VALUES);
         Enum {
             core: MetricCore::new(desc),
             types: PhantomData,
@@ -50,9 +44,9 @@ impl<S: LabelValue, L: LabelSet> Enum<S, L> {
 
     /// The series for one label combination.
     #[inline(always)]
-    pub fn with(&'static self, labels: L) -> EnumSeries<S> {
+    pub fn with(&'static self, labels: L::Values<'_>) -> EnumSeries<S> {
         // SAFETY: `series` returns the address of one live slot.
-        let slot = unsafe { &*self.core.series(labels.index()) };
+        let slot = unsafe { &*self.core.series(L::index(labels, &self.core)) };
         EnumSeries {
             slot,
             state: PhantomData,
