@@ -1,11 +1,108 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
-// The macro crate is empty until `#[metric]` lands; the re-export is wired
-// now so the two crates are versioned together from the start.
-#[allow(unused_imports)]
-pub use promshard_macros::*;
 pub use promshard_runtime::*;
+
+/// Declares a metric on a `static`, with its labels checked at compile
+/// time.
+///
+/// ```
+/// use promshard::{metric, Counter, Gauge, Histogram, LabelValue};
+///
+/// #[derive(Clone, Copy, LabelValue)]
+/// enum Method { Get, Post, #[label(rename = "other")] Other }
+///
+/// /// Orders placed, by product category.
+/// #[metric(labels(category = ["digital", "physical"]))]
+/// static ORDERS_PLACED_TOTAL: Counter;
+///
+/// /// Time spent processing an order.
+/// #[metric(unit = "seconds", buckets = [0.01, 0.1, 1.0, 10.0], labels(method: Method))]
+/// static ORDER_PROCESSING_SECONDS: Histogram;
+///
+/// /// Orders currently being processed.
+/// #[metric(mode = livesum)]
+/// static IN_FLIGHT_ORDERS: Gauge;
+///
+/// /// Requests by route pattern; at most 64 distinct values, the rest counted as "other".
+/// #[metric(labels(route = bounded(64)))]
+/// static ROUTE_HITS_TOTAL: Counter;
+///
+/// ORDERS_PLACED_TOTAL.with(("digital",)).inc();
+/// ORDER_PROCESSING_SECONDS.with((Method::Post,)).observe(0.042);
+/// let _guard = IN_FLIGHT_ORDERS.track_inprogress();
+/// ROUTE_HITS_TOTAL.with(("/orders/{id}",)).inc();
+///
+/// use promshard::testing::sample_value;
+/// assert_eq!(sample_value("orders_placed_total", &[("category", "digital")]), Some(1.0));
+/// assert_eq!(sample_value("order_processing_seconds_count", &[("method", "post")]), Some(1.0));
+/// assert_eq!(sample_value("in_flight_orders", &[]), Some(1.0));
+/// assert_eq!(sample_value("route_hits_total", &[("route", "/orders/{id}")]), Some(1.0));
+/// ```
+///
+/// The static's type names the instrument: `Counter`, `Gauge`, `Histogram`,
+/// `Info` or `Enum<States>`; the macro fills in its label types and its
+/// `const` initializer, and registers it. It works on statics of any
+/// visibility, in modules and functions, behind `#[cfg]`.
+///
+/// # Arguments
+///
+/// - The doc comment's first paragraph is the HELP text; `help = "..."`
+///   overrides it. A metric without help does not compile.
+/// - The name is the static's name in lower case; `name = "..."` overrides
+///   it. A counter's `_total` and an info's `_info` suffix are implied.
+/// - `unit = "seconds"`: the name must end with `_seconds` (before
+///   `_total`).
+/// - `labels(...)`, one entry per label:
+///   - `method: Method`: a type implementing [`LabelValue`]
+///     (`#[derive(LabelValue)]` on a fieldless enum) or [`LabelType`];
+///     recording takes a value of that type. No hashing.
+///   - `category = ["digital", "physical"]`: an inline list; recording takes
+///     a `&str`, matched by one generated `match`. A string outside the list
+///     is dropped and counted in `promshard_label_refused_total`, unless the
+///     list ends in `else "other"`, which folds it into that value.
+///   - `route = bounded(64)`: strings known only at run time; each process
+///     keeps the first 64 and counts the rest under `other` (and in
+///     `promshard_label_overflow_total`).
+/// - `buckets = [0.1, 0.5, 1.0]`, `linear(start, width, count)`,
+///   `exponential(start, factor, count)` or the path of a `const` array
+///   (histograms only; Prometheus' defaults otherwise).
+/// - `mode = livesum` (gauges only): how values from several processes
+///   combine: `all`, `liveall`, `sum`, `livesum`, `min`, `livemin`, `max`,
+///   `livemax`, `mostrecent`, `livemostrecent`.
+/// - `max_series = N`: the series budget, 1,000 by default.
+/// - `crate = path`: where `promshard` is, for crates that re-export it.
+///
+/// # Errors
+///
+/// Compile errors, each at the token to change, and all of them in one
+/// build: invalid names, reserved labels (`le` on histograms, `quantile`,
+/// `__*`), suffixes the exposition adds (`_total` on a non-counter,
+/// `_created`, `_bucket`…), a unit that is not the name's suffix, buckets
+/// that are empty, not finite or not strictly increasing, unbounded label
+/// types (`String`, integers, floats…) with the bounded alternatives,
+/// `mode` on a non-gauge, `buckets` on a non-histogram, unknown or
+/// duplicate arguments, and a series budget overrun: label combinations ×
+/// (buckets + 2 for histograms) over `max_series`. When the count depends
+/// on a type defined elsewhere, a `const` assertion at the declaration
+/// reports the metric, its series count and the limit.
+pub use promshard_macros::metric;
+
+/// Derives [`LabelValue`](trait@LabelValue) for a fieldless enum: each variant is a value,
+/// written in snake_case (`NotFound` → `not_found`) unless renamed with
+/// `#[label(rename = "...")]`. `#[label(crate = path)]` on the enum points
+/// at a re-exported `promshard`.
+///
+/// ```
+/// use promshard::LabelValue;
+///
+/// #[derive(Clone, Copy, LabelValue)]
+/// enum Status { Ok, NotFound, #[label(rename = "5xx")] ServerError }
+///
+/// assert_eq!(Status::VALUES, &["ok", "not_found", "5xx"]);
+/// assert_eq!(Status::NotFound.index(), 1);
+/// ```
+pub use promshard_macros::LabelValue;
 
 /// Adds declared instruments to the registry, so that they are laid out
 /// and exposed. `#[metric]` will emit this for you; with the `const`

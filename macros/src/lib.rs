@@ -1,7 +1,33 @@
 //! Procedural macros of [`promshard`](https://docs.rs/promshard).
 //!
 //! This crate is an implementation detail: depend on `promshard`, which
-//! re-exports everything here and provides the runtime the generated code
-//! calls into. `#[metric]` and `#[instrument_handler]` arrive in the next
-//! milestone; the crate is wired into the facade now so its version is
-//! pinned with the runtime's from the start.
+//! re-exports these macros (documented there) and provides the runtime the
+//! generated code calls through `::promshard::__private`.
+//!
+//! `#[metric]` runs in three stages, one module each: `attr` and `ast`
+//! parse the arguments and the item, `check` applies the rules that need
+//! more than one token, `expand` writes the code.
+
+mod ast;
+mod attr;
+mod check;
+mod ctxt;
+mod derive;
+mod expand;
+
+use proc_macro::TokenStream;
+
+/// See `promshard::metric`.
+#[proc_macro_attribute]
+pub fn metric(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::metric(args.into(), item.into()).into()
+}
+
+/// See `promshard::LabelValue`.
+#[proc_macro_derive(LabelValue, attributes(label))]
+pub fn derive_label_value(input: TokenStream) -> TokenStream {
+    let input = syn::parse_macro_input!(input as syn::DeriveInput);
+    derive::label_value(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}

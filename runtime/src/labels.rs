@@ -48,6 +48,14 @@ pub trait LabelValue: Copy {
     }
 }
 
+impl LabelValue for bool {
+    const VALUES: &'static [&'static str] = &["false", "true"];
+    #[inline(always)]
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// The values one label can take, as the exposition sees them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LabelDomain {

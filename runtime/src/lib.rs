@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 mod arena;
+mod budget;
 mod builtin;
 mod collector;
 mod descriptor;
@@ -42,6 +43,7 @@ pub use registry::{RegistryError, check_registry, register_collector};
 /// Not a stable API: what generated code and the facade's macros call.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::budget::check_series_budget;
     pub use crate::registry::{COLLECTORS, METRICS};
     pub use linkme;
 }
