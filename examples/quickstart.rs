@@ -39,26 +39,16 @@ impl LabelValue for Status {
 }
 
 static HTTP_REQUESTS: Counter<(Method, Status)> = Counter::new(
-    Opts::new(
-        "http_requests_total",
-        "HTTP requests served, by method and status.",
-    )
-    .labels(&["method", "status"]),
+    Opts::new("http_requests_total", "HTTP requests served, by method and status.").labels(&["method", "status"]),
 );
 
-static IN_FLIGHT: Gauge = Gauge::new(Opts::new(
-    "http_requests_in_flight",
-    "HTTP requests being served.",
-));
+static IN_FLIGHT: Gauge = Gauge::new(Opts::new("http_requests_in_flight", "HTTP requests being served."));
 
 static LATENCY: Histogram<(Method,)> = Histogram::new(
-    Opts::new(
-        "http_request_duration_seconds",
-        "Time to serve an HTTP request.",
-    )
-    .unit("seconds")
-    .labels(&["method"])
-    .buckets(&[0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
+    Opts::new("http_request_duration_seconds", "Time to serve an HTTP request.")
+        .unit("seconds")
+        .labels(&["method"])
+        .buckets(&[0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
 );
 
 promshard::register!(HTTP_REQUESTS, IN_FLIGHT, LATENCY);
@@ -83,21 +73,15 @@ fn main() -> std::io::Result<()> {
         Some(i) => {
             let addr = args.get(i + 1).map_or("127.0.0.1:9100", String::as_str);
             let server = promshard::serve(addr)?;
-            eprintln!(
-                "serving http://{}/metrics; Ctrl-C to stop",
-                server.local_addr()
-            );
+            eprintln!("serving http://{}/metrics; Ctrl-C to stop", server.local_addr());
             loop {
                 std::thread::sleep(Duration::from_millis(500));
                 handle(Method::Get, Status::Ok, 0.01);
             }
         }
         None => {
-            let format = if args.iter().any(|a| a == "--openmetrics") {
-                Format::OpenMetrics
-            } else {
-                Format::Prometheus
-            };
+            let format =
+                if args.iter().any(|a| a == "--openmetrics") { Format::OpenMetrics } else { Format::Prometheus };
             let body = promshard::encode(format);
             print!("{}", String::from_utf8_lossy(&body));
             Ok(())

@@ -16,19 +16,12 @@ impl LabelValue for Disk {
     }
 }
 
-static WRITES: Counter<(Disk,)> = Counter::new(
-    Opts::new("disk_writes_bytes_total", "Bytes written.")
-        .unit("bytes")
-        .labels(&["disk"]),
-);
-static TEMPERATURE: Gauge = Gauge::new(
-    Opts::new("temperature_celsius", "Temperature.\nSecond \"line\" \\.").unit("celsius"),
-);
-static FLUSH: Histogram = Histogram::new(
-    Opts::new("flush_seconds", "Flush time.")
-        .unit("seconds")
-        .buckets(&[0.5, 1.0]),
-);
+static WRITES: Counter<(Disk,)> =
+    Counter::new(Opts::new("disk_writes_bytes_total", "Bytes written.").unit("bytes").labels(&["disk"]));
+static TEMPERATURE: Gauge =
+    Gauge::new(Opts::new("temperature_celsius", "Temperature.\nSecond \"line\" \\.").unit("celsius"));
+static FLUSH: Histogram =
+    Histogram::new(Opts::new("flush_seconds", "Flush time.").unit("seconds").buckets(&[0.5, 1.0]));
 static VERSION: Info = Info::new(Opts::new("version", "Version."));
 static STATE: Enum<Disk> = Enum::new(Opts::new("preferred_disk", "Preferred disk."));
 
@@ -47,14 +40,8 @@ fn record() {
 /// Everything before the process collector's families.
 fn declared_part(format: Format) -> String {
     let text = String::from_utf8(promshard::encode(format)).unwrap();
-    let end = text
-        .find("# HELP process_")
-        .expect("process metrics follow declared ones");
-    let tail = if format == Format::OpenMetrics {
-        "# EOF\n"
-    } else {
-        ""
-    };
+    let end = text.find("# HELP process_").expect("process metrics follow declared ones");
+    let tail = if format == Format::OpenMetrics { "# EOF\n" } else { "" };
     assert!(text.ends_with(tail));
     text[..end].to_owned()
 }

@@ -48,25 +48,15 @@ static REQUESTS: Counter<(Method, Status)> =
     Counter::new(Opts::new("requests_total", "Requests.").labels(&["method", "status"]));
 static BALANCE: Gauge = Gauge::new(Opts::new("balance", "A gauge moved from many threads."));
 static LATEST: Gauge = Gauge::new(Opts::new("latest", "Most recent.").mode(GaugeMode::MostRecent));
-static SIZES: Histogram<(Method,)> = Histogram::new(
-    Opts::new("sizes", "Sizes.")
-        .labels(&["method"])
-        .buckets(&[1.0, 2.0, 4.0]),
-);
-static PROGRESS: Counter =
-    Counter::new(Opts::new("progress_seconds_total", "Fractional.").unit("seconds"));
-static STRICT: Counter<(OutOfRange,)> =
-    Counter::new(Opts::new("strict_total", "Contract breaker.").labels(&["x"]));
+static SIZES: Histogram<(Method,)> =
+    Histogram::new(Opts::new("sizes", "Sizes.").labels(&["method"]).buckets(&[1.0, 2.0, 4.0]));
+static PROGRESS: Counter = Counter::new(Opts::new("progress_seconds_total", "Fractional.").unit("seconds"));
+static STRICT: Counter<(OutOfRange,)> = Counter::new(Opts::new("strict_total", "Contract breaker.").labels(&["x"]));
 static PHASE: Enum<Method> = Enum::new(Opts::new("phase", "An enum."));
 static BUILD: Info = Info::new(Opts::new("build_info", "Build."));
-static FORGOTTEN: Counter = Counter::new(Opts::new(
-    "forgotten_total",
-    "Declared but never registered.",
-));
+static FORGOTTEN: Counter = Counter::new(Opts::new("forgotten_total", "Declared but never registered."));
 
-promshard::register!(
-    REQUESTS, BALANCE, LATEST, SIZES, PROGRESS, STRICT, PHASE, BUILD
-);
+promshard::register!(REQUESTS, BALANCE, LATEST, SIZES, PROGRESS, STRICT, PHASE, BUILD);
 
 const THREADS: usize = 8;
 const PER_THREAD: u64 = 50_000;
@@ -78,11 +68,7 @@ fn counters_sum_exactly_across_threads() {
             thread::spawn(move || {
                 let method = [Method::Get, Method::Post, Method::Put][t % 3];
                 for i in 0..PER_THREAD {
-                    let status = if i % 4 == 0 {
-                        Status::Error
-                    } else {
-                        Status::Ok
-                    };
+                    let status = if i % 4 == 0 { Status::Error } else { Status::Ok };
                     REQUESTS.with((method, status)).inc();
                 }
             })
@@ -108,9 +94,7 @@ fn float_updates_from_many_threads_lose_nothing() {
             thread::spawn(move || {
                 for _ in 0..PER_THREAD {
                     BALANCE.add(0.5);
-                    SIZES
-                        .with((Method::Post,))
-                        .observe(if t % 2 == 0 { 1.5 } else { 8.0 });
+                    SIZES.with((Method::Post,)).observe(if t % 2 == 0 { 1.5 } else { 8.0 });
                 }
                 for _ in 0..PER_THREAD / 2 {
                     BALANCE.sub(0.5);
@@ -128,10 +112,7 @@ fn float_updates_from_many_threads_lose_nothing() {
     assert_eq!(post("4.0"), n / 2.0);
     assert_eq!(post("+Inf"), n);
     assert_eq!(sample_value("sizes_count", &[("method", "post")]), Some(n));
-    assert_eq!(
-        sample_value("sizes_sum", &[("method", "post")]),
-        Some(n / 2.0 * 1.5 + n / 2.0 * 8.0)
-    );
+    assert_eq!(sample_value("sizes_sum", &[("method", "post")]), Some(n / 2.0 * 1.5 + n / 2.0 * 8.0));
     assert_eq!(sample_value("sizes_count", &[("method", "get")]), Some(0.0));
 }
 
@@ -152,10 +133,7 @@ fn gauge_operations() {
     LATEST.inc();
     assert_eq!(LATEST.get(), 4.0);
     LATEST.set_to_current_time();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     assert!((LATEST.get() - now).abs() < 60.0);
     {
         let _a = LATEST.track_inprogress();
@@ -174,10 +152,7 @@ fn histogram_timer_observes_once() {
     TIMED.observe_duration(std::time::Duration::from_millis(1500));
     assert_eq!(sample_value("timed_seconds_count", &[]), Some(3.0));
     assert!(sample_value("timed_seconds_sum", &[]).unwrap() >= 1.5 + elapsed);
-    assert_eq!(
-        sample_value("timed_seconds_bucket", &[("le", "1.0")]),
-        Some(2.0)
-    );
+    assert_eq!(sample_value("timed_seconds_bucket", &[("le", "1.0")]), Some(2.0));
 }
 
 #[test]
@@ -195,16 +170,9 @@ fn enum_and_info() {
     assert_eq!(sample_value("phase", &[("phase", "get")]), Some(0.0));
     assert_eq!(sample_value("phase", &[("phase", "put")]), Some(1.0));
 
-    assert_eq!(
-        sample_value("build_info", &[]),
-        None,
-        "nothing exposed before set"
-    );
+    assert_eq!(sample_value("build_info", &[]), None, "nothing exposed before set");
     BUILD.set(&[("version", "1.2.3"), ("bad-name", "x"), ("commit", "abc")]);
-    assert_eq!(
-        sample_value("build_info", &[("version", "1.2.3"), ("commit", "abc")]),
-        Some(1.0)
-    );
+    assert_eq!(sample_value("build_info", &[("version", "1.2.3"), ("commit", "abc")]), Some(1.0));
 }
 
 #[test]
@@ -222,36 +190,23 @@ fn bounded_labels_keep_first_values_and_count_overflow() {
         Counter::new(Opts::new("route_hits_total", "Hits by route.").labels(&["route", "method"]));
     promshard::register!(ROUTES);
 
-    assert_eq!(
-        sample_value("route_hits_total", &[("route", "other"), ("method", "get")]),
-        None
-    );
+    assert_eq!(sample_value("route_hits_total", &[("route", "other"), ("method", "get")]), None);
     ROUTES.with(("/a", Method::Get)).inc();
     ROUTES.with(("/b", Method::Post)).inc_by(2);
     ROUTES.with(("/a", Method::Get)).inc();
     for route in ["/c", "/d", "/c"] {
         ROUTES.with((route, Method::Put)).inc();
     }
-    let hits =
-        |route, method| sample_value("route_hits_total", &[("route", route), ("method", method)]);
+    let hits = |route, method| sample_value("route_hits_total", &[("route", route), ("method", method)]);
     assert_eq!(hits("/a", "get"), Some(2.0));
     assert_eq!(hits("/b", "post"), Some(2.0));
     assert_eq!(hits("/b", "get"), Some(0.0));
     assert_eq!(hits("other", "put"), Some(3.0));
     assert_eq!(hits("/c", "put"), None);
     let overflow = [("metric", "route_hits"), ("label", "route")];
-    assert_eq!(
-        sample_value("promshard_label_overflow_total", &overflow),
-        Some(3.0)
-    );
+    assert_eq!(sample_value("promshard_label_overflow_total", &overflow), Some(3.0));
 
     let text = String::from_utf8(promshard::encode(promshard::Format::Prometheus)).unwrap();
-    assert!(
-        text.contains("route_hits_total{route=\"/a\",method=\"get\"} 2\n"),
-        "{text}"
-    );
-    assert!(
-        text.contains("route_hits_total{route=\"other\",method=\"put\"} 3\n"),
-        "{text}"
-    );
+    assert!(text.contains("route_hits_total{route=\"/a\",method=\"get\"} 2\n"), "{text}");
+    assert!(text.contains("route_hits_total{route=\"other\",method=\"put\"} 3\n"), "{text}");
 }

@@ -25,7 +25,7 @@ pub(crate) enum Kind {
     Histogram,
     Info,
     /// `Enum<States>`.
-    Enum(Type),
+    Enum(Box<Type>),
 }
 
 impl Kind {
@@ -61,16 +61,7 @@ impl Parse for Static {
         };
         input.parse::<Token![;]>()?;
         let kind = kind_of(&ty);
-        Ok(Static {
-            attrs,
-            vis,
-            static_token,
-            ident,
-            ty,
-            kind,
-            initializer,
-            mutability,
-        })
+        Ok(Static { attrs, vis, static_token, ident, ty, kind, initializer, mutability })
     }
 }
 
@@ -87,9 +78,7 @@ fn kind_of(ty: &Type) -> Option<Kind> {
                 return None;
             };
             match args.args.first() {
-                Some(GenericArgument::Type(states)) if args.args.len() == 1 => {
-                    Kind::Enum(states.clone())
-                }
+                Some(GenericArgument::Type(states)) if args.args.len() == 1 => Kind::Enum(Box::new(states.clone())),
                 _ => return None,
             }
         }
@@ -114,11 +103,7 @@ impl Static {
             let syn::Meta::NameValue(nv) = &attr.meta else {
                 continue;
             };
-            let syn::Expr::Lit(syn::ExprLit {
-                lit: syn::Lit::Str(s),
-                ..
-            }) = &nv.value
-            else {
+            let syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) = &nv.value else {
                 continue;
             };
             let text = s.value();

@@ -6,10 +6,7 @@
 use proc_macro2::{Span, TokenStream, TokenTree};
 use syn::parse::{ParseStream, Parser};
 use syn::spanned::Spanned;
-use syn::{
-    Expr, ExprLit, ExprUnary, Ident, Lit, LitInt, LitStr, Token, Type, UnOp, bracketed,
-    parenthesized,
-};
+use syn::{Expr, ExprLit, ExprUnary, Ident, Lit, LitInt, LitStr, Token, Type, UnOp, bracketed, parenthesized};
 
 use crate::ctxt::Ctxt;
 
@@ -40,13 +37,9 @@ pub(crate) struct Label {
 /// Where a label's values come from.
 pub(crate) enum Source {
     /// `method: Method`, a `LabelType` defined elsewhere.
-    Type(Type),
+    Type(Box<Type>),
     /// `category = ["a", "b"] else "other"`.
-    List {
-        values: Vec<LitStr>,
-        fallback: Option<LitStr>,
-        span: Span,
-    },
+    List { values: Vec<LitStr>, fallback: Option<LitStr>, span: Span },
     /// `route = bounded(64)`.
     Bounded { capacity: usize, span: Span },
 }
@@ -125,25 +118,14 @@ fn parse_arg(input: ParseStream, args: &mut Args) -> syn::Result<()> {
         }
         "crate" => {
             input.parse::<Token![=]>()?;
-            if args
-                .krate
-                .replace(input.call(syn::Path::parse_mod_style)?)
-                .is_some()
-            {
+            if args.krate.replace(input.call(syn::Path::parse_mod_style)?).is_some() {
                 return Err(duplicate());
             }
         }
         "buckets" => {
             input.parse::<Token![=]>()?;
             let spec = parse_buckets(input)?;
-            if args
-                .buckets
-                .replace(Buckets {
-                    keyword: key.clone(),
-                    spec,
-                })
-                .is_some()
-            {
+            if args.buckets.replace(Buckets { keyword: key.clone(), spec }).is_some() {
                 return Err(duplicate());
             }
         }
@@ -164,22 +146,12 @@ fn parse_arg(input: ParseStream, args: &mut Args) -> syn::Result<()> {
             if let Some(errors) = errors {
                 return Err(errors);
             }
-            if args
-                .labels
-                .replace(Labels {
-                    keyword: key.clone(),
-                    list,
-                })
-                .is_some()
-            {
+            if args.labels.replace(Labels { keyword: key.clone(), list }).is_some() {
                 return Err(duplicate());
             }
         }
         _ => {
-            return Err(syn::Error::new(
-                key.span(),
-                format!("unknown argument `{name}`; expected one of: {KEYS}"),
-            ));
+            return Err(syn::Error::new(key.span(), format!("unknown argument `{name}`; expected one of: {KEYS}")));
         }
     }
     if !input.is_empty() {
@@ -192,10 +164,7 @@ fn parse_label(input: ParseStream) -> syn::Result<Label> {
     let name: Ident = input.parse()?;
     if input.peek(Token![:]) {
         input.parse::<Token![:]>()?;
-        return Ok(Label {
-            name,
-            source: Source::Type(input.parse()?),
-        });
+        return Ok(Label { name, source: Source::Type(Box::new(input.parse()?)) });
     }
     let eq = input.parse::<Token![=]>().map_err(|_| {
         syn::Error::new(
@@ -215,34 +184,21 @@ fn parse_label(input: ParseStream) -> syn::Result<Label> {
         } else {
             None
         };
-        Source::List {
-            values: values.into_iter().collect(),
-            fallback,
-            span: bracket.span.join(),
-        }
+        Source::List { values: values.into_iter().collect(), fallback, span: bracket.span.join() }
     } else if input.peek(Ident) {
         let keyword: Ident = input.parse()?;
         if keyword != "bounded" {
-            return Err(syn::Error::new(
-                keyword.span(),
-                "expected `bounded(N)` or a list of strings",
-            ));
+            return Err(syn::Error::new(keyword.span(), "expected `bounded(N)` or a list of strings"));
         }
         let content;
         parenthesized!(content in input);
         let capacity: LitInt = content.parse()?;
         Source::Bounded {
             capacity: capacity.base10_parse()?,
-            span: keyword
-                .span()
-                .join(capacity.span())
-                .unwrap_or(keyword.span()),
+            span: keyword.span().join(capacity.span()).unwrap_or(keyword.span()),
         }
     } else {
-        return Err(syn::Error::new(
-            eq.span,
-            "expected a list of strings `[\"a\", \"b\"]` or `bounded(N)`",
-        ));
+        return Err(syn::Error::new(eq.span, "expected a list of strings `[\"a\", \"b\"]` or `bounded(N)`"));
     };
     Ok(Label { name, source })
 }
@@ -268,21 +224,13 @@ fn parse_buckets(input: ParseStream) -> syn::Result<BucketSpec> {
     let span = path.span();
     let function = path.get_ident().map(Ident::to_string).unwrap_or_default();
     let [start, step, count] = exprs.iter().collect::<Vec<_>>()[..] else {
-        return Err(syn::Error::new(
-            span,
-            format!("`{function}` takes (start, step, count)"),
-        ));
+        return Err(syn::Error::new(span, format!("`{function}` takes (start, step, count)")));
     };
     let (start, step) = (number(start)?, number(step)?);
     let count: usize = match count {
-        Expr::Lit(ExprLit {
-            lit: Lit::Int(n), ..
-        }) => n.base10_parse()?,
+        Expr::Lit(ExprLit { lit: Lit::Int(n), .. }) => n.base10_parse()?,
         other => {
-            return Err(syn::Error::new(
-                other.span(),
-                "the bucket count must be an integer literal",
-            ));
+            return Err(syn::Error::new(other.span(), "the bucket count must be an integer literal"));
         }
     };
     let values = match function.as_str() {
@@ -303,27 +251,11 @@ use syn::parse::Parse;
 /// A number literal, possibly negated, as `f64`.
 fn number(expr: &Expr) -> syn::Result<f64> {
     match expr {
-        Expr::Lit(ExprLit {
-            lit: Lit::Float(f), ..
-        }) => f.base10_parse(),
-        Expr::Lit(ExprLit {
-            lit: Lit::Int(i), ..
-        }) => i.base10_parse::<f64>(),
-        Expr::Unary(ExprUnary {
-            op: UnOp::Neg(_),
-            expr,
-            ..
-        }) => Ok(-number(expr)?),
-        Expr::Path(p)
-            if p.path
-                .segments
-                .last()
-                .is_some_and(|s| s.ident == "INFINITY" || s.ident == "NAN") =>
-        {
-            Err(syn::Error::new(
-                expr.span(),
-                "histogram buckets must be finite; the `+Inf` bucket is always added",
-            ))
+        Expr::Lit(ExprLit { lit: Lit::Float(f), .. }) => f.base10_parse(),
+        Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) => i.base10_parse::<f64>(),
+        Expr::Unary(ExprUnary { op: UnOp::Neg(_), expr, .. }) => Ok(-number(expr)?),
+        Expr::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "INFINITY" || s.ident == "NAN") => {
+            Err(syn::Error::new(expr.span(), "histogram buckets must be finite; the `+Inf` bucket is always added"))
         }
         _ => Err(syn::Error::new(expr.span(), "expected a number literal")),
     }

@@ -33,23 +33,20 @@ pub(crate) struct Metric {
     pub(crate) max_series: usize,
     /// The runtime's `GaugeMode` variant.
     pub(crate) mode: Option<Ident>,
+    /// Whether the series count depends on items the macro cannot see, so
+    /// the expansion must check the budget in a `const`.
+    pub(crate) budget_unchecked: bool,
 }
 
 pub(crate) fn check(decl: &Static, args: &Args, cx: &mut Ctxt) -> Option<Metric> {
     if let Some(m) = &decl.mutability {
-        cx.error(
-            m.span,
-            "a metric cannot be `static mut`: instruments are updated through shared references",
-        );
+        cx.error(m.span, "a metric cannot be `static mut`: instruments are updated through shared references");
     }
     if let Some(init) = &decl.initializer {
         cx.error(init.span(), "remove the initializer: #[metric] writes it");
     }
     let Some(kind) = &decl.kind else {
-        cx.error(
-            decl.ty.span(),
-            "expected one of `Counter`, `Gauge`, `Histogram`, `Info` or `Enum<States>`",
-        );
+        cx.error(decl.ty.span(), "expected one of `Counter`, `Gauge`, `Histogram`, `Info` or `Enum<States>`");
         return None;
     };
 
@@ -65,7 +62,9 @@ pub(crate) fn check(decl: &Static, args: &Args, cx: &mut Ctxt) -> Option<Metric>
         (None, None) => {
             cx.error(
                 decl.ident.span(),
-                format!("metric `{name}` has no help text: add a doc comment (`/// What it counts.`) or `help = \"...\"`"),
+                format!(
+                    "metric `{name}` has no help text: add a doc comment (`/// What it counts.`) or `help = \"...\"`"
+                ),
             );
             String::new()
         }
@@ -73,20 +72,9 @@ pub(crate) fn check(decl: &Static, args: &Args, cx: &mut Ctxt) -> Option<Metric>
 
     if let Some(unit) = &args.unit {
         let value = unit.value();
-        let base = if matches!(kind, Kind::Counter) {
-            name.strip_suffix("_total").unwrap_or(&name)
-        } else {
-            &name
-        };
-        if value.is_empty()
-            || !value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
-            cx.error(
-                unit.span(),
-                "a unit is made of letters, digits and `_`, like `seconds` or `bytes`",
-            );
+        let base = if matches!(kind, Kind::Counter) { name.strip_suffix("_total").unwrap_or(&name) } else { &name };
+        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            cx.error(unit.span(), "a unit is made of letters, digits and `_`, like `seconds` or `bytes`");
         } else if !base.ends_with(&format!("_{value}")) {
             cx.error(
                 unit.span(),
@@ -97,10 +85,7 @@ pub(crate) fn check(decl: &Static, args: &Args, cx: &mut Ctxt) -> Option<Metric>
 
     let labels = args.labels.as_ref().map_or(&[][..], |l| &l.list[..]);
     if let (Kind::Info, Some(l)) = (kind, &args.labels) {
-        cx.error(
-            l.keyword.span(),
-            "an Info metric takes its label pairs from `set(&[(name, value)])` at run time",
-        );
+        cx.error(l.keyword.span(), "an Info metric takes its label pairs from `set(&[(name, value)])` at run time");
     }
     for (i, label) in labels.iter().enumerate() {
         check_label(label, &labels[..i], kind, &name, cx);
@@ -124,21 +109,12 @@ pub(crate) fn check(decl: &Static, args: &Args, cx: &mut Ctxt) -> Option<Metric>
             Some((_, variant)) => Some(Ident::new(variant, mode.span())),
             None => {
                 let accepted: Vec<_> = MODES.iter().map(|(m, _)| *m).collect();
-                cx.error(
-                    mode.span(),
-                    format!(
-                        "unknown gauge mode `{mode}`; expected one of: {}",
-                        accepted.join(", ")
-                    ),
-                );
+                cx.error(mode.span(), format!("unknown gauge mode `{mode}`; expected one of: {}", accepted.join(", ")));
                 None
             }
         },
         (Some(mode), _) => {
-            cx.error(
-                mode.span(),
-                "`mode` applies to gauges only: it says how values from several processes combine",
-            );
+            cx.error(mode.span(), "`mode` applies to gauges only: it says how values from several processes combine");
             None
         }
         (None, _) => None,
@@ -157,22 +133,14 @@ pub(crate) fn check(decl: &Static, args: &Args, cx: &mut Ctxt) -> Option<Metric>
 
     // The budget is checked here when every factor is known, so the error
     // points at the labels; otherwise the expansion checks it in a const.
-    let combinations = labels.iter().try_fold(1usize, |acc, l| {
-        Some(acc.saturating_mul(label_cardinality(&l.source)?))
-    });
+    let combinations = labels.iter().try_fold(1usize, |acc, l| Some(acc.saturating_mul(label_cardinality(&l.source)?)));
+    let budget_unchecked = combinations.is_none() || series_factor.is_none();
     if let (Some(combinations), Some(factor)) = (combinations, series_factor) {
         let series = combinations.saturating_mul(factor);
         if series > max_series {
-            let span = args
-                .labels
-                .as_ref()
-                .map(|l| l.keyword.span())
-                .or(args.buckets.as_ref().map(|b| b.keyword.span()));
-            let per = if factor > 1 {
-                format!(" × {factor} (buckets + 2)")
-            } else {
-                String::new()
-            };
+            let span =
+                args.labels.as_ref().map(|l| l.keyword.span()).or(args.buckets.as_ref().map(|b| b.keyword.span()));
+            let per = if factor > 1 { format!(" × {factor} per combination, buckets + 2") } else { String::new() };
             cx.error(
                 span.unwrap_or(decl.ident.span()),
                 format!(
@@ -183,21 +151,20 @@ pub(crate) fn check(decl: &Static, args: &Args, cx: &mut Ctxt) -> Option<Metric>
         }
     }
 
-    Some(Metric {
-        name,
-        help,
-        max_series,
-        mode,
-    })
+    Some(Metric { name, help, max_series, mode, budget_unchecked })
 }
 
 fn check_name(name: &str, span: Span, kind: &Kind, cx: &mut Ctxt) {
     let valid = !name.is_empty()
-        && name.bytes().enumerate().all(|(i, b)| {
-            b.is_ascii_alphabetic() || b == b'_' || b == b':' || (i > 0 && b.is_ascii_digit())
-        });
+        && name
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| b.is_ascii_alphabetic() || b == b'_' || b == b':' || (i > 0 && b.is_ascii_digit()));
     if !valid {
-        cx.error(span, format!("`{name}` is not a valid metric name: use letters, digits, `_` and `:`, not starting with a digit"));
+        cx.error(
+            span,
+            format!("`{name}` is not a valid metric name: use letters, digits, `_` and `:`, not starting with a digit"),
+        );
         return;
     }
     let type_name = kind.type_name();
@@ -208,13 +175,9 @@ fn check_name(name: &str, span: Span, kind: &Kind, cx: &mut Ctxt) {
     };
     if let Some(suffix) = reserved.iter().find(|s| name.ends_with(*s)) {
         let advice = match (*suffix, kind) {
-            ("_total", _) => format!(
-                "only counters end in `_total`; a {type_name} would render as a counter's sample"
-            ),
+            ("_total", _) => format!("only counters end in `_total`; a {type_name} would render as a counter's sample"),
             ("_total_total", _) => "a counter's `_total` is added once: drop one".to_owned(),
-            _ => format!(
-                "`{suffix}` names a sample the exposition adds, so the family would clash with it"
-            ),
+            _ => format!("`{suffix}` names a sample the exposition adds, so the family would clash with it"),
         };
         cx.error(span, format!("metric name `{name}`: {advice}"));
     }
@@ -224,22 +187,13 @@ fn check_label(label: &Label, before: &[Label], kind: &Kind, metric: &str, cx: &
     let name = label.name.to_string();
     let span = label.name.span();
     if name.starts_with("__") {
-        cx.error(
-            span,
-            format!("label names starting with `__` are reserved for Prometheus: rename `{name}`"),
-        );
+        cx.error(span, format!("label names starting with `__` are reserved for Prometheus: rename `{name}`"));
     } else if name == "quantile" {
         cx.error(span, "the label name `quantile` is reserved for summaries");
     } else if name == "le" && matches!(kind, Kind::Histogram) {
-        cx.error(
-            span,
-            "the label name `le` is reserved for histogram buckets",
-        );
+        cx.error(span, "the label name `le` is reserved for histogram buckets");
     } else if name == metric && matches!(kind, Kind::Enum(_)) {
-        cx.error(
-            span,
-            "an Enum metric uses its own name as the state label: rename this label",
-        );
+        cx.error(span, "an Enum metric uses its own name as the state label: rename this label");
     }
     if before.iter().any(|b| b.name == label.name) {
         cx.error(span, format!("duplicate label `{name}`"));
@@ -257,30 +211,20 @@ fn check_label(label: &Label, before: &[Label], kind: &Kind, metric: &str, cx: &
                 );
             }
         }
-        Source::List {
-            values,
-            fallback,
-            span,
-        } => {
+        Source::List { values, fallback, span } => {
             if values.is_empty() {
                 cx.error(*span, format!("label `{name}` needs at least one value"));
             }
             for (i, v) in values.iter().enumerate() {
                 if values[..i].iter().any(|w| w.value() == v.value()) {
-                    cx.error(
-                        v.span(),
-                        format!("duplicate value {:?} for label `{name}`", v.value()),
-                    );
+                    cx.error(v.span(), format!("duplicate value {:?} for label `{name}`", v.value()));
                 }
             }
             let _ = fallback;
         }
         Source::Bounded { capacity, span } => {
             if *capacity == 0 {
-                cx.error(
-                    *span,
-                    "`bounded(N)` keeps N distinct values: N must be at least 1",
-                );
+                cx.error(*span, "`bounded(N)` keeps N distinct values: N must be at least 1");
             }
         }
     }
@@ -288,14 +232,14 @@ fn check_label(label: &Label, before: &[Label], kind: &Kind, metric: &str, cx: &
 
 /// The name of a type that cannot be a label because it has no fixed set
 /// of values.
-fn unbounded_type(ty: &Type) -> Option<String> {
+pub(crate) fn unbounded_type(ty: &Type) -> Option<String> {
     match ty {
         Type::Reference(r) => unbounded_type(&r.elem).map(|t| format!("&{t}")),
         Type::Path(p) => {
             let last = p.path.segments.last()?.ident.to_string();
             const UNBOUNDED: &[&str] = &[
-                "String", "str", "Cow", "Box", "Arc", "Rc", "i8", "i16", "i32", "i64", "i128",
-                "isize", "u8", "u16", "u32", "u64", "u128", "usize", "f32", "f64", "char", "Vec",
+                "String", "str", "Cow", "Box", "Arc", "Rc", "i8", "i16", "i32", "i64", "i128", "isize", "u8", "u16",
+                "u32", "u64", "u128", "usize", "f32", "f64", "char", "Vec",
             ];
             UNBOUNDED.contains(&last.as_str()).then_some(last)
         }
@@ -307,12 +251,8 @@ fn unbounded_type(ty: &Type) -> Option<String> {
 fn label_cardinality(source: &Source) -> Option<usize> {
     match source {
         Source::Type(_) => None,
-        Source::List {
-            values, fallback, ..
-        } => {
-            let extra = fallback
-                .as_ref()
-                .is_some_and(|f| values.iter().all(|v| v.value() != f.value()));
+        Source::List { values, fallback, .. } => {
+            let extra = fallback.as_ref().is_some_and(|f| values.iter().all(|v| v.value() != f.value()));
             Some(values.len() + extra as usize)
         }
         Source::Bounded { capacity, .. } => Some(capacity + 1),
@@ -323,32 +263,17 @@ fn label_cardinality(source: &Source) -> Option<usize> {
 fn check_buckets(spec: &BucketSpec, cx: &mut Ctxt) -> Option<usize> {
     let (values, span): (Vec<(f64, Span)>, Span) = match spec {
         BucketSpec::Listed(values, span) => (values.clone(), *span),
-        BucketSpec::Generated(values, span) => {
-            (values.iter().map(|v| (*v, *span)).collect(), *span)
-        }
+        BucketSpec::Generated(values, span) => (values.iter().map(|v| (*v, *span)).collect(), *span),
         BucketSpec::Path(_) => return None,
     };
     if values.is_empty() {
-        cx.error(
-            span,
-            "a histogram needs at least one bucket; `+Inf` is added for you",
-        );
+        cx.error(span, "a histogram needs at least one bucket; `+Inf` is added for you");
     }
     for (i, (v, s)) in values.iter().enumerate() {
         if !v.is_finite() {
-            cx.error(
-                *s,
-                "histogram buckets must be finite; the `+Inf` bucket is always added",
-            );
+            cx.error(*s, "histogram buckets must be finite; the `+Inf` bucket is always added");
         } else if i > 0 && values[i - 1].0 >= *v {
-            cx.error(
-                *s,
-                format!(
-                    "histogram buckets must be strictly increasing: {} follows {}",
-                    v,
-                    values[i - 1].0
-                ),
-            );
+            cx.error(*s, format!("histogram buckets must be strictly increasing: {} follows {}", v, values[i - 1].0));
         }
     }
     Some(values.len())

@@ -12,10 +12,7 @@ pub(crate) fn label_value(input: &DeriveInput) -> syn::Result<TokenStream> {
         ));
     };
     if !input.generics.params.is_empty() {
-        return Err(syn::Error::new_spanned(
-            &input.generics,
-            "#[derive(LabelValue)] does not support generic enums",
-        ));
+        return Err(syn::Error::new_spanned(&input.generics, "#[derive(LabelValue)] does not support generic enums"));
     }
     let mut krate = quote!(::promshard);
     for attr in input.attrs.iter().filter(|a| a.path().is_ident("label")) {
@@ -35,19 +32,13 @@ pub(crate) fn label_value(input: &DeriveInput) -> syn::Result<TokenStream> {
         None => errors = Some(e),
     };
     if data.variants.is_empty() {
-        push(syn::Error::new(
-            input.ident.span(),
-            "a label needs at least one value: add a variant",
-        ));
+        push(syn::Error::new(input.ident.span(), "a label needs at least one value: add a variant"));
     }
     let mut values: Vec<String> = Vec::new();
     let mut arms = Vec::new();
     for (index, variant) in data.variants.iter().enumerate() {
         if !matches!(variant.fields, Fields::Unit) {
-            push(syn::Error::new_spanned(
-                &variant.fields,
-                "label values are fieldless variants; remove the fields",
-            ));
+            push(syn::Error::new_spanned(&variant.fields, "label values are fieldless variants; remove the fields"));
         }
         let mut value = snake_case(&variant.ident.to_string());
         for attr in variant.attrs.iter().filter(|a| a.path().is_ident("label")) {
@@ -64,12 +55,10 @@ pub(crate) fn label_value(input: &DeriveInput) -> syn::Result<TokenStream> {
             }
         }
         if values.contains(&value) {
-            push(syn::Error::new(
-                variant.ident.span(),
-                format!("two variants have the label value {value:?}"),
-            ));
+            push(syn::Error::new(variant.ident.span(), format!("two variants have the label value {value:?}")));
         }
         let ident = &variant.ident;
+        let index = proc_macro2::Literal::usize_unsuffixed(index);
         arms.push(quote!(Self::#ident => #index,));
         values.push(value);
     }

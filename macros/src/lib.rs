@@ -27,7 +27,5 @@ pub fn metric(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_derive(LabelValue, attributes(label))]
 pub fn derive_label_value(input: TokenStream) -> TokenStream {
     let input = syn::parse_macro_input!(input as syn::DeriveInput);
-    derive::label_value(&input)
-        .unwrap_or_else(syn::Error::into_compile_error)
-        .into()
+    derive::label_value(&input).unwrap_or_else(syn::Error::into_compile_error).into()
 }

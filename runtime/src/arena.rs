@@ -20,9 +20,7 @@ pub(crate) struct MemoryArena {
 
 impl MemoryArena {
     pub(crate) fn new(len: usize) -> MemoryArena {
-        MemoryArena {
-            slots: (0..len).map(|_| AtomicU64::new(0)).collect(),
-        }
+        MemoryArena { slots: (0..len).map(|_| AtomicU64::new(0)).collect() }
     }
 }
 

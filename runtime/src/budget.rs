@@ -4,12 +4,7 @@
 //! with a message naming the metric, its series count and the limit.
 
 /// Fails const evaluation when `combinations × per_series > max_series`.
-pub const fn check_series_budget(
-    name: &str,
-    combinations: usize,
-    per_series: usize,
-    max_series: usize,
-) {
+pub const fn check_series_budget(name: &str, combinations: usize, per_series: usize, max_series: usize) {
     let series = combinations.saturating_mul(per_series);
     if series <= max_series {
         return;
@@ -23,7 +18,7 @@ pub const fn check_series_budget(
     message.number(combinations);
     message.push(" label combinations × ");
     message.number(per_series);
-    message.push(" samples each), over its budget of ");
+    message.push(" per combination), over its budget of ");
     message.number(max_series);
     message.push("; use fewer label values, or raise the budget with `max_series = ");
     message.number(series);
@@ -40,10 +35,7 @@ struct Message {
 
 impl Message {
     const fn new() -> Message {
-        Message {
-            bytes: [0; 512],
-            len: 0,
-        }
+        Message { bytes: [0; 512], len: 0 }
     }
 
     const fn push(&mut self, s: &str) {
@@ -91,12 +83,11 @@ impl Message {
 mod tests {
     #[test]
     fn message_names_metric_series_and_limit() {
-        let err = std::panic::catch_unwind(|| super::check_series_budget("jobs", 400, 13, 1000))
-            .unwrap_err();
+        let err = std::panic::catch_unwind(|| super::check_series_budget("jobs", 400, 13, 1000)).unwrap_err();
         let message = err.downcast_ref::<String>().cloned().unwrap_or_default();
         assert_eq!(
             message,
-            "metric `jobs` can create 5200 series (400 label combinations × 13 samples each), over its budget of 1000; \
+            "metric `jobs` can create 5200 series (400 label combinations × 13 per combination), over its budget of 1000; \
              use fewer label values, or raise the budget with `max_series = 5200`"
         );
         super::check_series_budget("ok", 10, 100, 1000);

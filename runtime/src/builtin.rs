@@ -18,15 +18,12 @@ impl Collector for LabelHealth {
         let bounded = families.iter().flat_map(|family| {
             let desc = family.core.descriptor();
             let domains = desc.label_names.iter().zip(desc.label_domains).enumerate();
-            domains
-                .filter(|(_, (_, domain))| matches!(domain, LabelDomain::Bounded { .. }))
-                .map(move |(position, (label, _))| {
-                    let overflow = family
-                        .core
-                        .interner_if_used(position)
-                        .map_or(0, |i| i.overflow());
+            domains.filter(|(_, (_, domain))| matches!(domain, LabelDomain::Bounded { .. })).map(
+                move |(position, (label, _))| {
+                    let overflow = family.core.interner_if_used(position).map_or(0, |i| i.overflow());
                     (desc.name, *label, overflow)
-                })
+                },
+            )
         });
         let bounded: Vec<_> = bounded.collect();
         if !bounded.is_empty() {
@@ -38,11 +35,8 @@ impl Collector for LabelHealth {
                 family.sample(&[("metric", metric), ("label", label)], overflow as f64);
             }
         }
-        let refused: Vec<_> = families
-            .iter()
-            .map(|f| (f.core.descriptor().name, f.core.refused()))
-            .filter(|(_, n)| *n > 0)
-            .collect();
+        let refused: Vec<_> =
+            families.iter().map(|f| (f.core.descriptor().name, f.core.refused())).filter(|(_, n)| *n > 0).collect();
         if !refused.is_empty() {
             let mut family = out.counter(
                 "promshard_label_refused_total",

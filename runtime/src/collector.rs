@@ -25,10 +25,7 @@ pub(crate) type SampleFn<'a> = dyn FnMut(&str, &[(&str, &str)], f64) + 'a;
 
 /// Where a sample goes: rendered text, or a callback (tests).
 pub(crate) enum Target<'a> {
-    Text {
-        out: &'a mut Vec<u8>,
-        format: Format,
-    },
+    Text { out: &'a mut Vec<u8>, format: Format },
     Samples(&'a mut SampleFn<'a>),
 }
 
@@ -43,11 +40,7 @@ pub struct MetricWriter<'a> {
 
 impl<'a> MetricWriter<'a> {
     pub(crate) fn new(target: Target<'a>, reserved: &'a HashMap<String, usize>) -> Self {
-        MetricWriter {
-            target,
-            reserved,
-            written: HashSet::new(),
-        }
+        MetricWriter { target, reserved, written: HashSet::new() }
     }
 
     /// Starts a counter family; a trailing `_total` in `name` is implied.
@@ -98,11 +91,7 @@ impl<'a> MetricWriter<'a> {
             name: base,
             help: help.to_owned(),
             unit: None,
-            state: if problem.is_some() {
-                State::Skipped
-            } else {
-                State::Pending
-            },
+            state: if problem.is_some() { State::Skipped } else { State::Pending },
         }
     }
 }
@@ -131,10 +120,7 @@ impl FamilyWriter<'_, '_> {
         if self.name.ends_with(&format!("_{unit}")) && is_label_name(unit) {
             self.unit = Some(unit.to_owned());
         } else {
-            warn_once(&format!(
-                "collector family `{}`: unit `{unit}` ignored, not a suffix of the name",
-                self.name
-            ));
+            warn_once(&format!("collector family `{}`: unit `{unit}` ignored, not a suffix of the name", self.name));
         }
         self
     }
@@ -146,15 +132,9 @@ impl FamilyWriter<'_, '_> {
         let value = if self.kind == Kind::Info { 1.0 } else { value };
         let name = sample_name(self.kind, &self.name);
         if self.kind == Kind::Histogram {
-            warn_once(&format!(
-                "collector family `{}`: use histogram() for histogram samples",
-                self.name
-            ));
+            warn_once(&format!("collector family `{}`: use histogram() for histogram samples", self.name));
         } else if self.kind == Kind::Counter && (value.is_nan() || value < 0.0) {
-            warn_once(&format!(
-                "collector counter `{}`: negative or NaN value dropped",
-                self.name
-            ));
+            warn_once(&format!("collector counter `{}`: negative or NaN value dropped", self.name));
         } else if self.labels_ok(labels, None) && self.start() {
             self.emit(&name, labels, None, value);
         }
@@ -165,20 +145,10 @@ impl FamilyWriter<'_, '_> {
     /// `(upper bound, count)` in increasing order and the sum of
     /// observations. A `+Inf` bucket is added when missing, equal to the
     /// last count.
-    pub fn histogram(
-        &mut self,
-        labels: &[(&str, &str)],
-        buckets: &[(f64, u64)],
-        sum: f64,
-    ) -> &mut Self {
-        let sorted = buckets
-            .windows(2)
-            .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1);
+    pub fn histogram(&mut self, labels: &[(&str, &str)], buckets: &[(f64, u64)], sum: f64) -> &mut Self {
+        let sorted = buckets.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1);
         if self.kind != Kind::Histogram || !sorted {
-            warn_once(&format!(
-                "collector histogram `{}`: series dropped (wrong type or unsorted buckets)",
-                self.name
-            ));
+            warn_once(&format!("collector histogram `{}`: series dropped (wrong type or unsorted buckets)", self.name));
             return self;
         }
         if !self.labels_ok(labels, Some("le")) || !self.start() {
@@ -200,16 +170,10 @@ impl FamilyWriter<'_, '_> {
 
     fn labels_ok(&self, labels: &[(&str, &str)], reserved: Option<&str>) -> bool {
         let ok = labels.iter().enumerate().all(|(i, (k, _))| {
-            is_label_name(k)
-                && !k.starts_with("__")
-                && Some(*k) != reserved
-                && labels[..i].iter().all(|(j, _)| j != k)
+            is_label_name(k) && !k.starts_with("__") && Some(*k) != reserved && labels[..i].iter().all(|(j, _)| j != k)
         });
         if !ok {
-            warn_once(&format!(
-                "collector family `{}`: sample with invalid label names dropped",
-                self.name
-            ));
+            warn_once(&format!("collector family `{}`: sample with invalid label names dropped", self.name));
         }
         ok
     }
@@ -219,9 +183,7 @@ impl FamilyWriter<'_, '_> {
         if self.state == State::Pending {
             if let Target::Text { out, format } = &mut self.writer.target {
                 let name = match (*format, self.kind) {
-                    (Format::Prometheus, Kind::Counter | Kind::Info) => {
-                        sample_name(self.kind, &self.name)
-                    }
+                    (Format::Prometheus, Kind::Counter | Kind::Info) => sample_name(self.kind, &self.name),
                     _ => self.name.clone(),
                 };
                 let kind = match format {
@@ -285,10 +247,7 @@ fn sample_name(kind: Kind, base: &str) -> String {
 fn warn_once(message: &str) {
     static SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
     let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
-    if seen
-        .get_or_insert_with(HashSet::new)
-        .insert(message.to_owned())
-    {
+    if seen.get_or_insert_with(HashSet::new).insert(message.to_owned()) {
         log::warn!("promshard: {message}");
     }
 }

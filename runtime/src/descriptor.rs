@@ -10,9 +10,7 @@ use core::panic::Location;
 use crate::labels::LabelDomain;
 
 /// The Prometheus default histogram buckets, in seconds.
-pub const DEFAULT_BUCKETS: [f64; 11] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+pub const DEFAULT_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// `N` buckets `start, start + width, …`, usable in a `const` or `static`.
 ///
@@ -39,10 +37,7 @@ pub const fn linear_buckets<const N: usize>(start: f64, width: f64) -> [f64; N] 
 /// ```
 pub const fn exponential_buckets<const N: usize>(start: f64, factor: f64) -> [f64; N] {
     assert!(start > 0.0, "exponential_buckets: start must be positive");
-    assert!(
-        factor > 1.0,
-        "exponential_buckets: factor must be greater than 1"
-    );
+    assert!(factor > 1.0, "exponential_buckets: factor must be greater than 1");
     let mut out = [0.0; N];
     let mut next = start;
     let mut i = 0;
@@ -187,18 +182,12 @@ impl Opts {
     /// The unit (`seconds`, `bytes`, …); the name must end with `_<unit>`
     /// (before `_total` for counters).
     pub const fn unit(self, unit: &'static str) -> Opts {
-        Opts {
-            unit: Some(unit),
-            ..self
-        }
+        Opts { unit: Some(unit), ..self }
     }
 
     /// The label names, one per element of the metric's label tuple.
     pub const fn labels(self, label_names: &'static [&'static str]) -> Opts {
-        Opts {
-            label_names,
-            ..self
-        }
+        Opts { label_names, ..self }
     }
 
     /// Histogram bucket upper bounds, strictly increasing and finite; the
@@ -273,10 +262,7 @@ impl Descriptor {
         series: usize,
         states: &'static [&'static str],
     ) -> Descriptor {
-        assert!(
-            is_metric_name(opts.name),
-            "invalid metric name: use [a-zA-Z_:][a-zA-Z0-9_:]*"
-        );
+        assert!(is_metric_name(opts.name), "invalid metric name: use [a-zA-Z_:][a-zA-Z0-9_:]*");
         assert!(
             opts.label_names.len() == label_domains.len(),
             "the number of label names differs from the number of labels in the label tuple"
@@ -284,23 +270,11 @@ impl Descriptor {
         let mut i = 0;
         while i < opts.label_names.len() {
             let label = opts.label_names[i];
-            assert!(
-                is_label_name(label),
-                "invalid label name: use [a-zA-Z_][a-zA-Z0-9_]*"
-            );
-            assert!(
-                !starts_with(label, "__"),
-                "label names starting with __ are reserved"
-            );
-            assert!(
-                !eq(label, "quantile"),
-                "the label name `quantile` is reserved for summaries"
-            );
+            assert!(is_label_name(label), "invalid label name: use [a-zA-Z_][a-zA-Z0-9_]*");
+            assert!(!starts_with(label, "__"), "label names starting with __ are reserved");
+            assert!(!eq(label, "quantile"), "the label name `quantile` is reserved for summaries");
             if matches!(kind, Kind::Histogram) {
-                assert!(
-                    !eq(label, "le"),
-                    "the label name `le` is reserved for histogram buckets"
-                );
+                assert!(!eq(label, "le"), "the label name `le` is reserved for histogram buckets");
             }
             let mut j = 0;
             while j < i {
@@ -326,28 +300,16 @@ impl Descriptor {
             assert!(!b.is_empty(), "histogram buckets must not be empty");
             let mut k = 0;
             while k < b.len() {
-                assert!(
-                    b[k].is_finite(),
-                    "histogram buckets must be finite (+Inf is implied)"
-                );
-                assert!(
-                    k == 0 || b[k - 1] < b[k],
-                    "histogram buckets must be strictly increasing"
-                );
+                assert!(b[k].is_finite(), "histogram buckets must be finite (+Inf is implied)");
+                assert!(k == 0 || b[k - 1] < b[k], "histogram buckets must be strictly increasing");
                 k += 1;
             }
         }
         if matches!(kind, Kind::StateSet) {
-            assert!(
-                !states.is_empty(),
-                "an enum metric needs at least one state"
-            );
+            assert!(!states.is_empty(), "an enum metric needs at least one state");
             let mut k = 0;
             while k < opts.label_names.len() {
-                assert!(
-                    !eq(opts.label_names[k], name),
-                    "an enum metric's labels must not use its own name"
-                );
+                assert!(!eq(opts.label_names[k], name), "an enum metric's labels must not use its own name");
                 k += 1;
             }
         }
@@ -365,11 +327,7 @@ impl Descriptor {
             kind,
             label_names: opts.label_names,
             label_domains,
-            buckets: if matches!(kind, Kind::Histogram) {
-                opts.buckets
-            } else {
-                &[]
-            },
+            buckets: if matches!(kind, Kind::Histogram) { opts.buckets } else { &[] },
             states,
             mode: opts.mode,
             series,
@@ -419,17 +377,11 @@ const fn slice(s: &str, start: usize, end: usize) -> &str {
 }
 
 const fn strip_suffix<'a>(s: &'a str, suffix: &str) -> &'a str {
-    if ends_with(s, suffix) && s.len() > suffix.len() {
-        slice(s, 0, s.len() - suffix.len())
-    } else {
-        s
-    }
+    if ends_with(s, suffix) && s.len() > suffix.len() { slice(s, 0, s.len() - suffix.len()) } else { s }
 }
 
 const fn ends_with_unit(name: &str, unit: &str) -> bool {
-    name.len() > unit.len()
-        && ends_with(name, unit)
-        && name.as_bytes()[name.len() - unit.len() - 1] == b'_'
+    name.len() > unit.len() && ends_with(name, unit) && name.as_bytes()[name.len() - unit.len() - 1] == b'_'
 }
 
 /// Whether `name` is a valid Prometheus metric name.
@@ -495,39 +447,18 @@ mod tests {
     #[test]
     fn unit_must_be_a_name_suffix() {
         let opts = Opts::new("latency_seconds_total", "h").unit("seconds");
-        assert_eq!(
-            Descriptor::new(opts, Kind::Counter, &[], 1, &[]).unit,
-            Some("seconds")
-        );
+        assert_eq!(Descriptor::new(opts, Kind::Counter, &[], 1, &[]).unit, Some("seconds"));
         let bad = std::panic::catch_unwind(|| {
-            Descriptor::new(
-                Opts::new("latencyseconds", "h").unit("seconds"),
-                Kind::Gauge,
-                &[],
-                1,
-                &[],
-            )
+            Descriptor::new(Opts::new("latencyseconds", "h").unit("seconds"), Kind::Gauge, &[], 1, &[])
         });
         assert!(bad.is_err());
     }
 
     #[test]
     fn widths() {
-        let h = Descriptor::new(
-            Opts::new("h", "h").buckets(&[1.0, 2.0]),
-            Kind::Histogram,
-            &[],
-            1,
-            &[],
-        );
+        let h = Descriptor::new(Opts::new("h", "h").buckets(&[1.0, 2.0]), Kind::Histogram, &[], 1, &[]);
         assert_eq!((h.width, h.slots()), (4, 8));
-        let g = Descriptor::new(
-            Opts::new("g", "h").mode(GaugeMode::MostRecent),
-            Kind::Gauge,
-            &[],
-            1,
-            &[],
-        );
+        let g = Descriptor::new(Opts::new("g", "h").mode(GaugeMode::MostRecent), Kind::Gauge, &[], 1, &[]);
         assert_eq!(g.width, 2);
     }
 
@@ -541,20 +472,10 @@ mod tests {
 
     #[test]
     fn reserved_labels_are_refused() {
-        for (kind, label) in [
-            (Kind::Histogram, "le"),
-            (Kind::Counter, "__x"),
-            (Kind::Gauge, "quantile"),
-        ] {
+        for (kind, label) in [(Kind::Histogram, "le"), (Kind::Counter, "__x"), (Kind::Gauge, "quantile")] {
             let r = std::panic::catch_unwind(|| {
                 let labels: &'static [&str] = Box::leak(Box::new([label]));
-                Descriptor::new(
-                    Opts::new("m", "h").labels(labels),
-                    kind,
-                    &[LabelDomain::Values(&["a"])],
-                    1,
-                    &[],
-                )
+                Descriptor::new(Opts::new("m", "h").labels(labels), kind, &[LabelDomain::Values(&["a"])], 1, &[])
             });
             assert!(r.is_err(), "{label} accepted on {kind:?}");
         }

@@ -38,12 +38,7 @@ impl Interner {
         if value == OTHER {
             return self.capacity;
         }
-        if let Some(&index) = self
-            .lookup
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(value)
-        {
+        if let Some(&index) = self.lookup.read().unwrap_or_else(|e| e.into_inner()).get(value) {
             return index;
         }
         if self.full.load(Ordering::Relaxed) {
@@ -99,16 +94,9 @@ mod tests {
         assert_eq!(t.index("/a"), 0);
         assert_eq!(t.index("/c"), 2);
         assert_eq!(t.index("/d"), 2);
-        assert_eq!(
-            t.index("other"),
-            2,
-            "the literal value is the overflow series"
-        );
+        assert_eq!(t.index("other"), 2, "the literal value is the overflow series");
         assert_eq!(t.overflow(), 2);
-        assert_eq!(
-            (t.get(0), t.get(1), t.get(2), t.get(3)),
-            (Some("/a"), Some("/b"), Some("other"), None)
-        );
+        assert_eq!((t.get(0), t.get(1), t.get(2), t.get(3)), (Some("/a"), Some("/b"), Some("other"), None));
     }
 
     #[test]

@@ -19,13 +19,16 @@ mod interner;
 mod labels;
 mod metric;
 mod process;
+// used by the multiprocess merge (next)
+#[allow(dead_code)]
+mod python_db;
 mod registry;
 pub mod testing;
 
 pub use collector::{Collector, FamilyWriter, MetricWriter};
 pub use descriptor::{
-    DEFAULT_BUCKETS, Descriptor, GaugeMode, Kind, Opts, exponential_buckets, is_label_name,
-    is_metric_name, linear_buckets,
+    DEFAULT_BUCKETS, Descriptor, GaugeMode, Kind, Opts, exponential_buckets, is_label_name, is_metric_name,
+    linear_buckets,
 };
 pub use expose::{Format, encode, encode_into, render};
 #[cfg(feature = "http")]

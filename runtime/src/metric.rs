@@ -72,11 +72,7 @@ impl MetricCore {
     fn attach(&'static self) -> *mut AtomicU64 {
         registry::get();
         let base = self.base.load(Ordering::Acquire);
-        if base.is_null() {
-            registry::attach_unregistered(self)
-        } else {
-            base
-        }
+        if base.is_null() { registry::attach_unregistered(self) } else { base }
     }
 
     /// Points the metric at its slots. Called by the registry only.

@@ -47,8 +47,7 @@ mod linux {
 
     fn boot_time() -> Option<u64> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        stat.lines()
-            .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
+        stat.lines().find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
     }
 
     fn sysconf(name: libc::c_int) -> Option<u64> {
@@ -58,58 +57,36 @@ mod linux {
     }
 
     pub(super) fn collect(out: &mut MetricWriter<'_>) {
-        let stat = std::fs::read_to_string("/proc/self/stat")
-            .ok()
-            .and_then(|s| parse_stat(&s));
+        let stat = std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| parse_stat(&s));
         let ticks = sysconf(libc::_SC_CLK_TCK);
         let page = sysconf(libc::_SC_PAGESIZE);
         if let (Some(stat), Some(ticks)) = (&stat, ticks) {
-            out.counter(
-                "process_cpu_seconds_total",
-                "Total user and system CPU time spent in seconds.",
-            )
-            .unit("seconds")
-            .sample(&[], stat.ticks_cpu as f64 / ticks as f64);
+            out.counter("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.")
+                .unit("seconds")
+                .sample(&[], stat.ticks_cpu as f64 / ticks as f64);
         }
         if let Some(fds) = std::fs::read_dir("/proc/self/fd").ok().map(Iterator::count) {
-            out.gauge("process_open_fds", "Number of open file descriptors.")
-                .sample(&[], fds as f64);
+            out.gauge("process_open_fds", "Number of open file descriptors.").sample(&[], fds as f64);
         }
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         // SAFETY: `limit` is a valid rlimit to write into.
         if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
-            out.gauge(
-                "process_max_fds",
-                "Maximum number of open file descriptors.",
-            )
-            .sample(&[], limit.rlim_cur as f64);
+            out.gauge("process_max_fds", "Maximum number of open file descriptors.").sample(&[], limit.rlim_cur as f64);
         }
         if let (Some(stat), Some(page)) = (&stat, page) {
-            out.gauge(
-                "process_resident_memory_bytes",
-                "Resident memory size in bytes.",
-            )
-            .unit("bytes")
-            .sample(&[], (stat.rss_pages * page) as f64);
+            out.gauge("process_resident_memory_bytes", "Resident memory size in bytes.")
+                .unit("bytes")
+                .sample(&[], (stat.rss_pages * page) as f64);
         }
         if let (Some(stat), Some(ticks), Some(boot)) = (&stat, ticks, boot_time()) {
-            out.gauge(
-                "process_start_time_seconds",
-                "Start time of the process since unix epoch in seconds.",
-            )
-            .unit("seconds")
-            .sample(&[], boot as f64 + stat.start_ticks as f64 / ticks as f64);
+            out.gauge("process_start_time_seconds", "Start time of the process since unix epoch in seconds.")
+                .unit("seconds")
+                .sample(&[], boot as f64 + stat.start_ticks as f64 / ticks as f64);
         }
         if let Some(stat) = &stat {
-            out.gauge(
-                "process_virtual_memory_bytes",
-                "Virtual memory size in bytes.",
-            )
-            .unit("bytes")
-            .sample(&[], stat.vsize as f64);
+            out.gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.")
+                .unit("bytes")
+                .sample(&[], stat.vsize as f64);
         }
     }
 

@@ -69,9 +69,7 @@ fn layout(declared: &[&'static MetricCore]) -> Registry {
     let mut hidden: Vec<&'static MetricCore> = Vec::new();
     for core in sorted {
         let names = sample_names_of(core.descriptor());
-        let clash = names
-            .iter()
-            .find_map(|n| sample_names.get(n).map(|&i| (n, i)));
+        let clash = names.iter().find_map(|n| sample_names.get(n).map(|&i| (n, i)));
         if let Some((sample, first)) = clash {
             let error = RegistryError::DuplicateName {
                 sample: sample.clone(),
@@ -89,11 +87,7 @@ fn layout(declared: &[&'static MetricCore]) -> Registry {
         exposed.push(core);
     }
 
-    let total: usize = exposed
-        .iter()
-        .chain(&hidden)
-        .map(|c| c.descriptor().slots())
-        .sum();
+    let total: usize = exposed.iter().chain(&hidden).map(|c| c.descriptor().slots()).sum();
     let arena: Box<dyn Arena> = Box::new(MemoryArena::new(total));
     let base = arena.slots().as_ptr() as *mut AtomicU64;
     let mut offset = 0;
@@ -107,23 +101,14 @@ fn layout(declared: &[&'static MetricCore]) -> Registry {
         }
         offset += core.descriptor().slots();
     }
-    Registry {
-        families,
-        arena,
-        problems,
-        unregistered: Mutex::new(Vec::new()),
-        sample_names,
-    }
+    Registry { families, arena, problems, unregistered: Mutex::new(Vec::new()), sample_names }
 }
 
 /// Gives a metric that is missing from [`METRICS`] slots of its own, so a
 /// forgotten registration degrades to a warning instead of a crash.
 pub(crate) fn attach_unregistered(core: &'static MetricCore) -> *mut AtomicU64 {
     let registry = get();
-    let mut list = registry
-        .unregistered
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let mut list = registry.unregistered.lock().unwrap_or_else(|e| e.into_inner());
     if !core.is_attached() {
         let desc = core.descriptor();
         log::warn!(
@@ -136,14 +121,7 @@ pub(crate) fn attach_unregistered(core: &'static MetricCore) -> *mut AtomicU64 {
         let arena: Box<dyn Arena> = Box::new(MemoryArena::new(desc.slots()));
         core.set_base(arena.slots().as_ptr() as *mut AtomicU64);
         let plan = FamilyPlan::new(desc);
-        list.push((
-            Family {
-                core,
-                offset: 0,
-                plan,
-            },
-            arena,
-        ));
+        list.push((Family { core, offset: 0, plan }, arena));
     }
     drop(list);
     core.series(0) as *mut AtomicU64
@@ -155,10 +133,7 @@ fn sample_names_of(desc: &Descriptor) -> Vec<String> {
     match desc.kind {
         Kind::Counter => vec![n.to_owned(), format!("{n}_total"), format!("{n}_created")],
         Kind::Gauge | Kind::StateSet => vec![n.to_owned()],
-        Kind::Histogram => ["", "_bucket", "_count", "_sum", "_created"]
-            .iter()
-            .map(|s| format!("{n}{s}"))
-            .collect(),
+        Kind::Histogram => ["", "_bucket", "_count", "_sum", "_created"].iter().map(|s| format!("{n}{s}")).collect(),
         Kind::Info => vec![n.to_owned(), format!("{n}_info")],
     }
 }
@@ -187,15 +162,8 @@ pub enum RegistryError {
 impl fmt::Display for RegistryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RegistryError::DuplicateName {
-                sample,
-                first,
-                second,
-            } => {
-                write!(
-                    f,
-                    "metric name `{sample}` is declared twice: at {first} and at {second}"
-                )
+            RegistryError::DuplicateName { sample, first, second } => {
+                write!(f, "metric name `{sample}` is declared twice: at {first} and at {second}")
             }
         }
     }
@@ -213,11 +181,7 @@ impl std::error::Error for RegistryError {}
 /// ```
 pub fn check_registry() -> Result<(), Vec<RegistryError>> {
     let problems = &get().problems;
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems.clone())
-    }
+    if problems.is_empty() { Ok(()) } else { Err(problems.clone()) }
 }
 
 /// Registers a scrape-time collector for the rest of the process's life.
@@ -236,9 +200,7 @@ pub fn check_registry() -> Result<(), Vec<RegistryError>> {
 /// assert_eq!(promshard::testing::sample_value("jobs_queued", &[]), Some(3.0));
 /// ```
 pub fn register_collector(collector: impl Collector) {
-    let mut list = RUNTIME_COLLECTORS
-        .write()
-        .unwrap_or_else(|e| e.into_inner());
+    let mut list = RUNTIME_COLLECTORS.write().unwrap_or_else(|e| e.into_inner());
     list.push(Box::new(collector));
 }
 

@@ -50,9 +50,7 @@ impl Format {
                 }
             }
             let slot = match media.as_str() {
-                "application/openmetrics-text"
-                    if matches!(version.as_deref(), None | Some("1.0.0" | "0.0.1")) =>
-                {
+                "application/openmetrics-text" if matches!(version.as_deref(), None | Some("1.0.0" | "0.0.1")) => {
                     &mut openmetrics
                 }
                 "text/plain" | "text/*" | "*/*" => &mut text,
@@ -78,19 +76,10 @@ mod tests {
     fn negotiation() {
         let cases = [
             ("application/openmetrics-text", OpenMetrics),
-            (
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                OpenMetrics,
-            ),
+            ("application/openmetrics-text; version=1.0.0; charset=utf-8", OpenMetrics),
             ("application/openmetrics-text; version=2.0.0", Prometheus),
-            (
-                "text/plain;q=0.9,application/openmetrics-text;q=0.5",
-                Prometheus,
-            ),
-            (
-                "text/plain;q=0.5,application/openmetrics-text;q=0.9",
-                OpenMetrics,
-            ),
+            ("text/plain;q=0.9,application/openmetrics-text;q=0.5", Prometheus),
+            ("text/plain;q=0.5,application/openmetrics-text;q=0.9", OpenMetrics),
             ("application/openmetrics-text;q=0", Prometheus),
             ("application/json", Prometheus),
             ("", Prometheus),

@@ -33,10 +33,7 @@ pub fn encode_into(format: Format, out: &mut Vec<u8>) {
         encode_family(family, &slots[family.offset..], format, out);
     }
     {
-        let unregistered = registry
-            .unregistered
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let unregistered = registry.unregistered.lock().unwrap_or_else(|e| e.into_inner());
         for (family, arena) in unregistered.iter() {
             encode_family(family, arena.slots(), format, out);
         }
@@ -76,13 +73,10 @@ pub(crate) fn for_each_sample(mut f: impl FnMut(&str, &[(&str, &str)], f64)) {
     let mut visit_family = |family: &Family, slots: &[AtomicU64]| {
         let core = family.core;
         let desc = core.descriptor();
-        let info = core
-            .with_info(|pairs| pairs.map(<[_]>::to_vec))
-            .unwrap_or_default();
+        let info = core.with_info(|pairs| pairs.map(<[_]>::to_vec)).unwrap_or_default();
         family.plan.visit(core, &slots[..desc.slots()], |line| {
             let values = plan::series_values(core, line.series).unwrap_or_default();
-            let mut labels: Vec<(&str, &str)> =
-                desc.label_names.iter().copied().zip(values).collect();
+            let mut labels: Vec<(&str, &str)> = desc.label_names.iter().copied().zip(values).collect();
             labels.extend(info.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             let le;
             match (desc.kind, line.extra) {
@@ -100,10 +94,7 @@ pub(crate) fn for_each_sample(mut f: impl FnMut(&str, &[(&str, &str)], f64)) {
         visit_family(family, &slots[family.offset..]);
     }
     {
-        let unregistered = registry
-            .unregistered
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let unregistered = registry.unregistered.lock().unwrap_or_else(|e| e.into_inner());
         for (family, arena) in unregistered.iter() {
             visit_family(family, arena.slots());
         }

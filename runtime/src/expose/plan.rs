@@ -36,20 +36,14 @@ impl FamilyPlan {
             Kind::Gauge | Kind::StateSet => name.to_owned(),
         };
         let extra_labels = match desc.kind {
-            Kind::Histogram => desc
-                .buckets
-                .iter()
-                .chain(&[f64::INFINITY])
-                .map(|&b| label_text("le", &le_value(b)))
-                .collect(),
+            Kind::Histogram => {
+                desc.buckets.iter().chain(&[f64::INFINITY]).map(|&b| label_text("le", &le_value(b))).collect()
+            }
             Kind::StateSet => desc.states.iter().map(|s| label_text(name, s)).collect(),
             _ => Vec::new(),
         };
         FamilyPlan {
-            headers: [
-                header(desc, Format::Prometheus),
-                header(desc, Format::OpenMetrics),
-            ],
+            headers: [header(desc, Format::Prometheus), header(desc, Format::OpenMetrics)],
             count: format!("{name}_count"),
             sum: format!("{name}_sum"),
             sample,
@@ -59,24 +53,13 @@ impl FamilyPlan {
     }
 
     /// Renders the family from its slots (`desc.slots()` of them).
-    pub(crate) fn encode(
-        &self,
-        core: &MetricCore,
-        slots: &[AtomicU64],
-        format: Format,
-        out: &mut Vec<u8>,
-    ) {
+    pub(crate) fn encode(&self, core: &MetricCore, slots: &[AtomicU64], format: Format, out: &mut Vec<u8>) {
         out.extend_from_slice(self.headers[format as usize].as_bytes());
         self.visit(core, slots, |line| line.write(&self.extra_labels, out));
     }
 
     /// Calls `f` with every sample of the family, in exposition order.
-    pub(crate) fn visit(
-        &self,
-        core: &MetricCore,
-        slots: &[AtomicU64],
-        mut f: impl FnMut(Line<'_>),
-    ) {
+    pub(crate) fn visit(&self, core: &MetricCore, slots: &[AtomicU64], mut f: impl FnMut(Line<'_>)) {
         let desc = core.descriptor();
         let load = |i: usize| slots[i].load(Ordering::Relaxed);
         let mut dynamic = String::new();
@@ -98,13 +81,7 @@ impl FamilyPlan {
                 }
             };
             let base = series * desc.width;
-            let line = |name, extra: Option<usize>, value| Line {
-                name,
-                labels,
-                extra,
-                value,
-                series,
-            };
+            let line = |name, extra: Option<usize>, value| Line { name, labels, extra, value, series };
             match desc.kind {
                 Kind::Counter => {
                     let (count, fraction) = (load(base), load(base + 1));
@@ -114,19 +91,11 @@ impl FamilyPlan {
                     };
                     f(line(&self.sample, None, value));
                 }
-                Kind::Gauge => f(line(
-                    &self.sample,
-                    None,
-                    Value::Float(f64::from_bits(load(base))),
-                )),
+                Kind::Gauge => f(line(&self.sample, None, Value::Float(f64::from_bits(load(base))))),
                 Kind::StateSet => {
                     let current = load(base) as usize;
                     for state in 0..self.extra_labels.len() {
-                        f(line(
-                            &self.sample,
-                            Some(state),
-                            Value::Int((state == current) as u64),
-                        ));
+                        f(line(&self.sample, Some(state), Value::Int((state == current) as u64)));
                     }
                 }
                 Kind::Histogram => {
@@ -145,13 +114,7 @@ impl FamilyPlan {
                         Some(pairs.collect::<Vec<_>>().join(","))
                     });
                     if let Some(text) = text {
-                        f(Line {
-                            name: &self.sample,
-                            labels: &text,
-                            extra: None,
-                            value: Value::Int(1),
-                            series,
-                        });
+                        f(Line { name: &self.sample, labels: &text, extra: None, value: Value::Int(1), series });
                     }
                 }
             }
@@ -245,13 +208,7 @@ fn series_labels(desc: &Descriptor) -> Option<Vec<String>> {
         all = all
             .iter()
             .flat_map(|prefix| {
-                rendered.iter().map(move |r| {
-                    if prefix.is_empty() {
-                        r.clone()
-                    } else {
-                        format!("{prefix},{r}")
-                    }
-                })
+                rendered.iter().map(move |r| if prefix.is_empty() { r.clone() } else { format!("{prefix},{r}") })
             })
             .collect();
     }
@@ -278,14 +235,7 @@ fn header(desc: &Descriptor, format: Format) -> String {
 }
 
 /// Writes the metadata lines of a family.
-pub(crate) fn write_header(
-    out: &mut Vec<u8>,
-    name: &str,
-    help: &str,
-    kind: &str,
-    unit: Option<&str>,
-    format: Format,
-) {
+pub(crate) fn write_header(out: &mut Vec<u8>, name: &str, help: &str, kind: &str, unit: Option<&str>, format: Format) {
     out.extend_from_slice(b"# HELP ");
     out.extend_from_slice(name.as_bytes());
     out.push(b' ');

@@ -59,11 +59,7 @@ pub(crate) fn write_f64(out: &mut Vec<u8>, v: f64) {
 /// A histogram bound as an `le` value: always a float (`1.0`, not `1`),
 /// `+Inf` for the last bucket.
 pub(crate) fn le_value(bound: f64) -> String {
-    if bound.is_infinite() && bound > 0.0 {
-        "+Inf".to_owned()
-    } else {
-        ryu::Buffer::new().format(bound).to_owned()
-    }
+    if bound.is_infinite() && bound > 0.0 { "+Inf".to_owned() } else { ryu::Buffer::new().format(bound).to_owned() }
 }
 
 #[cfg(test)]
@@ -78,18 +74,9 @@ mod tests {
 
     #[test]
     fn escaping() {
-        assert_eq!(
-            s(|o| write_label_value(o, "a\"b\\c\nd é")),
-            r#""a\"b\\c\nd é""#
-        );
-        assert_eq!(
-            s(|o| write_help(o, "say \"hi\"\\\n", Format::Prometheus)),
-            "say \"hi\"\\\\\\n"
-        );
-        assert_eq!(
-            s(|o| write_help(o, "say \"hi\"", Format::OpenMetrics)),
-            "say \\\"hi\\\""
-        );
+        assert_eq!(s(|o| write_label_value(o, "a\"b\\c\nd é")), r#""a\"b\\c\nd é""#);
+        assert_eq!(s(|o| write_help(o, "say \"hi\"\\\n", Format::Prometheus)), "say \"hi\"\\\\\\n");
+        assert_eq!(s(|o| write_help(o, "say \"hi\"", Format::OpenMetrics)), "say \\\"hi\\\"");
     }
 
     #[test]

@@ -33,10 +33,7 @@ impl<L: LabelSet> Counter<L> {
     #[track_caller]
     pub const fn new(opts: Opts) -> Self {
         let desc = Descriptor::new(opts, Kind::Counter, L::DOMAINS, L::CARDINALITY, &[]);
-        Counter {
-            core: MetricCore::new(desc),
-            labels: PhantomData,
-        }
+        Counter { core: MetricCore::new(desc), labels: PhantomData }
     }
 
     /// The series for one label combination.
@@ -44,9 +41,7 @@ impl<L: LabelSet> Counter<L> {
     pub fn with(&'static self, labels: L::Values<'_>) -> CounterSeries {
         let slot = self.core.series(L::index(labels, &self.core));
         // SAFETY: `series` returns the address of two live slots.
-        CounterSeries {
-            slots: unsafe { &*(slot as *const [AtomicU64; 2]) },
-        }
+        CounterSeries { slots: unsafe { &*(slot as *const [AtomicU64; 2]) } }
     }
 
     /// The descriptor-carrying core, for registration.
@@ -111,10 +106,7 @@ impl CounterSeries {
 
     /// The series' current total.
     pub fn get(self) -> f64 {
-        total(
-            self.slots[0].load(Ordering::Relaxed),
-            float::load(&self.slots[1]),
-        )
+        total(self.slots[0].load(Ordering::Relaxed), float::load(&self.slots[1]))
     }
 }
 

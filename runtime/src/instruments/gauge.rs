@@ -33,10 +33,7 @@ impl<L: LabelSet> Gauge<L> {
     #[track_caller]
     pub const fn new(opts: Opts) -> Self {
         let desc = Descriptor::new(opts, Kind::Gauge, L::DOMAINS, L::CARDINALITY, &[]);
-        Gauge {
-            core: MetricCore::new(desc),
-            labels: PhantomData,
-        }
+        Gauge { core: MetricCore::new(desc), labels: PhantomData }
     }
 
     /// The series for one label combination.
@@ -47,11 +44,7 @@ impl<L: LabelSet> Gauge<L> {
         // SAFETY: `series` returns the address of `width` live slots, and
         // width is 2 exactly when the mode is timestamped.
         let value = unsafe { &*slot };
-        let stamp = if timestamped {
-            Some(unsafe { &*slot.add(1) })
-        } else {
-            None
-        };
+        let stamp = if timestamped { Some(unsafe { &*slot.add(1) }) } else { None };
         GaugeSeries { value, stamp }
     }
 
@@ -174,7 +167,5 @@ impl Drop for InProgress {
 }
 
 pub(crate) fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }

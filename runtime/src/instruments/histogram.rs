@@ -40,20 +40,14 @@ impl<L: LabelSet> Histogram<L> {
     #[track_caller]
     pub const fn new(opts: Opts) -> Self {
         let desc = Descriptor::new(opts, Kind::Histogram, L::DOMAINS, L::CARDINALITY, &[]);
-        Histogram {
-            core: MetricCore::new(desc),
-            labels: PhantomData,
-        }
+        Histogram { core: MetricCore::new(desc), labels: PhantomData }
     }
 
     /// The series for one label combination.
     #[inline(always)]
     pub fn with(&'static self, labels: L::Values<'_>) -> HistogramSeries {
         let slots = self.core.series(L::index(labels, &self.core));
-        HistogramSeries {
-            slots,
-            bounds: self.core.descriptor().buckets,
-        }
+        HistogramSeries { slots, bounds: self.core.descriptor().buckets }
     }
 
     /// The descriptor-carrying core, for registration.
@@ -115,10 +109,7 @@ impl HistogramSeries {
 
     /// Starts a timer that observes the elapsed seconds when dropped.
     pub fn start_timer(self) -> HistogramTimer {
-        HistogramTimer {
-            series: Some(self),
-            start: Instant::now(),
-        }
+        HistogramTimer { series: Some(self), start: Instant::now() }
     }
 
     /// Number of observations so far.
@@ -146,11 +137,7 @@ fn bucket_index(bounds: &[f64], v: f64) -> usize {
     } else {
         // NaN compares false with every bound, so it goes to +Inf as in
         // the linear scan.
-        if v.is_nan() {
-            bounds.len()
-        } else {
-            bounds.partition_point(|b| *b < v)
-        }
+        if v.is_nan() { bounds.len() } else { bounds.partition_point(|b| *b < v) }
     }
 }
 
@@ -195,24 +182,10 @@ mod tests {
     fn bucket_search_agrees_for_short_and_long_lists() {
         let short = [1.0, 2.0, 5.0];
         let long: Vec<f64> = (1..=40).map(f64::from).collect();
-        for (v, want) in [
-            (0.5, 0),
-            (1.0, 0),
-            (1.5, 1),
-            (5.0, 2),
-            (9.0, 3),
-            (f64::NAN, 3),
-        ] {
+        for (v, want) in [(0.5, 0), (1.0, 0), (1.5, 1), (5.0, 2), (9.0, 3), (f64::NAN, 3)] {
             assert_eq!(bucket_index(&short, v), want, "short {v}");
         }
-        for (v, want) in [
-            (0.5, 0),
-            (1.0, 0),
-            (1.5, 1),
-            (40.0, 39),
-            (41.0, 40),
-            (f64::NAN, 40),
-        ] {
+        for (v, want) in [(0.5, 0), (1.0, 0), (1.5, 1), (40.0, 39), (41.0, 40), (f64::NAN, 40)] {
             assert_eq!(bucket_index(&long, v), want, "long {v}");
         }
     }

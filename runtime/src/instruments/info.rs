@@ -24,9 +24,7 @@ impl Info {
     /// Declares an info metric; a trailing `_info` in the name is implied.
     #[track_caller]
     pub const fn new(opts: Opts) -> Info {
-        Info {
-            core: MetricCore::new(Descriptor::new(opts, Kind::Info, &[], 1, &[])),
-        }
+        Info { core: MetricCore::new(Descriptor::new(opts, Kind::Info, &[], 1, &[])) }
     }
 
     /// Replaces the exposed label pairs. Pairs with an invalid or reserved

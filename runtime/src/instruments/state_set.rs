@@ -36,10 +36,7 @@ impl<S: LabelValue, L: LabelSet> Enum<S, L> {
     #[track_caller]
     pub const fn new(opts: Opts) -> Self {
         let desc = Descriptor::new(opts, Kind::StateSet, L::DOMAINS, L::CARDINALITY, S::VALUES);
-        Enum {
-            core: MetricCore::new(desc),
-            types: PhantomData,
-        }
+        Enum { core: MetricCore::new(desc), types: PhantomData }
     }
 
     /// The series for one label combination.
@@ -47,10 +44,7 @@ impl<S: LabelValue, L: LabelSet> Enum<S, L> {
     pub fn with(&'static self, labels: L::Values<'_>) -> EnumSeries<S> {
         // SAFETY: `series` returns the address of one live slot.
         let slot = unsafe { &*self.core.series(L::index(labels, &self.core)) };
-        EnumSeries {
-            slot,
-            state: PhantomData,
-        }
+        EnumSeries { slot, state: PhantomData }
     }
 
     /// The descriptor-carrying core, for registration.

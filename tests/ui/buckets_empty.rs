@@ -1,0 +1,7 @@
+use promshard::{metric, Histogram};
+
+/// Time to render.
+#[metric(buckets = [])]
+static RENDER_SECONDS: Histogram;
+
+fn main() {}

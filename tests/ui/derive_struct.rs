@@ -1,0 +1,6 @@
+use promshard::LabelValue;
+
+#[derive(Clone, Copy, LabelValue)]
+struct Method;
+
+fn main() {}

@@ -1,0 +1,6 @@
+use promshard::{metric, Counter};
+
+#[metric]
+static JOBS_TOTAL: Counter;
+
+fn main() {}

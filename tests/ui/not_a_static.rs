@@ -1,0 +1,7 @@
+use promshard::metric;
+
+/// Jobs.
+#[metric]
+fn jobs() {}
+
+fn main() {}

@@ -1,0 +1,7 @@
+use promshard::{metric, Histogram};
+
+/// Time to render.
+#[metric(unit = "seconds")]
+static RENDER_TIME: Histogram;
+
+fn main() {}

@@ -1,0 +1,7 @@
+use promshard::metric;
+
+/// Jobs.
+#[metric]
+static JOBS: Summary;
+
+fn main() {}

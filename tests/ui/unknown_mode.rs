@@ -1,0 +1,7 @@
+use promshard::{metric, Gauge};
+
+/// Jobs running.
+#[metric(mode = average)]
+static JOBS_RUNNING: Gauge;
+
+fn main() {}
