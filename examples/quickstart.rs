@@ -9,54 +9,40 @@
 
 use std::time::Duration;
 
-use promshard::{Counter, Format, Gauge, Histogram, LabelValue, Opts};
+use promshard::{Counter, Format, Gauge, Histogram, LabelValue, metric};
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, LabelValue)]
 enum Method {
     Get,
     Post,
 }
 
-impl LabelValue for Method {
-    const VALUES: &'static [&'static str] = &["get", "post"];
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, LabelValue)]
 enum Status {
+    #[label(rename = "200")]
     Ok,
+    #[label(rename = "404")]
     NotFound,
+    #[label(rename = "500")]
     Error,
 }
 
-impl LabelValue for Status {
-    const VALUES: &'static [&'static str] = &["200", "404", "500"];
-    fn index(self) -> usize {
-        self as usize
-    }
-}
+/// HTTP requests served, by method and status.
+#[metric(labels(method: Method, status: Status))]
+static HTTP_REQUESTS_TOTAL: Counter;
 
-static HTTP_REQUESTS: Counter<(Method, Status)> = Counter::new(
-    Opts::new("http_requests_total", "HTTP requests served, by method and status.").labels(&["method", "status"]),
-);
+/// HTTP requests being served.
+#[metric(mode = livesum)]
+static HTTP_REQUESTS_IN_FLIGHT: Gauge;
 
-static IN_FLIGHT: Gauge = Gauge::new(Opts::new("http_requests_in_flight", "HTTP requests being served."));
-
-static LATENCY: Histogram<(Method,)> = Histogram::new(
-    Opts::new("http_request_duration_seconds", "Time to serve an HTTP request.")
-        .unit("seconds")
-        .labels(&["method"])
-        .buckets(&[0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
-);
-
-promshard::register!(HTTP_REQUESTS, IN_FLIGHT, LATENCY);
+/// Time to serve an HTTP request.
+#[metric(unit = "seconds", buckets = [0.005, 0.01, 0.05, 0.1, 0.5, 1.0], labels(method: Method))]
+static HTTP_REQUEST_DURATION_SECONDS: Histogram;
 
 fn handle(method: Method, status: Status, seconds: f64) {
-    let _in_flight = IN_FLIGHT.track_inprogress();
-    HTTP_REQUESTS.with((method, status)).inc();
-    LATENCY.with((method,)).observe(seconds);
+    let _in_flight = HTTP_REQUESTS_IN_FLIGHT.track_inprogress();
+    HTTP_REQUESTS_TOTAL.with((method, status)).inc();
+    HTTP_REQUEST_DURATION_SECONDS.with((method,)).observe(seconds);
 }
 
 fn main() -> std::io::Result<()> {
@@ -67,7 +53,7 @@ fn main() -> std::io::Result<()> {
     handle(Method::Get, Status::NotFound, 0.001);
     handle(Method::Post, Status::Ok, 0.3);
     handle(Method::Post, Status::Error, 2.0);
-    IN_FLIGHT.add(2.0);
+    HTTP_REQUESTS_IN_FLIGHT.add(2.0);
 
     match args.iter().position(|a| a == "--serve") {
         Some(i) => {
@@ -82,8 +68,7 @@ fn main() -> std::io::Result<()> {
         None => {
             let format =
                 if args.iter().any(|a| a == "--openmetrics") { Format::OpenMetrics } else { Format::Prometheus };
-            let body = promshard::encode(format);
-            print!("{}", String::from_utf8_lossy(&body));
+            print!("{}", String::from_utf8_lossy(&promshard::encode(format)));
             Ok(())
         }
     }

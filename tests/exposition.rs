@@ -1,40 +1,42 @@
 //! The exact text of both formats for one of every instrument: the order,
 //! the metadata lines, the suffixes and the number formats.
 
-use promshard::{Counter, Enum, Format, Gauge, Histogram, Info, LabelValue, Opts};
+use promshard::{Counter, Enum, Format, Gauge, Histogram, Info, LabelValue, metric};
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, LabelValue)]
 enum Disk {
     Ssd,
     Hdd,
 }
 
-impl LabelValue for Disk {
-    const VALUES: &'static [&'static str] = &["ssd", "hdd"];
-    fn index(self) -> usize {
-        self as usize
-    }
-}
+/// Bytes written.
+#[metric(unit = "bytes", labels(disk: Disk))]
+static DISK_WRITES_BYTES_TOTAL: Counter;
 
-static WRITES: Counter<(Disk,)> =
-    Counter::new(Opts::new("disk_writes_bytes_total", "Bytes written.").unit("bytes").labels(&["disk"]));
-static TEMPERATURE: Gauge =
-    Gauge::new(Opts::new("temperature_celsius", "Temperature.\nSecond \"line\" \\.").unit("celsius"));
-static FLUSH: Histogram =
-    Histogram::new(Opts::new("flush_seconds", "Flush time.").unit("seconds").buckets(&[0.5, 1.0]));
-static VERSION: Info = Info::new(Opts::new("version", "Version."));
-static STATE: Enum<Disk> = Enum::new(Opts::new("preferred_disk", "Preferred disk."));
+/// Temperature.
+#[metric(help = "Temperature.\nSecond \"line\" \\.", unit = "celsius")]
+static TEMPERATURE_CELSIUS: Gauge;
 
-promshard::register!(WRITES, TEMPERATURE, FLUSH, VERSION, STATE);
+/// Flush time.
+#[metric(unit = "seconds", buckets = [0.5, 1.0])]
+static FLUSH_SECONDS: Histogram;
+
+/// Version.
+#[metric]
+static VERSION: Info;
+
+/// Preferred disk.
+#[metric]
+static PREFERRED_DISK: Enum<Disk>;
 
 fn record() {
-    WRITES.with((Disk::Ssd,)).inc_by(4096);
-    WRITES.with((Disk::Hdd,)).inc_by_f64(0.5).unwrap();
-    TEMPERATURE.set(-3.25);
-    FLUSH.observe(0.25);
-    FLUSH.observe(f64::INFINITY);
+    DISK_WRITES_BYTES_TOTAL.with((Disk::Ssd,)).inc_by(4096);
+    DISK_WRITES_BYTES_TOTAL.with((Disk::Hdd,)).inc_by_f64(0.5).unwrap();
+    TEMPERATURE_CELSIUS.set(-3.25);
+    FLUSH_SECONDS.observe(0.25);
+    FLUSH_SECONDS.observe(f64::INFINITY);
     VERSION.set(&[("release", "1.0")]);
-    STATE.set(Disk::Hdd);
+    PREFERRED_DISK.set(Disk::Hdd);
 }
 
 /// Everything before the process collector's families.

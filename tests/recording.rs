@@ -4,33 +4,19 @@
 use std::thread;
 
 use promshard::testing::sample_value;
-use promshard::{Counter, Enum, Gauge, GaugeMode, Histogram, Info, LabelValue, Opts};
+use promshard::{Counter, Enum, Gauge, Histogram, Info, LabelValue, Opts, metric};
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, LabelValue)]
 enum Method {
     Get,
     Post,
     Put,
 }
 
-impl LabelValue for Method {
-    const VALUES: &'static [&'static str] = &["get", "post", "put"];
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, LabelValue)]
 enum Status {
     Ok,
     Error,
-}
-
-impl LabelValue for Status {
-    const VALUES: &'static [&'static str] = &["ok", "error"];
-    fn index(self) -> usize {
-        self as usize
-    }
 }
 
 /// A hand-written impl that breaks the `index < CARDINALITY` contract.
@@ -44,19 +30,40 @@ impl LabelValue for OutOfRange {
     }
 }
 
-static REQUESTS: Counter<(Method, Status)> =
-    Counter::new(Opts::new("requests_total", "Requests.").labels(&["method", "status"]));
-static BALANCE: Gauge = Gauge::new(Opts::new("balance", "A gauge moved from many threads."));
-static LATEST: Gauge = Gauge::new(Opts::new("latest", "Most recent.").mode(GaugeMode::MostRecent));
-static SIZES: Histogram<(Method,)> =
-    Histogram::new(Opts::new("sizes", "Sizes.").labels(&["method"]).buckets(&[1.0, 2.0, 4.0]));
-static PROGRESS: Counter = Counter::new(Opts::new("progress_seconds_total", "Fractional.").unit("seconds"));
-static STRICT: Counter<(OutOfRange,)> = Counter::new(Opts::new("strict_total", "Contract breaker.").labels(&["x"]));
-static PHASE: Enum<Method> = Enum::new(Opts::new("phase", "An enum."));
-static BUILD: Info = Info::new(Opts::new("build_info", "Build."));
-static FORGOTTEN: Counter = Counter::new(Opts::new("forgotten_total", "Declared but never registered."));
+/// Requests.
+#[metric(labels(method: Method, status: Status))]
+static REQUESTS_TOTAL: Counter;
 
-promshard::register!(REQUESTS, BALANCE, LATEST, SIZES, PROGRESS, STRICT, PHASE, BUILD);
+/// A gauge moved from many threads.
+#[metric]
+static BALANCE: Gauge;
+
+/// Most recent.
+#[metric(mode = mostrecent)]
+static LATEST: Gauge;
+
+/// Sizes.
+#[metric(buckets = [1.0, 2.0, 4.0], labels(method: Method))]
+static SIZES: Histogram;
+
+/// Fractional.
+#[metric(unit = "seconds")]
+static PROGRESS_SECONDS_TOTAL: Counter;
+
+/// Contract breaker.
+#[metric(labels(x: OutOfRange))]
+static STRICT_TOTAL: Counter;
+
+/// An enum.
+#[metric]
+static PHASE: Enum<Method>;
+
+/// Build.
+#[metric]
+static BUILD_INFO: Info;
+
+// Declared through the const constructor and deliberately not registered.
+static FORGOTTEN: Counter = Counter::new(Opts::new("forgotten_total", "Declared but never registered."));
 
 const THREADS: usize = 8;
 const PER_THREAD: u64 = 50_000;
@@ -69,7 +76,7 @@ fn counters_sum_exactly_across_threads() {
                 let method = [Method::Get, Method::Post, Method::Put][t % 3];
                 for i in 0..PER_THREAD {
                     let status = if i % 4 == 0 { Status::Error } else { Status::Ok };
-                    REQUESTS.with((method, status)).inc();
+                    REQUESTS_TOTAL.with((method, status)).inc();
                 }
             })
         })
@@ -118,10 +125,10 @@ fn float_updates_from_many_threads_lose_nothing() {
 
 #[test]
 fn counters_refuse_to_go_down() {
-    PROGRESS.inc_by_f64(0.25).unwrap();
-    PROGRESS.inc_by(2);
+    PROGRESS_SECONDS_TOTAL.inc_by_f64(0.25).unwrap();
+    PROGRESS_SECONDS_TOTAL.inc_by(2);
     for bad in [-1.0, f64::NAN, f64::INFINITY] {
-        let err = PROGRESS.inc_by_f64(bad).unwrap_err();
+        let err = PROGRESS_SECONDS_TOTAL.inc_by_f64(bad).unwrap_err();
         assert!(err.to_string().contains("only increase"), "{err}");
     }
     assert_eq!(sample_value("progress_seconds_total", &[]), Some(2.25));
@@ -144,12 +151,13 @@ fn gauge_operations() {
 
 #[test]
 fn histogram_timer_observes_once() {
-    static TIMED: Histogram = Histogram::new(Opts::new("timed_seconds", "Timed.").unit("seconds"));
-    promshard::register!(TIMED);
-    let elapsed = TIMED.start_timer().observe_duration();
-    TIMED.start_timer().stop_and_discard();
-    drop(TIMED.start_timer());
-    TIMED.observe_duration(std::time::Duration::from_millis(1500));
+    /// Timed.
+    #[metric(unit = "seconds")]
+    static TIMED_SECONDS: Histogram;
+    let elapsed = TIMED_SECONDS.start_timer().observe_duration();
+    TIMED_SECONDS.start_timer().stop_and_discard();
+    drop(TIMED_SECONDS.start_timer());
+    TIMED_SECONDS.observe_duration(std::time::Duration::from_millis(1500));
     assert_eq!(sample_value("timed_seconds_count", &[]), Some(3.0));
     assert!(sample_value("timed_seconds_sum", &[]).unwrap() >= 1.5 + elapsed);
     assert_eq!(sample_value("timed_seconds_bucket", &[("le", "1.0")]), Some(2.0));
@@ -157,7 +165,7 @@ fn histogram_timer_observes_once() {
 
 #[test]
 fn out_of_range_label_index_is_discarded_not_exposed() {
-    STRICT.with((OutOfRange,)).inc_by(7);
+    STRICT_TOTAL.with((OutOfRange,)).inc_by(7);
     assert_eq!(sample_value("strict_total", &[("x", "only")]), Some(0.0));
     let text = String::from_utf8(promshard::encode(promshard::Format::Prometheus)).unwrap();
     assert_eq!(text.matches("strict_total{").count(), 1, "{text}");
@@ -171,7 +179,7 @@ fn enum_and_info() {
     assert_eq!(sample_value("phase", &[("phase", "put")]), Some(1.0));
 
     assert_eq!(sample_value("build_info", &[]), None, "nothing exposed before set");
-    BUILD.set(&[("version", "1.2.3"), ("bad-name", "x"), ("commit", "abc")]);
+    BUILD_INFO.set(&[("version", "1.2.3"), ("bad-name", "x"), ("commit", "abc")]);
     assert_eq!(sample_value("build_info", &[("version", "1.2.3"), ("commit", "abc")]), Some(1.0));
 }
 
@@ -185,17 +193,16 @@ fn unregistered_metric_still_records_and_is_exposed() {
 
 #[test]
 fn bounded_labels_keep_first_values_and_count_overflow() {
-    use promshard::Bounded;
-    static ROUTES: Counter<(Bounded<2>, Method)> =
-        Counter::new(Opts::new("route_hits_total", "Hits by route.").labels(&["route", "method"]));
-    promshard::register!(ROUTES);
+    /// Hits by route.
+    #[metric(labels(route = bounded(2), method: Method))]
+    static ROUTE_HITS_TOTAL: Counter;
 
     assert_eq!(sample_value("route_hits_total", &[("route", "other"), ("method", "get")]), None);
-    ROUTES.with(("/a", Method::Get)).inc();
-    ROUTES.with(("/b", Method::Post)).inc_by(2);
-    ROUTES.with(("/a", Method::Get)).inc();
+    ROUTE_HITS_TOTAL.with(("/a", Method::Get)).inc();
+    ROUTE_HITS_TOTAL.with(("/b", Method::Post)).inc_by(2);
+    ROUTE_HITS_TOTAL.with(("/a", Method::Get)).inc();
     for route in ["/c", "/d", "/c"] {
-        ROUTES.with((route, Method::Put)).inc();
+        ROUTE_HITS_TOTAL.with((route, Method::Put)).inc();
     }
     let hits = |route, method| sample_value("route_hits_total", &[("route", route), ("method", method)]);
     assert_eq!(hits("/a", "get"), Some(2.0));

@@ -1,0 +1,49 @@
+//! The macros' output must not depend on names the user can shadow, and
+//! must compile without warnings.
+
+#![deny(warnings)]
+#![allow(dead_code)]
+
+struct Result;
+struct Ok;
+struct Some;
+struct None;
+struct Option;
+mod core {}
+mod promshard {}
+
+use ::promshard::{Counter, Enum, Gauge, Histogram, LabelValue, metric};
+
+#[derive(Clone, Copy, LabelValue)]
+enum Mode {
+    Fast,
+    Safe,
+}
+
+/// Jobs.
+#[metric(labels(mode: Mode, queue = ["a", "b"] else "a", shard = bounded(4)))]
+static JOBS_TOTAL: Counter;
+
+/// Depth.
+#[metric(mode = max, labels(queue = ["a", "b"]))]
+static DEPTH: Gauge;
+
+/// Latency.
+#[metric(unit = "seconds", buckets = linear(0.1, 0.1, 5))]
+static LATENCY_SECONDS: Histogram;
+
+/// Mode.
+#[metric]
+static CURRENT_MODE: Enum<Mode>;
+
+#[test]
+fn expands_beside_shadowing_names() {
+    JOBS_TOTAL.with((Mode::Safe, "b", "7")).inc();
+    DEPTH.with(("a",)).set(1.0);
+    LATENCY_SECONDS.observe(0.25);
+    CURRENT_MODE.set(Mode::Fast);
+    assert_eq!(
+        ::promshard::testing::sample_value("jobs_total", &[("mode", "safe"), ("queue", "b"), ("shard", "7")]),
+        ::core::option::Option::Some(1.0)
+    );
+}
