@@ -5,7 +5,7 @@ use crate::labels::LabelDomain;
 use crate::process::ProcessCollector;
 use crate::registry;
 
-pub(crate) static COLLECTORS: &[&dyn Collector] = &[&ProcessCollector, &LabelHealth];
+pub(crate) static COLLECTORS: &[&dyn Collector] = &[&ProcessCollector, &LabelHealth, &ShardHealth];
 
 /// promshard's own counters of label values it could not keep: strings
 /// folded into `other` by a full [`Bounded`](crate::Bounded) label, and
@@ -45,6 +45,24 @@ impl Collector for LabelHealth {
             for (metric, refused) in refused {
                 family.sample(&[("metric", metric)], refused as f64);
             }
+        }
+    }
+}
+
+/// In multiprocess mode, the files a scrape had to skip, by reason.
+struct ShardHealth;
+
+impl Collector for ShardHealth {
+    fn collect(&self, out: &mut MetricWriter<'_>) {
+        if crate::shard::own().is_none() {
+            return;
+        }
+        let mut family = out.counter(
+            "promshard_shard_errors_total",
+            "Shard files skipped by a scrape because they could not be used, by reason.",
+        );
+        for (error, count) in crate::shard::merge::errors() {
+            family.sample(&[("reason", error.reason())], count as f64);
         }
     }
 }

@@ -1,34 +1,51 @@
 //! The string table behind a [`Bounded`](crate::Bounded) label: the first
 //! `capacity` distinct strings a process records get indices in the order
 //! they are seen, everything after that is `other`.
+//!
+//! Lookups never lock: the table is open addressing over atomics, and a
+//! string is published in it only after its index holds the string. Inserts
+//! take the process-wide [`gate`](crate::gate), which `fork()` cannot catch
+//! half-done.
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::collections::HashMap;
-use std::sync::{OnceLock, RwLock};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
+use crate::gate;
 use crate::labels::OTHER;
 
-#[derive(Debug)]
+/// The longest value kept; longer values count as overflow, so that a
+/// shard's string log can hold every kept value.
+pub(crate) const MAX_VALUE_LEN: usize = crate::shard::format::MAX_STRING;
+
+/// Receives each newly kept value: its index and text.
+pub(crate) type StringSink = dyn Fn(usize, &str) + Sync;
+
 pub(crate) struct Interner {
     capacity: usize,
-    lookup: RwLock<HashMap<Box<str>, usize>>,
-    /// Index → string, readable by a scrape without taking the lock.
+    /// Index → string.
     values: Box<[OnceLock<Box<str>>]>,
-    /// Set once every index is taken, so overflowing strings skip the
-    /// write lock.
+    /// Hash buckets holding `index + 1`, 0 when empty; twice the capacity
+    /// rounded to a power of two, so probes stay short.
+    buckets: Box<[AtomicU32]>,
+    len: AtomicUsize,
     full: AtomicBool,
     /// Recordings folded into `other` because the table was full.
     overflow: AtomicU64,
+    /// Called with each newly kept value (index, text), under the gate.
+    on_insert: Option<&'static StringSink>,
 }
 
 impl Interner {
-    pub(crate) fn new(capacity: usize) -> Interner {
+    pub(crate) fn new(capacity: usize, on_insert: Option<&'static StringSink>) -> Interner {
+        let buckets = (capacity * 2).next_power_of_two().max(4);
         Interner {
             capacity,
-            lookup: RwLock::new(HashMap::new()),
             values: (0..capacity).map(|_| OnceLock::new()).collect(),
+            buckets: (0..buckets).map(|_| AtomicU32::new(0)).collect(),
+            len: AtomicUsize::new(0),
             full: AtomicBool::new(capacity == 0),
             overflow: AtomicU64::new(0),
+            on_insert,
         }
     }
 
@@ -38,30 +55,54 @@ impl Interner {
         if value == OTHER {
             return self.capacity;
         }
-        if let Some(&index) = self.lookup.read().unwrap_or_else(|e| e.into_inner()).get(value) {
+        if let Some(index) = self.find(value) {
             return index;
         }
-        if self.full.load(Ordering::Relaxed) {
+        if self.full.load(Ordering::Relaxed) || value.len() > MAX_VALUE_LEN {
             self.overflow.fetch_add(1, Ordering::Relaxed);
             return self.capacity;
         }
-        self.insert(value)
+        gate::locked(|| self.insert(value))
+    }
+
+    fn find(&self, value: &str) -> Option<usize> {
+        let mask = self.buckets.len() - 1;
+        let mut at = hash(value) as usize & mask;
+        loop {
+            let entry = self.buckets[at].load(Ordering::Acquire) as usize;
+            if entry == 0 {
+                return None;
+            }
+            if self.values[entry - 1].get().is_some_and(|v| **v == *value) {
+                return Some(entry - 1);
+            }
+            at = (at + 1) & mask;
+        }
     }
 
     #[cold]
     fn insert(&self, value: &str) -> usize {
-        let mut lookup = self.lookup.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(&index) = lookup.get(value) {
+        if let Some(index) = self.find(value) {
             return index;
         }
-        let index = lookup.len();
+        let index = self.len.load(Ordering::Relaxed);
         if index >= self.capacity {
             self.full.store(true, Ordering::Relaxed);
             self.overflow.fetch_add(1, Ordering::Relaxed);
             return self.capacity;
         }
         let _ = self.values[index].set(value.into());
-        lookup.insert(value.into(), index);
+        if let Some(on_insert) = self.on_insert {
+            on_insert(index, value);
+        }
+        let mask = self.buckets.len() - 1;
+        let mut at = hash(value) as usize & mask;
+        while self.buckets[at].load(Ordering::Relaxed) != 0 {
+            at = (at + 1) & mask;
+        }
+        // Release: a reader that finds the bucket also sees the string.
+        self.buckets[at].store(index as u32 + 1, Ordering::Release);
+        self.len.store(index + 1, Ordering::Relaxed);
         if index + 1 == self.capacity {
             self.full.store(true, Ordering::Relaxed);
         }
@@ -82,13 +123,25 @@ impl Interner {
     }
 }
 
+impl core::fmt::Debug for Interner {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Interner").field("capacity", &self.capacity).field("len", &self.len).finish_non_exhaustive()
+    }
+}
+
+/// FNV-1a: short label strings, no adversary that gains from collisions
+/// (the table is bounded either way).
+fn hash(s: &str) -> u64 {
+    crate::shard::format::checksum(s.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::Interner;
 
     #[test]
     fn keeps_the_first_values_and_folds_the_rest() {
-        let t = Interner::new(2);
+        let t = Interner::new(2, None);
         assert_eq!(t.index("/a"), 0);
         assert_eq!(t.index("/b"), 1);
         assert_eq!(t.index("/a"), 0);
@@ -100,9 +153,18 @@ mod tests {
     }
 
     #[test]
-    fn unassigned_indices_read_as_none() {
-        let t = Interner::new(3);
-        t.index("x");
-        assert_eq!(t.get(1), None);
+    fn many_threads_agree_on_indices() {
+        let t = std::sync::Arc::new(Interner::new(100, None));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let t = t.clone();
+                std::thread::spawn(move || (0..150).map(|i| t.index(&format!("v{i}"))).collect::<Vec<_>>())
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert!(results.windows(2).all(|w| w[0] == w[1]), "every thread sees the same index per value");
+        let kept: std::collections::HashSet<_> = results[0].iter().filter(|i| **i < 100).collect();
+        assert_eq!(kept.len(), 100);
+        assert_eq!(t.index(&"x".repeat(300)), 100, "over-long values overflow");
     }
 }

@@ -12,17 +12,20 @@ mod builtin;
 mod collector;
 mod descriptor;
 mod expose;
+mod gate;
 #[cfg(feature = "http")]
 mod http;
 mod instruments;
 mod interner;
 mod labels;
 mod metric;
+pub mod multiprocess;
 mod process;
 // used by the multiprocess merge (next)
 #[allow(dead_code)]
 mod python_db;
 mod registry;
+mod shard;
 pub mod testing;
 
 pub use collector::{Collector, FamilyWriter, MetricWriter};

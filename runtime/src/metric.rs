@@ -1,7 +1,7 @@
 //! The non-generic heart of every instrument: its descriptor and the cached
 //! address of its slots.
 
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::{OnceLock, RwLock};
 
 use crate::descriptor::Descriptor;
@@ -30,6 +30,8 @@ pub struct MetricCore {
     /// Recordings refused because a string was not in an inline list.
     refused: AtomicU64,
     refused_logged: AtomicBool,
+    /// Index of this metric in the shard schema, or `u32::MAX`.
+    schema_index: AtomicU32,
 }
 
 /// The label pairs of an info metric.
@@ -44,6 +46,7 @@ impl MetricCore {
             interners: OnceLock::new(),
             refused: AtomicU64::new(0),
             refused_logged: AtomicBool::new(false),
+            schema_index: AtomicU32::new(u32::MAX),
         }
     }
 
@@ -87,15 +90,40 @@ impl MetricCore {
     /// The string table of the bounded label at `position`.
     pub(crate) fn interner(&self, position: usize) -> &Interner {
         let interners = self.interners.get_or_init(|| {
+            // Lay out first: in multiprocess mode new values go to the
+            // shard's string log, which needs this metric's schema index.
+            registry::get();
             let domains = self.desc.label_domains.iter();
             domains
-                .map(|d| match d {
-                    LabelDomain::Bounded { capacity } => Interner::new(*capacity),
-                    LabelDomain::Values(_) => Interner::new(0),
+                .enumerate()
+                .map(|(position, d)| match d {
+                    LabelDomain::Bounded { capacity } => Interner::new(*capacity, self.string_sink(position)),
+                    LabelDomain::Values(_) => Interner::new(0, None),
                 })
                 .collect()
         });
         &interners[position]
+    }
+
+    /// Records that the metric is entry `index` of this process's shard.
+    pub(crate) fn set_schema_index(&self, index: u32) {
+        self.schema_index.store(index, Ordering::Relaxed);
+    }
+
+    /// Where a bounded label's new values are written so other processes
+    /// can read them: the shard's string log, in multiprocess mode.
+    fn string_sink(&self, position: usize) -> Option<&'static crate::interner::StringSink> {
+        let shard = crate::shard::own()?;
+        let metric = self.schema_index.load(Ordering::Relaxed);
+        if metric == u32::MAX {
+            return None;
+        }
+        let sink = move |index: usize, value: &str| {
+            if !shard.log.append(metric, position as u16, index as u32, value.as_bytes()) {
+                log::warn!("promshard: shard string log full; label value {value:?} is not visible to other processes");
+            }
+        };
+        Some(Box::leak(Box::new(sink)))
     }
 
     /// The string table of the label at `position`, if one was ever used.
@@ -122,8 +150,22 @@ impl MetricCore {
     }
 
     pub(crate) fn set_info(&self, pairs: InfoPairs) {
-        let mut guard = self.info.write().unwrap_or_else(|e| e.into_inner());
-        *guard = Some(pairs);
+        crate::gate::locked(|| {
+            let metric = self.schema_index.load(Ordering::Relaxed);
+            if let (Some(shard), true) = (crate::shard::own(), metric != u32::MAX) {
+                let payload = crate::shard::log::encode_pairs(&pairs);
+                let kept = payload.len() <= crate::shard::log::INFO_MAX
+                    && shard.log.append(metric, crate::shard::log::INFO_POSITION, 0, &payload);
+                if !kept {
+                    log::warn!(
+                        "promshard: info `{}` not visible to other processes: too large or set too often",
+                        self.desc.name
+                    );
+                }
+            }
+            let mut guard = self.info.write().unwrap_or_else(|e| e.into_inner());
+            *guard = Some(pairs);
+        })
     }
 
     pub(crate) fn with_info<R>(&self, f: impl FnOnce(Option<&[(String, String)]>) -> R) -> R {

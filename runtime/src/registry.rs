@@ -48,6 +48,11 @@ pub(crate) struct Registry {
 static REGISTRY: OnceLock<Registry> = OnceLock::new();
 static RUNTIME_COLLECTORS: RwLock<Vec<Box<dyn Collector>>> = RwLock::new(Vec::new());
 
+/// Whether the registry was laid out (and so the storage chosen).
+pub(crate) fn is_laid_out() -> bool {
+    REGISTRY.get().is_some()
+}
+
 /// The registry, laid out on first call.
 pub(crate) fn get() -> &'static Registry {
     REGISTRY.get_or_init(|| layout(&METRICS))
@@ -88,20 +93,54 @@ fn layout(declared: &[&'static MetricCore]) -> Registry {
     }
 
     let total: usize = exposed.iter().chain(&hidden).map(|c| c.descriptor().slots()).sum();
-    let arena: Box<dyn Arena> = Box::new(MemoryArena::new(total));
-    let base = arena.slots().as_ptr() as *mut AtomicU64;
+    let mut offsets = Vec::with_capacity(exposed.len() + hidden.len());
     let mut offset = 0;
-    let mut families = Vec::with_capacity(exposed.len());
-    for (index, core) in exposed.iter().chain(&hidden).enumerate() {
-        // SAFETY: offsets stay within the `total` slots allocated above.
-        core.set_base(unsafe { base.add(offset) });
-        if index < exposed.len() {
-            let plan = FamilyPlan::new(core.descriptor());
-            families.push(Family { core, offset, plan });
-        }
+    for core in exposed.iter().chain(&hidden) {
+        offsets.push(offset);
         offset += core.descriptor().slots();
     }
+    for (index, core) in exposed.iter().enumerate() {
+        core.set_schema_index(index as u32);
+    }
+    if let Err(e) = crate::shard::fork::install_gate_handlers() {
+        log::warn!("promshard: could not install fork handlers: {e}");
+    }
+    let arena = arena_for(&exposed, &offsets, total);
+    let base = arena.slots().as_ptr() as *mut AtomicU64;
+    let mut families = Vec::with_capacity(exposed.len());
+    for (index, (core, offset)) in exposed.iter().chain(&hidden).zip(&offsets).enumerate() {
+        // SAFETY: offsets stay within the `total` slots of the arena.
+        core.set_base(unsafe { base.add(*offset) });
+        if index < exposed.len() {
+            let plan = FamilyPlan::new(core.descriptor());
+            families.push(Family { core, offset: *offset, plan });
+        }
+    }
     Registry { families, arena, problems, unregistered: Mutex::new(Vec::new()), sample_names }
+}
+
+/// The arena: this process's shard file when `PROMSHARD_DIR` is set (and
+/// usable), process memory otherwise.
+fn arena_for(exposed: &[&'static MetricCore], offsets: &[usize], total: usize) -> Box<dyn Arena> {
+    let Some(dir) = crate::shard::configured_dir() else { return Box::new(MemoryArena::new(total)) };
+    let metrics: Vec<(&Descriptor, usize)> =
+        exposed.iter().map(|c| c.descriptor()).zip(offsets.iter().copied()).collect();
+    let bounded = metrics.iter().flat_map(|(d, _)| d.label_domains).filter_map(|d| match d {
+        crate::labels::LabelDomain::Bounded { capacity } => Some(*capacity),
+        crate::labels::LabelDomain::Values(_) => None,
+    });
+    let infos = metrics.iter().filter(|(d, _)| d.kind == Kind::Info).count();
+    let log_capacity = crate::shard::log::capacity(bounded, infos);
+    match crate::shard::start(&dir, &metrics, total, log_capacity) {
+        Ok(arena) => Box::new(arena),
+        Err(e) => {
+            log::warn!(
+                "promshard: cannot use shard directory {} ({e}); recording in process memory instead",
+                dir.display()
+            );
+            Box::new(MemoryArena::new(total))
+        }
+    }
 }
 
 /// Gives a metric that is missing from [`METRICS`] slots of its own, so a

@@ -8,9 +8,10 @@ pub use format::Format;
 
 use core::sync::atomic::AtomicU64;
 
-use crate::collector::{MetricWriter, Target};
+use crate::collector::{MetricWriter, SampleFn, Target};
 use crate::descriptor::Kind;
 use crate::registry::{self, Family};
+use crate::shard;
 
 /// Renders every metric in `format`: declared metrics sorted by name, then
 /// collectors' families. OpenMetrics output ends with `# EOF`.
@@ -26,11 +27,20 @@ pub fn encode(format: Format) -> Vec<u8> {
 }
 
 /// Appends the exposition in `format` to `out`.
+///
+/// In multiprocess mode (`PROMSHARD_DIR`) the declared metrics are the
+/// merge of every shard in the directory; the collectors' families (the
+/// process metrics among them) are this process's own.
 pub fn encode_into(format: Format, out: &mut Vec<u8>) {
     let registry = registry::get();
-    let slots = registry.arena.slots();
-    for family in &registry.families {
-        encode_family(family, &slots[family.offset..], format, out);
+    match shard::own() {
+        Some(own) => shard::merge::scrape(&own.dir).encode(format, out),
+        None => {
+            let slots = registry.arena.slots();
+            for family in &registry.families {
+                encode_family(family, &slots[family.offset..], format, out);
+            }
+        }
     }
     {
         let unregistered = registry.unregistered.lock().unwrap_or_else(|e| e.into_inner());
@@ -69,36 +79,50 @@ pub fn render(accept: Option<&str>) -> (Vec<u8>, &'static str) {
 /// order. Slow (it allocates per sample); for tests and tools.
 pub(crate) fn for_each_sample(mut f: impl FnMut(&str, &[(&str, &str)], f64)) {
     let registry = registry::get();
-    let slots = registry.arena.slots();
-    let mut visit_family = |family: &Family, slots: &[AtomicU64]| {
-        let core = family.core;
-        let desc = core.descriptor();
-        let info = core.with_info(|pairs| pairs.map(<[_]>::to_vec)).unwrap_or_default();
-        family.plan.visit(core, &slots[..desc.slots()], |line| {
-            let values = plan::series_values(core, line.series).unwrap_or_default();
-            let mut labels: Vec<(&str, &str)> = desc.label_names.iter().copied().zip(values).collect();
-            labels.extend(info.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-            let le;
-            match (desc.kind, line.extra) {
-                (Kind::Histogram, Some(bucket)) => {
-                    le = text::le_value(desc.buckets.get(bucket).copied().unwrap_or(f64::INFINITY));
-                    labels.push(("le", &le));
-                }
-                (Kind::StateSet, Some(state)) => labels.push((desc.name, desc.states[state])),
-                _ => {}
+    match shard::own() {
+        Some(own) => shard::merge::scrape(&own.dir).for_each_sample(&mut f),
+        None => {
+            let slots = registry.arena.slots();
+            for family in &registry.families {
+                let slots = &slots[family.offset..family.offset + family.core.descriptor().slots()];
+                visit_family(&family.plan, family.core, slots, &mut f);
             }
-            f(line.name, &labels, line.value.as_f64());
-        });
-    };
-    for family in &registry.families {
-        visit_family(family, &slots[family.offset..]);
+        }
     }
     {
         let unregistered = registry.unregistered.lock().unwrap_or_else(|e| e.into_inner());
         for (family, arena) in unregistered.iter() {
-            visit_family(family, arena.slots());
+            visit_family(&family.plan, family.core, arena.slots(), &mut f);
         }
     }
     let mut writer = MetricWriter::new(Target::Samples(&mut f), &registry.sample_names);
     registry::for_each_collector(|c| c.collect(&mut writer));
+}
+
+/// Calls `f` with every sample of one family, with structured labels.
+pub(crate) fn visit_family(
+    plan: &plan::FamilyPlan,
+    source: &dyn plan::Source,
+    slots: &[AtomicU64],
+    f: &mut SampleFn<'_>,
+) {
+    let desc = source.descriptor();
+    let info = source.info().unwrap_or_default();
+    let extra = source.extra_pair();
+    plan.visit(source, slots, |line| {
+        let values = plan::series_values(source, line.series).unwrap_or_default();
+        let mut labels: Vec<(&str, &str)> = desc.label_names.iter().copied().zip(values).collect();
+        labels.extend(info.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        labels.extend(extra);
+        let le;
+        match (desc.kind, line.extra) {
+            (Kind::Histogram, Some(bucket)) => {
+                le = text::le_value(desc.buckets.get(bucket).copied().unwrap_or(f64::INFINITY));
+                labels.push(("le", &le));
+            }
+            (Kind::StateSet, Some(state)) => labels.push((desc.name, desc.states[state])),
+            _ => {}
+        }
+        f(line.name, &labels, line.value.as_f64());
+    });
 }

@@ -53,19 +53,41 @@ impl FamilyPlan {
     }
 
     /// Renders the family from its slots (`desc.slots()` of them).
-    pub(crate) fn encode(&self, core: &MetricCore, slots: &[AtomicU64], format: Format, out: &mut Vec<u8>) {
+    pub(crate) fn encode(&self, core: &dyn Source, slots: &[AtomicU64], format: Format, out: &mut Vec<u8>) {
         out.extend_from_slice(self.headers[format as usize].as_bytes());
         self.visit(core, slots, |line| line.write(&self.extra_labels, out));
     }
 
     /// Calls `f` with every sample of the family, in exposition order.
-    pub(crate) fn visit(&self, core: &MetricCore, slots: &[AtomicU64], mut f: impl FnMut(Line<'_>)) {
+    /// Writes the HELP/TYPE lines only.
+    pub(crate) fn encode_header(&self, format: Format, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.headers[format as usize].as_bytes());
+    }
+
+    /// Writes the samples only.
+    pub(crate) fn encode_samples(&self, core: &dyn Source, slots: &[AtomicU64], out: &mut Vec<u8>) {
+        self.visit(core, slots, |line| line.write(&self.extra_labels, out));
+    }
+
+    /// Calls `f` with every sample of the family, in exposition order.
+    pub(crate) fn visit(&self, core: &dyn Source, slots: &[AtomicU64], mut f: impl FnMut(Line<'_>)) {
         let desc = core.descriptor();
+        let extra_text = core.extra_pair().map(|(k, v)| label_text(k, v)).unwrap_or_default();
+        let extra = extra_text.as_str();
         let load = |i: usize| slots[i].load(Ordering::Relaxed);
         let mut dynamic = String::new();
         for series in 0..desc.series {
             let labels = match &self.series_labels {
-                Some(all) => all[series].as_str(),
+                Some(all) if extra.is_empty() => all[series].as_str(),
+                Some(all) => {
+                    dynamic.clear();
+                    dynamic.push_str(&all[series]);
+                    if !dynamic.is_empty() {
+                        dynamic.push(',');
+                    }
+                    dynamic.push_str(extra);
+                    dynamic.as_str()
+                }
                 None => {
                     let Some(values) = series_values(core, series) else {
                         continue;
@@ -76,6 +98,12 @@ impl FamilyPlan {
                             dynamic.push(',');
                         }
                         dynamic.push_str(&label_text(name, value));
+                    }
+                    if !extra.is_empty() {
+                        if !dynamic.is_empty() {
+                            dynamic.push(',');
+                        }
+                        dynamic.push_str(extra);
                     }
                     dynamic.as_str()
                 }
@@ -109,9 +137,9 @@ impl FamilyPlan {
                     f(line(&self.sum, None, Value::Float(sum)));
                 }
                 Kind::Info => {
-                    let text = core.with_info(|pairs| {
-                        let pairs = pairs?.iter().map(|(k, v)| label_text(k, v));
-                        Some(pairs.collect::<Vec<_>>().join(","))
+                    let text = core.info().map(|pairs| {
+                        let pairs = pairs.iter().map(|(k, v)| label_text(k, v));
+                        pairs.collect::<Vec<_>>().join(",")
                     });
                     if let Some(text) = text {
                         f(Line { name: &self.sample, labels: &text, extra: None, value: Value::Int(1), series });
@@ -119,6 +147,32 @@ impl FamilyPlan {
                 }
             }
         }
+    }
+}
+
+/// Where a family's values come from, beyond its slots: this process's
+/// metric, or a shard written by any process.
+pub(crate) trait Source {
+    fn descriptor(&self) -> &Descriptor;
+    /// The text of bounded label `position`'s value number `index`.
+    fn bounded(&self, position: usize, index: usize) -> Option<&str>;
+    /// An info metric's label pairs.
+    fn info(&self) -> Option<Vec<(String, String)>>;
+    /// A label added to every series (`pid` for per-process gauges).
+    fn extra_pair(&self) -> Option<(&str, &str)> {
+        None
+    }
+}
+
+impl Source for MetricCore {
+    fn descriptor(&self) -> &Descriptor {
+        MetricCore::descriptor(self)
+    }
+    fn bounded(&self, position: usize, index: usize) -> Option<&str> {
+        self.interner_if_used(position)?.get(index)
+    }
+    fn info(&self) -> Option<Vec<(String, String)>> {
+        self.with_info(|pairs| pairs.map(<[_]>::to_vec))
     }
 }
 
@@ -180,7 +234,7 @@ fn label_text(name: &str, value: &str) -> String {
 /// The label values of series `series`, or `None` while a bounded label's
 /// value for it has not been seen. Labels are decoded in mixed radix, the
 /// last varying fastest, matching [`LabelSet::index`](crate::LabelSet::index).
-pub(crate) fn series_values(core: &MetricCore, series: usize) -> Option<Vec<&str>> {
+pub(crate) fn series_values(core: &dyn Source, series: usize) -> Option<Vec<&str>> {
     let domains = core.descriptor().label_domains;
     let mut values = vec![""; domains.len()];
     let mut rest = series;
@@ -190,7 +244,7 @@ pub(crate) fn series_values(core: &MetricCore, series: usize) -> Option<Vec<&str
         rest /= cardinality;
         values[position] = match domain {
             LabelDomain::Values(list) => list[index],
-            LabelDomain::Bounded { .. } => core.interner_if_used(position)?.get(index)?,
+            LabelDomain::Bounded { .. } => core.bounded(position, index)?,
         };
     }
     Some(values)

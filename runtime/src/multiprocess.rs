@@ -1,0 +1,133 @@
+//! Multiprocess mode: one shard file per process in a shared directory,
+//! merged at scrape time.
+//!
+//! Set `PROMSHARD_DIR` (or call [`init`] before the first recording) and
+//! every process that records writes into its own memory-mapped shard in
+//! that directory; any process's scrape returns the merge of all of them.
+//! No hook is needed when workers exit or crash, and a restarted
+//! deployment starts from zero:
+//!
+//! - Each process holds a lock on its shard for its whole life, so a shard
+//!   whose lock is free belongs to a dead process, whatever its pid.
+//! - After `fork()` the child records into a fresh shard of its own; its
+//!   parent's values are never counted twice.
+//! - Counters and histograms of dead processes keep counting; a scrape
+//!   folds their shards into one archive shard, so scrape cost follows the
+//!   live processes. Gauges follow their [`GaugeMode`](crate::GaugeMode).
+//! - A process that starts recording and finds no live shard in the
+//!   directory treats its contents as a finished run and removes our
+//!   `.promshard` files (never Python's `.db` files). A run lasts while any
+//!   process holding a shard lives: a pre-fork master that records before
+//!   forking keeps it open while its workers are replaced. Processes that
+//!   only read ([`encode_dir`], the `promshard` CLI) never remove anything.
+//! - Python prometheus_client `.db` files in the directory are merged too,
+//!   as its `MultiProcessCollector` would.
+//!
+//! A bad file (truncated, corrupt, foreign, from a newer version, owned by
+//! someone else) is skipped, counted in `promshard_shard_errors_total` and
+//! logged once; the scrape goes on. If the directory cannot be used, the
+//! process records in memory and says so once.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::expose::Format;
+use crate::shard;
+
+pub use crate::shard::DIR_ENV;
+
+/// Selects multiprocess mode with `dir` as the shard directory, like
+/// setting `PROMSHARD_DIR`. Call it before anything is recorded.
+///
+/// # Errors
+///
+/// When a directory was already chosen or metrics were already laid out
+/// (the first recording or scrape decides the mode).
+pub fn init(dir: impl AsRef<Path>) -> Result<(), AlreadyStarted> {
+    if crate::registry::is_laid_out() || !shard::configure(dir.as_ref().to_owned()) {
+        return Err(AlreadyStarted);
+    }
+    Ok(())
+}
+
+/// [`init`] was called after the storage was chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AlreadyStarted;
+
+impl fmt::Display for AlreadyStarted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("promshard's storage was already chosen: call multiprocess::init before recording")
+    }
+}
+
+impl std::error::Error for AlreadyStarted {}
+
+/// The directory this process writes its shard in, if it does.
+pub fn shard_dir() -> Option<PathBuf> {
+    crate::registry::get();
+    shard::own().map(|own| own.dir.clone())
+}
+
+/// Renders the merged exposition of a shard directory without recording
+/// into it: for a sidecar exporter or a tool. OpenMetrics output ends with
+/// `# EOF`.
+pub fn encode_dir(dir: impl AsRef<Path>, format: Format) -> Vec<u8> {
+    let dir = dir.as_ref();
+    let own = shard::own().filter(|o| o.dir == dir);
+    let mut out = Vec::new();
+    shard::merge::collect_with(dir, own).encode(format, &mut out);
+    if format == Format::OpenMetrics {
+        out.extend_from_slice(b"# EOF\n");
+    }
+    out
+}
+
+/// What [`inspect`] finds about one file of a shard directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardStatus {
+    /// The file's name.
+    pub file: String,
+    /// The pid that wrote it (for the archive, the last compactor's).
+    pub pid: u32,
+    /// Whether its process is alive (holds the file's lock).
+    pub live: bool,
+    /// Whether it is the archive of dead workers.
+    pub archive: bool,
+    /// Series it describes, over all its metrics.
+    pub series: usize,
+    /// Why it cannot be read, if it cannot.
+    pub problem: Option<String>,
+}
+
+/// Lists the `.promshard` files of `dir` with their owner, liveness and
+/// size, and any problem; reads only.
+///
+/// # Errors
+///
+/// When the directory cannot be listed.
+pub fn inspect(dir: impl AsRef<Path>) -> std::io::Result<Vec<ShardStatus>> {
+    let dir = dir.as_ref();
+    let own = shard::own().filter(|o| o.dir == dir);
+    let mut out = Vec::new();
+    for path in shard::file::list(dir)? {
+        let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let opened = match own {
+            Some(own) if own.file_name() == file => shard::read::Shard::own(own),
+            _ => shard::read::Shard::open(&path),
+        };
+        out.push(match opened {
+            Ok(s) => ShardStatus {
+                file,
+                pid: s.pid,
+                live: s.live,
+                archive: s.archive,
+                series: s.schema.entries.iter().map(|e| e.desc.series).sum(),
+                problem: None,
+            },
+            Err(e) => {
+                ShardStatus { file, pid: 0, live: false, archive: false, series: 0, problem: Some(e.to_string()) }
+            }
+        });
+    }
+    Ok(out)
+}

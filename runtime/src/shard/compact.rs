@@ -1,0 +1,262 @@
+//! Folding dead workers' shards into one archive shard, so a scrape reads
+//! a file per live worker plus one, however many workers came and went.
+//!
+//! Under the exclusive compaction lock (readers hold it shared, so none
+//! sees a half-done step): read the archive and the dead shards, write a
+//! new archive that lists the files it absorbed, fsync it, rename it over
+//! the old one, then delete the absorbed files. A crash before the rename
+//! leaves the old archive and every dead shard; a crash after it leaves
+//! files the archive lists as absorbed, which readers skip and the next
+//! compaction deletes. Nothing is lost and nothing is counted twice.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::file::{self, ARCHIVE_NAME, DirLock};
+use super::format::{self, FLAG_ARCHIVE, HEADER_LEN, Header, MetricSpec};
+use super::log::StringLog;
+use super::merge::{COMPACT_LOCK, add_sparse, report};
+use super::read::{ABSORBED_POSITION, Shard};
+use super::sparse::{Acc, SparseFamily, SparseKind};
+use crate::descriptor::{GaugeMode, Kind};
+
+/// Series an archived family may have; beyond this the family's dead
+/// values stay in their shards rather than explode the archive.
+const MAX_ARCHIVE_SERIES: usize = 1 << 20;
+
+/// Compacts `dir` unless another process is compacting it right now.
+pub(crate) fn compact(dir: &Path) {
+    let Ok(Some(_lock)) = DirLock::acquire(dir, COMPACT_LOCK, true, false) else { return };
+    if let Err(e) = compact_locked(dir) {
+        ::log::warn!("promshard: compaction of {} failed: {e}; dead shards are kept", dir.display());
+    }
+}
+
+fn compact_locked(dir: &Path) -> io::Result<()> {
+    let own = super::own().filter(|o| o.dir == dir).map(|o| o.file_name());
+    let archive_path = dir.join(ARCHIVE_NAME);
+    let archive = match Shard::open(&archive_path) {
+        Ok(shard) => Some(shard),
+        Err(_) if !archive_path.exists() => None,
+        Err(e) => {
+            // Never overwrite an archive we cannot read: it holds counts.
+            report(&archive_path, e);
+            return Err(io::Error::other(format!("unreadable archive ({e})")));
+        }
+    };
+    let absorbed: HashSet<&str> = archive.iter().flat_map(|a| a.absorbed.iter().map(String::as_str)).collect();
+    let mut dead = Vec::new();
+    for path in file::list(dir)? {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if name == ARCHIVE_NAME || Some(&name) == own.as_ref() {
+            continue;
+        }
+        if absorbed.contains(name.as_str()) {
+            // Left by a compaction that stopped after its rename.
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        match Shard::open(&path) {
+            Ok(shard) if !shard.live => dead.push((path, shard)),
+            _ => {}
+        }
+    }
+    if dead.is_empty() {
+        return Ok(());
+    }
+
+    let mut families: BTreeMap<String, SparseFamily> = BTreeMap::new();
+    for shard in archive.iter().chain(dead.iter().map(|(_, s)| s)) {
+        for (i, entry) in shard.schema.entries.iter().enumerate() {
+            let desc = entry.desc;
+            let family = families.entry(desc.name.to_owned()).or_insert_with(|| {
+                SparseFamily::new(desc.name, desc.help, desc.unit, SparseKind::Metric(desc.kind, desc.mode))
+            });
+            if family.kind == SparseKind::Metric(desc.kind, desc.mode) {
+                add_sparse(family, shard, i);
+            }
+        }
+    }
+    families.retain(|_, f| !f.series.is_empty());
+
+    let names: Vec<String> = dead.iter().map(|(_, s)| s.name.clone()).collect();
+    write_archive(dir, &families, &names)?;
+    for (path, _) in &dead {
+        if let Err(e) = std::fs::remove_file(path) {
+            ::log::warn!("promshard: could not remove absorbed shard {}: {e}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// A sparse family laid out densely: each label's distinct values in the
+/// order first seen, slots for every combination.
+struct Archived<'a> {
+    family: &'a SparseFamily,
+    label_names: Vec<&'a str>,
+    values: Vec<Vec<&'a str>>,
+    buckets: Vec<f64>,
+    width: usize,
+    series: usize,
+}
+
+impl<'a> Archived<'a> {
+    fn new(family: &'a SparseFamily) -> Option<Archived<'a>> {
+        let SparseKind::Metric(kind, mode) = family.kind else { return None };
+        let first = family.series.keys().next()?;
+        let label_names: Vec<&str> = first.iter().map(|(k, _)| k.as_str()).collect();
+        let mut values: Vec<Vec<&str>> = vec![Vec::new(); label_names.len()];
+        let mut buckets = Vec::new();
+        for (labels, acc) in &family.series {
+            if labels.iter().map(|(k, _)| k.as_str()).ne(label_names.iter().copied()) {
+                continue;
+            }
+            for (position, (_, v)) in labels.iter().enumerate() {
+                if !values[position].contains(&v.as_str()) {
+                    values[position].push(v);
+                }
+            }
+            if let Acc::Histogram { buckets: b, .. } = acc {
+                buckets.extend(b.iter().map(|(bound, _)| *bound).filter(|b| b.is_finite()));
+            }
+        }
+        buckets.sort_by(f64::total_cmp);
+        buckets.dedup();
+        let width = match kind {
+            Kind::Counter => 2,
+            Kind::Gauge if mode.is_most_recent() => 2,
+            Kind::Gauge => 1,
+            Kind::Histogram => buckets.len() + 2,
+            Kind::Info | Kind::StateSet => return None,
+        };
+        let series = values.iter().try_fold(1usize, |acc, v| acc.checked_mul(v.len().max(1)))?;
+        (series <= MAX_ARCHIVE_SERIES).then_some(Archived { family, label_names, values, buckets, width, series })
+    }
+
+    /// Writes this family's slots, `(series + 1) * width` of them.
+    fn slots(&self) -> Vec<u64> {
+        let mut slots = vec![0u64; (self.series + 1) * self.width];
+        for (labels, acc) in &self.family.series {
+            let mut index = 0;
+            let mut matched = labels.len() == self.label_names.len();
+            for (position, (name, value)) in labels.iter().enumerate() {
+                let Some(at) = self.values[position].iter().position(|v| v == value) else {
+                    matched = false;
+                    break;
+                };
+                matched &= self.label_names[position] == name;
+                index = index * self.values[position].len() + at;
+            }
+            if !matched {
+                continue;
+            }
+            let s = &mut slots[index * self.width..(index + 1) * self.width];
+            match acc {
+                Acc::Counter { count, fraction } => {
+                    s[0] = *count;
+                    s[1] = fraction.to_bits();
+                }
+                Acc::Gauge { value, stamp } => {
+                    s[0] = value.to_bits();
+                    if self.width == 2 {
+                        s[1] = stamp.to_bits();
+                    }
+                }
+                Acc::Histogram { buckets, sum } => {
+                    for (bound, n) in buckets {
+                        let b = self.buckets.iter().position(|x| x == bound).unwrap_or(self.buckets.len());
+                        s[b] += n;
+                    }
+                    s[self.width - 1] = sum.to_bits();
+                }
+                Acc::Summary { .. } | Acc::Value(_) => {}
+            }
+        }
+        slots
+    }
+
+    fn spec(&self, offset: usize) -> MetricSpec<'_> {
+        let SparseKind::Metric(kind, mode) = self.family.kind else { unreachable!("checked in new") };
+        MetricSpec {
+            name: &self.family.name,
+            help: &self.family.help,
+            unit: self.family.unit.as_deref(),
+            kind,
+            mode: if kind == Kind::Gauge { mode } else { GaugeMode::All },
+            labels: self.label_names.iter().zip(&self.values).map(|(n, v)| (*n, Ok(v.clone()))).collect(),
+            buckets: &self.buckets,
+            states: &[],
+            offset,
+            series: self.series,
+            width: self.width,
+        }
+    }
+}
+
+fn write_archive(dir: &Path, families: &BTreeMap<String, SparseFamily>, absorbed: &[String]) -> io::Result<()> {
+    let archived: Vec<Archived<'_>> = families.values().filter_map(Archived::new).collect();
+    if archived.len() != families.len() {
+        return Err(io::Error::other("a family cannot be archived; dead shards are kept"));
+    }
+    let mut slots = Vec::new();
+    let mut specs = Vec::new();
+    for family in &archived {
+        specs.push(family.spec(slots.len()));
+        slots.extend(family.slots());
+    }
+    let schema = format::encode_specs(&specs);
+
+    let log_len = (8 + absorbed.iter().map(|n| 20 + n.len() + 8).sum::<usize>()).next_multiple_of(8);
+    let mut log_words = vec![0u64; log_len / 8];
+    {
+        // SAFETY: the buffer outlives the log, scoped to this block.
+        let log = unsafe { StringLog::new(log_words.as_mut_ptr() as *mut u8, log_len) };
+        for name in absorbed {
+            log.append(0, ABSORBED_POSITION, 0, name.as_bytes());
+        }
+    }
+
+    let strings_offset = (HEADER_LEN + schema.len()).next_multiple_of(8);
+    let slots_offset = (strings_offset + log_len).next_multiple_of(64);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let header = Header {
+        flags: FLAG_ARCHIVE,
+        pid: std::process::id(),
+        created_nanos: nanos,
+        nonce: format::checksum(&nanos.to_le_bytes()),
+        schema_offset: HEADER_LEN as u64,
+        schema_len: schema.len() as u64,
+        strings_offset: strings_offset as u64,
+        strings_len: log_len as u64,
+        slots_offset: slots_offset as u64,
+        slots_count: slots.len() as u64,
+        schema_checksum: format::checksum(&schema),
+    };
+    let mut bytes = Vec::with_capacity(slots_offset + slots.len() * 8);
+    bytes.extend_from_slice(&header.encode());
+    bytes.extend_from_slice(&schema);
+    bytes.resize(strings_offset, 0);
+    bytes.extend(log_words.iter().flat_map(|w| w.to_ne_bytes()));
+    bytes.resize(slots_offset, 0);
+    bytes.extend(slots.iter().flat_map(|w| w.to_le_bytes()));
+
+    let tmp = dir.join(".archive.tmp");
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, dir.join(ARCHIVE_NAME))?;
+    // The rename is durable once the directory is.
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! What happens at `fork()`: the child gets a fresh shard of its own,
+//! mapped at the very address of the parent's, so every slot pointer the
+//! child inherited (in metrics and in series handles users cached) now
+//! counts into the child's file, starting from zero. The parent's file is
+//! never written by the child, so nothing is counted twice.
+//!
+//! The child handler runs in a copy of a possibly multi-threaded process:
+//! it uses raw system calls on data prepared before the fork, with no
+//! allocation and no lock (the [`gate`](crate::gate) is taken before the
+//! fork and released on both sides).
+
+use core::sync::atomic::{AtomicBool, Ordering};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Once;
+
+use super::OwnShard;
+use super::format::{HEADER_LEN, checksum};
+use crate::gate;
+
+/// Set in a child whose new shard could not be created; its recordings go
+/// to private memory, and this is reported after the fork.
+pub(crate) static FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Registers the fork handlers once. The gate handlers are needed even in
+/// memory mode; the shard switch only when `own()` is set.
+pub(crate) fn install(_shard: &'static OwnShard) -> io::Result<()> {
+    install_gate_handlers()
+}
+
+pub(crate) fn install_gate_handlers() -> io::Result<()> {
+    static ONCE: Once = Once::new();
+    let mut result = 0;
+    ONCE.call_once(|| {
+        // SAFETY: the handlers are `extern "C"` functions valid for the
+        // life of the process.
+        result = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+    });
+    if result == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(result)) }
+}
+
+extern "C" fn prepare() {
+    gate::lock();
+}
+
+extern "C" fn parent() {
+    gate::unlock();
+}
+
+extern "C" fn child() {
+    if let Some(shard) = super::own() {
+        // SAFETY: we are the only thread of the child; see `switch`.
+        if !unsafe { switch(shard) } {
+            FAILED.store(true, Ordering::Relaxed);
+        }
+    }
+    gate::unlock();
+}
+
+/// Creates, locks and fills the child's shard, then maps it over the
+/// parent's mapping. On any failure, maps private zeroed memory there
+/// instead, so the child never writes into its parent's file.
+///
+/// # Safety
+///
+/// Only from the fork child handler: single-threaded, async-signal-safe
+/// calls only.
+unsafe fn switch(shard: &OwnShard) -> bool {
+    let mut path = [0u8; 4096];
+    // SAFETY: getpid and clock_gettime are async-signal-safe.
+    let pid = unsafe { libc::getpid() } as u32;
+    let mut now: libc::timespec = unsafe { core::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
+    let nanos = (now.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(now.tv_nsec as u64);
+    let mut seed = [0u8; 20];
+    seed[..8].copy_from_slice(&shard.nonce.load(Ordering::Relaxed).to_le_bytes());
+    seed[8..12].copy_from_slice(&pid.to_le_bytes());
+    seed[12..].copy_from_slice(&nanos.to_le_bytes());
+    let nonce = checksum(&seed);
+
+    let Some(len) = shard_path(&mut path, shard.dir.as_os_str().as_bytes(), pid, nonce) else {
+        return unsafe { fall_back(shard) };
+    };
+    let path = &path[..=len];
+    let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: `path` is NUL-terminated.
+    let fd = unsafe { libc::open(path.as_ptr().cast(), flags, 0o600 as libc::c_uint) };
+    if fd < 0 {
+        return unsafe { fall_back(shard) };
+    }
+    // SAFETY: raw calls on our new descriptor and on the mapping, which is
+    // `shard.len` bytes at `shard.base` (and stays so until the mmap below
+    // replaces it with the same length).
+    let ok = unsafe {
+        let mut lock: libc::flock = core::mem::zeroed();
+        lock.l_type = libc::F_WRLCK as i16;
+        lock.l_whence = libc::SEEK_SET as i16;
+        let mut header = [0u8; HEADER_LEN];
+        core::ptr::copy_nonoverlapping(shard.base, header.as_mut_ptr(), HEADER_LEN);
+        header[20..24].copy_from_slice(&pid.to_le_bytes());
+        header[24..32].copy_from_slice(&nanos.to_le_bytes());
+        header[32..40].copy_from_slice(&nonce.to_le_bytes());
+        let sum = checksum(&header[..HEADER_LEN - 8]);
+        header[HEADER_LEN - 8..].copy_from_slice(&sum.to_le_bytes());
+
+        libc::fcntl(fd, libc::F_SETLK, &lock) == 0
+            && libc::ftruncate(fd, shard.len as libc::off_t) == 0
+            // Header, schema and string log (the values the parent had
+            // interned stay valid in the child); slots stay zero.
+            && write_all(fd, shard.base.add(HEADER_LEN), shard.slots_offset - HEADER_LEN, HEADER_LEN)
+            && write_all(fd, header.as_ptr(), HEADER_LEN, 0)
+            && libc::mmap(
+                shard.base.cast(),
+                shard.len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                fd,
+                0,
+            ) == shard.base.cast()
+    };
+    if !ok {
+        // SAFETY: our descriptor and NUL-terminated path.
+        unsafe {
+            libc::close(fd);
+            libc::unlink(path.as_ptr().cast());
+            return fall_back(shard);
+        }
+    }
+    let inherited = shard.fd.swap(fd, Ordering::Relaxed);
+    // SAFETY: the parent's descriptor, inherited; closing it in the child
+    // does not touch the parent's lock (record locks are per process).
+    unsafe { libc::close(inherited) };
+    shard.pid.store(pid, Ordering::Relaxed);
+    shard.nonce.store(nonce, Ordering::Relaxed);
+    true
+}
+
+/// Replaces the inherited mapping with private zeroed memory.
+///
+/// # Safety
+///
+/// As for [`switch`].
+unsafe fn fall_back(shard: &OwnShard) -> bool {
+    unsafe {
+        libc::mmap(
+            shard.base.cast(),
+            shard.len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+            -1,
+            0,
+        );
+    }
+    false
+}
+
+/// `pwrite` until done.
+///
+/// # Safety
+///
+/// `data` must address `len` readable bytes.
+unsafe fn write_all(fd: libc::c_int, mut data: *const u8, mut len: usize, mut offset: usize) -> bool {
+    while len > 0 {
+        // SAFETY: per the contract.
+        let n = unsafe { libc::pwrite(fd, data.cast(), len, offset as libc::off_t) };
+        if n < 0 {
+            // SAFETY: errno is thread-local and async-signal-safe to read.
+            if unsafe { *libc::__errno_location() } == libc::EINTR {
+                continue;
+            }
+            return false;
+        }
+        let n = n as usize;
+        // SAFETY: n <= len.
+        data = unsafe { data.add(n) };
+        len -= n;
+        offset += n;
+    }
+    true
+}
+
+/// Writes `<dir>/p<pid>-<nonce as 16 hex>.promshard` and a NUL into `out`
+/// without allocating; returns the index of the NUL. Same name as
+/// [`super::file::own_name`].
+fn shard_path(out: &mut [u8], dir: &[u8], pid: u32, nonce: u64) -> Option<usize> {
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        let end = at + bytes.len();
+        out.get_mut(at..end)?.copy_from_slice(bytes);
+        at = end;
+        Some(())
+    };
+    put(dir)?;
+    put(b"/p")?;
+    let mut digits = [0u8; 10];
+    let mut n = pid;
+    let mut count = 0;
+    loop {
+        digits[9 - count] = b'0' + (n % 10) as u8;
+        count += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    put(&digits[10 - count..])?;
+    put(b"-")?;
+    let mut hex = [0u8; 16];
+    for (i, h) in hex.iter_mut().enumerate() {
+        *h = b"0123456789abcdef"[((nonce >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    put(&hex)?;
+    put(b".promshard\0")?;
+    Some(at - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fork_path_matches_own_name() {
+        let mut out = [0u8; 128];
+        let end = super::shard_path(&mut out, b"/tmp/d", 4021, 0xab).unwrap();
+        let path = std::str::from_utf8(&out[..end]).unwrap();
+        assert_eq!(path, format!("/tmp/d/{}", super::super::file::own_name(4021, 0xab)));
+        assert_eq!(out[end], 0);
+        assert!(super::shard_path(&mut [0u8; 8], b"/tmp/d", 1, 1).is_none());
+    }
+}

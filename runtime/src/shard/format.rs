@@ -1,0 +1,446 @@
+//! The `.promshard` file format: a fixed header, a schema describing every
+//! metric, a log of strings learned at run time, then the slots. See
+//! `SHARD_FORMAT.md` beside this file; the two must change together.
+
+use std::fmt;
+
+use crate::descriptor::{Descriptor, GaugeMode, Kind};
+use crate::labels::LabelDomain;
+
+pub(crate) const MAGIC: [u8; 8] = *b"PSHARD\0\0";
+pub(crate) const VERSION: u32 = 1;
+pub(crate) const HEADER_LEN: usize = 128;
+/// Bit 0 of `flags`: the file is the archive of dead workers.
+pub(crate) const FLAG_ARCHIVE: u32 = 1;
+/// Longest label value or info string the string log keeps.
+pub(crate) const MAX_STRING: usize = 256;
+
+/// Why a shard file could not be used; the `reason` label of
+/// `promshard_shard_errors_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum ShardError {
+    /// Shorter than its header says.
+    Truncated,
+    /// Not a promshard file.
+    Foreign,
+    /// Written by a newer format version.
+    Version,
+    /// A checksum does not match.
+    Checksum,
+    /// The schema does not describe the file.
+    Schema,
+    /// Owned by another user, not a regular file, or a symlink.
+    Untrusted,
+    /// The file could not be opened or read.
+    Io,
+    /// A Python prometheus_client `.db` file that could not be parsed.
+    Python,
+}
+
+impl ShardError {
+    pub(crate) const ALL: [ShardError; 8] = [
+        ShardError::Truncated,
+        ShardError::Foreign,
+        ShardError::Version,
+        ShardError::Checksum,
+        ShardError::Schema,
+        ShardError::Untrusted,
+        ShardError::Io,
+        ShardError::Python,
+    ];
+
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            ShardError::Truncated => "truncated",
+            ShardError::Foreign => "foreign",
+            ShardError::Version => "version",
+            ShardError::Checksum => "checksum",
+            ShardError::Schema => "schema",
+            ShardError::Untrusted => "untrusted",
+            ShardError::Io => "io",
+            ShardError::Python => "python",
+        }
+    }
+}
+
+impl fmt::Display for ShardError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+/// FNV-1a, 64 bits: enough to catch torn or corrupted metadata; the
+/// format has no adversary that could forge it usefully (files are owned
+/// by the reading user).
+pub(crate) fn checksum(bytes: &[u8]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for &b in bytes {
+        hash ^= b as u64;
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// The fixed-size header at offset 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub(crate) flags: u32,
+    pub(crate) pid: u32,
+    pub(crate) created_nanos: u64,
+    pub(crate) nonce: u64,
+    pub(crate) schema_offset: u64,
+    pub(crate) schema_len: u64,
+    pub(crate) strings_offset: u64,
+    pub(crate) strings_len: u64,
+    pub(crate) slots_offset: u64,
+    pub(crate) slots_count: u64,
+    pub(crate) schema_checksum: u64,
+}
+
+impl Header {
+    pub(crate) fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        out[0..8].copy_from_slice(&MAGIC);
+        put_u32(&mut out, 8, VERSION);
+        put_u32(&mut out, 12, HEADER_LEN as u32);
+        put_u32(&mut out, 16, self.flags);
+        put_u32(&mut out, 20, self.pid);
+        let words = [
+            self.created_nanos,
+            self.nonce,
+            self.schema_offset,
+            self.schema_len,
+            self.strings_offset,
+            self.strings_len,
+            self.slots_offset,
+            self.slots_count,
+            self.schema_checksum,
+        ];
+        for (i, w) in words.iter().enumerate() {
+            put_u64(&mut out, 24 + 8 * i, *w);
+        }
+        let sum = checksum(&out[..HEADER_LEN - 8]);
+        put_u64(&mut out, HEADER_LEN - 8, sum);
+        out
+    }
+
+    /// Decodes and validates a header against the file's length.
+    pub(crate) fn decode(bytes: &[u8], file_len: u64) -> Result<Header, ShardError> {
+        if bytes.len() < 16 {
+            return Err(if bytes.starts_with(&MAGIC[..bytes.len().min(8)]) {
+                ShardError::Truncated
+            } else {
+                ShardError::Foreign
+            });
+        }
+        if bytes[0..8] != MAGIC {
+            return Err(ShardError::Foreign);
+        }
+        if get_u32(bytes, 8) != VERSION {
+            return Err(ShardError::Version);
+        }
+        if bytes.len() < HEADER_LEN {
+            return Err(ShardError::Truncated);
+        }
+        if get_u64(bytes, HEADER_LEN - 8) != checksum(&bytes[..HEADER_LEN - 8]) {
+            return Err(ShardError::Checksum);
+        }
+        let word = |i: usize| get_u64(bytes, 24 + 8 * i);
+        let header = Header {
+            flags: get_u32(bytes, 16),
+            pid: get_u32(bytes, 20),
+            created_nanos: word(0),
+            nonce: word(1),
+            schema_offset: word(2),
+            schema_len: word(3),
+            strings_offset: word(4),
+            strings_len: word(5),
+            slots_offset: word(6),
+            slots_count: word(7),
+            schema_checksum: word(8),
+        };
+        let end = |offset: u64, len: u64| offset.checked_add(len).ok_or(ShardError::Schema);
+        let slots_end = end(header.slots_offset, header.slots_count.checked_mul(8).ok_or(ShardError::Schema)?)?;
+        let ordered = header.schema_offset >= HEADER_LEN as u64
+            && end(header.schema_offset, header.schema_len)? <= header.strings_offset
+            && end(header.strings_offset, header.strings_len)? <= header.slots_offset
+            && header.slots_offset % 8 == 0
+            && header.strings_offset % 8 == 0;
+        if !ordered {
+            return Err(ShardError::Schema);
+        }
+        if slots_end > file_len {
+            return Err(ShardError::Truncated);
+        }
+        Ok(header)
+    }
+}
+
+fn put_u32(out: &mut [u8], at: usize, v: u32) {
+    out[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put_u64(out: &mut [u8], at: usize, v: u64) {
+    out[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+pub(crate) fn get_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+pub(crate) fn get_u64(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// One metric of a schema: its description and where its slots start.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SchemaEntry {
+    pub(crate) desc: &'static Descriptor,
+    pub(crate) offset: usize,
+}
+
+/// One metric's description as the schema stores it, borrowed from a
+/// [`Descriptor`] or built by the compactor.
+pub(crate) struct MetricSpec<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) help: &'a str,
+    pub(crate) unit: Option<&'a str>,
+    pub(crate) kind: Kind,
+    pub(crate) mode: GaugeMode,
+    /// Each label's name and, for a fixed list, its values; `Err(capacity)`
+    /// for a bounded label.
+    pub(crate) labels: Vec<(&'a str, Result<Vec<&'a str>, usize>)>,
+    pub(crate) buckets: &'a [f64],
+    pub(crate) states: &'a [&'a str],
+    pub(crate) offset: usize,
+    pub(crate) series: usize,
+    pub(crate) width: usize,
+}
+
+impl MetricSpec<'_> {
+    pub(crate) fn of(desc: &Descriptor, offset: usize) -> MetricSpec<'_> {
+        let labels = desc
+            .label_names
+            .iter()
+            .zip(desc.label_domains)
+            .map(|(name, domain)| match domain {
+                LabelDomain::Values(values) => (*name, Ok(values.to_vec())),
+                LabelDomain::Bounded { capacity } => (*name, Err(*capacity)),
+            })
+            .collect();
+        MetricSpec {
+            name: desc.name,
+            help: desc.help,
+            unit: desc.unit,
+            kind: desc.kind,
+            mode: desc.mode,
+            labels,
+            buckets: desc.buckets,
+            states: desc.states,
+            offset,
+            series: desc.series,
+            width: desc.width,
+        }
+    }
+}
+
+/// Serialises the descriptions of `metrics`, each with its slot offset.
+pub(crate) fn encode_schema(metrics: &[(&Descriptor, usize)]) -> Vec<u8> {
+    let specs: Vec<MetricSpec<'_>> = metrics.iter().map(|(d, o)| MetricSpec::of(d, *o)).collect();
+    encode_specs(&specs)
+}
+
+pub(crate) fn encode_specs(metrics: &[MetricSpec<'_>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(metrics.len() as u32).to_le_bytes());
+    for m in metrics {
+        put_str(&mut out, m.name);
+        put_str(&mut out, m.help);
+        put_str(&mut out, m.unit.unwrap_or(""));
+        out.push(kind_code(m.kind));
+        out.push(mode_code(m.mode));
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&(m.labels.len() as u32).to_le_bytes());
+        for (name, domain) in &m.labels {
+            put_str(&mut out, name);
+            match domain {
+                Ok(values) => {
+                    out.push(0);
+                    out.extend_from_slice(&(values.len() as u32).to_le_bytes());
+                    for v in values {
+                        put_str(&mut out, v);
+                    }
+                }
+                Err(capacity) => {
+                    out.push(1);
+                    out.extend_from_slice(&(*capacity as u32).to_le_bytes());
+                }
+            }
+        }
+        out.extend_from_slice(&(m.buckets.len() as u32).to_le_bytes());
+        for b in m.buckets {
+            out.extend_from_slice(&b.to_le_bytes());
+        }
+        out.extend_from_slice(&(m.states.len() as u32).to_le_bytes());
+        for s in m.states {
+            put_str(&mut out, s);
+        }
+        out.extend_from_slice(&(m.offset as u64).to_le_bytes());
+        out.extend_from_slice(&(m.series as u64).to_le_bytes());
+        out.extend_from_slice(&(m.width as u32).to_le_bytes());
+    }
+    out
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn kind_code(kind: Kind) -> u8 {
+    match kind {
+        Kind::Counter => 0,
+        Kind::Gauge => 1,
+        Kind::Histogram => 2,
+        Kind::Info => 3,
+        Kind::StateSet => 4,
+    }
+}
+
+const KINDS: [Kind; 5] = [Kind::Counter, Kind::Gauge, Kind::Histogram, Kind::Info, Kind::StateSet];
+const MODES: [GaugeMode; 10] = [
+    GaugeMode::All,
+    GaugeMode::LiveAll,
+    GaugeMode::Sum,
+    GaugeMode::LiveSum,
+    GaugeMode::Min,
+    GaugeMode::LiveMin,
+    GaugeMode::Max,
+    GaugeMode::LiveMax,
+    GaugeMode::MostRecent,
+    GaugeMode::LiveMostRecent,
+];
+
+fn mode_code(mode: GaugeMode) -> u8 {
+    MODES.iter().position(|m| *m == mode).expect("every mode is listed") as u8
+}
+
+/// Reads a schema written by [`encode_schema`], checking every offset
+/// against the slot count. Strings are leaked: callers cache schemas by
+/// checksum, so each distinct schema is leaked once.
+pub(crate) fn decode_schema(bytes: &[u8], slots_count: u64) -> Result<Vec<SchemaEntry>, ShardError> {
+    let mut r = Reader { bytes, at: 0 };
+    let count = r.u32()? as usize;
+    let mut entries = Vec::with_capacity(count.min(4096));
+    for _ in 0..count {
+        let name = r.str()?;
+        let help = r.str()?;
+        let unit = r.str()?;
+        let kind = *KINDS.get(r.u8()? as usize).ok_or(ShardError::Schema)?;
+        let mode = *MODES.get(r.u8()? as usize).ok_or(ShardError::Schema)?;
+        r.take(2)?;
+        let label_count = r.u32()? as usize;
+        let mut names = Vec::with_capacity(label_count.min(16));
+        let mut domains = Vec::with_capacity(label_count.min(16));
+        let mut series = 1usize;
+        for _ in 0..label_count {
+            names.push(r.str()?);
+            let domain = match r.u8()? {
+                0 => {
+                    let n = r.u32()? as usize;
+                    let mut values = Vec::with_capacity(n.min(4096));
+                    for _ in 0..n {
+                        values.push(r.str()?);
+                    }
+                    LabelDomain::Values(leak(values))
+                }
+                1 => LabelDomain::Bounded { capacity: r.u32()? as usize },
+                _ => return Err(ShardError::Schema),
+            };
+            series = series.checked_mul(domain.cardinality()).ok_or(ShardError::Schema)?;
+            domains.push(domain);
+        }
+        let bucket_count = r.u32()? as usize;
+        let mut buckets = Vec::with_capacity(bucket_count.min(4096));
+        for _ in 0..bucket_count {
+            buckets.push(f64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes")));
+        }
+        let state_count = r.u32()? as usize;
+        let mut states = Vec::with_capacity(state_count.min(4096));
+        for _ in 0..state_count {
+            states.push(r.str()?);
+        }
+        let offset = r.u64()? as usize;
+        let declared_series = r.u64()? as usize;
+        let width = r.u32()? as usize;
+        let expected_width = match kind {
+            Kind::Counter => 2,
+            Kind::Gauge if mode.is_most_recent() => 2,
+            Kind::Gauge | Kind::StateSet => 1,
+            Kind::Histogram => buckets.len() + 2,
+            Kind::Info => 0,
+        };
+        let valid_names = crate::descriptor::is_metric_name(name)
+            && names.iter().all(|n| crate::descriptor::is_label_name(n))
+            && buckets.windows(2).all(|w| w[0] < w[1])
+            && buckets.iter().all(|b| b.is_finite());
+        let slots = declared_series.checked_add(1).and_then(|s| s.checked_mul(width)).ok_or(ShardError::Schema)?;
+        let fits = offset.checked_add(slots).is_some_and(|end| end as u64 <= slots_count);
+        if declared_series != series || width != expected_width || !fits || !valid_names {
+            return Err(ShardError::Schema);
+        }
+        let desc = Descriptor {
+            name,
+            help,
+            unit: (!unit.is_empty()).then_some(unit),
+            kind,
+            label_names: leak(names),
+            label_domains: leak(domains),
+            buckets: leak(buckets),
+            states: leak(states),
+            mode,
+            series,
+            width,
+            file: "",
+            line: 0,
+        };
+        entries.push(SchemaEntry { desc: Box::leak(Box::new(desc)), offset });
+    }
+    if r.at != bytes.len() {
+        return Err(ShardError::Schema);
+    }
+    Ok(entries)
+}
+
+fn leak<T>(v: Vec<T>) -> &'static [T] {
+    Box::leak(v.into_boxed_slice())
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ShardError> {
+        let end = self.at.checked_add(n).filter(|e| *e <= self.bytes.len()).ok_or(ShardError::Schema)?;
+        let out = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+    fn u8(&mut self) -> Result<u8, ShardError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, ShardError> {
+        Ok(get_u32(self.take(4)?, 0))
+    }
+    fn u64(&mut self) -> Result<u64, ShardError> {
+        Ok(get_u64(self.take(8)?, 0))
+    }
+    fn str(&mut self) -> Result<&'static str, ShardError> {
+        let len = self.u32()? as usize;
+        let bytes = self.take(len)?;
+        let s = std::str::from_utf8(bytes).map_err(|_| ShardError::Schema)?;
+        Ok(Box::leak(s.to_owned().into_boxed_str()))
+    }
+}

@@ -1,0 +1,458 @@
+//! The scrape in multiprocess mode: every shard in the directory (this
+//! process's, live siblings', dead workers', the archive) and every Python
+//! `.db` file, merged into one set of families.
+//!
+//! Counters and histograms sum over every shard, dead ones included.
+//! Gauges combine by their mode, the `live*` modes over live processes
+//! only; `all` modes, enums and info keep one series per process (enums
+//! and info of live processes only). Metrics defined the same way in every
+//! shard, with fixed labels, merge slot by slot; the rest (bounded labels,
+//! definitions that differ between binaries, Python files) merge by label
+//! text.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use super::format::{SchemaEntry, ShardError};
+use super::read::Shard;
+use super::sparse::{Acc, Number, SparseFamily, SparseKind};
+use super::{file, own};
+use crate::descriptor::{Descriptor, GaugeMode, Kind};
+use crate::expose::Format;
+use crate::expose::plan::{self, FamilyPlan, Source};
+use crate::labels::LabelDomain;
+use crate::python_db::{self, PyGaugeMode, PyKind};
+
+/// Problems met while reading shards, by reason, for
+/// `promshard_shard_errors_total`.
+static ERRORS: [AtomicU64; ShardError::ALL.len()] = [const { AtomicU64::new(0) }; ShardError::ALL.len()];
+
+pub(crate) fn errors() -> impl Iterator<Item = (ShardError, u64)> {
+    ShardError::ALL.iter().zip(&ERRORS).map(|(e, n)| (*e, n.load(Ordering::Relaxed)))
+}
+
+/// Counts a bad file and logs it once per file and reason; the scrape goes
+/// on without it.
+pub(crate) fn report(path: &Path, error: ShardError) {
+    static LOGGED: Mutex<Option<HashSet<(String, ShardError)>>> = Mutex::new(None);
+    ERRORS[ShardError::ALL.iter().position(|e| *e == error).expect("listed")].fetch_add(1, Ordering::Relaxed);
+    let mut logged = LOGGED.lock().unwrap_or_else(|e| e.into_inner());
+    if logged.get_or_insert_with(HashSet::new).insert((path.display().to_string(), error)) {
+        ::log::warn!("promshard: skipping {} ({error})", path.display());
+    }
+}
+
+/// The merged families, sorted by name.
+pub(crate) struct Merged {
+    families: Vec<Family>,
+    /// Dead shards not yet folded into the archive.
+    pub(crate) dead: usize,
+}
+
+enum Family {
+    Dense(Dense),
+    Sparse(SparseFamily),
+}
+
+/// A family merged slot by slot: one summed copy of the slots, and one
+/// copy per process for per-process series.
+struct Dense {
+    plan: Arc<FamilyPlan>,
+    merged: Option<SlotSet>,
+    per_process: Vec<SlotSet>,
+}
+
+struct SlotSet {
+    source: PlainSource,
+    slots: Vec<AtomicU64>,
+}
+
+/// A descriptor with no run-time strings, and the pid of a per-process
+/// copy (empty for the summed one).
+struct PlainSource {
+    desc: &'static Descriptor,
+    extra: String,
+}
+
+impl Source for PlainSource {
+    fn descriptor(&self) -> &Descriptor {
+        self.desc
+    }
+    fn bounded(&self, _: usize, _: usize) -> Option<&str> {
+        None
+    }
+    fn info(&self) -> Option<Vec<(String, String)>> {
+        None
+    }
+    fn extra_pair(&self) -> Option<(&str, &str)> {
+        (!self.extra.is_empty()).then_some(("pid", self.extra.as_str()))
+    }
+}
+
+/// One shard's metric, seen through the shard's string log.
+struct ShardSource<'a> {
+    shard: &'a Shard,
+    metric: usize,
+    desc: &'static Descriptor,
+}
+
+impl Source for ShardSource<'_> {
+    fn descriptor(&self) -> &Descriptor {
+        self.desc
+    }
+    fn bounded(&self, position: usize, index: usize) -> Option<&str> {
+        self.shard.bounded_value(self.metric, position, index)
+    }
+    fn info(&self) -> Option<Vec<(String, String)>> {
+        self.shard.info.get(&(self.metric as u32)).cloned()
+    }
+}
+
+/// Plans are built once per distinct descriptor (descriptors of decoded
+/// schemas are cached, so their addresses are stable).
+fn plan_for(desc: &'static Descriptor) -> Arc<FamilyPlan> {
+    static PLANS: Mutex<Option<HashMap<usize, Arc<FamilyPlan>>>> = Mutex::new(None);
+    let mut plans = PLANS.lock().unwrap_or_else(|e| e.into_inner());
+    let plans = plans.get_or_insert_with(HashMap::new);
+    plans.entry(desc as *const Descriptor as usize).or_insert_with(|| Arc::new(FamilyPlan::new(desc))).clone()
+}
+
+/// This process's scrape of its shard directory: the merge, then, when it
+/// met dead workers' shards, their compaction into the archive.
+pub(crate) fn scrape(dir: &Path) -> Merged {
+    let merged = collect_with(dir, own().filter(|o| o.dir == dir));
+    if merged.dead > 0 {
+        super::compact::compact(dir);
+    }
+    merged
+}
+
+/// As [`collect`], for a reader that may hold no shard (the CLI, a sidecar).
+pub(crate) fn collect_with(dir: &Path, own: Option<&'static super::OwnShard>) -> Merged {
+    // Shared: compaction (exclusive) never swaps the archive and deletes
+    // absorbed shards in the middle of our read.
+    let _read = file::DirLock::acquire(dir, COMPACT_LOCK, false, true).ok().flatten();
+    let own_name = own.map(|o| o.file_name());
+    let mut shards = Vec::new();
+    if let Some(own) = own {
+        match Shard::own(own) {
+            Ok(shard) => shards.push(shard),
+            Err(e) => report(&dir.join(own.file_name()), e),
+        }
+    }
+    for path in file::list(dir).unwrap_or_default() {
+        if path.file_name().is_some_and(|n| Some(n.to_string_lossy().as_ref()) == own_name.as_deref()) {
+            continue;
+        }
+        match Shard::open(&path) {
+            Ok(shard) => shards.push(shard),
+            Err(e) => report(&path, e),
+        }
+    }
+    let absorbed: HashSet<String> = shards.iter().filter(|s| s.archive).flat_map(|s| s.absorbed.clone()).collect();
+    shards.retain(|s| !absorbed.contains(&s.name));
+    let dead = shards.iter().filter(|s| !s.live && !s.archive).count();
+    let python = read_python(dir);
+    let mut merged = merge(&shards, python);
+    merged.dead = dead;
+    merged
+}
+
+pub(crate) const COMPACT_LOCK: &str = ".compact.lock";
+
+/// Which shards a metric takes values from.
+fn counts_shard(desc: &Descriptor, shard: &Shard) -> bool {
+    match desc.kind {
+        Kind::Counter | Kind::Histogram => true,
+        Kind::Gauge => shard.live || !is_live_mode(desc.mode),
+        Kind::Info | Kind::StateSet => shard.live,
+    }
+}
+
+fn is_live_mode(mode: GaugeMode) -> bool {
+    matches!(
+        mode,
+        GaugeMode::LiveAll | GaugeMode::LiveSum | GaugeMode::LiveMin | GaugeMode::LiveMax | GaugeMode::LiveMostRecent
+    )
+}
+
+/// Whether series of this metric are kept per process, under `pid`.
+fn per_process(desc: &Descriptor, shard: &Shard) -> bool {
+    !shard.archive
+        && (desc.kind == Kind::StateSet
+            || (desc.kind == Kind::Gauge && matches!(desc.mode, GaugeMode::All | GaugeMode::LiveAll)))
+}
+
+fn merge(shards: &[Shard], python: BTreeMap<String, SparseFamily>) -> Merged {
+    // Family name → (shard, metric index) contributions.
+    let mut groups: BTreeMap<&str, Vec<(&Shard, usize)>> = BTreeMap::new();
+    for shard in shards {
+        for (i, entry) in shard.schema.entries.iter().enumerate() {
+            groups.entry(entry.desc.name).or_default().push((shard, i));
+        }
+    }
+    let mut families: BTreeMap<String, Family> = BTreeMap::new();
+    for (name, contributions) in groups {
+        let (first_shard, first) = contributions[0];
+        let fingerprint = first_shard.schema.fingerprints[first];
+        let desc = first_shard.schema.entries[first].desc;
+        let dense = !python.contains_key(name)
+            && matches!(desc.kind, Kind::Counter | Kind::Gauge | Kind::Histogram | Kind::StateSet)
+            && desc.label_domains.iter().all(|d| matches!(d, LabelDomain::Values(_)))
+            && contributions.iter().all(|(s, i)| s.schema.fingerprints[*i] == fingerprint);
+        let family = if dense {
+            Family::Dense(merge_dense(desc, &contributions))
+        } else {
+            let mut sparse = SparseFamily::new(name, desc.help, desc.unit, SparseKind::Metric(desc.kind, desc.mode));
+            for (shard, i) in &contributions {
+                add_sparse(&mut sparse, shard, *i);
+            }
+            Family::Sparse(sparse)
+        };
+        families.insert(name.to_owned(), family);
+    }
+    for (name, family) in python {
+        match families.get_mut(&name) {
+            Some(Family::Sparse(existing)) => {
+                for (labels, acc) in family.series {
+                    existing.add(labels, acc);
+                }
+            }
+            _ => {
+                families.insert(name, Family::Sparse(family));
+            }
+        }
+    }
+    Merged { families: families.into_values().collect(), dead: 0 }
+}
+
+fn merge_dense(desc: &'static Descriptor, contributions: &[(&Shard, usize)]) -> Dense {
+    let zeroed = || (0..desc.slots()).map(|_| AtomicU64::new(0)).collect::<Vec<_>>();
+    let mut merged: Option<Vec<AtomicU64>> = None;
+    let mut copies = Vec::new();
+    let mut stamps_seen = false;
+    for (shard, i) in contributions {
+        let entry: &SchemaEntry = &shard.schema.entries[*i];
+        if !counts_shard(desc, shard) {
+            continue;
+        }
+        let slots = shard.slots(entry);
+        if per_process(desc, shard) {
+            let copy = slots.iter().map(|s| AtomicU64::new(s.load(Ordering::Relaxed))).collect();
+            let extra = shard.pid.to_string();
+            copies.push(SlotSet { source: PlainSource { desc, extra }, slots: copy });
+            continue;
+        }
+        let target = merged.get_or_insert_with(zeroed);
+        fold(desc, target, slots, stamps_seen);
+        stamps_seen = true;
+    }
+    let plan = plan_for(desc);
+    let merged = merged.map(|slots| SlotSet { source: PlainSource { desc, extra: String::new() }, slots });
+    Dense { plan, merged, per_process: copies }
+}
+
+/// Adds one shard's slots into `target`, by kind and gauge mode.
+fn fold(desc: &Descriptor, target: &mut [AtomicU64], slots: &[AtomicU64], seen: bool) {
+    let get = |s: &AtomicU64| s.load(Ordering::Relaxed);
+    let float = |s: &AtomicU64| f64::from_bits(get(s));
+    let width = desc.width;
+    for series in 0..desc.series {
+        let base = series * width;
+        let (t, s) = (&mut target[base..base + width], &slots[base..base + width]);
+        match desc.kind {
+            Kind::Counter => {
+                *t[0].get_mut() = get(&t[0]).wrapping_add(get(&s[0]));
+                *t[1].get_mut() = (float(&t[1]) + float(&s[1])).to_bits();
+            }
+            Kind::Histogram => {
+                for b in 0..width - 1 {
+                    *t[b].get_mut() = get(&t[b]).wrapping_add(get(&s[b]));
+                }
+                *t[width - 1].get_mut() = (float(&t[width - 1]) + float(&s[width - 1])).to_bits();
+            }
+            Kind::Gauge => {
+                let (current, value) = (float(&t[0]), float(&s[0]));
+                let next = match desc.mode {
+                    _ if !seen => value,
+                    GaugeMode::Min | GaugeMode::LiveMin => current.min(value),
+                    GaugeMode::Max | GaugeMode::LiveMax => current.max(value),
+                    GaugeMode::MostRecent | GaugeMode::LiveMostRecent => {
+                        if float(&s[1]) > float(&t[1]) {
+                            *t[1].get_mut() = get(&s[1]);
+                            value
+                        } else {
+                            current
+                        }
+                    }
+                    _ => current + value,
+                };
+                *t[0].get_mut() = next.to_bits();
+                if !seen && desc.mode.is_most_recent() {
+                    *t[1].get_mut() = get(&s[1]);
+                }
+            }
+            Kind::StateSet | Kind::Info => {}
+        }
+    }
+}
+
+/// Adds a shard's metric to a family keyed by label text.
+pub(crate) fn add_sparse(family: &mut SparseFamily, shard: &Shard, metric: usize) {
+    let entry = &shard.schema.entries[metric];
+    let desc = entry.desc;
+    if !counts_shard(desc, shard) {
+        return;
+    }
+    let source = ShardSource { shard, metric, desc };
+    let pid = per_process(desc, shard).then(|| ("pid".to_owned(), shard.pid.to_string()));
+    if desc.kind == Kind::Info {
+        if let Some(pairs) = source.info() {
+            family.add(pairs, Acc::Value(1.0));
+        }
+        return;
+    }
+    let slots = shard.slots(entry);
+    let get = |i: usize| slots[i].load(Ordering::Relaxed);
+    for series in 0..desc.series {
+        let Some(values) = plan::series_values(&source, series) else { continue };
+        let mut labels: Vec<(String, String)> =
+            desc.label_names.iter().zip(values).map(|(k, v)| ((*k).to_owned(), v.to_owned())).collect();
+        labels.extend(pid.clone());
+        let base = series * desc.width;
+        match desc.kind {
+            Kind::Counter => {
+                family.add(labels, Acc::Counter { count: get(base), fraction: f64::from_bits(get(base + 1)) })
+            }
+            Kind::Gauge => {
+                let stamp = if desc.mode.is_most_recent() { f64::from_bits(get(base + 1)) } else { 0.0 };
+                family.add(labels, Acc::Gauge { value: f64::from_bits(get(base)), stamp });
+            }
+            Kind::Histogram => {
+                let bounds = desc.buckets.iter().copied().chain([f64::INFINITY]);
+                let buckets = bounds.enumerate().map(|(b, bound)| (bound, get(base + b))).collect();
+                let sum = f64::from_bits(get(base + desc.buckets.len() + 1));
+                family.add(labels, Acc::Histogram { buckets, sum });
+            }
+            Kind::StateSet => {
+                let current = get(base) as usize;
+                for (state, text) in desc.states.iter().enumerate() {
+                    let mut labels = labels.clone();
+                    labels.push((desc.name.to_owned(), (*text).to_owned()));
+                    family.add(labels, Acc::Value((state == current) as u64 as f64));
+                }
+            }
+            Kind::Info => {}
+        }
+    }
+}
+
+/// Python prometheus_client's `.db` files, merged as its
+/// `MultiProcessCollector` does. Files are only read, never changed.
+fn read_python(dir: &Path) -> BTreeMap<String, SparseFamily> {
+    let mut families: BTreeMap<String, SparseFamily> = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return families };
+    let mut paths: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    paths.sort();
+    for path in paths {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        let Some(meta) = python_db::parse_file_name(name) else { continue };
+        let entries = match python_db::read(&path) {
+            Ok(entries) => entries,
+            // A live-mode gauge file vanishes when Python marks its
+            // process dead; that is not an error.
+            Err(_) if !path.exists() => continue,
+            Err(_) => {
+                report(&path, ShardError::Python);
+                continue;
+            }
+        };
+        for entry in entries {
+            let (kind, mode) = match meta.kind {
+                PyKind::Counter => (SparseKind::Metric(Kind::Counter, GaugeMode::Sum), None),
+                PyKind::Histogram => (SparseKind::Metric(Kind::Histogram, GaugeMode::Sum), None),
+                PyKind::Summary => (SparseKind::Summary, None),
+                PyKind::Gauge { mode, .. } => {
+                    let mode = match mode {
+                        PyGaugeMode::All => GaugeMode::All,
+                        PyGaugeMode::Min => GaugeMode::Min,
+                        PyGaugeMode::Max => GaugeMode::Max,
+                        PyGaugeMode::Sum => GaugeMode::Sum,
+                        PyGaugeMode::MostRecent => GaugeMode::MostRecent,
+                    };
+                    (SparseKind::Metric(Kind::Gauge, mode), Some(mode))
+                }
+            };
+            let family = families
+                .entry(entry.metric.clone())
+                .or_insert_with(|| SparseFamily::new(&entry.metric, &entry.help, None, kind));
+            let mut labels = entry.labels.clone();
+            let suffix = entry.sample.strip_prefix(entry.metric.as_str()).unwrap_or("");
+            let acc = match (meta.kind, suffix) {
+                (PyKind::Counter, "_total") => Acc::Counter { count: 0, fraction: entry.value },
+                (PyKind::Gauge { .. }, "") => {
+                    if mode == Some(GaugeMode::MostRecent) && entry.timestamp == 0.0 {
+                        continue;
+                    }
+                    if mode == Some(GaugeMode::All) {
+                        labels.push(("pid".to_owned(), meta.pid.to_string()));
+                    }
+                    Acc::Gauge { value: entry.value, stamp: entry.timestamp }
+                }
+                (PyKind::Histogram, "_bucket") => {
+                    let Some(at) = labels.iter().position(|(k, _)| k == "le") else { continue };
+                    let (_, le) = labels.remove(at);
+                    let Ok(bound) = le.parse::<f64>().or_else(|_| parse_go_float(&le)) else { continue };
+                    Acc::Histogram { buckets: vec![(bound, entry.value as u64)], sum: 0.0 }
+                }
+                (PyKind::Histogram, "_sum") => Acc::Histogram { buckets: Vec::new(), sum: entry.value },
+                (PyKind::Summary, "_count") => Acc::Summary { count: entry.value, sum: 0.0 },
+                (PyKind::Summary, "_sum") => Acc::Summary { count: 0.0, sum: entry.value },
+                _ => continue,
+            };
+            family.add(labels, acc);
+        }
+    }
+    families
+}
+
+fn parse_go_float(s: &str) -> Result<f64, ()> {
+    match s {
+        "+Inf" => Ok(f64::INFINITY),
+        "-Inf" => Ok(f64::NEG_INFINITY),
+        "NaN" => Ok(f64::NAN),
+        _ => Err(()),
+    }
+}
+
+impl Merged {
+    pub(crate) fn encode(&self, format: Format, out: &mut Vec<u8>) {
+        for family in &self.families {
+            match family {
+                Family::Sparse(sparse) => sparse.encode(format, out),
+                Family::Dense(dense) => {
+                    dense.plan.encode_header(format, out);
+                    for set in dense.merged.iter().chain(&dense.per_process) {
+                        dense.plan.encode_samples(&set.source, &set.slots, out);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Calls `f(sample name, labels, value)` for every sample.
+    pub(crate) fn for_each_sample(&self, f: &mut crate::collector::SampleFn<'_>) {
+        for family in &self.families {
+            match family {
+                Family::Sparse(sparse) => sparse.visit(|name, labels, value: Number| f(name, labels, value.as_f64())),
+                Family::Dense(dense) => {
+                    for set in dense.merged.iter().chain(&dense.per_process) {
+                        crate::expose::visit_family(&dense.plan, &set.source, &set.slots, f);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Multiprocess mode: with `PROMSHARD_DIR` set, this process's slots live
+//! in a memory-mapped shard file in that directory, and a scrape merges
+//! every shard there (and Python prometheus_client's `.db` files) into one
+//! exposition.
+
+pub(crate) mod compact;
+pub(crate) mod file;
+pub(crate) mod fork;
+pub(crate) mod format;
+pub(crate) mod log;
+pub(crate) mod merge;
+pub(crate) mod read;
+pub(crate) mod sparse;
+
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::arena::Arena;
+use crate::descriptor::Descriptor;
+use format::{HEADER_LEN, Header};
+use log::StringLog;
+
+/// The environment variable that selects multiprocess mode.
+pub const DIR_ENV: &str = "PROMSHARD_DIR";
+
+/// This process's shard.
+pub(crate) struct OwnShard {
+    pub(crate) dir: PathBuf,
+    base: *mut u8,
+    len: usize,
+    slots_offset: usize,
+    slots_count: usize,
+    pub(crate) log: StringLog,
+    /// Identify the current file; they change in a forked child.
+    pid: AtomicU32,
+    nonce: AtomicU64,
+    /// Keeps the descriptor (and so the liveness lock) open for good; the
+    /// fork handler replaces it by raw descriptor number in the child.
+    fd: core::sync::atomic::AtomicI32,
+}
+
+// SAFETY: the mapping lives for the rest of the process; slots are atomics
+// and the log is written under the gate.
+unsafe impl Send for OwnShard {}
+unsafe impl Sync for OwnShard {}
+
+static OWN: OnceLock<OwnShard> = OnceLock::new();
+
+/// The shard of this process, when in multiprocess mode.
+pub(crate) fn own() -> Option<&'static OwnShard> {
+    OWN.get()
+}
+
+static CONFIGURED: OnceLock<PathBuf> = OnceLock::new();
+
+/// The shard directory: set by [`init`](crate::multiprocess::init), else
+/// `PROMSHARD_DIR`.
+pub(crate) fn configured_dir() -> Option<PathBuf> {
+    CONFIGURED.get().cloned().or_else(|| std::env::var_os(DIR_ENV).filter(|v| !v.is_empty()).map(PathBuf::from))
+}
+
+/// Sets the shard directory; false when one was set already.
+pub(crate) fn configure(dir: PathBuf) -> bool {
+    CONFIGURED.set(dir).is_ok()
+}
+
+impl OwnShard {
+    /// The file name of the current shard.
+    pub(crate) fn file_name(&self) -> String {
+        file::own_name(self.pid.load(Ordering::Relaxed), self.nonce.load(Ordering::Relaxed))
+    }
+
+    /// The whole mapping, header to last slot.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        // SAFETY: `base` maps `len` bytes for the rest of the process. Bytes
+        // other threads write are read as atomics where it matters.
+        unsafe { core::slice::from_raw_parts(self.base, self.len) }
+    }
+}
+
+/// The arena of slots inside the own shard's mapping.
+pub(crate) struct ShardArena {
+    shard: &'static OwnShard,
+}
+
+impl Arena for ShardArena {
+    fn slots(&self) -> &[core::sync::atomic::AtomicU64] {
+        let s = self.shard;
+        // SAFETY: the slots region is 8-aligned, inside the mapping and
+        // only ever accessed atomically.
+        unsafe { core::slice::from_raw_parts(s.base.add(s.slots_offset) as *const _, s.slots_count) }
+    }
+}
+
+/// Starts this process's shard in `dir`: clears a previous run if no live
+/// process holds a shard there, creates and maps our file, writes the
+/// header and schema. `metrics` are the exposed metrics with their slot
+/// offsets; `slots` is the arena size.
+pub(crate) fn start(
+    dir: &Path,
+    metrics: &[(&Descriptor, usize)],
+    slots: usize,
+    log_capacity: usize,
+) -> io::Result<ShardArena> {
+    file::prepare_dir(dir)?;
+    let _start = file::DirLock::start(dir)?;
+    clear_previous_run(dir)?;
+
+    let schema = format::encode_schema(metrics);
+    let schema_offset = HEADER_LEN;
+    let strings_offset = (schema_offset + schema.len()).next_multiple_of(8);
+    let strings_len = log_capacity.next_multiple_of(8);
+    let slots_offset = (strings_offset + strings_len).next_multiple_of(64);
+    let len = slots_offset + slots * 8;
+    let pid = std::process::id();
+    let created_nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let nonce = random_nonce(pid, created_nanos);
+    let header = Header {
+        flags: 0,
+        pid,
+        created_nanos,
+        nonce,
+        schema_offset: schema_offset as u64,
+        schema_len: schema.len() as u64,
+        strings_offset: strings_offset as u64,
+        strings_len: strings_len as u64,
+        slots_offset: slots_offset as u64,
+        slots_count: slots as u64,
+        schema_checksum: format::checksum(&schema),
+    };
+
+    let (file, path) = file::create_own(dir, pid, nonce)?;
+    let written = (|| {
+        file.set_len(len as u64)?;
+        use std::os::unix::fs::FileExt;
+        file.write_all_at(&header.encode(), 0)?;
+        file.write_all_at(&schema, schema_offset as u64)?;
+        // SAFETY: the file is ours (created exclusively, locked) and sized;
+        // the mapping is never unmapped, see below.
+        let map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(&file)? };
+        Ok::<_, io::Error>(map)
+    })();
+    let map = match written {
+        Ok(map) => map,
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+    };
+    let base = map.as_ptr() as *mut u8;
+    // The mapping must outlive every cached slot pointer: forever.
+    core::mem::forget(map);
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(file);
+    // SAFETY: the strings region is inside the mapping, 8-aligned.
+    let log = unsafe { StringLog::new(base.add(strings_offset), strings_len) };
+    let shard = OwnShard {
+        dir: dir.to_owned(),
+        base,
+        len,
+        slots_offset,
+        slots_count: slots,
+        log,
+        pid: AtomicU32::new(pid),
+        nonce: AtomicU64::new(nonce),
+        fd: core::sync::atomic::AtomicI32::new(fd),
+    };
+    let shard = match OWN.set(shard) {
+        Ok(()) => OWN.get().expect("just set"),
+        Err(_) => return Err(io::Error::other("the shard was already started")),
+    };
+    fork::install(shard)?;
+    Ok(ShardArena { shard })
+}
+
+/// A process that starts recording and finds no live shard treats what is
+/// in the directory as a finished run and removes it, so a restarted
+/// deployment never starts with the old run's counters. Python's `.db`
+/// files are never touched. Called under the directory's start lock.
+fn clear_previous_run(dir: &Path) -> io::Result<()> {
+    let shards = file::list(dir)?;
+    let live = shards.iter().any(|p| {
+        let file: Option<File> = file::open_for_read(p).ok();
+        file.and_then(|f| file::holder(&f).ok().flatten()).is_some()
+    });
+    if live || shards.is_empty() {
+        return Ok(());
+    }
+    for path in &shards {
+        if let Err(e) = std::fs::remove_file(path) {
+            ::log::warn!("promshard: could not remove {} of a previous run: {e}", path.display());
+        }
+    }
+    ::log::info!("promshard: cleared {} shard(s) of a previous run in {}", shards.len(), dir.display());
+    Ok(())
+}
+
+/// A nonce that differs between processes and restarts: pid, time and the
+/// address of a stack variable (randomised by ASLR), mixed.
+fn random_nonce(pid: u32, nanos: u64) -> u64 {
+    let local = 0u8;
+    let address = &local as *const u8 as u64;
+    format::checksum(&[pid.to_le_bytes().as_slice(), &nanos.to_le_bytes(), &address.to_le_bytes()].concat())
+}

@@ -1,0 +1,165 @@
+//! Opening a shard for a scrape: header, cached schema, string log, slots,
+//! liveness.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use super::format::{self, FLAG_ARCHIVE, Header, SchemaEntry, ShardError};
+use super::log::{self, INFO_POSITION};
+use super::{OwnShard, file};
+
+/// `position` of an archive record naming a shard file it absorbed.
+pub(crate) const ABSORBED_POSITION: u16 = u16::MAX - 1;
+
+/// A decoded schema and a fingerprint of each metric's definition, so
+/// identical metrics from different files can be merged slot by slot.
+pub(crate) struct Schema {
+    pub(crate) entries: Vec<SchemaEntry>,
+    pub(crate) fingerprints: Vec<u64>,
+}
+
+/// Distinct schemas decoded per process; each is leaked once, so a
+/// directory full of different (or hostile) schemas cannot grow memory
+/// without bound.
+const MAX_SCHEMAS: usize = 256;
+
+fn schema(bytes: &[u8], header: &Header) -> Result<Arc<Schema>, ShardError> {
+    type Cache = HashMap<(u64, u64), Result<Arc<Schema>, ShardError>>;
+    static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
+    if format::checksum(bytes) != header.schema_checksum {
+        return Err(ShardError::Checksum);
+    }
+    let key = (header.schema_checksum, header.slots_count);
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let cache = cache.get_or_insert_with(HashMap::new);
+    if let Some(cached) = cache.get(&key) {
+        return cached.clone();
+    }
+    if cache.len() >= MAX_SCHEMAS {
+        return Err(ShardError::Schema);
+    }
+    let decoded = format::decode_schema(bytes, header.slots_count).map(|entries| {
+        let fingerprints = entries.iter().map(|e| format::checksum(&format::encode_schema(&[(e.desc, 0)]))).collect();
+        Arc::new(Schema { entries, fingerprints })
+    });
+    cache.insert(key, decoded.clone());
+    decoded
+}
+
+/// The bytes of a shard: a read-only mapping of another process's file,
+/// or this process's own mapping.
+enum Bytes {
+    Mapped(memmap2::Mmap),
+    Own(&'static [u8]),
+}
+
+/// One shard, ready to merge.
+pub(crate) struct Shard {
+    pub(crate) name: String,
+    pub(crate) pid: u32,
+    /// A live process holds it; false for dead workers and the archive.
+    pub(crate) live: bool,
+    pub(crate) archive: bool,
+    pub(crate) schema: Arc<Schema>,
+    /// (metric, label position, index) → value, from the string log.
+    bounded: HashMap<(u32, u16, u32), String>,
+    /// metric → the latest info pairs.
+    pub(crate) info: HashMap<u32, Vec<(String, String)>>,
+    /// Shard files an archive has absorbed.
+    pub(crate) absorbed: Vec<String>,
+    bytes: Bytes,
+    header: Header,
+}
+
+impl Shard {
+    /// Reads this process's own shard through its mapping (never by name:
+    /// closing a descriptor of it would drop our liveness lock).
+    pub(crate) fn own(own: &'static OwnShard) -> Result<Shard, ShardError> {
+        let bytes = own.bytes();
+        Self::parse(own.file_name(), Bytes::Own(bytes), true)
+    }
+
+    /// Opens another process's shard (or the archive).
+    pub(crate) fn open(path: &Path) -> Result<Shard, ShardError> {
+        let file = file::open_for_read(path)?;
+        let len = file.metadata().map_err(|_| ShardError::Io)?.len();
+        if len < format::HEADER_LEN as u64 {
+            let mut head = [0u8; 16];
+            let n = std::io::Read::read(&mut &file, &mut head).unwrap_or(0);
+            return Err(Header::decode(&head[..n], len).err().unwrap_or(ShardError::Truncated));
+        }
+        // SAFETY: a read-only shared mapping. The writer only changes slots
+        // (read atomically below) and the log past its published length.
+        let map = unsafe { memmap2::MmapOptions::new().map(&file) }.map_err(|_| ShardError::Io)?;
+        let live = file::holder(&file).map_err(|_| ShardError::Io)?.is_some();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        Self::parse(name, Bytes::Mapped(map), live)
+    }
+
+    fn parse(name: String, bytes: Bytes, live: bool) -> Result<Shard, ShardError> {
+        let raw: &[u8] = match &bytes {
+            Bytes::Mapped(m) => m,
+            Bytes::Own(b) => b,
+        };
+        let header = Header::decode(&raw[..format::HEADER_LEN.min(raw.len())], raw.len() as u64)?;
+        let schema_bytes = &raw[header.schema_offset as usize..(header.schema_offset + header.schema_len) as usize];
+        let schema = schema(schema_bytes, &header)?;
+        let strings = &raw[header.strings_offset as usize..(header.strings_offset + header.strings_len) as usize];
+        let used = if strings.len() >= 8 {
+            // SAFETY: 8-aligned (checked by Header::decode) and in bounds.
+            unsafe { &*(strings.as_ptr() as *const AtomicU64) }.load(Ordering::Acquire)
+        } else {
+            0
+        };
+        let archive = header.flags & FLAG_ARCHIVE != 0;
+        let mut shard = Shard {
+            name,
+            pid: header.pid,
+            live: live && !archive,
+            archive,
+            schema,
+            bounded: HashMap::new(),
+            info: HashMap::new(),
+            absorbed: Vec::new(),
+            header,
+            bytes: Bytes::Own(&[]),
+        };
+        for record in log::read(strings, used) {
+            let text = || String::from_utf8(record.payload.to_vec()).ok();
+            match record.position {
+                INFO_POSITION => {
+                    if let Some(pairs) = log::decode_pairs(record.payload) {
+                        shard.info.insert(record.metric, pairs);
+                    }
+                }
+                ABSORBED_POSITION => shard.absorbed.extend(text()),
+                position => {
+                    if let Some(value) = text() {
+                        shard.bounded.insert((record.metric, position, record.index), value);
+                    }
+                }
+            }
+        }
+        shard.bytes = bytes;
+        Ok(shard)
+    }
+
+    /// The slots of schema entry `entry`.
+    pub(crate) fn slots(&self, entry: &SchemaEntry) -> &[AtomicU64] {
+        let raw: &[u8] = match &self.bytes {
+            Bytes::Mapped(m) => m,
+            Bytes::Own(b) => b,
+        };
+        let start = self.header.slots_offset as usize + entry.offset * 8;
+        let count = entry.desc.slots();
+        // SAFETY: decode_schema checked offset + slots <= slots_count, and
+        // Header::decode checked the slots fit the file; 8-aligned.
+        unsafe { core::slice::from_raw_parts(raw.as_ptr().add(start) as *const AtomicU64, count) }
+    }
+
+    pub(crate) fn bounded_value(&self, metric: usize, position: usize, index: usize) -> Option<&str> {
+        self.bounded.get(&(metric as u32, position as u16, index as u32)).map(String::as_str)
+    }
+}
