@@ -46,10 +46,33 @@ pub use metric::MetricCore;
 pub use process::ProcessCollector;
 pub use registry::{RegistryError, check_registry, register_collector};
 
+/// Not a stable API: entry points for the fuzz targets in `fuzz/`.
+#[doc(hidden)]
+pub mod __fuzz {
+    /// Parses bytes as a shard file (header, schema, string log), as a
+    /// scrape would; must never panic.
+    pub fn shard_file(bytes: &[u8]) -> bool {
+        crate::shard::read::parse_bytes(bytes).is_ok()
+    }
+
+    /// Parses bytes as a Python prometheus_client `.db` file; must never
+    /// panic.
+    pub fn python_db(bytes: &[u8]) -> bool {
+        crate::python_db::parse(bytes).is_ok()
+    }
+}
+
 /// Not a stable API: what generated code and the facade's macros call.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::budget::check_series_budget;
+
+    /// For crash tests only: makes the next compaction end the process at
+    /// `point` (1: archive written, 2: archive renamed, 3: one absorbed
+    /// shard deleted).
+    pub fn crash_compaction_at(point: u8) {
+        crate::shard::compact::CRASH_POINT.store(point, core::sync::atomic::Ordering::Relaxed);
+    }
     pub use crate::registry::{COLLECTORS, METRICS};
     pub use linkme;
 }

@@ -24,6 +24,18 @@ use super::read::{ABSORBED_POSITION, Shard};
 use super::sparse::{Acc, SparseFamily, SparseKind};
 use crate::descriptor::{GaugeMode, Kind};
 
+/// For crash tests: when set to 1, 2 or 3, the compactor `_exit`s after
+/// writing the new archive, after renaming it, or after deleting the first
+/// absorbed shard.
+pub(crate) static CRASH_POINT: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+
+fn crash_point(point: u8) {
+    if CRASH_POINT.load(core::sync::atomic::Ordering::Relaxed) == point {
+        // SAFETY: ends the process at once, as a crash would.
+        unsafe { libc::_exit(70) };
+    }
+}
+
 /// Series an archived family may have; beyond this the family's dead
 /// values stay in their shards rather than explode the archive.
 const MAX_ARCHIVE_SERIES: usize = 1 << 20;
@@ -85,10 +97,12 @@ fn compact_locked(dir: &Path) -> io::Result<()> {
 
     let names: Vec<String> = dead.iter().map(|(_, s)| s.name.clone()).collect();
     write_archive(dir, &families, &names)?;
+    crash_point(2);
     for (path, _) in &dead {
         if let Err(e) = std::fs::remove_file(path) {
             ::log::warn!("promshard: could not remove absorbed shard {}: {e}", path.display());
         }
+        crash_point(3);
     }
     Ok(())
 }
@@ -255,6 +269,7 @@ fn write_archive(dir: &Path, families: &BTreeMap<String, SparseFamily>, absorbed
     file.write_all(&bytes)?;
     file.sync_all()?;
     drop(file);
+    crash_point(1);
     std::fs::rename(&tmp, dir.join(ARCHIVE_NAME))?;
     // The rename is durable once the directory is.
     std::fs::File::open(dir)?.sync_all()?;

@@ -48,6 +48,36 @@ fn schema(bytes: &[u8], header: &Header) -> Result<Arc<Schema>, ShardError> {
     decoded
 }
 
+/// Parses a shard from bytes in memory (for fuzzing): header, schema and
+/// string log, with every slot range checked.
+pub(crate) fn parse_bytes(bytes: &[u8]) -> Result<usize, ShardError> {
+    // Slots are read as 8-byte atomics, so parse an aligned copy.
+    let mut words = vec![0u64; bytes.len().div_ceil(8)];
+    // SAFETY: the words buffer holds at least bytes.len() bytes.
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), words.as_mut_ptr() as *mut u8, bytes.len()) };
+    // SAFETY: reinterpreting initialised u64s as bytes, then leaking the
+    // buffer so the 'static borrow Shard::parse needs is sound.
+    let aligned: &'static [u8] =
+        unsafe { core::slice::from_raw_parts(Box::leak(words.into_boxed_slice()).as_ptr() as *const u8, bytes.len()) };
+    let shard = Shard::parse(String::new(), Bytes::Own(aligned), false)?;
+    let mut total = 0u64;
+    for entry in &shard.schema.entries {
+        for slot in shard.slots(entry) {
+            total = total.wrapping_add(slot.load(Ordering::Relaxed));
+        }
+    }
+    // Reclaim what was leaked above: nothing holds the slice any more.
+    drop(shard);
+    // SAFETY: the pointer and length come from the leaked boxed slice.
+    unsafe {
+        drop(Box::from_raw(core::ptr::slice_from_raw_parts_mut(
+            aligned.as_ptr() as *mut u64,
+            aligned.len().div_ceil(8),
+        )));
+    }
+    Ok(total as usize)
+}
+
 /// The bytes of a shard: a read-only mapping of another process's file,
 /// or this process's own mapping.
 enum Bytes {
@@ -161,5 +191,115 @@ impl Shard {
 
     pub(crate) fn bounded_value(&self, metric: usize, position: usize, index: usize) -> Option<&str> {
         self.bounded.get(&(metric as u32, position as u16, index as u32)).map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::format::{self, HEADER_LEN, Header};
+    use super::parse_bytes;
+    use crate::descriptor::{Descriptor, GaugeMode, Kind, Opts};
+    use crate::labels::LabelDomain;
+
+    /// A small but complete shard image: every kind, a bounded label.
+    fn image() -> (Vec<u8>, Vec<u8>) {
+        static DESCS: std::sync::OnceLock<Vec<Descriptor>> = std::sync::OnceLock::new();
+        let descs = DESCS.get_or_init(|| {
+            let list: &'static [LabelDomain] =
+                &[LabelDomain::Values(&["a", "b"]), LabelDomain::Bounded { capacity: 2 }];
+            vec![
+                Descriptor::new(Opts::new("c_total", "C.").labels(&["x", "y"]), Kind::Counter, list, 6, &[]),
+                Descriptor::new(Opts::new("g", "G.").mode(GaugeMode::MostRecent), Kind::Gauge, &[], 1, &[]),
+                Descriptor::new(Opts::new("h", "H.").buckets(&[1.0, 2.0]), Kind::Histogram, &[], 1, &[]),
+                Descriptor::new(Opts::new("s", "S."), Kind::StateSet, &[], 1, &["on", "off"]),
+            ]
+        });
+        let mut offset = 0;
+        let metrics: Vec<(&Descriptor, usize)> = descs
+            .iter()
+            .map(|d| {
+                let at = offset;
+                offset += d.slots();
+                (d, at)
+            })
+            .collect();
+        let schema = format::encode_schema(&metrics);
+        let strings_offset = (HEADER_LEN + schema.len()).next_multiple_of(8);
+        let slots_offset = (strings_offset + 64).next_multiple_of(64);
+        let header = Header {
+            flags: 0,
+            pid: 1,
+            created_nanos: 2,
+            nonce: 3,
+            schema_offset: HEADER_LEN as u64,
+            schema_len: schema.len() as u64,
+            strings_offset: strings_offset as u64,
+            strings_len: 64,
+            slots_offset: slots_offset as u64,
+            slots_count: offset as u64,
+            schema_checksum: format::checksum(&schema),
+        };
+        let mut bytes = header.encode().to_vec();
+        bytes.extend_from_slice(&schema);
+        bytes.resize(strings_offset, 0);
+        // One logged bounded value: "/x" for metric 0, label 1, index 0.
+        let mut record = vec![0u8; 24];
+        record[0..4].copy_from_slice(&24u32.to_le_bytes());
+        record[8..10].copy_from_slice(&1u16.to_le_bytes());
+        record[16..20].copy_from_slice(&2u32.to_le_bytes());
+        record[20..22].copy_from_slice(b"/x");
+        bytes.extend_from_slice(&24u64.to_le_bytes());
+        bytes.extend_from_slice(&record);
+        bytes.resize(slots_offset + offset * 8, 7);
+        (bytes, schema)
+    }
+
+    #[test]
+    fn a_valid_image_parses() {
+        let (bytes, _) = image();
+        assert!(parse_bytes(&bytes).is_ok());
+    }
+
+    #[test]
+    fn truncations_and_byte_flips_never_panic() {
+        let (bytes, schema) = image();
+        for len in 0..bytes.len() {
+            let _ = parse_bytes(&bytes[..len]);
+        }
+        for at in 0..bytes.len() {
+            for bit in [0x01u8, 0x80, 0xff] {
+                let mut mutated = bytes.clone();
+                mutated[at] ^= bit;
+                let _ = parse_bytes(&mutated);
+            }
+        }
+        // Past the checksum, the schema decoder sees the damage itself.
+        for at in 0..schema.len() {
+            for bit in [0x01u8, 0x10, 0xff] {
+                let mut mutated = schema.clone();
+                mutated[at] ^= bit;
+                let _ = format::decode_schema(&mutated, 1 << 20);
+                let _ = format::decode_schema(&mutated[..at], 1 << 20);
+            }
+        }
+    }
+
+    #[test]
+    fn refusals_name_their_reason() {
+        use format::ShardError::*;
+        let (bytes, _) = image();
+        assert_eq!(parse_bytes(&[]).err(), Some(Truncated), "an empty file may be one being created");
+        assert_eq!(parse_bytes(b"hello world, not a shard at all").err(), Some(Foreign));
+        assert_eq!(parse_bytes(&bytes[..HEADER_LEN - 1]).err(), Some(Truncated));
+        assert_eq!(parse_bytes(&bytes[..bytes.len() - 1]).err(), Some(Truncated));
+        let mut future = bytes.clone();
+        future[8] = 99;
+        assert_eq!(parse_bytes(&future).err(), Some(Version));
+        let mut corrupt = bytes.clone();
+        corrupt[30] ^= 1;
+        assert_eq!(parse_bytes(&corrupt).err(), Some(Checksum));
+        let mut schema = bytes.clone();
+        schema[HEADER_LEN + 6] ^= 1;
+        assert_eq!(parse_bytes(&schema).err(), Some(Checksum));
     }
 }
