@@ -69,6 +69,8 @@ fn read_output(child: &mut Child) -> f64 {
         text.push_str(&line);
         text.push('\n');
     }
+    // Keep draining, so the worker's later output never hits a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
     deploys(&text)
 }
 
