@@ -1,0 +1,486 @@
+//! The `promshard` binary against real shard directories. A worker (this
+//! test binary re-executed with `PROMSHARD_CLI_TEST_WORKER` set to a
+//! directory) records known values into its shard there; the CLI dumps,
+//! checks and serves that directory. Every wait is bounded; the network is
+//! loopback only.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use promshard::{Counter, Gauge, metric};
+
+const BIN: &str = env!("CARGO_BIN_EXE_promshard");
+const WORKER_ENV: &str = "PROMSHARD_CLI_TEST_WORKER";
+const READY: &str = "PROMSHARD_CLI_TEST_WORKER_READY";
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Requests the worker handled.
+#[metric(labels(status = ["ok", "err"]))]
+static CLI_TEST_REQUESTS_TOTAL: Counter;
+
+/// The worker's temperature.
+#[metric(mode = sum)]
+static CLI_TEST_TEMPERATURE: Gauge;
+
+/// The recorded values, as the text exposition shows them.
+const EXPECTED: [&str; 3] = [
+    "cli_test_requests_total{status=\"ok\"} 3",
+    "cli_test_requests_total{status=\"err\"} 1",
+    "cli_test_temperature 21.5",
+];
+
+/// Not a test of its own: the worker's body, which does nothing unless
+/// this binary was started by [`Worker::start`].
+#[test]
+fn worker_entry() {
+    let Some(dir) = std::env::var_os(WORKER_ENV) else { return };
+    promshard::multiprocess::init(&dir).expect("init before recording");
+    CLI_TEST_REQUESTS_TOTAL.with(("ok",)).inc_by(3);
+    CLI_TEST_REQUESTS_TOTAL.with(("err",)).inc();
+    CLI_TEST_TEMPERATURE.set(21.5);
+    // The runtime falls back to process memory when the directory cannot
+    // be used; that would make every test below meaningless.
+    assert_eq!(promshard::multiprocess::shard_dir(), Some(PathBuf::from(&dir)), "the worker records in a shard");
+    println!("\n{READY}");
+    std::io::stdout().flush().unwrap();
+    // Alive until the test closes our stdin (or dies, which closes it too).
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+}
+
+/// A worker process holding a live shard in a directory.
+struct Worker {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Worker {
+    fn start(dir: &Path) -> Worker {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["worker_entry", "--exact", "--nocapture", "--test-threads=1"])
+            .env(WORKER_ENV, dir)
+            .env_remove(promshard::multiprocess::DIR_ENV)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the worker starts");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.contains(READY) {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let mut worker = Worker { child, stdin };
+        if rx.recv_timeout(TIMEOUT).is_err() {
+            worker.kill();
+            panic!("the worker did not report ready");
+        }
+        worker
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Lets the worker exit normally (its shard becomes a dead one).
+    fn finish(mut self) {
+        drop(self.stdin.take());
+        let status = wait_bounded(&mut self.child, TIMEOUT).expect("the worker exits once its stdin closes");
+        assert!(status.success(), "worker: {status}");
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.kill();
+        }
+    }
+}
+
+fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A scratch directory for one test, removed on drop: `shards/` is the
+/// shard directory, the rest holds the CLI's captured output.
+struct Scratch {
+    root: PathBuf,
+}
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().subsec_nanos();
+        let root = std::env::temp_dir().join(format!("promshard-cli-{name}-{}-{nanos}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("shards")).unwrap();
+        Scratch { root }
+    }
+
+    fn shards(&self) -> PathBuf {
+        self.root.join("shards")
+    }
+
+    /// Runs the CLI with `args` to completion (bounded), with output
+    /// captured in files outside the shard directory.
+    fn run(&self, args: &[&str], env: &[(&str, &Path)]) -> Run {
+        let out = self.root.join("stdout");
+        let err = self.root.join("stderr");
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .env_remove(promshard::multiprocess::DIR_ENV)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out).unwrap())
+            .stderr(fs::File::create(&err).unwrap());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let status = wait_bounded(&mut child, TIMEOUT).unwrap_or_else(|| panic!("promshard {args:?} did not finish"));
+        Run { code: status.code(), stdout: fs::read_to_string(out).unwrap(), stderr: fs::read_to_string(err).unwrap() }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+#[derive(Debug)]
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn assert_has_values(text: &str) {
+    for line in EXPECTED {
+        assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+    }
+}
+
+/// The `check` line of `file`, split into columns.
+fn check_row<'a>(stdout: &'a str, file: &str) -> Vec<&'a str> {
+    let line = stdout.lines().find(|l| l.starts_with(file)).unwrap_or_else(|| panic!("no row for {file}:\n{stdout}"));
+    line.split_whitespace().collect()
+}
+
+fn shard_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".promshard"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every entry of `dir`: name → (length, modification time).
+fn listing(dir: &Path) -> BTreeMap<String, (u64, SystemTime)> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let meta = fs::symlink_metadata(e.path()).unwrap();
+            (e.file_name().into_string().unwrap(), (meta.len(), meta.modified().unwrap()))
+        })
+        .collect()
+}
+
+#[test]
+fn dump_prints_the_recorded_values_in_both_formats() {
+    let scratch = Scratch::new("dump");
+    let dir = scratch.shards();
+    let worker = Worker::start(&dir);
+    let dump = |scratch: &Scratch| {
+        let text = scratch.run(&["dump", path(&dir)], &[]);
+        assert_eq!(text.code, Some(0), "{text:?}");
+        assert_has_values(&text.stdout);
+        assert!(text.stdout.contains("# TYPE cli_test_requests_total counter"), "{}", text.stdout);
+        assert!(!text.stdout.contains("# EOF"), "{}", text.stdout);
+        assert_eq!(text.stderr, "");
+
+        let om = scratch.run(&["dump", path(&dir), "--openmetrics"], &[]);
+        assert_eq!(om.code, Some(0), "{om:?}");
+        assert!(om.stdout.ends_with("# EOF\n"), "{}", om.stdout);
+        assert!(om.stdout.contains("# TYPE cli_test_requests counter"), "{}", om.stdout);
+        assert!(om.stdout.lines().any(|l| l == "cli_test_requests_total{status=\"ok\"} 3"), "{}", om.stdout);
+        assert!(om.stdout.lines().any(|l| l == "cli_test_temperature 21.5"), "{}", om.stdout);
+    };
+    dump(&scratch);
+    // A dead worker's shard still counts.
+    worker.finish();
+    dump(&scratch);
+}
+
+#[test]
+fn check_lists_the_worker_live_then_dead() {
+    let scratch = Scratch::new("check");
+    let dir = scratch.shards();
+    let worker = Worker::start(&dir);
+    let pid = worker.pid().to_string();
+    let files = shard_files(&dir);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let file = &files[0];
+
+    let live = scratch.run(&["check", path(&dir)], &[]);
+    assert_eq!(live.code, Some(0), "{live:?}");
+    let row = check_row(&live.stdout, file);
+    assert_eq!(row[1], pid, "{}", live.stdout);
+    assert_eq!(row[2], "live", "{}", live.stdout);
+    assert!(row[3].parse::<usize>().unwrap() >= 3, "the two counter series and the gauge: {}", live.stdout);
+    assert_eq!(row[4], "-", "{}", live.stdout);
+    assert!(live.stdout.contains("1 shard file: 1 live, 0 dead, 0 archive, 0 with a problem"), "{}", live.stdout);
+
+    worker.finish();
+    let dead = scratch.run(&["check", path(&dir)], &[]);
+    assert_eq!(dead.code, Some(0), "{dead:?}");
+    let row = check_row(&dead.stdout, file);
+    assert_eq!((row[1], row[2]), (pid.as_str(), "dead"), "{}", dead.stdout);
+    assert!(dead.stdout.contains("1 shard file: 0 live, 1 dead, 0 archive, 0 with a problem"), "{}", dead.stdout);
+    // Reading never compacts: the dead shard is still there, by name.
+    assert_eq!(shard_files(&dir), files);
+}
+
+#[test]
+fn bad_files_fail_check_but_not_dump() {
+    let scratch = Scratch::new("bad");
+    let dir = scratch.shards();
+    // Started first: a process that starts recording in a directory with
+    // no live shard clears what is there.
+    let worker = Worker::start(&dir);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let random: Vec<u8> = (0..40)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    fs::write(dir.join("garbage.promshard"), &random).unwrap();
+    let mut foreign = b"NOTASHARD".to_vec();
+    foreign.resize(4096, 0);
+    fs::write(dir.join("foreign.promshard"), &foreign).unwrap();
+    // Python's files are merged but not checked; a bad one is skipped.
+    fs::write(dir.join("counter_123.db"), &random).unwrap();
+
+    let check = scratch.run(&["check", path(&dir)], &[]);
+    assert_eq!(check.code, Some(1), "{check:?}");
+    for file in ["garbage.promshard", "foreign.promshard"] {
+        let row = check_row(&check.stdout, file);
+        assert_eq!(row[1..4], ["-", "-", "-"], "{}", check.stdout);
+        assert!(row.len() > 4 && row[4] != "-", "a problem is named: {}", check.stdout);
+    }
+    assert!(
+        check.stdout.contains("3 shard files: 1 live, 0 dead, 0 archive, 2 with a problem; 1 Python .db file"),
+        "{}",
+        check.stdout
+    );
+
+    let dump = scratch.run(&["dump", path(&dir)], &[]);
+    assert_eq!(dump.code, Some(0), "{dump:?}");
+    assert_has_values(&dump.stdout);
+    assert!(dump.stderr.contains("garbage.promshard"), "skipped files are named: {}", dump.stderr);
+    assert!(dump.stderr.contains("foreign.promshard"), "skipped files are named: {}", dump.stderr);
+    drop(worker);
+}
+
+#[test]
+fn unreadable_directories_fail() {
+    let scratch = Scratch::new("missing");
+    let missing = scratch.root.join("missing");
+    for args in [["check", path(&missing)], ["dump", path(&missing)]] {
+        let run = scratch.run(&args, &[]);
+        assert_eq!(run.code, Some(1), "{run:?}");
+        assert!(run.stderr.contains("cannot read"), "{run:?}");
+    }
+    assert!(!missing.exists(), "reading does not create the directory");
+}
+
+#[test]
+fn usage() {
+    let scratch = Scratch::new("usage");
+    for args in [&[][..], &["--help"], &["dump", "--help"]] {
+        let run = scratch.run(args, &[]);
+        assert_eq!(run.code, Some(0), "{run:?}");
+        assert!(run.stdout.contains("promshard dump DIR [--openmetrics]"), "{run:?}");
+    }
+    for args in [&["frobnicate"][..], &["dump", "d", "--bogus"], &["serve", "d"], &["check"]] {
+        let run = scratch.run(args, &[]);
+        assert_eq!(run.code, Some(2), "{run:?}");
+        assert_eq!(run.stdout, "", "{run:?}");
+        assert!(run.stderr.contains("Usage:"), "{run:?}");
+    }
+}
+
+/// A running `promshard serve`, killed on drop.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(dir: &Path) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", path(dir), "--listen", "127.0.0.1:0"])
+            .env_remove(promshard::multiprocess::DIR_ENV)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split_once("http://").map(|(_, r)| r.to_owned()) {
+                    let _ = tx.send(rest.trim_end_matches("/metrics").to_owned());
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(TIMEOUT) {
+            Ok(addr) => addr.parse().unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("promshard serve did not print its address");
+            }
+        };
+        Server { child, addr }
+    }
+
+    /// One request over a fresh connection: (status line, headers in
+    /// lower case, body).
+    fn get(&self, method: &str, target: &str, accept: Option<&str>) -> (String, String, String) {
+        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(10)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+        let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
+        write!(stream, "{method} {target} HTTP/1.1\r\nHost: localhost\r\n{accept}Connection: close\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").expect("a complete response");
+        let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+        (status.to_owned(), headers.to_ascii_lowercase(), body.to_owned())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Killed by pid: `serve` runs until then.
+        let _ = self.child.kill();
+        let _ = wait_bounded(&mut self.child, TIMEOUT);
+    }
+}
+
+#[test]
+fn serve_answers_metrics_requests() {
+    let scratch = Scratch::new("serve");
+    let dir = scratch.shards();
+    let worker = Worker::start(&dir);
+    let server = Server::start(&dir);
+
+    let (status, headers, body) = server.get("GET", "/metrics", None);
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(headers.contains("content-type: text/plain; version=0.0.4"), "{headers}");
+    assert_has_values(&body);
+    assert!(!body.contains("# EOF"), "{body}");
+
+    let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,\
+                      text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    let (status, headers, body) = server.get("GET", "/metrics?x=1", Some(prometheus));
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(headers.contains("content-type: application/openmetrics-text; version=1.0.0"), "{headers}");
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    assert!(body.lines().any(|l| l == "cli_test_temperature 21.5"), "{body}");
+
+    let (status, _, _) = server.get("GET", "/", None);
+    assert!(status.starts_with("HTTP/1.1 404"), "{status}");
+    let (status, _, _) = server.get("POST", "/metrics", None);
+    assert!(status.starts_with("HTTP/1.1 405"), "{status}");
+
+    // Still serving what the dead worker counted.
+    worker.finish();
+    let (status, _, body) = server.get("GET", "/metrics", None);
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_has_values(&body);
+
+    let mut server = server;
+    server.child.kill().unwrap();
+    let status = wait_bounded(&mut server.child, TIMEOUT).expect("the server dies when killed");
+    assert!(!status.success());
+}
+
+/// What reading leaves behind in the directory: the runtime's
+/// `encode_dir` takes a shared `flock` on this (empty) lock file so that a
+/// concurrent compaction cannot swap the archive mid-read, and creates it
+/// when no process has yet. Nothing else may appear or change.
+const READ_LOCK: &str = ".compact.lock";
+
+#[test]
+fn reading_creates_and_changes_nothing() {
+    let scratch = Scratch::new("readonly");
+    let dir = scratch.shards();
+    Worker::start(&dir).finish();
+    let before = listing(&dir);
+    assert!(before.keys().any(|n| n.ends_with(".promshard")), "{before:?}");
+
+    // With the directory in PROMSHARD_DIR too: the CLI must not become a
+    // writer of it (a recording process would create its shard and clear
+    // the finished run, the dead worker's shard).
+    let env = [(promshard::multiprocess::DIR_ENV, dir.as_path())];
+    for env in [&[][..], &env] {
+        for args in [&["dump", path(&dir)][..], &["dump", path(&dir), "--openmetrics"], &["check", path(&dir)]] {
+            let run = scratch.run(args, env);
+            assert_eq!(run.code, Some(0), "{args:?}: {run:?}");
+        }
+        let server = Server::start(&dir);
+        let (status, _, body) = server.get("GET", "/metrics", None);
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        assert_has_values(&body);
+        drop(server);
+    }
+
+    let mut after = listing(&dir);
+    if !before.contains_key(READ_LOCK) {
+        if let Some((len, _)) = after.remove(READ_LOCK) {
+            assert_eq!(len, 0, "the read lock is an empty file");
+        }
+    }
+    assert_eq!(before, after, "reading changed the directory");
+}
