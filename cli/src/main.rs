@@ -198,7 +198,13 @@ fn check(dir: &Path) -> ExitCode {
                 } else {
                     "dead"
                 };
-                [s.file.clone(), s.pid.to_string(), state.into(), s.series.to_string(), "-".into()]
+                [
+                    s.file.clone(),
+                    s.pid.map_or_else(|| "-".into(), |p| p.to_string()),
+                    state.into(),
+                    s.series.to_string(),
+                    "-".into(),
+                ]
             }
         })
         .collect();

@@ -82,13 +82,22 @@ pub fn encode_dir(dir: impl AsRef<Path>, format: Format) -> Vec<u8> {
     out
 }
 
+/// Folds the shards of dead processes in `dir` into its archive now,
+/// rather than at the next scrape of a recording process; safe while other
+/// processes record and scrape. Does nothing while another process is
+/// compacting.
+pub fn compact_dir(dir: impl AsRef<Path>) {
+    shard::compact::compact(dir.as_ref());
+}
+
 /// What [`inspect`] finds about one file of a shard directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShardStatus {
     /// The file's name.
     pub file: String,
-    /// The pid that wrote it (for the archive, the last compactor's).
-    pub pid: u32,
+    /// The pid that wrote it (for the archive, the last compactor's);
+    /// `None` when the file cannot be read.
+    pub pid: Option<u32>,
     /// Whether its process is alive (holds the file's lock).
     pub live: bool,
     /// Whether it is the archive of dead workers.
@@ -118,14 +127,14 @@ pub fn inspect(dir: impl AsRef<Path>) -> std::io::Result<Vec<ShardStatus>> {
         out.push(match opened {
             Ok(s) => ShardStatus {
                 file,
-                pid: s.pid,
+                pid: Some(s.pid),
                 live: s.live,
                 archive: s.archive,
                 series: s.schema.entries.iter().map(|e| e.desc.series).sum(),
                 problem: None,
             },
             Err(e) => {
-                ShardStatus { file, pid: 0, live: false, archive: false, series: 0, problem: Some(e.to_string()) }
+                ShardStatus { file, pid: None, live: false, archive: false, series: 0, problem: Some(e.describe()) }
             }
         });
     }

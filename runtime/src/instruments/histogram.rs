@@ -133,7 +133,11 @@ impl HistogramSeries {
 #[inline(always)]
 fn bucket_index(bounds: &[f64], v: f64) -> usize {
     if bounds.len() <= 16 {
-        bounds.iter().position(|b| v <= *b).unwrap_or(bounds.len())
+        // Counting the bounds that `v` exceeds has no data-dependent
+        // branch, so it costs the same for any distribution of values. NaN
+        // compares false with every bound, so it exceeds them all: +Inf.
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
+        bounds.iter().map(|b| !(v <= *b) as usize).sum()
     } else {
         // NaN compares false with every bound, so it goes to +Inf as in
         // the linear scan.

@@ -19,7 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::file::{self, ARCHIVE_NAME, DirLock};
 use super::format::{self, FLAG_ARCHIVE, HEADER_LEN, Header, MetricSpec};
 use super::log::StringLog;
-use super::merge::{COMPACT_LOCK, add_sparse, report};
+use super::merge::{COMPACT_LOCK, add_sparse};
 use super::read::{ABSORBED_POSITION, Shard};
 use super::sparse::{Acc, SparseFamily, SparseKind};
 use crate::descriptor::{GaugeMode, Kind};
@@ -56,7 +56,7 @@ fn compact_locked(dir: &Path) -> io::Result<()> {
         Err(_) if !archive_path.exists() => None,
         Err(e) => {
             // Never overwrite an archive we cannot read: it holds counts.
-            report(&archive_path, e);
+            // (The scrape that called us has counted the error already.)
             return Err(io::Error::other(format!("unreadable archive ({e})")));
         }
     };

@@ -45,10 +45,23 @@ pub(crate) struct DirLock {
 
 impl DirLock {
     pub(crate) fn acquire(dir: &Path, name: &str, exclusive: bool, wait: bool) -> io::Result<Option<DirLock>> {
+        Self::acquire_with(dir, name, exclusive, wait, true)
+    }
+
+    /// As [`acquire`](Self::acquire); with `create` false a missing lock
+    /// file is an error (`NotFound`) rather than created, so that readers
+    /// never write to the directory.
+    pub(crate) fn acquire_with(
+        dir: &Path,
+        name: &str,
+        exclusive: bool,
+        wait: bool,
+        create: bool,
+    ) -> io::Result<Option<DirLock>> {
         let file = OpenOptions::new()
             .read(true)
-            .write(true)
-            .create(true)
+            .write(create)
+            .create(create)
             .truncate(false)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)

@@ -63,6 +63,23 @@ impl ShardError {
     }
 }
 
+impl ShardError {
+    /// The reason with what it means, for people.
+    pub(crate) fn describe(self) -> String {
+        let what = match self {
+            ShardError::Truncated => "shorter than its header says",
+            ShardError::Foreign => "not a promshard shard",
+            ShardError::Version => "written by a newer format version",
+            ShardError::Checksum => "header or schema checksum mismatch (corrupt)",
+            ShardError::Schema => "schema does not describe the file (corrupt)",
+            ShardError::Untrusted => "a symlink, not a regular file, or owned by another user",
+            ShardError::Io => "could not be opened or read",
+            ShardError::Python => "a Python .db file that could not be parsed",
+        };
+        format!("{}: {what}", self.reason())
+    }
+}
+
 impl fmt::Display for ShardError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.reason())

@@ -88,7 +88,7 @@ pub(crate) struct Record<'a> {
 /// Parses the records of a log region (a snapshot copy or a mapping);
 /// stops at the first malformed record.
 pub(crate) fn read(region: &[u8], used: u64) -> Vec<Record<'_>> {
-    let end = (8 + used as usize).min(region.len());
+    let end = usize::try_from(used).unwrap_or(usize::MAX).saturating_add(8).min(region.len());
     let mut at = 8;
     let mut out = Vec::new();
     while at + RECORD_HEADER <= end {

@@ -133,7 +133,9 @@ pub(crate) fn scrape(dir: &Path) -> Merged {
 pub(crate) fn collect_with(dir: &Path, own: Option<&'static super::OwnShard>) -> Merged {
     // Shared: compaction (exclusive) never swaps the archive and deletes
     // absorbed shards in the middle of our read.
-    let _read = file::DirLock::acquire(dir, COMPACT_LOCK, false, true).ok().flatten();
+    // The lock file is created by every recording process when it starts,
+    // before any compaction can happen; a reader never creates it.
+    let _read = file::DirLock::acquire_with(dir, COMPACT_LOCK, false, true, false).ok().flatten();
     let own_name = own.map(|o| o.file_name());
     let mut shards = Vec::new();
     if let Some(own) = own {

@@ -109,6 +109,8 @@ pub(crate) fn start(
     file::prepare_dir(dir)?;
     let _start = file::DirLock::start(dir)?;
     clear_previous_run(dir)?;
+    // Readers take it shared; it must exist before any compaction can run.
+    drop(file::DirLock::acquire(dir, merge::COMPACT_LOCK, false, false)?);
 
     let schema = format::encode_schema(metrics);
     let schema_offset = HEADER_LEN;

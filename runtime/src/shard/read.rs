@@ -26,12 +26,13 @@ pub(crate) struct Schema {
 const MAX_SCHEMAS: usize = 256;
 
 fn schema(bytes: &[u8], header: &Header) -> Result<Arc<Schema>, ShardError> {
-    type Cache = HashMap<(u64, u64), Result<Arc<Schema>, ShardError>>;
+    type Cache = HashMap<(u64, u64, u64), Result<Arc<Schema>, ShardError>>;
     static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
     if format::checksum(bytes) != header.schema_checksum {
         return Err(ShardError::Checksum);
     }
-    let key = (header.schema_checksum, header.slots_count);
+    // Most shards share a few schemas: decode each once.
+    let key = (header.schema_checksum, header.schema_len, header.slots_count);
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     let cache = cache.get_or_insert_with(HashMap::new);
     if let Some(cached) = cache.get(&key) {
