@@ -247,6 +247,17 @@ fn encoded_peer() -> prometheus::Registry {
 // ---------------------------------------------------------------------------
 // Benchmarks
 
+/// Which storage the recordings run on, and so which variants to add: the
+/// peers have no multiprocess mode, so they run once, beside memory mode.
+#[derive(Clone, Copy)]
+struct Mode {
+    suffix: &'static str,
+    peers: bool,
+}
+
+const MEMORY: Mode = Mode { suffix: "", peers: true };
+const MMAP: Mode = Mode { suffix: "_mmap", peers: false };
+
 static FLOOR: AtomicU64 = AtomicU64::new(0);
 /// The floor for labelled recording: nine atomics chosen by a table index.
 static FLOOR_SLOTS: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
@@ -269,16 +280,18 @@ fn hot_group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTim
     group
 }
 
-fn counter_inc(c: &mut Criterion) {
-    let mut group = hot_group(c, "counter_inc");
+fn counter_inc(c: &mut Criterion, mode: Mode) {
+    let mut group = hot_group(c, &format!("counter_inc{}", mode.suffix));
     floor(&mut group);
     group.bench_function("promshard", |b| b.iter(|| REQUESTS.inc()));
-    group.bench_function("prometheus", |b| b.iter(|| PEERS.requests.inc()));
+    if mode.peers {
+        group.bench_function("prometheus", |b| b.iter(|| PEERS.requests.inc()));
+    }
     group.finish();
 }
 
-fn labelled_counter_inc(c: &mut Criterion) {
-    let mut group = hot_group(c, "labelled_counter_inc");
+fn labelled_counter_inc(c: &mut Criterion, mode: Mode) {
+    let mut group = hot_group(c, &format!("labelled_counter_inc{}", mode.suffix));
     floor(&mut group);
 
     let slots: [usize; 9] = core::array::from_fn(|i| i);
@@ -297,33 +310,37 @@ fn labelled_counter_inc(c: &mut Criterion) {
         b.iter(move || LABELLED.with(table[i.next()]).inc())
     });
 
-    let labels = counter_labels().map(|(m, s)| [Method::VALUES[m], Status::VALUES[s]]);
-    group.bench_function("prometheus", |b| {
-        let table = black_box(&labels);
-        let mut i = Cycle::<9>(0);
-        b.iter(move || PEERS.labelled.with_label_values(&table[i.next()]).inc())
-    });
+    if mode.peers {
+        let labels = counter_labels().map(|(m, s)| [Method::VALUES[m], Status::VALUES[s]]);
+        group.bench_function("prometheus", |b| {
+            let table = black_box(&labels);
+            let mut i = Cycle::<9>(0);
+            b.iter(move || PEERS.labelled.with_label_values(&table[i.next()]).inc())
+        });
+    }
     group.finish();
 }
 
-fn gauge_set(c: &mut Criterion) {
-    let mut group = hot_group(c, "gauge_set");
+fn gauge_set(c: &mut Criterion, mode: Mode) {
+    let mut group = hot_group(c, &format!("gauge_set{}", mode.suffix));
     floor(&mut group);
     group.bench_function("promshard", |b| {
         let table = black_box(&GAUGE_VALUES);
         let mut i = Cycle::<8>(0);
         b.iter(move || LEVEL.set(table[i.next()]))
     });
-    group.bench_function("prometheus", |b| {
-        let table = black_box(&GAUGE_VALUES);
-        let mut i = Cycle::<8>(0);
-        b.iter(move || PEERS.level.set(table[i.next()]))
-    });
+    if mode.peers {
+        group.bench_function("prometheus", |b| {
+            let table = black_box(&GAUGE_VALUES);
+            let mut i = Cycle::<8>(0);
+            b.iter(move || PEERS.level.set(table[i.next()]))
+        });
+    }
     group.finish();
 }
 
-fn histogram_observe(c: &mut Criterion) {
-    let mut group = hot_group(c, "histogram_observe");
+fn histogram_observe(c: &mut Criterion, mode: Mode) {
+    let mut group = hot_group(c, &format!("histogram_observe{}", mode.suffix));
     floor(&mut group);
 
     let inputs = histogram_inputs().map(|(r, v)| (REGIONS[r], v));
@@ -336,6 +353,10 @@ fn histogram_observe(c: &mut Criterion) {
         })
     });
 
+    if !mode.peers {
+        group.finish();
+        return;
+    }
     let inputs = histogram_inputs().map(|(r, v)| (Region::VALUES[r], v));
     group.bench_function("prometheus_with_label_values", |b| {
         let table = black_box(&inputs);
@@ -414,16 +435,45 @@ fn encode(c: &mut Criterion) {
     group.finish();
 }
 
+/// The same recordings in multiprocess mode, where the slots are an mmap'd
+/// shard file: run in a forked child, since a process chooses its storage
+/// once, before this process lays out its own registry.
+fn mmap_mode() {
+    // SAFETY: the child runs the benchmarks and _exits; the parent waits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid != 0 {
+        // SAFETY: our own child.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("promshard-bench-mmap-{}", std::process::id()));
+    promshard::multiprocess::init(&dir).unwrap();
+    promshard::check_registry().expect("benchmark metrics are consistent");
+    assert!(promshard::multiprocess::shard_dir().is_some(), "recording into a shard file");
+
+    let mut c = Criterion::default().configure_from_args();
+    counter_inc(&mut c, MMAP);
+    labelled_counter_inc(&mut c, MMAP);
+    gauge_set(&mut c, MMAP);
+    histogram_observe(&mut c, MMAP);
+    c.final_summary();
+    let _ = std::fs::remove_dir_all(&dir);
+    // SAFETY: leave without running the parent's remaining benchmarks.
+    unsafe { libc::_exit(0) };
+}
+
 fn main() {
+    mmap_mode();
     // Lay the registry out (100,000 series) before anything is timed.
     promshard::check_registry().expect("benchmark metrics are consistent");
     LazyLock::force(&PEERS);
 
     let mut c = Criterion::default().configure_from_args();
-    counter_inc(&mut c);
-    labelled_counter_inc(&mut c);
-    gauge_set(&mut c);
-    histogram_observe(&mut c);
+    counter_inc(&mut c, MEMORY);
+    labelled_counter_inc(&mut c, MEMORY);
+    gauge_set(&mut c, MEMORY);
+    histogram_observe(&mut c, MEMORY);
     encode(&mut c);
     c.final_summary();
 }

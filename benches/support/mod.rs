@@ -48,15 +48,16 @@ pub fn fresh_dir(name: &str) -> PathBuf {
 /// Worker processes recording into a shard directory; the first `live`
 /// of them stay alive (holding their shards' locks) until this is dropped.
 pub struct Workers {
+    /// Leads a process group of its own, so that dropping can stop every
+    /// worker at once.
     leader: libc::pid_t,
-    release: libc::c_int,
 }
 
 impl Drop for Workers {
     fn drop(&mut self) {
-        // SAFETY: closing our write end wakes the held workers; then reap.
+        // SAFETY: signals our own process group of workers, then reaps.
         unsafe {
-            libc::close(self.release);
+            libc::kill(-self.leader, libc::SIGKILL);
             libc::waitpid(self.leader, std::ptr::null_mut(), 0);
         }
     }
@@ -66,55 +67,50 @@ impl Drop for Workers {
 /// shard in `dir`; all but the first `live` exit at once. Must run before
 /// this process records or scrapes anything itself.
 pub fn workers(dir: &Path, count: usize, live: usize, record: fn(usize)) -> Workers {
-    let mut release = [0; 2];
     let mut ready = [0; 2];
-    // SAFETY: valid arrays for the pipes' descriptors.
-    unsafe {
-        assert_eq!(libc::pipe(release.as_mut_ptr()), 0);
-        assert_eq!(libc::pipe(ready.as_mut_ptr()), 0);
-    }
+    // SAFETY: a valid array for the pipe's descriptors.
+    unsafe { assert_eq!(libc::pipe(ready.as_mut_ptr()), 0) };
     // The leader starts the run and stays alive, so it is never cleared;
     // the others are its children. SAFETY (all forks below): children
-    // only record, wait on a pipe, and _exit.
+    // only record, wait, and _exit.
     let leader = unsafe { libc::fork() };
     assert!(leader >= 0);
     if leader == 0 {
-        unsafe { libc::close(release[1]) };
+        unsafe { libc::setpgid(0, 0) };
         promshard::multiprocess::init(dir).unwrap();
         record(0);
-        let wait_for_release = || {
-            let mut byte = [0u8; 1];
-            // SAFETY: blocks until the bench closes the write end.
-            unsafe { libc::read(release[0], byte.as_mut_ptr().cast(), 1) };
-        };
         let children: Vec<_> = (1..count)
             .map(|i| {
                 let pid = unsafe { libc::fork() };
                 if pid == 0 {
                     record(i);
                     if i < live {
-                        unsafe { libc::write(ready[1], b"x".as_ptr().cast(), 1) };
-                        wait_for_release();
+                        unsafe {
+                            libc::write(ready[1], b"x".as_ptr().cast(), 1);
+                            loop {
+                                libc::pause();
+                            }
+                        }
                     }
                     unsafe { libc::_exit(0) };
                 }
                 pid
             })
             .collect();
-        // Reap the workers that exit at once; the held ones later.
+        // Reap the workers that exit at once; the held ones are killed.
         for &pid in &children[live.saturating_sub(1).min(children.len())..] {
             unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
         }
-        unsafe { libc::write(ready[1], b"x".as_ptr().cast(), 1) };
-        wait_for_release();
-        for &pid in &children {
-            unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        unsafe {
+            libc::write(ready[1], b"x".as_ptr().cast(), 1);
+            loop {
+                libc::pause();
+            }
         }
-        unsafe { libc::_exit(0) };
     }
-    // SAFETY: our ends of the pipes.
+    // SAFETY: our ends of the pipe; one byte per held worker and the leader.
     unsafe {
-        libc::close(release[0]);
+        libc::setpgid(leader, leader);
         libc::close(ready[1]);
         let mut byte = [0u8; 1];
         for _ in 0..live.max(1) {
@@ -122,5 +118,5 @@ pub fn workers(dir: &Path, count: usize, live: usize, record: fn(usize)) -> Work
         }
         libc::close(ready[0]);
     }
-    Workers { leader, release: release[1] }
+    Workers { leader }
 }

@@ -60,7 +60,7 @@ fn compact_locked(dir: &Path) -> io::Result<()> {
             return Err(io::Error::other(format!("unreadable archive ({e})")));
         }
     };
-    let absorbed: HashSet<&str> = archive.iter().flat_map(|a| a.absorbed.iter().map(String::as_str)).collect();
+    let absorbed: HashSet<&str> = archive.iter().flat_map(|a| a.absorbed_names()).collect();
     let mut dead = Vec::new();
     for path in file::list(dir)? {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

@@ -138,13 +138,25 @@ pub(crate) fn open_for_read(path: &Path) -> Result<File, super::format::ShardErr
 
 /// The `.promshard` files in `dir`, sorted by name.
 pub(crate) fn list(dir: &Path) -> io::Result<Vec<PathBuf>> {
-    let mut out: Vec<PathBuf> = fs::read_dir(dir)?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == EXTENSION))
-        .collect();
-    out.sort();
-    Ok(out)
+    Ok(list_all(dir)?.0)
+}
+
+/// The `.promshard` and the `.db` files in `dir`, each sorted by name, in
+/// one pass over the directory (a directory that saw thousands of workers
+/// come and go stays large on some file systems, so it is read once).
+pub(crate) fn list_all(dir: &Path) -> io::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let (mut shards, mut python) = (Vec::new(), Vec::new());
+    for entry in fs::read_dir(dir)?.filter_map(|e| e.ok()) {
+        let path = entry.path();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(EXTENSION) => shards.push(path),
+            Some("db") => python.push(path),
+            _ => {}
+        }
+    }
+    shards.sort();
+    python.sort();
+    Ok((shards, python))
 }
 
 /// Creates a new shard file for this process, exclusively, 0600, never

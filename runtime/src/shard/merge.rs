@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use super::format::{SchemaEntry, ShardError};
-use super::read::Shard;
+use super::read::{Shard, ShardCache};
 use super::sparse::{Acc, Number, SparseFamily, SparseKind};
 use super::{file, own};
 use crate::descriptor::{Descriptor, GaugeMode, Kind};
@@ -106,7 +106,7 @@ impl Source for ShardSource<'_> {
         self.shard.bounded_value(self.metric, position, index)
     }
     fn info(&self) -> Option<Vec<(String, String)>> {
-        self.shard.info.get(&(self.metric as u32)).cloned()
+        self.shard.info(self.metric).cloned()
     }
 }
 
@@ -144,19 +144,25 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static super::OwnShard>) ->
             Err(e) => report(&dir.join(own.file_name()), e),
         }
     }
-    for path in file::list(dir).unwrap_or_default() {
+    let mut cache = ShardCache::lock();
+    let mut seen = HashSet::new();
+    let (shard_paths, python_paths) = cache.list(dir).unwrap_or_default();
+    for path in shard_paths {
         if path.file_name().is_some_and(|n| Some(n.to_string_lossy().as_ref()) == own_name.as_deref()) {
             continue;
         }
-        match Shard::open(&path) {
+        match cache.open(&path) {
             Ok(shard) => shards.push(shard),
             Err(e) => report(&path, e),
         }
+        seen.insert(path);
     }
-    let absorbed: HashSet<String> = shards.iter().filter(|s| s.archive).flat_map(|s| s.absorbed.clone()).collect();
-    shards.retain(|s| !absorbed.contains(&s.name));
+    cache.retain(&seen);
+    drop(cache);
+    let archives: Vec<Shard> = shards.iter().filter(|s| s.archive).cloned().collect();
+    shards.retain(|s| !archives.iter().any(|a| a.absorbed(&s.name)));
     let dead = shards.iter().filter(|s| !s.live && !s.archive).count();
-    let python = read_python(dir);
+    let python = read_python(&python_paths);
     let mut merged = merge(&shards, python);
     merged.dead = dead;
     merged
@@ -353,21 +359,18 @@ pub(crate) fn add_sparse(family: &mut SparseFamily, shard: &Shard, metric: usize
 
 /// Python prometheus_client's `.db` files, merged as its
 /// `MultiProcessCollector` does. Files are only read, never changed.
-fn read_python(dir: &Path) -> BTreeMap<String, SparseFamily> {
+fn read_python(paths: &[std::path::PathBuf]) -> BTreeMap<String, SparseFamily> {
     let mut families: BTreeMap<String, SparseFamily> = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return families };
-    let mut paths: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
-    paths.sort();
     for path in paths {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
         let Some(meta) = python_db::parse_file_name(name) else { continue };
-        let entries = match python_db::read(&path) {
+        let entries = match python_db::read(path) {
             Ok(entries) => entries,
             // A live-mode gauge file vanishes when Python marks its
             // process dead; that is not an error.
             Err(_) if !path.exists() => continue,
             Err(_) => {
-                report(&path, ShardError::Python);
+                report(path, ShardError::Python);
                 continue;
             }
         };

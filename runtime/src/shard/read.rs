@@ -2,7 +2,7 @@
 //! liveness.
 
 use core::sync::atomic::{AtomicU64, Ordering};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -86,7 +86,30 @@ enum Bytes {
     Own(&'static [u8]),
 }
 
+impl Bytes {
+    fn raw(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            Bytes::Own(b) => b,
+        }
+    }
+}
+
+/// What a shard's string log says.
+#[derive(Default)]
+struct LogView {
+    /// Bytes of records parsed.
+    used: u64,
+    /// (metric, label position, index) → value.
+    bounded: HashMap<(u32, u16, u32), String>,
+    /// metric → the latest info pairs.
+    info: HashMap<u32, Vec<(String, String)>>,
+    /// Shard files an archive has absorbed.
+    absorbed: std::collections::HashSet<String>,
+}
+
 /// One shard, ready to merge.
+#[derive(Clone)]
 pub(crate) struct Shard {
     pub(crate) name: String,
     pub(crate) pid: u32,
@@ -94,13 +117,8 @@ pub(crate) struct Shard {
     pub(crate) live: bool,
     pub(crate) archive: bool,
     pub(crate) schema: Arc<Schema>,
-    /// (metric, label position, index) → value, from the string log.
-    bounded: HashMap<(u32, u16, u32), String>,
-    /// metric → the latest info pairs.
-    pub(crate) info: HashMap<u32, Vec<(String, String)>>,
-    /// Shard files an archive has absorbed.
-    pub(crate) absorbed: Vec<String>,
-    bytes: Bytes,
+    log: Arc<LogView>,
+    bytes: Arc<Bytes>,
     header: Header,
 }
 
@@ -108,12 +126,15 @@ impl Shard {
     /// Reads this process's own shard through its mapping (never by name:
     /// closing a descriptor of it would drop our liveness lock).
     pub(crate) fn own(own: &'static OwnShard) -> Result<Shard, ShardError> {
-        let bytes = own.bytes();
-        Self::parse(own.file_name(), Bytes::Own(bytes), true)
+        Self::parse(own.file_name(), Bytes::Own(own.bytes()), true)
     }
 
     /// Opens another process's shard (or the archive).
     pub(crate) fn open(path: &Path) -> Result<Shard, ShardError> {
+        Self::open_file(path).map(|(shard, _)| shard)
+    }
+
+    fn open_file(path: &Path) -> Result<(Shard, std::fs::File), ShardError> {
         let file = file::open_for_read(path)?;
         let len = file.metadata().map_err(|_| ShardError::Io)?.len();
         if len < format::HEADER_LEN as u64 {
@@ -122,28 +143,18 @@ impl Shard {
             return Err(Header::decode(&head[..n], len).err().unwrap_or(ShardError::Truncated));
         }
         // SAFETY: a read-only shared mapping. The writer only changes slots
-        // (read atomically below) and the log past its published length.
+        // (read atomically) and the log past its published length.
         let map = unsafe { memmap2::MmapOptions::new().map(&file) }.map_err(|_| ShardError::Io)?;
         let live = file::holder(&file).map_err(|_| ShardError::Io)?.is_some();
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        Self::parse(name, Bytes::Mapped(map), live)
+        Ok((Self::parse(name, Bytes::Mapped(map), live)?, file))
     }
 
     fn parse(name: String, bytes: Bytes, live: bool) -> Result<Shard, ShardError> {
-        let raw: &[u8] = match &bytes {
-            Bytes::Mapped(m) => m,
-            Bytes::Own(b) => b,
-        };
+        let raw = bytes.raw();
         let header = Header::decode(&raw[..format::HEADER_LEN.min(raw.len())], raw.len() as u64)?;
         let schema_bytes = &raw[header.schema_offset as usize..(header.schema_offset + header.schema_len) as usize];
         let schema = schema(schema_bytes, &header)?;
-        let strings = &raw[header.strings_offset as usize..(header.strings_offset + header.strings_len) as usize];
-        let used = if strings.len() >= 8 {
-            // SAFETY: 8-aligned (checked by Header::decode) and in bounds.
-            unsafe { &*(strings.as_ptr() as *const AtomicU64) }.load(Ordering::Acquire)
-        } else {
-            0
-        };
         let archive = header.flags & FLAG_ARCHIVE != 0;
         let mut shard = Shard {
             name,
@@ -151,47 +162,149 @@ impl Shard {
             live: live && !archive,
             archive,
             schema,
-            bounded: HashMap::new(),
-            info: HashMap::new(),
-            absorbed: Vec::new(),
+            log: Arc::new(LogView::default()),
             header,
-            bytes: Bytes::Own(&[]),
+            bytes: Arc::new(bytes),
         };
+        shard.refresh_log();
+        Ok(shard)
+    }
+
+    fn log_region(&self) -> (&[u8], u64) {
+        let h = &self.header;
+        let strings = &self.bytes.raw()[h.strings_offset as usize..(h.strings_offset + h.strings_len) as usize];
+        let used = if strings.len() >= 8 {
+            // SAFETY: 8-aligned (checked by Header::decode) and in bounds.
+            unsafe { &*(strings.as_ptr() as *const AtomicU64) }.load(Ordering::Acquire)
+        } else {
+            0
+        };
+        (strings, used)
+    }
+
+    /// Re-reads the string log if the writer has appended to it.
+    fn refresh_log(&mut self) {
+        let (strings, used) = self.log_region();
+        if used == self.log.used && used != 0 {
+            return;
+        }
+        let mut view = LogView { used, ..LogView::default() };
         for record in log::read(strings, used) {
             let text = || String::from_utf8(record.payload.to_vec()).ok();
             match record.position {
                 INFO_POSITION => {
                     if let Some(pairs) = log::decode_pairs(record.payload) {
-                        shard.info.insert(record.metric, pairs);
+                        view.info.insert(record.metric, pairs);
                     }
                 }
-                ABSORBED_POSITION => shard.absorbed.extend(text()),
+                ABSORBED_POSITION => view.absorbed.extend(text()),
                 position => {
                     if let Some(value) = text() {
-                        shard.bounded.insert((record.metric, position, record.index), value);
+                        view.bounded.insert((record.metric, position, record.index), value);
                     }
                 }
             }
         }
-        shard.bytes = bytes;
-        Ok(shard)
+        self.log = Arc::new(view);
     }
 
     /// The slots of schema entry `entry`.
     pub(crate) fn slots(&self, entry: &SchemaEntry) -> &[AtomicU64] {
-        let raw: &[u8] = match &self.bytes {
-            Bytes::Mapped(m) => m,
-            Bytes::Own(b) => b,
-        };
         let start = self.header.slots_offset as usize + entry.offset * 8;
         let count = entry.desc.slots();
         // SAFETY: decode_schema checked offset + slots <= slots_count, and
         // Header::decode checked the slots fit the file; 8-aligned.
-        unsafe { core::slice::from_raw_parts(raw.as_ptr().add(start) as *const AtomicU64, count) }
+        unsafe { core::slice::from_raw_parts(self.bytes.raw().as_ptr().add(start) as *const AtomicU64, count) }
+    }
+
+    /// An info metric's latest label pairs.
+    pub(crate) fn info(&self, metric: usize) -> Option<&Vec<(String, String)>> {
+        self.log.info.get(&(metric as u32))
+    }
+
+    /// Whether this archive already holds the values of shard `name`.
+    pub(crate) fn absorbed(&self, name: &str) -> bool {
+        self.log.absorbed.contains(name)
+    }
+
+    /// The shard files an archive has absorbed.
+    pub(crate) fn absorbed_names(&self) -> impl Iterator<Item = &str> {
+        self.log.absorbed.iter().map(String::as_str)
     }
 
     pub(crate) fn bounded_value(&self, metric: usize, position: usize, index: usize) -> Option<&str> {
-        self.bounded.get(&(metric as u32, position as u16, index as u32)).map(String::as_str)
+        self.log.bounded.get(&(metric as u32, position as u16, index as u32)).map(String::as_str)
+    }
+}
+
+/// Shards other processes wrote, kept open and mapped between scrapes: a
+/// scrape then costs a `stat` and a lock query per file, not an open, a
+/// map and a parse.
+pub(crate) struct ShardCache {
+    entries: BTreeMap<std::path::PathBuf, Cached>,
+    listing: Option<Listing>,
+}
+
+/// A directory listing, reused while the directory's mtime is unchanged.
+struct Listing {
+    dir: std::path::PathBuf,
+    mtime: (i64, i64),
+    files: (Vec<std::path::PathBuf>, Vec<std::path::PathBuf>),
+}
+
+struct Cached {
+    identity: (u64, u64),
+    file: std::fs::File,
+    shard: Shard,
+}
+
+impl ShardCache {
+    /// The process's cache, locked for one scrape.
+    pub(crate) fn lock() -> std::sync::MutexGuard<'static, ShardCache> {
+        static CACHE: Mutex<ShardCache> = Mutex::new(ShardCache { entries: BTreeMap::new(), listing: None });
+        CACHE.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The shard at `path`, reusing the open mapping when the file is the
+    /// same one (same device and inode) as last time.
+    pub(crate) fn open(&mut self, path: &Path) -> Result<Shard, ShardError> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(path).map_err(|_| ShardError::Io)?;
+        let identity = (meta.dev(), meta.ino());
+        if let Some(cached) = self.entries.get_mut(path).filter(|c| c.identity == identity) {
+            let live = file::holder(&cached.file).map_err(|_| ShardError::Io)?.is_some();
+            cached.shard.live = live && !cached.shard.archive;
+            cached.shard.refresh_log();
+            return Ok(cached.shard.clone());
+        }
+        self.entries.remove(path);
+        let (shard, file) = Shard::open_file(path)?;
+        self.entries.insert(path.to_owned(), Cached { identity, file, shard: shard.clone() });
+        Ok(shard)
+    }
+
+    /// The `.promshard` and `.db` files of `dir`. A directory that saw
+    /// thousands of workers come and go stays large on some file systems
+    /// (ext4 never shrinks one), so its listing is kept while the
+    /// directory's mtime stays the same. Timestamps can be coarse (a clock
+    /// tick), so a listing is only kept once its mtime is a second old:
+    /// any later change then moves the mtime forward.
+    pub(crate) fn list(&mut self, dir: &Path) -> std::io::Result<(Vec<std::path::PathBuf>, Vec<std::path::PathBuf>)> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(dir)?;
+        let mtime = (meta.mtime(), meta.mtime_nsec());
+        if let Some(listing) = self.listing.as_ref().filter(|l| l.dir == dir && l.mtime == mtime) {
+            return Ok(listing.files.clone());
+        }
+        let files = file::list_all(dir)?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        self.listing = (now > mtime.0 + 1).then(|| Listing { dir: dir.to_owned(), mtime, files: files.clone() });
+        Ok(files)
+    }
+
+    /// Forgets files that were not in the last listing.
+    pub(crate) fn retain(&mut self, seen: &std::collections::HashSet<std::path::PathBuf>) {
+        self.entries.retain(|path, _| seen.contains(path));
     }
 }
 
