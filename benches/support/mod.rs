@@ -3,7 +3,13 @@
 
 #![allow(dead_code)]
 
+use std::hint::black_box;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput};
+use promshard::Format;
 
 use promshard::LabelValue;
 
@@ -119,4 +125,47 @@ pub fn workers(dir: &Path, count: usize, live: usize, record: fn(usize)) -> Work
         libc::close(ready[0]);
     }
     Workers { leader }
+}
+
+/// Python prometheus_client's MultiProcessCollector + generate_latest on
+/// `workers` processes' `.db` files of `series_per_worker` counter series
+/// (labels `shard`, `route`), best of 5, in milliseconds; `None` without
+/// Python.
+pub fn python_collector_ms(series_per_worker: usize, workers: usize) -> Option<f64> {
+    let dir = fresh_dir("python");
+    std::fs::create_dir_all(&dir).ok()?;
+    let script = format!(
+        r#"
+import os, sys, timeit
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[1]
+from prometheus_client import Counter, CollectorRegistry, generate_latest, multiprocess, values
+c = Counter("requests", "Requests.", ["shard", "route"])
+for w in range({workers}):
+    values.ValueClass = values.MultiProcessValue(lambda w=w: 100000 + w)
+    c = Counter("requests", "Requests.", ["shard", "route"], registry=None)
+    for i in range({series_per_worker}):
+        c.labels(str(i // 100), str(i % 100)).inc()
+def scrape():
+    r = CollectorRegistry()
+    multiprocess.MultiProcessCollector(r)
+    generate_latest(r)
+best = min(timeit.repeat(scrape, number=1, repeat=5))
+print(best * 1000)
+"#
+    );
+    let out = Command::new("python3").arg("-c").arg(script).arg(&dir).output().ok()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    if !out.status.success() {
+        eprintln!("python: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+}
+
+/// Times `encode_dir` on `dir`, reported per merged series.
+pub fn bench_dir(c: &mut Criterion, name: &str, dir: &Path, series: u64) {
+    let mut group = c.benchmark_group("scrape");
+    group.throughput(Throughput::Elements(series)).sample_size(30).measurement_time(Duration::from_secs(4));
+    group.bench_function(name, |b| b.iter(|| black_box(promshard::multiprocess::encode_dir(dir, Format::Prometheus))));
+    group.finish();
 }

@@ -32,6 +32,8 @@ pub struct MetricCore {
     refused_logged: AtomicBool,
     /// Index of this metric in the shard schema, or `u32::MAX`.
     schema_index: AtomicU32,
+    /// Info label sets written to the shard's string log.
+    info_sets: AtomicU32,
 }
 
 /// The label pairs of an info metric.
@@ -47,6 +49,7 @@ impl MetricCore {
             refused: AtomicU64::new(0),
             refused_logged: AtomicBool::new(false),
             schema_index: AtomicU32::new(u32::MAX),
+            info_sets: AtomicU32::new(0),
         }
     }
 
@@ -89,18 +92,25 @@ impl MetricCore {
 
     /// The string table of the bounded label at `position`.
     pub(crate) fn interner(&self, position: usize) -> &Interner {
-        let interners = self.interners.get_or_init(|| {
-            // Lay out first: in multiprocess mode new values go to the
-            // shard's string log, which needs this metric's schema index.
-            registry::get();
-            let domains = self.desc.label_domains.iter();
-            domains
-                .enumerate()
-                .map(|(position, d)| match d {
-                    LabelDomain::Bounded { capacity } => Interner::new(*capacity, self.string_sink(position)),
-                    LabelDomain::Values(_) => Interner::new(0, None),
-                })
-                .collect()
+        if let Some(interners) = self.interners.get() {
+            return &interners[position];
+        }
+        // Lay out first: in multiprocess mode new values go to the shard's
+        // string log, which needs this metric's schema index.
+        registry::get();
+        // Initialised under the gate, so that fork() never catches the
+        // OnceLock half-initialised (a child would wait on it forever).
+        let interners = crate::gate::locked(|| {
+            self.interners.get_or_init(|| {
+                let domains = self.desc.label_domains.iter();
+                domains
+                    .enumerate()
+                    .map(|(position, d)| match d {
+                        LabelDomain::Bounded { capacity } => Interner::new(*capacity, self.string_sink(position)),
+                        LabelDomain::Values(_) => Interner::new(0, None),
+                    })
+                    .collect()
+            })
         });
         &interners[position]
     }
@@ -152,9 +162,14 @@ impl MetricCore {
     pub(crate) fn set_info(&self, pairs: InfoPairs) {
         crate::gate::locked(|| {
             let metric = self.schema_index.load(Ordering::Relaxed);
-            if let (Some(shard), true) = (crate::shard::own(), metric != u32::MAX) {
+            let unchanged = self.with_info(|current| current == Some(&pairs[..]));
+            if let (Some(shard), true, false) = (crate::shard::own(), metric != u32::MAX, unchanged) {
                 let payload = crate::shard::log::encode_pairs(&pairs);
-                let kept = payload.len() <= crate::shard::log::INFO_MAX
+                // The log has room for a few sets per info metric; beyond
+                // that, bounded label values keep their reserved room.
+                let allowed = self.info_sets.fetch_add(1, Ordering::Relaxed) < crate::shard::log::INFO_SETS;
+                let kept = allowed
+                    && payload.len() <= crate::shard::log::INFO_MAX
                     && shard.log.append(metric, crate::shard::log::INFO_POSITION, 0, &payload);
                 if !kept {
                     log::warn!(

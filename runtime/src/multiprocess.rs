@@ -75,7 +75,8 @@ pub fn encode_dir(dir: impl AsRef<Path>, format: Format) -> Vec<u8> {
     let dir = dir.as_ref();
     let own = shard::own().filter(|o| o.dir == dir);
     let mut out = Vec::new();
-    shard::merge::collect_with(dir, own).encode(format, &mut out);
+    // Under the gate, for the same reason as a recording process's scrape.
+    crate::gate::locked(|| shard::merge::collect_with(dir, own)).encode(format, &mut out);
     if format == Format::OpenMetrics {
         out.extend_from_slice(b"# EOF\n");
     }

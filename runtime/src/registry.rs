@@ -55,7 +55,9 @@ pub(crate) fn is_laid_out() -> bool {
 
 /// The registry, laid out on first call.
 pub(crate) fn get() -> &'static Registry {
-    REGISTRY.get_or_init(|| layout(&METRICS))
+    // Laid out under the gate, so that fork() never catches the layout
+    // half done (a child would wait on the OnceLock forever).
+    REGISTRY.get().unwrap_or_else(|| crate::gate::locked(|| REGISTRY.get_or_init(|| layout(&METRICS))))
 }
 
 fn layout(declared: &[&'static MetricCore]) -> Registry {

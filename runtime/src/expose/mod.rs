@@ -6,7 +6,7 @@ pub(crate) mod text;
 
 pub use format::Format;
 
-use core::sync::atomic::AtomicU64;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::collector::{MetricWriter, SampleFn, Target};
 use crate::descriptor::Kind;
@@ -21,8 +21,12 @@ use crate::shard;
 /// assert!(text.ends_with("# EOF\n"));
 /// ```
 pub fn encode(format: Format) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 * 1024);
+    // Start at the last exposition's size: growing a large buffer by
+    // doubling copies it several times.
+    static LAST_LEN: AtomicUsize = AtomicUsize::new(16 * 1024);
+    let mut out = Vec::with_capacity(LAST_LEN.load(Ordering::Relaxed) + 1024);
     encode_into(format, &mut out);
+    LAST_LEN.store(out.len(), Ordering::Relaxed);
     out
 }
 

@@ -20,8 +20,11 @@ const RECORD_HEADER: usize = 20;
 pub(crate) fn capacity(bounded: impl Iterator<Item = usize>, infos: usize) -> usize {
     let values: usize = bounded.map(|n| n * (RECORD_HEADER + MAX_STRING + 8)).sum();
     // Each info metric can be set a few times; its pairs are capped in size.
-    8 + values + infos * 8 * (RECORD_HEADER + INFO_MAX + 8)
+    8 + values + infos * INFO_SETS as usize * (RECORD_HEADER + INFO_MAX + 8)
 }
+
+/// How many times an info metric's labels are written to the log.
+pub(crate) const INFO_SETS: u32 = 8;
 
 /// Largest encoded info payload kept.
 pub(crate) const INFO_MAX: usize = 4096;

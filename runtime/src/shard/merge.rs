@@ -121,12 +121,18 @@ fn plan_for(desc: &'static Descriptor) -> Arc<FamilyPlan> {
 
 /// This process's scrape of its shard directory: the merge, then, when it
 /// met dead workers' shards, their compaction into the archive.
+///
+/// It runs under the gate: its caches are behind locks that a fork must
+/// not catch held, or a child that scrapes would wait forever. A fork
+/// waits for the scrape to end instead.
 pub(crate) fn scrape(dir: &Path) -> Merged {
-    let merged = collect_with(dir, own().filter(|o| o.dir == dir));
-    if merged.dead > 0 {
-        super::compact::compact(dir);
-    }
-    merged
+    crate::gate::locked(|| {
+        let merged = collect_with(dir, own().filter(|o| o.dir == dir));
+        if merged.dead > 0 {
+            super::compact::compact(dir);
+        }
+        merged
+    })
 }
 
 /// As [`collect`], for a reader that may hold no shard (the CLI, a sidecar).
