@@ -53,28 +53,15 @@ fn schema(bytes: &[u8], header: &Header) -> Result<Arc<Schema>, ShardError> {
 /// string log, with every slot range checked.
 pub(crate) fn parse_bytes(bytes: &[u8]) -> Result<usize, ShardError> {
     // Slots are read as 8-byte atomics, so parse an aligned copy.
-    let mut words = vec![0u64; bytes.len().div_ceil(8)];
+    let mut words = vec![0u64; bytes.len().div_ceil(8)].into_boxed_slice();
     // SAFETY: the words buffer holds at least bytes.len() bytes.
     unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), words.as_mut_ptr() as *mut u8, bytes.len()) };
-    // SAFETY: reinterpreting initialised u64s as bytes, then leaking the
-    // buffer so the 'static borrow Shard::parse needs is sound.
-    let aligned: &'static [u8] =
-        unsafe { core::slice::from_raw_parts(Box::leak(words.into_boxed_slice()).as_ptr() as *const u8, bytes.len()) };
-    let shard = Shard::parse(String::new(), Bytes::Own(aligned), false)?;
+    let shard = Shard::parse(String::new(), Bytes::Copied(words, bytes.len()), false)?;
     let mut total = 0u64;
     for entry in &shard.schema.entries {
         for slot in shard.slots(entry) {
             total = total.wrapping_add(slot.load(Ordering::Relaxed));
         }
-    }
-    // Reclaim what was leaked above: nothing holds the slice any more.
-    drop(shard);
-    // SAFETY: the pointer and length come from the leaked boxed slice.
-    unsafe {
-        drop(Box::from_raw(core::ptr::slice_from_raw_parts_mut(
-            aligned.as_ptr() as *mut u64,
-            aligned.len().div_ceil(8),
-        )));
     }
     Ok(total as usize)
 }
@@ -84,6 +71,8 @@ pub(crate) fn parse_bytes(bytes: &[u8]) -> Result<usize, ShardError> {
 enum Bytes {
     Mapped(memmap2::Mmap),
     Own(&'static [u8]),
+    /// An 8-aligned copy of that many bytes (fuzzing).
+    Copied(Box<[u64]>, usize),
 }
 
 impl Bytes {
@@ -91,6 +80,8 @@ impl Bytes {
         match self {
             Bytes::Mapped(m) => m,
             Bytes::Own(b) => b,
+            // SAFETY: the words hold at least `len` initialised bytes.
+            Bytes::Copied(words, len) => unsafe { core::slice::from_raw_parts(words.as_ptr() as *const u8, *len) },
         }
     }
 }
