@@ -66,12 +66,7 @@ impl<'a> MetricWriter<'a> {
     }
 
     fn family(&mut self, kind: Kind, name: &str, help: &str) -> FamilyWriter<'_, 'a> {
-        let base = match kind {
-            Kind::Counter => name.strip_suffix("_total").unwrap_or(name),
-            Kind::Info => name.strip_suffix("_info").unwrap_or(name),
-            _ => name,
-        }
-        .to_owned();
+        let base = kind.family_name(name).to_owned();
         let problem = if !is_metric_name(&base) {
             Some("invalid metric name")
         } else if self.reserved.contains_key(&base)
@@ -236,11 +231,7 @@ impl Drop for FamilyWriter<'_, '_> {
 }
 
 fn sample_name(kind: Kind, base: &str) -> String {
-    match kind {
-        Kind::Counter => format!("{base}_total"),
-        Kind::Info => format!("{base}_info"),
-        _ => base.to_owned(),
-    }
+    format!("{base}{}", kind.sample_suffix())
 }
 
 /// Logs a collector problem the first time it happens, not every scrape.

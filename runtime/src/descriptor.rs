@@ -128,6 +128,32 @@ impl Kind {
         }
     }
 
+    /// The suffix a family's main sample adds to its name: `_total` for
+    /// counters, `_info` for info metrics (family names never carry it).
+    pub const fn sample_suffix(self) -> &'static str {
+        match self {
+            Kind::Counter => "_total",
+            Kind::Info => "_info",
+            _ => "",
+        }
+    }
+
+    /// The family name without the suffix its samples add.
+    pub const fn family_name(self, name: &str) -> &str {
+        strip_suffix(name, self.sample_suffix())
+    }
+
+    /// Slots (8 bytes each) per series of a metric of this kind.
+    pub const fn width(self, mode: GaugeMode, buckets: usize) -> usize {
+        match self {
+            Kind::Counter => 2,
+            Kind::Gauge if mode.is_most_recent() => 2,
+            Kind::Gauge | Kind::StateSet => 1,
+            Kind::Histogram => buckets + 2,
+            Kind::Info => 0,
+        }
+    }
+
     /// The `# TYPE` word in the Prometheus 0.0.4 text format, which has no
     /// info or stateset types.
     pub const fn prometheus_type(self) -> &'static str {
@@ -283,11 +309,7 @@ impl Descriptor {
             }
             i += 1;
         }
-        let name = match kind {
-            Kind::Counter => strip_suffix(opts.name, "_total"),
-            Kind::Info => strip_suffix(opts.name, "_info"),
-            _ => opts.name,
-        };
+        let name = kind.family_name(opts.name);
         if let Some(unit) = opts.unit {
             assert!(is_label_name(unit), "invalid unit: use [a-zA-Z0-9_]");
             assert!(
@@ -313,13 +335,7 @@ impl Descriptor {
                 k += 1;
             }
         }
-        let width = match kind {
-            Kind::Counter => 2,
-            Kind::Gauge if opts.mode.is_most_recent() => 2,
-            Kind::Gauge | Kind::StateSet => 1,
-            Kind::Histogram => opts.buckets.len() + 2,
-            Kind::Info => 0,
-        };
+        let width = kind.width(opts.mode, opts.buckets.len());
         Descriptor {
             name,
             help: opts.help,
@@ -377,7 +393,11 @@ const fn slice(s: &str, start: usize, end: usize) -> &str {
 }
 
 const fn strip_suffix<'a>(s: &'a str, suffix: &str) -> &'a str {
-    if ends_with(s, suffix) && s.len() > suffix.len() { slice(s, 0, s.len() - suffix.len()) } else { s }
+    if !suffix.is_empty() && ends_with(s, suffix) && s.len() > suffix.len() {
+        slice(s, 0, s.len() - suffix.len())
+    } else {
+        s
+    }
 }
 
 const fn ends_with_unit(name: &str, unit: &str) -> bool {

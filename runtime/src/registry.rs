@@ -172,10 +172,10 @@ pub(crate) fn attach_unregistered(core: &'static MetricCore) -> *mut AtomicU64 {
 fn sample_names_of(desc: &Descriptor) -> Vec<String> {
     let n = desc.name;
     match desc.kind {
-        Kind::Counter => vec![n.to_owned(), format!("{n}_total"), format!("{n}_created")],
+        Kind::Counter => vec![n.to_owned(), format!("{n}{}", desc.kind.sample_suffix()), format!("{n}_created")],
         Kind::Gauge | Kind::StateSet => vec![n.to_owned()],
         Kind::Histogram => ["", "_bucket", "_count", "_sum", "_created"].iter().map(|s| format!("{n}{s}")).collect(),
-        Kind::Info => vec![n.to_owned(), format!("{n}_info")],
+        Kind::Info => vec![n.to_owned(), format!("{n}{}", desc.kind.sample_suffix())],
     }
 }
 

@@ -30,10 +30,8 @@ impl FamilyPlan {
     pub(crate) fn new(desc: &Descriptor) -> FamilyPlan {
         let name = desc.name;
         let sample = match desc.kind {
-            Kind::Counter => format!("{name}_total"),
             Kind::Histogram => format!("{name}_bucket"),
-            Kind::Info => format!("{name}_info"),
-            Kind::Gauge | Kind::StateSet => name.to_owned(),
+            kind => format!("{name}{}", kind.sample_suffix()),
         };
         let extra_labels = match desc.kind {
             Kind::Histogram => {
@@ -273,14 +271,7 @@ fn header(desc: &Descriptor, format: Format) -> String {
     let (name, kind) = match format {
         // 0.0.4 has no info type and names counter families after their
         // `_total` sample; OpenMetrics uses the bare family name.
-        Format::Prometheus => (
-            match desc.kind {
-                Kind::Counter => format!("{}_total", desc.name),
-                Kind::Info => format!("{}_info", desc.name),
-                _ => desc.name.to_owned(),
-            },
-            desc.kind.prometheus_type(),
-        ),
+        Format::Prometheus => (format!("{}{}", desc.name, desc.kind.sample_suffix()), desc.kind.prometheus_type()),
         Format::OpenMetrics => (desc.name.to_owned(), desc.kind.openmetrics_type()),
     };
     let mut out = Vec::new();

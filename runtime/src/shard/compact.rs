@@ -140,13 +140,10 @@ impl<'a> Archived<'a> {
         }
         buckets.sort_by(f64::total_cmp);
         buckets.dedup();
-        let width = match kind {
-            Kind::Counter => 2,
-            Kind::Gauge if mode.is_most_recent() => 2,
-            Kind::Gauge => 1,
-            Kind::Histogram => buckets.len() + 2,
-            Kind::Info | Kind::StateSet => return None,
-        };
+        if matches!(kind, Kind::Info | Kind::StateSet) {
+            return None;
+        }
+        let width = kind.width(mode, buckets.len());
         let series = values.iter().try_fold(1usize, |acc, v| acc.checked_mul(v.len().max(1)))?;
         (series <= MAX_ARCHIVE_SERIES).then_some(Archived { family, label_names, values, buckets, width, series })
     }

@@ -390,13 +390,7 @@ pub(crate) fn decode_schema(bytes: &[u8], slots_count: u64) -> Result<Vec<Schema
         let offset = r.u64()? as usize;
         let declared_series = r.u64()? as usize;
         let width = r.u32()? as usize;
-        let expected_width = match kind {
-            Kind::Counter => 2,
-            Kind::Gauge if mode.is_most_recent() => 2,
-            Kind::Gauge | Kind::StateSet => 1,
-            Kind::Histogram => buckets.len() + 2,
-            Kind::Info => 0,
-        };
+        let expected_width = kind.width(mode, buckets.len());
         let valid_names = crate::descriptor::is_metric_name(name)
             && names.iter().all(|n| crate::descriptor::is_label_name(n))
             && buckets.windows(2).all(|w| w[0] < w[1])

@@ -79,14 +79,9 @@ impl SparseFamily {
     pub(crate) fn encode(&self, format: Format, out: &mut Vec<u8>) {
         let (kind_name, header_name) = match (self.kind, format) {
             (SparseKind::Summary, _) => ("summary", self.name.clone()),
-            (SparseKind::Metric(kind, _), Format::Prometheus) => (
-                kind.prometheus_type(),
-                match kind {
-                    Kind::Counter => format!("{}_total", self.name),
-                    Kind::Info => format!("{}_info", self.name),
-                    _ => self.name.clone(),
-                },
-            ),
+            (SparseKind::Metric(kind, _), Format::Prometheus) => {
+                (kind.prometheus_type(), format!("{}{}", self.name, kind.sample_suffix()))
+            }
             (SparseKind::Metric(kind, _), Format::OpenMetrics) => (kind.openmetrics_type(), self.name.clone()),
         };
         write_header(out, &header_name, &self.help, kind_name, self.unit.as_deref(), format);
