@@ -12,7 +12,7 @@ use crate::expose::text::{le_value, write_f64, write_label, write_u64};
 /// Produces metric families when a scrape happens.
 ///
 /// Register one at run time with [`register_collector`](crate::register_collector)
-/// or statically with [`register_collector!`](crate::register_collector!).
+/// or statically with `promshard::register_collector!`.
 /// Families whose name clashes with a declared metric or with an earlier
 /// family of the same scrape are skipped with a warning.
 pub trait Collector: Send + Sync + 'static {

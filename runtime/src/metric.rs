@@ -11,9 +11,8 @@ use crate::registry;
 
 /// What the registry knows of one declared instrument.
 ///
-/// Every instrument embeds one; `#[metric]` (or [`register!`](crate::register))
-/// puts a reference to it in the [`METRICS`](crate::__private::METRICS)
-/// distributed slice.
+/// Every instrument embeds one; `#[metric]` (or `promshard::register!`)
+/// puts a reference to it in the registry's distributed slice.
 #[derive(Debug)]
 pub struct MetricCore {
     desc: Descriptor,

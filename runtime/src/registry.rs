@@ -19,7 +19,7 @@ use crate::descriptor::{Descriptor, Kind};
 use crate::expose::plan::FamilyPlan;
 use crate::metric::MetricCore;
 
-/// Every metric declared with `#[metric]` or [`register!`](crate::register).
+/// Every metric declared with `#[metric]` or `promshard::register!`.
 #[distributed_slice]
 pub static METRICS: [&'static MetricCore];
 
