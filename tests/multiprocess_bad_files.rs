@@ -917,13 +917,7 @@ fn truncate_race(dir: &Path, out: &Path) {
 /// scrape has it mapped must not kill the scraping process: touching a
 /// mapped page past the new end of file raises SIGBUS. Run in a child so
 /// that a crash is reported rather than taking this test binary down.
-///
-/// Known limitation: readers map other processes' shards (so every slot is
-/// read with one atomic load, never torn); a file shrunk under the mapping
-/// faults. No promshard writer ever shrinks a shard, and only a process of
-/// the same user can; see SHARD_FORMAT.md.
 #[test]
-#[ignore = "known limitation: a shard truncated in place under a reader's mapping raises SIGBUS"]
 fn shard_truncated_in_place_during_scrapes() {
     let good = good_shard();
     let base = TempDir::new("bad-files-truncate");

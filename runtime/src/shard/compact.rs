@@ -94,6 +94,10 @@ fn compact_locked(dir: &Path) -> io::Result<()> {
         }
     }
     families.retain(|_, f| !f.series.is_empty());
+    // A file that shrank while we read it gave zeros: archive nothing.
+    if archive.iter().chain(dead.iter().map(|(_, s)| s)).any(Shard::damaged) {
+        return Err(io::Error::other("a shard shrank while it was read"));
+    }
 
     let names: Vec<String> = dead.iter().map(|(_, s)| s.name.clone()).collect();
     write_archive(dir, &families, &names)?;

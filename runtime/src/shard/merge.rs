@@ -168,10 +168,23 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static super::OwnShard>) ->
     let archives: Vec<Shard> = shards.iter().filter(|s| s.archive).cloned().collect();
     shards.retain(|s| !archives.iter().any(|a| a.absorbed(&s.name)));
     let dead = shards.iter().filter(|s| !s.live && !s.archive).count();
-    let python = read_python(&python_paths);
-    let mut merged = merge(&shards, python);
-    merged.dead = dead;
-    merged
+    loop {
+        let mut merged = merge(&shards, read_python(&python_paths));
+        // A file that shrank under its mapping during the merge gave zeros
+        // for the vanished pages: drop it and merge again without it.
+        let damaged: Vec<String> = shards.iter().filter(|s| s.damaged()).map(|s| s.name.clone()).collect();
+        if damaged.is_empty() {
+            merged.dead = dead;
+            return merged;
+        }
+        let mut cache = ShardCache::lock();
+        for name in &damaged {
+            let path = dir.join(name);
+            report(&path, ShardError::Truncated);
+            cache.forget(&path);
+        }
+        shards.retain(|s| !damaged.contains(&s.name));
+    }
 }
 
 pub(crate) const COMPACT_LOCK: &str = ".compact.lock";

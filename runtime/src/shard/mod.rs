@@ -7,6 +7,7 @@ pub(crate) mod compact;
 pub(crate) mod file;
 pub(crate) mod fork;
 pub(crate) mod format;
+pub(crate) mod guard;
 pub(crate) mod log;
 pub(crate) mod merge;
 pub(crate) mod read;

@@ -69,7 +69,8 @@ pub(crate) fn parse_bytes(bytes: &[u8]) -> Result<usize, ShardError> {
 /// The bytes of a shard: a read-only mapping of another process's file,
 /// or this process's own mapping.
 enum Bytes {
-    Mapped(memmap2::Mmap),
+    /// Another process's file; the guard (dropped first) covers the map.
+    Mapped(Option<super::guard::Guarded>, memmap2::Mmap),
     Own(&'static [u8]),
     /// An 8-aligned copy of that many bytes (fuzzing).
     Copied(Box<[u64]>, usize),
@@ -78,7 +79,7 @@ enum Bytes {
 impl Bytes {
     fn raw(&self) -> &[u8] {
         match self {
-            Bytes::Mapped(m) => m,
+            Bytes::Mapped(_, m) => m,
             Bytes::Own(b) => b,
             // SAFETY: the words hold at least `len` initialised bytes.
             Bytes::Copied(words, len) => unsafe { core::slice::from_raw_parts(words.as_ptr() as *const u8, *len) },
@@ -136,9 +137,14 @@ impl Shard {
         // SAFETY: a read-only shared mapping. The writer only changes slots
         // (read atomically) and the log past its published length.
         let map = unsafe { memmap2::MmapOptions::new().map(&file) }.map_err(|_| ShardError::Io)?;
+        let guard = super::guard::Guarded::new(map.as_ptr(), map.len());
         let live = file::holder(&file).map_err(|_| ShardError::Io)?.is_some();
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        Ok((Self::parse(name, Bytes::Mapped(map), live)?, file))
+        let shard = Self::parse(name, Bytes::Mapped(guard, map), live)?;
+        if shard.damaged() {
+            return Err(ShardError::Truncated);
+        }
+        Ok((shard, file))
     }
 
     fn parse(name: String, bytes: Bytes, live: bool) -> Result<Shard, ShardError> {
@@ -197,6 +203,12 @@ impl Shard {
             }
         }
         self.log = Arc::new(view);
+    }
+
+    /// Whether the file shrank under its mapping while it was read: what
+    /// was read from it may be zeros, so it must not be used.
+    pub(crate) fn damaged(&self) -> bool {
+        matches!(&*self.bytes, Bytes::Mapped(Some(guard), _) if guard.damaged())
     }
 
     /// The slots of schema entry `entry`.
@@ -291,6 +303,11 @@ impl ShardCache {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         self.listing = (now > mtime.0 + 1).then(|| Listing { dir: dir.to_owned(), mtime, files: files.clone() });
         Ok(files)
+    }
+
+    /// Forgets one file, to open it afresh next time.
+    pub(crate) fn forget(&mut self, path: &Path) {
+        self.entries.remove(path);
     }
 
     /// Forgets files that were not in the last listing.
