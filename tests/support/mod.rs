@@ -121,14 +121,20 @@ pub fn run_python(python: &Path, code: &str, stdin: &str) -> String {
 /// test target was built, or the example is stale) `cargo run` builds and
 /// runs it.
 pub fn quickstart_output(args: &[&str]) -> String {
-    let output = match built_quickstart() {
+    example_output("quickstart", args)
+}
+
+/// Runs the example `name` that `cargo test` built (or `cargo run` if it
+/// is missing or stale), asserts it succeeded, and returns its stdout.
+pub fn example_output(name: &str, args: &[&str]) -> String {
+    let output = match built_example(name) {
         Some(exe) => Command::new(&exe)
             .args(args)
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display())),
         None => Command::new(env!("CARGO"))
-            .args(["run", "-q", "--example", "quickstart", "--manifest-path"])
+            .args(["run", "-q", "--example", name, "--manifest-path"])
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
             .arg("--")
             .args(args)
@@ -138,17 +144,17 @@ pub fn quickstart_output(args: &[&str]) -> String {
     };
     assert!(
         output.status.success(),
-        "quickstart {args:?} failed ({}):\n{}",
+        "{name} {args:?} failed ({}):\n{}",
         output.status,
         String::from_utf8_lossy(&output.stderr),
     );
-    String::from_utf8(output.stdout).expect("quickstart printed UTF-8")
+    String::from_utf8(output.stdout).expect("the example printed UTF-8")
 }
 
-fn built_quickstart() -> Option<PathBuf> {
+fn built_example(name: &str) -> Option<PathBuf> {
     let me = std::env::current_exe().ok()?;
     let profile_dir = me.parent()?.parent()?;
-    let exe = profile_dir.join("examples").join(format!("quickstart{}", std::env::consts::EXE_SUFFIX));
+    let exe = profile_dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     let modified = |p: &Path| p.metadata().and_then(|m| m.modified()).ok();
     // A binary older than this test may predate the library changes this
     // test was rebuilt for.
