@@ -234,8 +234,9 @@ fn sample_name(kind: Kind, base: &str) -> String {
     format!("{base}{}", kind.sample_suffix())
 }
 
-/// Logs a collector problem the first time it happens, not every scrape.
-fn warn_once(message: &str) {
+/// Logs a problem (a collector's, a bad shard's) the first time it
+/// happens, not every scrape.
+pub(crate) fn warn_once(message: &str) {
     static SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
     let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
     if seen.get_or_insert_with(HashSet::new).insert(message.to_owned()) {

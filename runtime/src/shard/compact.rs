@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::file::{self, ARCHIVE_NAME, DirLock};
-use super::format::{self, FLAG_ARCHIVE, HEADER_LEN, Header, MetricSpec};
+use super::format::{self, FLAG_ARCHIVE, Header, MetricSpec};
 use super::log::StringLog;
 use super::merge::{COMPACT_LOCK, add_sparse};
 use super::read::{ABSORBED_POSITION, Shard};
@@ -235,22 +235,10 @@ fn write_archive(dir: &Path, families: &BTreeMap<String, SparseFamily>, absorbed
         }
     }
 
-    let strings_offset = (HEADER_LEN + schema.len()).next_multiple_of(8);
-    let slots_offset = (strings_offset + log_len).next_multiple_of(64);
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    let header = Header {
-        flags: FLAG_ARCHIVE,
-        pid: std::process::id(),
-        created_nanos: nanos,
-        nonce: format::checksum(&nanos.to_le_bytes()),
-        schema_offset: HEADER_LEN as u64,
-        schema_len: schema.len() as u64,
-        strings_offset: strings_offset as u64,
-        strings_len: log_len as u64,
-        slots_offset: slots_offset as u64,
-        slots_count: slots.len() as u64,
-        schema_checksum: format::checksum(&schema),
-    };
+    let nonce = format::checksum(&nanos.to_le_bytes());
+    let header = Header::layout(FLAG_ARCHIVE, std::process::id(), nanos, nonce, &schema, log_len, slots.len());
+    let (strings_offset, slots_offset) = (header.strings_offset as usize, header.slots_offset as usize);
     let mut bytes = Vec::with_capacity(slots_offset + slots.len() * 8);
     bytes.extend_from_slice(&header.encode());
     bytes.extend_from_slice(&schema);

@@ -115,6 +115,40 @@ pub(crate) struct Header {
 }
 
 impl Header {
+    /// The header of a file holding `schema`, a string log of
+    /// `strings_len` bytes and `slots_count` slots, laid out in that order
+    /// after the header: the log 8-aligned, the slots 64-aligned.
+    pub(crate) fn layout(
+        flags: u32,
+        pid: u32,
+        created_nanos: u64,
+        nonce: u64,
+        schema: &[u8],
+        strings_len: usize,
+        slots_count: usize,
+    ) -> Header {
+        let strings_offset = (HEADER_LEN + schema.len()).next_multiple_of(8);
+        let strings_len = strings_len.next_multiple_of(8);
+        Header {
+            flags,
+            pid,
+            created_nanos,
+            nonce,
+            schema_offset: HEADER_LEN as u64,
+            schema_len: schema.len() as u64,
+            strings_offset: strings_offset as u64,
+            strings_len: strings_len as u64,
+            slots_offset: (strings_offset + strings_len).next_multiple_of(64) as u64,
+            slots_count: slots_count as u64,
+            schema_checksum: checksum(schema),
+        }
+    }
+
+    /// The file's length: up to the end of the slots.
+    pub(crate) fn file_len(&self) -> usize {
+        (self.slots_offset + self.slots_count * 8) as usize
+    }
+
     pub(crate) fn encode(&self) -> [u8; HEADER_LEN] {
         let mut out = [0u8; HEADER_LEN];
         out[0..8].copy_from_slice(&MAGIC);

@@ -36,12 +36,8 @@ pub(crate) fn errors() -> impl Iterator<Item = (ShardError, u64)> {
 /// Counts a bad file and logs it once per file and reason; the scrape goes
 /// on without it.
 pub(crate) fn report(path: &Path, error: ShardError) {
-    static LOGGED: Mutex<Option<HashSet<(String, ShardError)>>> = Mutex::new(None);
     ERRORS[ShardError::ALL.iter().position(|e| *e == error).expect("listed")].fetch_add(1, Ordering::Relaxed);
-    let mut logged = LOGGED.lock().unwrap_or_else(|e| e.into_inner());
-    if logged.get_or_insert_with(HashSet::new).insert((path.display().to_string(), error)) {
-        ::log::warn!("promshard: skipping {} ({error})", path.display());
-    }
+    crate::collector::warn_once(&format!("skipping {} ({error})", path.display()));
 }
 
 /// The merged families, sorted by name.

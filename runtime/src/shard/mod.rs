@@ -22,7 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::arena::Arena;
 use crate::descriptor::Descriptor;
-use format::{HEADER_LEN, Header};
+use format::Header;
 use log::StringLog;
 
 /// The environment variable that selects multiprocess mode.
@@ -114,34 +114,20 @@ pub(crate) fn start(
     drop(file::DirLock::acquire(dir, merge::COMPACT_LOCK, false, false)?);
 
     let schema = format::encode_schema(metrics);
-    let schema_offset = HEADER_LEN;
-    let strings_offset = (schema_offset + schema.len()).next_multiple_of(8);
-    let strings_len = log_capacity.next_multiple_of(8);
-    let slots_offset = (strings_offset + strings_len).next_multiple_of(64);
-    let len = slots_offset + slots * 8;
     let pid = std::process::id();
     let created_nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let nonce = random_nonce(pid, created_nanos);
-    let header = Header {
-        flags: 0,
-        pid,
-        created_nanos,
-        nonce,
-        schema_offset: schema_offset as u64,
-        schema_len: schema.len() as u64,
-        strings_offset: strings_offset as u64,
-        strings_len: strings_len as u64,
-        slots_offset: slots_offset as u64,
-        slots_count: slots as u64,
-        schema_checksum: format::checksum(&schema),
-    };
+    let header = Header::layout(0, pid, created_nanos, nonce, &schema, log_capacity, slots);
+    let (strings_offset, strings_len) = (header.strings_offset as usize, header.strings_len as usize);
+    let slots_offset = header.slots_offset as usize;
+    let len = header.file_len();
 
     let (file, path) = file::create_own(dir, pid, nonce)?;
     let written = (|| {
         file.set_len(len as u64)?;
         use std::os::unix::fs::FileExt;
         file.write_all_at(&header.encode(), 0)?;
-        file.write_all_at(&schema, schema_offset as u64)?;
+        file.write_all_at(&schema, header.schema_offset)?;
         // SAFETY: the file is ours (created exclusively, locked) and sized;
         // the mapping is never unmapped, see below.
         let map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(&file)? };

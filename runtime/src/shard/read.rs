@@ -346,21 +346,8 @@ mod tests {
             })
             .collect();
         let schema = format::encode_schema(&metrics);
-        let strings_offset = (HEADER_LEN + schema.len()).next_multiple_of(8);
-        let slots_offset = (strings_offset + 64).next_multiple_of(64);
-        let header = Header {
-            flags: 0,
-            pid: 1,
-            created_nanos: 2,
-            nonce: 3,
-            schema_offset: HEADER_LEN as u64,
-            schema_len: schema.len() as u64,
-            strings_offset: strings_offset as u64,
-            strings_len: 64,
-            slots_offset: slots_offset as u64,
-            slots_count: offset as u64,
-            schema_checksum: format::checksum(&schema),
-        };
+        let header = Header::layout(0, 1, 2, 3, &schema, 64, offset);
+        let (strings_offset, slots_offset) = (header.strings_offset as usize, header.slots_offset as usize);
         let mut bytes = header.encode().to_vec();
         bytes.extend_from_slice(&schema);
         bytes.resize(strings_offset, 0);
