@@ -132,18 +132,22 @@ fn files_are_private_and_symlinks_are_refused() {
         assert_eq!(meta.uid(), unsafe { libc::geteuid() });
     }
 
-    // A shard directory that is a symlink is refused; the worker records
-    // in memory instead, and says so, but still works.
-    let link = fresh_dir("link");
-    std::os::unix::fs::symlink(&dir, &link).unwrap();
-    assert_eq!(finish(spawn(&link, 4, false)), 4.0);
-    assert_eq!(promshard_files(&dir).len(), 1, "nothing was written through the symlink");
-
     // A shard that is a symlink is not read.
     let target = dir.join(&promshard_files(&dir)[0]);
     std::os::unix::fs::symlink(&target, dir.join("evil.promshard")).unwrap();
     let text = String::from_utf8(promshard::multiprocess::encode_dir(&dir, Format::Prometheus)).unwrap();
     assert!(text.contains("deploys_total 3\n"), "counted once, not through the link: {text}");
+    std::fs::remove_file(dir.join("evil.promshard")).unwrap();
+
+    // A shard directory reached through a symlink is that directory,
+    // resolved once: the worker's shard is made in the real directory,
+    // with a real name, and its run follows the one before.
+    let link = fresh_dir("link");
+    std::os::unix::fs::symlink(&dir, &link).unwrap();
+    assert_eq!(finish(spawn(&link, 4, false)), 4.0);
+    let files = promshard_files(&dir);
+    assert_eq!(files.len(), 1, "the finished run was cleared, the new worker's shard is in the real directory");
+    assert!(std::fs::symlink_metadata(dir.join(&files[0])).unwrap().is_file());
     let _ = std::fs::remove_dir_all(dir.parent().unwrap());
     let _ = std::fs::remove_file(&link);
 }

@@ -35,6 +35,25 @@ impl Collector for LabelHealth {
                 family.sample(&[("metric", metric), ("label", label)], overflow as f64);
             }
         }
+        let dropped: Vec<_> =
+            families.iter().map(|f| (f.core.descriptor().name, f.core.dropped())).filter(|(_, n)| *n > 0).collect();
+        if !dropped.is_empty() {
+            let mut family = out.counter(
+                "promshard_observations_dropped_total",
+                "Histogram observations dropped because they were NaN.",
+            );
+            for (metric, dropped) in dropped {
+                family.sample(&[("metric", metric)], dropped as f64);
+            }
+        }
+        let panics = crate::collector::panics();
+        if panics > 0 {
+            out.counter(
+                "promshard_collector_panics_total",
+                "Collector panics caught during scrapes; each cost its collector's families in that scrape.",
+            )
+            .sample(&[], panics as f64);
+        }
         let refused: Vec<_> =
             families.iter().map(|f| (f.core.descriptor().name, f.core.refused())).filter(|(_, n)| *n > 0).collect();
         if !refused.is_empty() {

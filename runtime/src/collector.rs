@@ -2,12 +2,12 @@
 //! size, a queue's depth, process statistics) read when a scrape happens.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 
 use crate::descriptor::{Kind, is_label_name, is_metric_name};
 use crate::expose::Format;
 use crate::expose::plan::write_header;
 use crate::expose::text::{le_value, write_f64, write_label, write_u64};
+use crate::notice::warn_once;
 
 /// Produces metric families when a scrape happens.
 ///
@@ -15,9 +15,47 @@ use crate::expose::text::{le_value, write_f64, write_label, write_u64};
 /// or statically with `promshard::register_collector!`.
 /// Families whose name clashes with a declared metric or with an earlier
 /// family of the same scrape are skipped with a warning.
+///
+/// A collector that panics loses its own families for that scrape (and
+/// is counted in `promshard_collector_panics_total`); the rest of the
+/// scrape, and later scrapes, are unaffected.
 pub trait Collector: Send + Sync + 'static {
     /// Writes this collector's families.
     fn collect(&self, out: &mut MetricWriter<'_>);
+
+    /// The name the collector's problems are reported under; its type's
+    /// name unless overridden.
+    fn name(&self) -> &str {
+        std::any::type_name::<Self>()
+    }
+}
+
+/// Collector panics caught during scrapes, for the self-metric.
+static PANICS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+pub(crate) fn panics() -> u64 {
+    PANICS.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// Runs one collector into `writer`. A panic is caught: what the
+/// collector had written in this scrape is taken back, the panic counted
+/// and logged, and the scrape goes on.
+pub(crate) fn run(collector: &dyn Collector, writer: &mut MetricWriter<'_>) {
+    let mark = writer.mark();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| collector.collect(writer)));
+    if let Err(payload) = result {
+        writer.rewind(mark);
+        PANICS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a non-string payload".to_owned());
+        crate::notice::error(format!(
+            "collector {} panicked during a scrape ({what}); its families are left out of this scrape",
+            collector.name()
+        ));
+    }
 }
 
 /// Receives `(sample name, labels, value)`.
@@ -41,6 +79,24 @@ pub struct MetricWriter<'a> {
 impl<'a> MetricWriter<'a> {
     pub(crate) fn new(target: Target<'a>, reserved: &'a HashMap<String, usize>) -> Self {
         MetricWriter { target, reserved, written: HashSet::new() }
+    }
+
+    /// Where the output stands, to [`rewind`](Self::rewind) to.
+    fn mark(&self) -> (usize, HashSet<String>) {
+        let len = match &self.target {
+            Target::Text { out, .. } => out.len(),
+            Target::Samples(_) => 0,
+        };
+        (len, self.written.clone())
+    }
+
+    /// Takes back what was written since `mark` (text output only: a
+    /// sample callback has seen its samples already).
+    fn rewind(&mut self, (len, written): (usize, HashSet<String>)) {
+        if let Target::Text { out, .. } = &mut self.target {
+            out.truncate(len);
+        }
+        self.written = written;
     }
 
     /// Starts a counter family; a trailing `_total` in `name` is implied.
@@ -232,14 +288,4 @@ impl Drop for FamilyWriter<'_, '_> {
 
 fn sample_name(kind: Kind, base: &str) -> String {
     format!("{base}{}", kind.sample_suffix())
-}
-
-/// Logs a problem (a collector's, a bad shard's) the first time it
-/// happens, not every scrape.
-pub(crate) fn warn_once(message: &str) {
-    static SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
-    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
-    if seen.get_or_insert_with(HashSet::new).insert(message.to_owned()) {
-        log::warn!("promshard: {message}");
-    }
 }

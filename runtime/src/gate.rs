@@ -1,14 +1,21 @@
-//! One process-wide lock for the rare writes that must never be caught
+//! One process-wide lock for the short writes that must never be caught
 //! half-done by `fork()`: interning a bounded label value, appending to the
-//! shard's string log, replacing info labels.
+//! shard's string log, replacing info labels, one-time initialisations and
+//! the few process-wide tables (scrape caches) that a child may use.
 //!
 //! A lock held by another thread at `fork()` stays locked forever in the
 //! child, which is how Python's client deadlocks (client_python#431). This
 //! one is a plain pthread mutex that the `pthread_atfork` handlers take
 //! before the fork and release on both sides, so the child always starts
-//! with it free. Readers never take it.
+//! with it free.
+//!
+//! Two rules keep it from ever deadlocking on user code: nothing holds it
+//! while user code runs, and nothing logs while holding it (a `log`
+//! backend is user code, and may record a metric that needs the gate).
+//! Messages written under the gate are queued and logged when the
+//! thread's outermost [`locked`] section ends; see [`crate::notice`].
 
-use core::cell::UnsafeCell;
+use core::cell::{Cell, UnsafeCell};
 
 struct Gate(UnsafeCell<libc::pthread_mutex_t>);
 
@@ -18,17 +25,38 @@ unsafe impl Sync for Gate {}
 
 static GATE: Gate = Gate(UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER));
 
-/// Runs `f` holding the gate. `f` must not panic across the lock or
-/// re-enter it; callers keep it to short, non-reentrant work.
+thread_local! {
+    /// How deep this thread is inside [`locked`]: internal code that
+    /// already holds the gate may call code that takes it again.
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Whether this thread is inside a [`locked`] section.
+pub(crate) fn held_here() -> bool {
+    DEPTH.with(|d| d.get() > 0)
+}
+
+/// Runs `f` holding the gate; reentrant on the same thread. `f` must be
+/// internal code: no user callback, no logging (use [`crate::notice`]).
 pub(crate) fn locked<R>(f: impl FnOnce() -> R) -> R {
-    struct Unlock;
-    impl Drop for Unlock {
+    struct Leave;
+    impl Drop for Leave {
         fn drop(&mut self) {
-            unlock();
+            let outermost = DEPTH.with(|d| {
+                d.set(d.get() - 1);
+                d.get() == 0
+            });
+            if outermost {
+                unlock();
+                crate::notice::flush();
+            }
         }
     }
-    lock();
-    let _unlock = Unlock;
+    if DEPTH.with(|d| d.get()) == 0 {
+        lock();
+    }
+    DEPTH.with(|d| d.set(d.get() + 1));
+    let _leave = Leave;
     f()
 }
 
@@ -41,4 +69,39 @@ pub(crate) fn unlock() {
     // SAFETY: called only by the thread that holds the gate (by `locked`,
     // or by the fork handlers on the thread that called `fork`).
     unsafe { libc::pthread_mutex_unlock(GATE.0.get()) };
+}
+
+/// A process-wide value only touched under the gate, so a forked child
+/// never finds it locked by a thread that does not exist there.
+pub(crate) struct GateCell<T> {
+    value: UnsafeCell<T>,
+    /// Set while a closure has the value: a reentrant use would alias it.
+    busy: Cell<bool>,
+}
+
+// SAFETY: the value is only reached through `with`, under the gate, one
+// closure at a time (reentry is refused).
+unsafe impl<T: Send> Sync for GateCell<T> {}
+
+impl<T> GateCell<T> {
+    pub(crate) const fn new(value: T) -> GateCell<T> {
+        GateCell { value: UnsafeCell::new(value), busy: Cell::new(false) }
+    }
+
+    /// Runs `f` on the value under the gate. Keep `f` short: I/O and
+    /// parsing belong outside, on values taken out of the cell.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        locked(|| {
+            assert!(!self.busy.replace(true), "promshard: internal table entered twice");
+            struct Free<'a>(&'a Cell<bool>);
+            impl Drop for Free<'_> {
+                fn drop(&mut self) {
+                    self.0.set(false);
+                }
+            }
+            let _free = Free(&self.busy);
+            // SAFETY: under the gate and not re-entered (checked above).
+            f(unsafe { &mut *self.value.get() })
+        })
+    }
 }

@@ -20,6 +20,7 @@ mod interner;
 mod labels;
 mod metric;
 pub mod multiprocess;
+mod notice;
 mod process;
 // used by the multiprocess merge (next)
 #[allow(dead_code)]
@@ -74,5 +75,11 @@ pub mod __private {
         crate::shard::compact::CRASH_POINT.store(point, core::sync::atomic::Ordering::Relaxed);
     }
     pub use crate::registry::{COLLECTORS, METRICS};
+
+    /// For soak tests: how many distinct decoded shard schemas this
+    /// process holds; it must follow the files in use, not history.
+    pub fn schemas_in_use() -> usize {
+        crate::shard::read::schemas_in_use()
+    }
     pub use linkme;
 }

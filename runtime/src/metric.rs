@@ -29,6 +29,8 @@ pub struct MetricCore {
     /// Recordings refused because a string was not in an inline list.
     refused: AtomicU64,
     refused_logged: AtomicBool,
+    /// Observations dropped because they were NaN.
+    dropped: AtomicU64,
     /// Index of this metric in the shard schema, or `u32::MAX`.
     schema_index: AtomicU32,
     /// Info label sets written to the shard's string log.
@@ -47,6 +49,7 @@ impl MetricCore {
             interners: OnceLock::new(),
             refused: AtomicU64::new(0),
             refused_logged: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
             schema_index: AtomicU32::new(u32::MAX),
             info_sets: AtomicU32::new(0),
         }
@@ -78,6 +81,13 @@ impl MetricCore {
         registry::get();
         let base = self.base.load(Ordering::Acquire);
         if base.is_null() { registry::attach_unregistered(self) } else { base }
+    }
+
+    /// The first slot, without laying anything out: `None` before the
+    /// registry is laid out. Safe to call from a fork handler.
+    pub(crate) fn slot_if_attached(&self) -> Option<*const AtomicU64> {
+        let base = self.base.load(Ordering::Acquire);
+        (!base.is_null()).then_some(base as *const AtomicU64)
     }
 
     /// Points the metric at its slots. Called by the registry only.
@@ -129,7 +139,9 @@ impl MetricCore {
         }
         let sink = move |index: usize, value: &str| {
             if !shard.log.append(metric, position as u16, index as u32, value.as_bytes()) {
-                log::warn!("promshard: shard string log full; label value {value:?} is not visible to other processes");
+                crate::notice::warn(format!(
+                    "shard string log full; label value {value:?} is not visible to other processes"
+                ));
             }
         };
         Some(Box::leak(Box::new(sink)))
@@ -145,12 +157,29 @@ impl MetricCore {
         self.refused.fetch_add(1, Ordering::Relaxed);
         if !self.refused_logged.swap(true, Ordering::Relaxed) {
             let label = self.desc.label_names.get(position).copied().unwrap_or("?");
-            log::warn!(
-                "promshard: metric `{}`: value {value:?} is not allowed for label `{label}`; \
+            crate::notice::warn(format!(
+                "metric `{}`: value {value:?} is not allowed for label `{label}`; \
                  recording dropped (add it to the list or give the list an `else` value)",
                 self.desc.name
-            );
+            ));
         }
+    }
+
+    /// Counts an observation that was not a number, logging the first.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn drop_observation(&self) {
+        if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+            crate::notice::warn(format!(
+                "histogram `{}`: NaN observation dropped (counted in promshard_observations_dropped_total)",
+                self.desc.name
+            ));
+        }
+    }
+
+    /// Observations dropped because they were NaN.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Recordings dropped because of a refused label value.

@@ -63,6 +63,9 @@ impl fmt::Display for AlreadyStarted {
 impl std::error::Error for AlreadyStarted {}
 
 /// The directory this process writes its shard in, if it does.
+///
+/// It is absolute and free of symlinks: resolved once, when the shard was
+/// created, whatever the working directory does after that.
 pub fn shard_dir() -> Option<PathBuf> {
     crate::registry::get();
     shard::own().map(|own| own.dir.clone())
@@ -72,11 +75,10 @@ pub fn shard_dir() -> Option<PathBuf> {
 /// into it: for a sidecar exporter or a tool. OpenMetrics output ends with
 /// `# EOF`.
 pub fn encode_dir(dir: impl AsRef<Path>, format: Format) -> Vec<u8> {
-    let dir = dir.as_ref();
-    let own = shard::own().filter(|o| o.dir == dir);
+    let dir = resolve(dir.as_ref());
+    let own = shard::own_in(&dir);
     let mut out = Vec::new();
-    // Under the gate, for the same reason as a recording process's scrape.
-    crate::gate::locked(|| shard::merge::collect_with(dir, own)).encode(format, &mut out);
+    shard::merge::collect_with(&dir, own).encode(format, &mut out);
     if format == Format::OpenMetrics {
         out.extend_from_slice(b"# EOF\n");
     }
@@ -88,7 +90,14 @@ pub fn encode_dir(dir: impl AsRef<Path>, format: Format) -> Vec<u8> {
 /// processes record and scrape. Does nothing while another process is
 /// compacting.
 pub fn compact_dir(dir: impl AsRef<Path>) {
-    shard::compact::compact(dir.as_ref());
+    shard::compact::compact(&resolve(dir.as_ref()));
+}
+
+/// `dir` as one absolute path without symlinks, so that every spelling of
+/// a directory (relative, through a link, with `..`) is read the same way
+/// and shares one cache; left as given when it cannot be resolved.
+fn resolve(dir: &Path) -> PathBuf {
+    std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned())
 }
 
 /// What [`inspect`] finds about one file of a shard directory.
@@ -116,14 +125,20 @@ pub struct ShardStatus {
 ///
 /// When the directory cannot be listed.
 pub fn inspect(dir: impl AsRef<Path>) -> std::io::Result<Vec<ShardStatus>> {
-    let dir = dir.as_ref();
-    let own = shard::own().filter(|o| o.dir == dir);
+    let dir = resolve(dir.as_ref());
+    let own = shard::own_in(&dir);
+    let own_name = own.map(|o| o.file_name());
     let mut out = Vec::new();
-    for path in shard::file::list(dir)? {
-        let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut files: Vec<String> = shard::file::list(&dir, own_name.as_deref())?
+        .iter()
+        .map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+        .collect();
+    files.extend(own_name.clone());
+    files.sort();
+    for file in files {
         let opened = match own {
-            Some(own) if own.file_name() == file => shard::read::Shard::own(own),
-            _ => shard::read::Shard::open(&path),
+            Some(own) if Some(&file) == own_name.as_ref() => shard::read::Shard::own(own),
+            _ => shard::read::Shard::open(&dir.join(&file)),
         };
         out.push(match opened {
             Ok(s) => ShardStatus {

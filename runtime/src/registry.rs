@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use core::sync::atomic::AtomicU64;
 use linkme::distributed_slice;
@@ -17,6 +17,7 @@ use crate::arena::{Arena, MemoryArena};
 use crate::collector::Collector;
 use crate::descriptor::{Descriptor, Kind};
 use crate::expose::plan::FamilyPlan;
+use crate::gate::GateCell;
 use crate::metric::MetricCore;
 
 /// Every metric declared with `#[metric]` or `promshard::register!`.
@@ -46,7 +47,9 @@ pub(crate) struct Registry {
 }
 
 static REGISTRY: OnceLock<Registry> = OnceLock::new();
-static RUNTIME_COLLECTORS: RwLock<Vec<Box<dyn Collector>>> = RwLock::new(Vec::new());
+/// Under the gate, so a fork never finds it locked; collectors are
+/// called on a snapshot, with nothing locked.
+static RUNTIME_COLLECTORS: GateCell<Vec<Arc<dyn Collector>>> = GateCell::new(Vec::new());
 
 /// Whether the registry was laid out (and so the storage chosen).
 pub(crate) fn is_laid_out() -> bool {
@@ -74,7 +77,13 @@ fn layout(declared: &[&'static MetricCore]) -> Registry {
     let mut sample_names: HashMap<String, usize> = HashMap::new();
     let mut exposed: Vec<&'static MetricCore> = Vec::with_capacity(sorted.len());
     let mut hidden: Vec<&'static MetricCore> = Vec::new();
+    let multiprocess = crate::shard::configured_dir().is_some();
     for core in sorted {
+        // Only a shard's fork handler writes it: meaningless in memory.
+        if !multiprocess && core::ptr::eq(core, crate::shard::FORK_FALLBACKS.core()) {
+            hidden.push(core);
+            continue;
+        }
         let names = sample_names_of(core.descriptor());
         let clash = names.iter().find_map(|n| sample_names.get(n).map(|&i| (n, i)));
         if let Some((sample, first)) = clash {
@@ -83,7 +92,7 @@ fn layout(declared: &[&'static MetricCore]) -> Registry {
                 first: location(exposed[first].descriptor()),
                 second: location(core.descriptor()),
             };
-            log::error!("promshard: {error}; the second declaration is not exposed");
+            crate::notice::error(format!("{error}; the second declaration is not exposed"));
             problems.push(error);
             hidden.push(core);
             continue;
@@ -105,7 +114,7 @@ fn layout(declared: &[&'static MetricCore]) -> Registry {
         core.set_schema_index(index as u32);
     }
     if let Err(e) = crate::shard::fork::install_gate_handlers() {
-        log::warn!("promshard: could not install fork handlers: {e}");
+        crate::notice::warn(format!("could not install fork handlers: {e}"));
     }
     let arena = arena_for(&exposed, &offsets, total);
     let base = arena.slots().as_ptr() as *mut AtomicU64;
@@ -136,10 +145,10 @@ fn arena_for(exposed: &[&'static MetricCore], offsets: &[usize], total: usize) -
     match crate::shard::start(&dir, &metrics, total, log_capacity) {
         Ok(arena) => Box::new(arena),
         Err(e) => {
-            log::warn!(
-                "promshard: cannot use shard directory {} ({e}); recording in process memory instead",
+            crate::notice::warn(format!(
+                "cannot use shard directory {} ({e}); recording in process memory instead",
                 dir.display()
-            );
+            ));
             Box::new(MemoryArena::new(total))
         }
     }
@@ -152,13 +161,11 @@ pub(crate) fn attach_unregistered(core: &'static MetricCore) -> *mut AtomicU64 {
     let mut list = registry.unregistered.lock().unwrap_or_else(|e| e.into_inner());
     if !core.is_attached() {
         let desc = core.descriptor();
-        log::warn!(
-            "promshard: metric `{}` ({}:{}) is used but not registered; \
+        crate::notice::warn(format!(
+            "metric `{}` ({}:{}) is used but not registered; \
              declare it with #[metric] or promshard::register!",
-            desc.name,
-            desc.file,
-            desc.line
-        );
+            desc.name, desc.file, desc.line
+        ));
         let arena: Box<dyn Arena> = Box::new(MemoryArena::new(desc.slots()));
         core.set_base(arena.slots().as_ptr() as *mut AtomicU64);
         let plan = FamilyPlan::new(desc);
@@ -241,8 +248,8 @@ pub fn check_registry() -> Result<(), Vec<RegistryError>> {
 /// assert_eq!(promshard::testing::sample_value("jobs_queued", &[]), Some(3.0));
 /// ```
 pub fn register_collector(collector: impl Collector) {
-    let mut list = RUNTIME_COLLECTORS.write().unwrap_or_else(|e| e.into_inner());
-    list.push(Box::new(collector));
+    let collector: Arc<dyn Collector> = Arc::new(collector);
+    RUNTIME_COLLECTORS.with(|list| list.push(collector));
 }
 
 /// Calls `f` with every collector: built-in, static, then runtime ones.
@@ -253,8 +260,9 @@ pub(crate) fn for_each_collector(mut f: impl FnMut(&dyn Collector)) {
     for collector in COLLECTORS {
         f(*collector);
     }
-    let list = RUNTIME_COLLECTORS.read().unwrap_or_else(|e| e.into_inner());
-    for collector in list.iter() {
+    // A collector may register another one: call none under the lock.
+    let list = RUNTIME_COLLECTORS.with(|list| list.clone());
+    for collector in &list {
         f(collector.as_ref());
     }
 }

@@ -38,7 +38,7 @@ pub fn encode(format: Format) -> Vec<u8> {
 pub fn encode_into(format: Format, out: &mut Vec<u8>) {
     let registry = registry::get();
     match shard::own() {
-        Some(own) => shard::merge::scrape(&own.dir).encode(format, out),
+        Some(own) => shard::merge::scrape(own).encode(format, out),
         None => {
             let slots = registry.arena.slots();
             for family in &registry.families {
@@ -53,7 +53,7 @@ pub fn encode_into(format: Format, out: &mut Vec<u8>) {
         }
     }
     let mut writer = MetricWriter::new(Target::Text { out, format }, &registry.sample_names);
-    registry::for_each_collector(|c| c.collect(&mut writer));
+    registry::for_each_collector(|c| crate::collector::run(c, &mut writer));
     drop(writer);
     if format == Format::OpenMetrics {
         out.extend_from_slice(b"# EOF\n");
@@ -84,7 +84,7 @@ pub fn render(accept: Option<&str>) -> (Vec<u8>, &'static str) {
 pub(crate) fn for_each_sample(mut f: impl FnMut(&str, &[(&str, &str)], f64)) {
     let registry = registry::get();
     match shard::own() {
-        Some(own) => shard::merge::scrape(&own.dir).for_each_sample(&mut f),
+        Some(own) => shard::merge::scrape(own).for_each_sample(&mut f),
         None => {
             let slots = registry.arena.slots();
             for family in &registry.families {
@@ -100,7 +100,7 @@ pub(crate) fn for_each_sample(mut f: impl FnMut(&str, &[(&str, &str)], f64)) {
         }
     }
     let mut writer = MetricWriter::new(Target::Samples(&mut f), &registry.sample_names);
-    registry::for_each_collector(|c| c.collect(&mut writer));
+    registry::for_each_collector(|c| crate::collector::run(c, &mut writer));
 }
 
 /// Calls `f` with every sample of one family, with structured labels.

@@ -47,7 +47,7 @@ impl<L: LabelSet> Histogram<L> {
     #[inline(always)]
     pub fn with(&'static self, labels: L::Values<'_>) -> HistogramSeries {
         let slots = self.core.series(L::index(labels, &self.core));
-        HistogramSeries { slots, bounds: self.core.descriptor().buckets }
+        HistogramSeries { slots, core: &self.core }
     }
 
     /// The descriptor-carrying core, for registration.
@@ -80,7 +80,9 @@ impl Histogram<()> {
 pub struct HistogramSeries {
     /// `bounds.len() + 1` bucket counts (the last is `+Inf`), then the sum.
     slots: *const AtomicU64,
-    bounds: &'static [f64],
+    /// Its metric: the bucket bounds, and where dropped observations are
+    /// counted.
+    core: &'static MetricCore,
 }
 
 // SAFETY: the pointer addresses process-lifetime atomics.
@@ -89,15 +91,25 @@ unsafe impl Sync for HistogramSeries {}
 
 impl HistogramSeries {
     /// Records one observation: one atomic add on its bucket and one
-    /// compare-and-swap on the sum. NaN lands in `+Inf` (and makes the sum
-    /// NaN), as in the Go client.
+    /// compare-and-swap on the sum.
+    ///
+    /// NaN is not an observation: it is dropped, counted in
+    /// `promshard_observations_dropped_total{metric}` and logged once.
+    /// (Kept, it would make `_sum` NaN for good, and strict OpenMetrics
+    /// parsers refuse a histogram whose sum is NaN.) Infinities are kept:
+    /// they land in `+Inf` and make the sum infinite, which parsers accept.
     #[inline(always)]
     pub fn observe(self, v: f64) {
-        let bucket = bucket_index(self.bounds, v);
+        if v.is_nan() {
+            self.core.drop_observation();
+            return;
+        }
+        let bounds = self.core.descriptor().buckets;
+        let bucket = bucket_index(bounds, v);
         // SAFETY: the series has bounds.len() + 2 slots; bucket <= bounds.len().
         unsafe {
             (*self.slots.add(bucket)).fetch_add(1, Ordering::Relaxed);
-            float::add(&*self.slots.add(self.bounds.len() + 1), v);
+            float::add(&*self.slots.add(bounds.len() + 1), v);
         }
     }
 
@@ -114,7 +126,7 @@ impl HistogramSeries {
 
     /// Number of observations so far.
     pub fn count(self) -> u64 {
-        (0..=self.bounds.len())
+        (0..=self.core.descriptor().buckets.len())
             // SAFETY: as in `observe`.
             .map(|i| unsafe { (*self.slots.add(i)).load(Ordering::Relaxed) })
             .sum()
@@ -123,7 +135,7 @@ impl HistogramSeries {
     /// Sum of observations so far.
     pub fn sum(self) -> f64 {
         // SAFETY: as in `observe`.
-        unsafe { float::load(&*self.slots.add(self.bounds.len() + 1)) }
+        unsafe { float::load(&*self.slots.add(self.core.descriptor().buckets.len() + 1)) }
     }
 }
 

@@ -35,10 +35,10 @@ impl Info {
         for &(name, value) in pairs {
             let valid = crate::descriptor::is_label_name(name) && !name.starts_with("__");
             if !valid || kept.iter().any(|(n, _): &(String, String)| n == name) {
-                log::warn!(
-                    "promshard: info `{}`: label `{name}` dropped (invalid or repeated)",
+                crate::notice::warn(format!(
+                    "info `{}`: label `{name}` dropped (invalid or repeated)",
                     self.core.descriptor().name
-                );
+                ));
                 continue;
             }
             kept.push((name.to_owned(), value.to_owned()));

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::file::{self, ARCHIVE_NAME, DirLock};
-use super::format::{self, FLAG_ARCHIVE, Header, MetricSpec};
+use super::format::{self, FLAG_ARCHIVE, Header, MetricSpec, ShardError};
 use super::log::StringLog;
 use super::merge::{COMPACT_LOCK, add_sparse};
 use super::read::{ABSORBED_POSITION, Shard};
@@ -44,12 +44,19 @@ const MAX_ARCHIVE_SERIES: usize = 1 << 20;
 pub(crate) fn compact(dir: &Path) {
     let Ok(Some(_lock)) = DirLock::acquire(dir, COMPACT_LOCK, true, false) else { return };
     if let Err(e) = compact_locked(dir) {
-        ::log::warn!("promshard: compaction of {} failed: {e}; dead shards are kept", dir.display());
+        crate::notice::warn(format!("compaction of {} failed: {e}; dead shards are kept", dir.display()));
     }
 }
 
 fn compact_locked(dir: &Path) -> io::Result<()> {
-    let own = super::own().filter(|o| o.dir == dir).map(|o| o.file_name());
+    let own = super::own_in(dir).map(|o| o.file_name());
+    let listing = file::list_all(dir, own.as_deref())?;
+    // Under the exclusive lock no one else is writing an archive: any
+    // temporary archive is a compactor's that died.
+    remove_stale_archive_temps(dir);
+    for half_made in &listing.half_made {
+        file::remove_if_abandoned(half_made);
+    }
     let archive_path = dir.join(ARCHIVE_NAME);
     let archive = match Shard::open(&archive_path) {
         Ok(shard) => Some(shard),
@@ -62,9 +69,9 @@ fn compact_locked(dir: &Path) -> io::Result<()> {
     };
     let absorbed: HashSet<&str> = archive.iter().flat_map(|a| a.absorbed_names()).collect();
     let mut dead = Vec::new();
-    for path in file::list(dir)? {
+    for path in listing.shards {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if name == ARCHIVE_NAME || Some(&name) == own.as_ref() {
+        if name == ARCHIVE_NAME {
             continue;
         }
         if absorbed.contains(name.as_str()) {
@@ -74,6 +81,12 @@ fn compact_locked(dir: &Path) -> io::Result<()> {
         }
         match Shard::open(&path) {
             Ok(shard) if !shard.live => dead.push((path, shard)),
+            // A shard file is only ever given its name complete, so an
+            // empty or all-zero one holds no counts: an older version's
+            // creator died there. Gone once no one holds it.
+            Err(ShardError::Truncated | ShardError::Foreign) if is_blank(&path) => {
+                file::remove_if_abandoned(&path);
+            }
             _ => {}
         }
     }
@@ -104,11 +117,40 @@ fn compact_locked(dir: &Path) -> io::Result<()> {
     crash_point(2);
     for (path, _) in &dead {
         if let Err(e) = std::fs::remove_file(path) {
-            ::log::warn!("promshard: could not remove absorbed shard {}: {e}", path.display());
+            crate::notice::warn(format!("could not remove absorbed shard {}: {e}", path.display()));
         }
         crash_point(3);
     }
     Ok(())
+}
+
+/// Whether the file at `path` is empty or all zeros in its first page.
+fn is_blank(path: &Path) -> bool {
+    let Ok(file) = file::open_for_read(path) else { return false };
+    let mut head = [0u8; 4096];
+    let n = std::io::Read::read(&mut &file, &mut head).unwrap_or(usize::MAX);
+    n != usize::MAX && head[..n].iter().all(|b| *b == 0)
+}
+
+/// Removes temporary archives (`.archive*.tmp`) left by compactors that
+/// died, or planted; whatever they are, they are not the archive.
+fn remove_stale_archive_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !(name.starts_with(".archive") && name.ends_with(".tmp")) {
+            continue;
+        }
+        let path = entry.path();
+        let removed = match entry.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        if let Err(e) = removed {
+            crate::notice::warn(format!("could not remove stale {}: {e}", path.display()));
+        }
+    }
 }
 
 /// A sparse family laid out densely: each label's distinct values in the
@@ -247,17 +289,21 @@ fn write_archive(dir: &Path, families: &BTreeMap<String, SparseFamily>, absorbed
     bytes.resize(slots_offset, 0);
     bytes.extend(slots.iter().flat_map(|w| w.to_le_bytes()));
 
-    let tmp = dir.join(".archive.tmp");
+    // A name of our own, created exclusively: nothing planted under a
+    // fixed name can stop compaction.
+    let tmp = dir.join(format!(".archive-{}-{nanos:x}.tmp", std::process::id()));
     let mut file = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&tmp)?;
-    file.write_all(&bytes)?;
-    file.sync_all()?;
+    let written = file.write_all(&bytes).and_then(|()| file.sync_all());
     drop(file);
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     crash_point(1);
     std::fs::rename(&tmp, dir.join(ARCHIVE_NAME))?;
     // The rename is durable once the directory is.

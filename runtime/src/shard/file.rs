@@ -1,5 +1,5 @@
-//! Files and locks: creating this process's shard, listing and opening the
-//! others, and telling live shards from dead ones.
+//! Files and locks: the shard directory, creating this process's shard,
+//! listing and opening the others, and telling live shards from dead ones.
 //!
 //! Liveness is a POSIX record lock (`fcntl(F_SETLK)`) on the whole shard,
 //! held by its process for its whole life. Such locks belong to a process:
@@ -7,40 +7,83 @@
 //! when the process dies, however it dies. `F_GETLK` asks whether someone
 //! else holds one without taking it. The one trap: a process drops its
 //! lock when it closes *any* descriptor of the file, so this process never
-//! opens its own shard by name.
+//! opens its own shard: the directory is known by its identity (device and
+//! inode), not by the text of its path, and its own file is skipped by
+//! name inside that directory, with a check on the opened file's identity
+//! behind that.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 pub(crate) const EXTENSION: &str = "promshard";
 pub(crate) const ARCHIVE_NAME: &str = "archive.promshard";
 const DIR_LOCK: &str = ".promshard.lock";
+/// A shard is created as `.<final name>.tmp` and renamed when complete,
+/// so a file with the final name is never half made.
+pub(crate) const TEMP_SUFFIX: &str = ".tmp";
+/// Half-made files younger than this are left alone: their creator may
+/// be between creating the file and locking it.
+pub(crate) const STALE_AFTER: Duration = Duration::from_secs(2);
 
-/// Creates `dir` (0700) if missing and checks it is a real directory of
-/// ours, not a symlink planted by someone else.
-pub(crate) fn prepare_dir(dir: &Path) -> io::Result<()> {
-    if fs::symlink_metadata(dir).is_err() {
+/// A file's identity: device and inode.
+pub(crate) type Identity = (u64, u64);
+
+pub(crate) fn identity(meta: &fs::Metadata) -> Identity {
+    (meta.dev(), meta.ino())
+}
+
+/// Creates `dir` (0700) if missing, resolves it to one absolute path with
+/// no symlinks, and checks it can be trusted: a directory of this user
+/// that no one else can write to (as OpenSSH refuses a group-writable
+/// `~/.ssh`). Anyone who can write there could plant files that stop
+/// compaction or make every process record in memory.
+pub(crate) fn prepare_dir(dir: &Path) -> io::Result<(PathBuf, Identity)> {
+    if fs::metadata(dir).is_err() {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
-    let meta = fs::symlink_metadata(dir)?;
+    let dir = fs::canonicalize(dir)?;
+    let meta = fs::metadata(&dir)?;
     if !meta.is_dir() {
         return Err(io::Error::other(format!("{} is not a directory", dir.display())));
     }
     // SAFETY: geteuid has no preconditions.
     if meta.uid() != unsafe { libc::geteuid() } {
-        return Err(io::Error::other(format!("{} belongs to another user", dir.display())));
+        return Err(io::Error::other(format!(
+            "{} belongs to another user (uid {}); use a directory of your own",
+            dir.display(),
+            meta.uid()
+        )));
     }
-    Ok(())
+    if meta.mode() & 0o022 != 0 {
+        return Err(io::Error::other(format!(
+            "{} is writable by group or others (mode {:o}); run `chmod go-w {}`",
+            dir.display(),
+            meta.mode() & 0o7777,
+            dir.display()
+        )));
+    }
+    Ok((dir, identity(&meta)))
+}
+
+/// The identity of the directory `dir` names, following symlinks.
+pub(crate) fn dir_identity(dir: &Path) -> Option<Identity> {
+    fs::metadata(dir).ok().map(|m| identity(&m))
 }
 
 /// An exclusive or shared `flock` on a lock file in the directory,
 /// released on drop. Used for whole-directory operations: starting a run
 /// and compaction (exclusive), reading (shared).
+///
+/// A `flock` belongs to the open file, which a forked child shares: a
+/// child forked while this process holds one would keep it held after
+/// the parent lets go. So the descriptor is opened under the gate and
+/// registered, and the fork handler closes the child's copies.
 pub(crate) struct DirLock {
-    _file: File,
+    file: File,
 }
 
 impl DirLock {
@@ -50,7 +93,9 @@ impl DirLock {
 
     /// As [`acquire`](Self::acquire); with `create` false a missing lock
     /// file is an error (`NotFound`) rather than created, so that readers
-    /// never write to the directory.
+    /// never write to the directory. A writer that finds something else
+    /// planted under the lock's name (a symlink, a directory, a file of
+    /// another user) moves it aside and uses a fresh lock file.
     pub(crate) fn acquire_with(
         dir: &Path,
         name: &str,
@@ -58,22 +103,23 @@ impl DirLock {
         wait: bool,
         create: bool,
     ) -> io::Result<Option<DirLock>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(create)
-            .create(create)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(dir.join(name))?;
+        let path = dir.join(name);
+        let file = match open_lock_file(&path, create) {
+            Err(e) if create && planted(&e) => {
+                set_aside(&path, &e)?;
+                open_lock_file(&path, create)?
+            }
+            other => other?,
+        };
+        let lock = DirLock { file };
         let mut op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
         if !wait {
             op |= libc::LOCK_NB;
         }
         loop {
             // SAFETY: a valid descriptor.
-            if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-                return Ok(Some(DirLock { _file: file }));
+            if unsafe { libc::flock(lock.file.as_raw_fd(), op) } == 0 {
+                return Ok(Some(lock));
             }
             let error = io::Error::last_os_error();
             match error.raw_os_error() {
@@ -90,7 +136,59 @@ impl DirLock {
     }
 }
 
-/// Takes the process's liveness lock on `file`.
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        super::fork::forget_lock_fd(self.file.as_raw_fd());
+    }
+}
+
+/// Opens a lock file (under the gate, registered for the fork handler)
+/// and checks that it is a regular file of ours.
+fn open_lock_file(path: &Path, create: bool) -> io::Result<File> {
+    let file = crate::gate::locked(|| {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(create)
+            .create(create)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(path)?;
+        super::fork::remember_lock_fd(file.as_raw_fd());
+        Ok::<_, io::Error>(file)
+    })?;
+    let meta = file.metadata()?;
+    // SAFETY: geteuid has no preconditions.
+    if !meta.is_file() || meta.uid() != unsafe { libc::geteuid() } {
+        super::fork::forget_lock_fd(file.as_raw_fd());
+        return Err(io::Error::other("not a regular file of ours"));
+    }
+    Ok(file)
+}
+
+/// Whether opening a lock file failed because something other than a
+/// lock file of ours stands under its name.
+fn planted(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ELOOP | libc::EISDIR | libc::ENXIO | libc::EACCES | libc::ENOTDIR))
+        || e.kind() == io::ErrorKind::Other
+}
+
+/// Moves whatever was planted at `path` out of the way, keeping it for
+/// whoever wants to look at it.
+fn set_aside(path: &Path, why: &io::Error) -> io::Result<()> {
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let aside = path.with_file_name(format!("{name}.planted-{nanos}"));
+    fs::rename(path, &aside)?;
+    crate::notice::warn(format!(
+        "{} could not be used as a lock file ({why}); moved it to {} and made a new one",
+        path.display(),
+        aside.display()
+    ));
+    Ok(())
+}
+
+/// Takes the process's liveness lock on `fd`.
 pub(crate) fn lock_for_life(file: &File) -> io::Result<()> {
     let lock = whole_file(libc::F_WRLCK as i16);
     // SAFETY: a valid descriptor and flock struct.
@@ -121,14 +219,27 @@ fn whole_file(kind: i16) -> libc::flock {
 }
 
 /// Opens a shard for reading: no symlinks, regular files owned by us only.
+///
+/// If the file turns out to be this process's own shard (reached under
+/// another name), its descriptor is kept open for good rather than
+/// closed: closing it would drop this process's liveness lock.
 pub(crate) fn open_for_read(path: &Path) -> Result<File, super::format::ShardError> {
     use super::format::ShardError;
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)
-        .map_err(|e| if e.raw_os_error() == Some(libc::ELOOP) { ShardError::Untrusted } else { ShardError::Io })?;
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => ShardError::Untrusted,
+            Some(libc::EMFILE | libc::ENFILE) => ShardError::Descriptors,
+            _ => ShardError::Io,
+        })?;
     let meta = file.metadata().map_err(|_| ShardError::Io)?;
+    if super::own().is_some_and(|own| own.file_identity() == identity(&meta)) {
+        core::mem::forget(file);
+        crate::notice::warn(format!("{} is this process's own shard; not reading it by name", path.display()));
+        return Err(ShardError::Io);
+    }
     // SAFETY: geteuid has no preconditions.
     if !meta.is_file() || meta.uid() != unsafe { libc::geteuid() } {
         return Err(ShardError::Untrusted);
@@ -136,42 +247,109 @@ pub(crate) fn open_for_read(path: &Path) -> Result<File, super::format::ShardErr
     Ok(file)
 }
 
-/// The `.promshard` files in `dir`, sorted by name.
-pub(crate) fn list(dir: &Path) -> io::Result<Vec<PathBuf>> {
-    Ok(list_all(dir)?.0)
+/// What a directory holds for a scrape.
+#[derive(Clone, Default)]
+pub(crate) struct Listing {
+    /// `.promshard` files, sorted by name, without this process's own.
+    pub(crate) shards: Vec<PathBuf>,
+    /// Python prometheus_client `.db` files, sorted by name.
+    pub(crate) python: Vec<PathBuf>,
+    /// Shards being created, or left half made by a creator that died.
+    pub(crate) half_made: Vec<PathBuf>,
 }
 
-/// The `.promshard` and the `.db` files in `dir`, each sorted by name, in
-/// one pass over the directory (a directory that saw thousands of workers
-/// come and go stays large on some file systems, so it is read once).
-pub(crate) fn list_all(dir: &Path) -> io::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
-    let (mut shards, mut python) = (Vec::new(), Vec::new());
+/// Lists `dir` in one pass (a directory that saw thousands of workers
+/// come and go stays large on some file systems, so it is read once),
+/// leaving out `own_name`.
+pub(crate) fn list_all(dir: &Path, own_name: Option<&str>) -> io::Result<Listing> {
+    let mut listing = Listing::default();
     for entry in fs::read_dir(dir)?.filter_map(|e| e.ok()) {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if Some(name) == own_name {
+            continue;
+        }
         let path = entry.path();
-        match path.extension().and_then(|e| e.to_str()) {
-            Some(EXTENSION) => shards.push(path),
-            Some("db") => python.push(path),
-            _ => {}
+        if name.starts_with('.') && name.ends_with(&format!(".{EXTENSION}{TEMP_SUFFIX}")) {
+            listing.half_made.push(path);
+        } else if name.ends_with(&format!(".{EXTENSION}")) && !name.starts_with('.') {
+            listing.shards.push(path);
+        } else if name.ends_with(".db") {
+            listing.python.push(path);
         }
     }
-    shards.sort();
-    python.sort();
-    Ok((shards, python))
+    listing.shards.sort();
+    listing.python.sort();
+    Ok(listing)
 }
 
-/// Creates a new shard file for this process, exclusively, 0600, never
-/// through a symlink, and takes its liveness lock.
-pub(crate) fn create_own(dir: &Path, pid: u32, nonce: u64) -> io::Result<(File, PathBuf)> {
-    let path = dir.join(own_name(pid, nonce));
+/// The `.promshard` files in `dir`, sorted by name, without `own_name`.
+pub(crate) fn list(dir: &Path, own_name: Option<&str>) -> io::Result<Vec<PathBuf>> {
+    Ok(list_all(dir, own_name)?.shards)
+}
+
+/// Removes a half-made shard whose creator is gone: older than
+/// [`STALE_AFTER`] and not locked by anyone. Returns whether it did.
+pub(crate) fn remove_if_abandoned(path: &Path) -> bool {
+    let Ok(file) = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path) else {
+        return false;
+    };
+    let Ok(meta) = file.metadata() else { return false };
+    if super::own().is_some_and(|own| own.file_identity() == identity(&meta)) {
+        core::mem::forget(file);
+        return false;
+    }
+    let old = meta.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age >= STALE_AFTER);
+    if !old || !matches!(holder(&file), Ok(None)) {
+        return false;
+    }
+    fs::remove_file(path).is_ok()
+}
+
+/// Creates this process's shard: a temporary file, locked, with `len`
+/// bytes reserved on disk (a sparse file would fault inside a plain
+/// `inc()` when the disk fills up), filled by `fill`, then renamed to
+/// its final name.
+pub(crate) fn create_own(
+    dir: &Path,
+    pid: u32,
+    nonce: u64,
+    len: usize,
+    fill: impl FnOnce(&File) -> io::Result<()>,
+) -> io::Result<(File, PathBuf)> {
+    let name = own_name(pid, nonce);
+    let temp = dir.join(format!(".{name}{TEMP_SUFFIX}"));
+    let path = dir.join(&name);
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&path)?;
-    lock_for_life(&file)?;
+        .open(&temp)?;
+    let made = (|| {
+        lock_for_life(&file)?;
+        reserve(&file, len)?;
+        fill(&file)?;
+        fs::rename(&temp, &path)
+    })();
+    if let Err(e) = made {
+        let _ = fs::remove_file(&temp);
+        return Err(e);
+    }
     Ok((file, path))
+}
+
+/// Reserves `len` bytes of disk for `file` (and sets its length).
+fn reserve(file: &File, len: usize) -> io::Result<()> {
+    // SAFETY: a valid descriptor.
+    match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) } {
+        0 => Ok(()),
+        code => Err(io::Error::other(format!(
+            "cannot reserve {len} bytes for the shard ({}); is the disk full?",
+            io::Error::from_raw_os_error(code)
+        ))),
+    }
 }
 
 pub(crate) fn own_name(pid: u32, nonce: u64) -> String {

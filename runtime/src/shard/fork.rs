@@ -9,7 +9,7 @@
 //! allocation and no lock (the [`gate`](crate::gate) is taken before the
 //! fork and released on both sides).
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Once;
@@ -19,8 +19,36 @@ use super::format::{HEADER_LEN, checksum};
 use crate::gate;
 
 /// Set in a child whose new shard could not be created; its recordings go
-/// to private memory, and this is reported after the fork.
+/// to private memory. The child also counts itself in its parent's
+/// `promshard_fork_fallbacks_total` before it lets go of the parent's
+/// file, so the parent's next scrape reports it.
 pub(crate) static FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Descriptors of directory locks (`flock`s) this process has open. A
+/// forked child shares the open file behind each, so it would hold the
+/// lock for as long as it keeps its copy: the child handler closes them.
+static LOCK_FDS: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
+
+/// Registers a directory lock's descriptor; call under the gate, right
+/// after opening it, so that no fork falls in between.
+pub(crate) fn remember_lock_fd(fd: i32) {
+    loop {
+        if LOCK_FDS.iter().any(|slot| slot.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed).is_ok()) {
+            return;
+        }
+        // 64 directory operations at once in one process: wait for one.
+        std::thread::yield_now();
+    }
+}
+
+/// Unregisters a directory lock's descriptor before it is closed.
+pub(crate) fn forget_lock_fd(fd: i32) {
+    for slot in &LOCK_FDS {
+        if slot.compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            return;
+        }
+    }
+}
 
 /// Registers the fork handlers once. The gate handlers are needed even in
 /// memory mode; the shard switch only when `own()` is set.
@@ -48,6 +76,14 @@ extern "C" fn parent() {
 }
 
 extern "C" fn child() {
+    for slot in &LOCK_FDS {
+        let fd = slot.swap(-1, Ordering::Relaxed);
+        if fd >= 0 {
+            // SAFETY: our copy of an inherited descriptor; the parent's
+            // stays open (and locked) on its side.
+            unsafe { libc::close(fd) };
+        }
+    }
     if let Some(shard) = super::own() {
         // SAFETY: we are the only thread of the child; see `switch`.
         if !unsafe { switch(shard) } {
@@ -57,16 +93,18 @@ extern "C" fn child() {
     gate::unlock();
 }
 
-/// Creates, locks and fills the child's shard, then maps it over the
-/// parent's mapping. On any failure, maps private zeroed memory there
-/// instead, so the child never writes into its parent's file.
+/// Creates, locks and fills the child's shard under a temporary name,
+/// with its space reserved, renames it, then maps it over the parent's
+/// mapping. On any failure, counts the failure in the parent's file and
+/// maps private zeroed memory there instead, so the child never writes
+/// into its parent's file.
 ///
 /// # Safety
 ///
 /// Only from the fork child handler: single-threaded, async-signal-safe
 /// calls only.
 unsafe fn switch(shard: &OwnShard) -> bool {
-    let mut path = [0u8; 4096];
+    let (mut path, mut temp) = ([0u8; 4096], [0u8; 4096]);
     // SAFETY: getpid and clock_gettime are async-signal-safe.
     let pid = unsafe { libc::getpid() } as u32;
     let mut now: libc::timespec = unsafe { core::mem::zeroed() };
@@ -78,20 +116,23 @@ unsafe fn switch(shard: &OwnShard) -> bool {
     seed[12..].copy_from_slice(&nanos.to_le_bytes());
     let nonce = checksum(&seed);
 
-    let Some(len) = shard_path(&mut path, shard.dir.as_os_str().as_bytes(), pid, nonce) else {
+    let dir = shard.dir.as_os_str().as_bytes();
+    let (Some(len), Some(temp_len)) =
+        (shard_path(&mut path, dir, pid, nonce, false), shard_path(&mut temp, dir, pid, nonce, true))
+    else {
         return unsafe { fall_back(shard) };
     };
-    let path = &path[..=len];
+    let (path, temp) = (&path[..=len], &temp[..=temp_len]);
     let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // SAFETY: `path` is NUL-terminated.
-    let fd = unsafe { libc::open(path.as_ptr().cast(), flags, 0o600 as libc::c_uint) };
+    // SAFETY: `temp` is NUL-terminated.
+    let fd = unsafe { libc::open(temp.as_ptr().cast(), flags, 0o600 as libc::c_uint) };
     if fd < 0 {
         return unsafe { fall_back(shard) };
     }
     // SAFETY: raw calls on our new descriptor and on the mapping, which is
     // `shard.len` bytes at `shard.base` (and stays so until the mmap below
     // replaces it with the same length).
-    let ok = unsafe {
+    let written = unsafe {
         let mut lock: libc::flock = core::mem::zeroed();
         lock.l_type = libc::F_WRLCK as i16;
         lock.l_whence = libc::SEEK_SET as i16;
@@ -104,11 +145,25 @@ unsafe fn switch(shard: &OwnShard) -> bool {
         header[HEADER_LEN - 8..].copy_from_slice(&sum.to_le_bytes());
 
         libc::fcntl(fd, libc::F_SETLK, &lock) == 0
-            && libc::ftruncate(fd, shard.len as libc::off_t) == 0
+            && reserve(fd, shard.len)
             // Header, schema and string log (the values the parent had
             // interned stay valid in the child); slots stay zero.
             && write_all(fd, shard.base.add(HEADER_LEN), shard.slots_offset - HEADER_LEN, HEADER_LEN)
             && write_all(fd, header.as_ptr(), HEADER_LEN, 0)
+    };
+    // SAFETY: NUL-terminated paths.
+    if !written || unsafe { libc::rename(temp.as_ptr().cast(), path.as_ptr().cast()) } != 0 {
+        // SAFETY: our descriptor and NUL-terminated path.
+        unsafe {
+            libc::close(fd);
+            libc::unlink(temp.as_ptr().cast());
+            return fall_back(shard);
+        }
+    }
+    // SAFETY: as above; `stat` is plain old data.
+    let mapped = unsafe {
+        let mut stat: libc::stat = core::mem::zeroed();
+        libc::fstat(fd, &mut stat) == 0
             && libc::mmap(
                 shard.base.cast(),
                 shard.len,
@@ -117,8 +172,13 @@ unsafe fn switch(shard: &OwnShard) -> bool {
                 fd,
                 0,
             ) == shard.base.cast()
+            && {
+                shard.file_dev.store(stat.st_dev, Ordering::Relaxed);
+                shard.file_ino.store(stat.st_ino, Ordering::Relaxed);
+                true
+            }
     };
-    if !ok {
+    if !mapped {
         // SAFETY: our descriptor and NUL-terminated path.
         unsafe {
             libc::close(fd);
@@ -135,12 +195,38 @@ unsafe fn switch(shard: &OwnShard) -> bool {
     true
 }
 
+/// Reserves `len` bytes of disk for `fd`. A file system that cannot
+/// reserve space (`EOPNOTSUPP`) gets a plain length, as before.
+///
+/// # Safety
+///
+/// As for [`switch`].
+unsafe fn reserve(fd: libc::c_int, len: usize) -> bool {
+    loop {
+        // SAFETY: plain system calls on our descriptor.
+        if unsafe { libc::fallocate(fd, 0, 0, len as libc::off_t) } == 0 {
+            return true;
+        }
+        match unsafe { *libc::__errno_location() } {
+            libc::EINTR => continue,
+            libc::EOPNOTSUPP => return unsafe { libc::ftruncate(fd, len as libc::off_t) } == 0,
+            _ => return false,
+        }
+    }
+}
+
 /// Replaces the inherited mapping with private zeroed memory.
 ///
 /// # Safety
 ///
 /// As for [`switch`].
 unsafe fn fall_back(shard: &OwnShard) -> bool {
+    // Still the parent's file: count this child there, where the parent's
+    // next scrape sees it.
+    if let Some(slot) = super::FORK_FALLBACKS.core().slot_if_attached() {
+        // SAFETY: a counter slot inside the inherited mapping.
+        unsafe { (*slot).fetch_add(1, Ordering::Relaxed) };
+    }
     unsafe {
         libc::mmap(
             shard.base.cast(),
@@ -180,9 +266,10 @@ unsafe fn write_all(fd: libc::c_int, mut data: *const u8, mut len: usize, mut of
 }
 
 /// Writes `<dir>/p<pid>-<nonce as 16 hex>.promshard` and a NUL into `out`
-/// without allocating; returns the index of the NUL. Same name as
-/// [`super::file::own_name`].
-fn shard_path(out: &mut [u8], dir: &[u8], pid: u32, nonce: u64) -> Option<usize> {
+/// without allocating (with `temp`, the temporary name
+/// `<dir>/.p…promshard.tmp`); returns the index of the NUL. Same names as
+/// [`super::file::create_own`].
+fn shard_path(out: &mut [u8], dir: &[u8], pid: u32, nonce: u64, temp: bool) -> Option<usize> {
     let mut at = 0;
     let mut put = |bytes: &[u8]| {
         let end = at + bytes.len();
@@ -191,7 +278,7 @@ fn shard_path(out: &mut [u8], dir: &[u8], pid: u32, nonce: u64) -> Option<usize>
         Some(())
     };
     put(dir)?;
-    put(b"/p")?;
+    put(if temp { &b"/.p"[..] } else { &b"/p"[..] })?;
     let mut digits = [0u8; 10];
     let mut n = pid;
     let mut count = 0;
@@ -210,7 +297,7 @@ fn shard_path(out: &mut [u8], dir: &[u8], pid: u32, nonce: u64) -> Option<usize>
         *h = b"0123456789abcdef"[((nonce >> (60 - 4 * i)) & 0xf) as usize];
     }
     put(&hex)?;
-    put(b".promshard\0")?;
+    put(if temp { &b".promshard.tmp\0"[..] } else { &b".promshard\0"[..] })?;
     Some(at - 1)
 }
 
@@ -219,10 +306,14 @@ mod tests {
     #[test]
     fn fork_path_matches_own_name() {
         let mut out = [0u8; 128];
-        let end = super::shard_path(&mut out, b"/tmp/d", 4021, 0xab).unwrap();
+        let end = super::shard_path(&mut out, b"/tmp/d", 4021, 0xab, false).unwrap();
         let path = std::str::from_utf8(&out[..end]).unwrap();
-        assert_eq!(path, format!("/tmp/d/{}", super::super::file::own_name(4021, 0xab)));
+        let name = super::super::file::own_name(4021, 0xab);
+        assert_eq!(path, format!("/tmp/d/{name}"));
         assert_eq!(out[end], 0);
-        assert!(super::shard_path(&mut [0u8; 8], b"/tmp/d", 1, 1).is_none());
+        let end = super::shard_path(&mut out, b"/tmp/d", 4021, 0xab, true).unwrap();
+        let temp = std::str::from_utf8(&out[..end]).unwrap();
+        assert_eq!(temp, format!("/tmp/d/.{name}{}", super::super::file::TEMP_SUFFIX));
+        assert!(super::shard_path(&mut [0u8; 8], b"/tmp/d", 1, 1, false).is_none());
     }
 }

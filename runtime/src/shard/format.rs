@@ -35,10 +35,12 @@ pub(crate) enum ShardError {
     Io,
     /// A Python prometheus_client `.db` file that could not be parsed.
     Python,
+    /// The process is out of file descriptors (`ulimit -n`).
+    Descriptors,
 }
 
 impl ShardError {
-    pub(crate) const ALL: [ShardError; 8] = [
+    pub(crate) const ALL: [ShardError; 9] = [
         ShardError::Truncated,
         ShardError::Foreign,
         ShardError::Version,
@@ -47,6 +49,7 @@ impl ShardError {
         ShardError::Untrusted,
         ShardError::Io,
         ShardError::Python,
+        ShardError::Descriptors,
     ];
 
     pub(crate) fn reason(self) -> &'static str {
@@ -59,6 +62,7 @@ impl ShardError {
             ShardError::Untrusted => "untrusted",
             ShardError::Io => "io",
             ShardError::Python => "python",
+            ShardError::Descriptors => "descriptors",
         }
     }
 }
@@ -75,6 +79,7 @@ impl ShardError {
             ShardError::Untrusted => "a symlink, not a regular file, or owned by another user",
             ShardError::Io => "could not be opened or read",
             ShardError::Python => "a Python .db file that could not be parsed",
+            ShardError::Descriptors => "no file descriptor left to open it (raise `ulimit -n`)",
         };
         format!("{}: {what}", self.reason())
     }
@@ -376,11 +381,45 @@ fn mode_code(mode: GaugeMode) -> u8 {
     MODES.iter().position(|m| *m == mode).expect("every mode is listed") as u8
 }
 
+/// What the descriptors of a decoded schema point into: every string
+/// and list, owned, so that a schema's memory goes when the schema does
+/// (a long run meets a new archive schema at every compaction that sees
+/// a new bounded label value, so nothing of a schema may be leaked).
+///
+/// The descriptors are handed out as `&'static` because `Descriptor` is
+/// built for declared metrics, which live for ever. That is sound only
+/// while the storage lives: the owner of the storage (the decoded
+/// `Schema`) must outlive every descriptor taken from it, which the
+/// readers ensure by holding the schema's `Arc` wherever they keep one.
+#[derive(Default)]
+pub(crate) struct SchemaStorage {
+    strings: Vec<Box<str>>,
+    lists: Vec<Box<[&'static str]>>,
+    domains: Vec<Box<[LabelDomain]>>,
+    floats: Vec<Box<[f64]>>,
+    // Boxed: a descriptor must not move when the vector grows.
+    #[allow(clippy::vec_box)]
+    descriptors: Vec<Box<Descriptor>>,
+}
+
+/// Moves `value` into `store` and returns a reference to its heap copy,
+/// which stays put while the storage lives (moving a `Box` does not move
+/// what it points to).
+fn keep<T: ?Sized>(store: &mut Vec<Box<T>>, value: Box<T>) -> &'static T {
+    let at: *const T = &*value;
+    store.push(value);
+    // SAFETY: see `SchemaStorage`: valid while the storage lives.
+    unsafe { &*at }
+}
+
 /// Reads a schema written by [`encode_schema`], checking every offset
-/// against the slot count. Strings are leaked: callers cache schemas by
-/// checksum, so each distinct schema is leaked once.
-pub(crate) fn decode_schema(bytes: &[u8], slots_count: u64) -> Result<Vec<SchemaEntry>, ShardError> {
-    let mut r = Reader { bytes, at: 0 };
+/// against the slot count; what the entries point to is put in `store`.
+pub(crate) fn decode_schema(
+    bytes: &[u8],
+    slots_count: u64,
+    store: &mut SchemaStorage,
+) -> Result<Vec<SchemaEntry>, ShardError> {
+    let mut r = Reader { bytes, at: 0, store };
     let count = r.u32()? as usize;
     let mut entries = Vec::with_capacity(count.min(4096));
     for _ in 0..count {
@@ -403,7 +442,7 @@ pub(crate) fn decode_schema(bytes: &[u8], slots_count: u64) -> Result<Vec<Schema
                     for _ in 0..n {
                         values.push(r.str()?);
                     }
-                    LabelDomain::Values(leak(values))
+                    LabelDomain::Values(keep(&mut r.store.lists, values.into_boxed_slice()))
                 }
                 1 => LabelDomain::Bounded { capacity: r.u32()? as usize },
                 _ => return Err(ShardError::Schema),
@@ -439,17 +478,17 @@ pub(crate) fn decode_schema(bytes: &[u8], slots_count: u64) -> Result<Vec<Schema
             help,
             unit: (!unit.is_empty()).then_some(unit),
             kind,
-            label_names: leak(names),
-            label_domains: leak(domains),
-            buckets: leak(buckets),
-            states: leak(states),
+            label_names: keep(&mut r.store.lists, names.into_boxed_slice()),
+            label_domains: keep(&mut r.store.domains, domains.into_boxed_slice()),
+            buckets: keep(&mut r.store.floats, buckets.into_boxed_slice()),
+            states: keep(&mut r.store.lists, states.into_boxed_slice()),
             mode,
             series,
             width,
             file: "",
             line: 0,
         };
-        entries.push(SchemaEntry { desc: Box::leak(Box::new(desc)), offset });
+        entries.push(SchemaEntry { desc: keep(&mut r.store.descriptors, Box::new(desc)), offset });
     }
     if r.at != bytes.len() {
         return Err(ShardError::Schema);
@@ -457,13 +496,10 @@ pub(crate) fn decode_schema(bytes: &[u8], slots_count: u64) -> Result<Vec<Schema
     Ok(entries)
 }
 
-fn leak<T>(v: Vec<T>) -> &'static [T] {
-    Box::leak(v.into_boxed_slice())
-}
-
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
+    store: &'a mut SchemaStorage,
 }
 
 impl<'a> Reader<'a> {
@@ -486,6 +522,6 @@ impl<'a> Reader<'a> {
         let len = self.u32()? as usize;
         let bytes = self.take(len)?;
         let s = std::str::from_utf8(bytes).map_err(|_| ShardError::Schema)?;
-        Ok(Box::leak(s.to_owned().into_boxed_str()))
+        Ok(keep(&mut self.store.strings, s.into()))
     }
 }

@@ -11,17 +11,17 @@
 //! text.
 
 use core::sync::atomic::{AtomicU64, Ordering};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use super::file;
 use super::format::{SchemaEntry, ShardError};
-use super::read::{Shard, ShardCache};
+use super::read::{Schema, Shard, ShardCache};
 use super::sparse::{Acc, Number, SparseFamily, SparseKind};
-use super::{file, own};
 use crate::descriptor::{Descriptor, GaugeMode, Kind};
 use crate::expose::Format;
-use crate::expose::plan::{self, FamilyPlan, Source};
+use crate::expose::plan::{self, Source};
 use crate::labels::LabelDomain;
 use crate::python_db::{self, PyGaugeMode, PyKind};
 
@@ -33,18 +33,26 @@ pub(crate) fn errors() -> impl Iterator<Item = (ShardError, u64)> {
     ShardError::ALL.iter().zip(&ERRORS).map(|(e, n)| (*e, n.load(Ordering::Relaxed)))
 }
 
-/// Counts a bad file and logs it once per file and reason; the scrape goes
-/// on without it.
-pub(crate) fn report(path: &Path, error: ShardError) {
-    ERRORS[ShardError::ALL.iter().position(|e| *e == error).expect("listed")].fetch_add(1, Ordering::Relaxed);
-    crate::collector::warn_once(&format!("skipping {} ({error})", path.display()));
+/// Counts a bad file and logs it, once per file and problem however many
+/// scrapes meet it; the scrape goes on without it. Running out of
+/// descriptors is counted every time: it is the process's state, not the
+/// file's.
+fn report(cache: &mut ShardCache, path: &Path, error: ShardError) {
+    let new = cache.newly_bad(path, error);
+    if new || error == ShardError::Descriptors {
+        ERRORS[ShardError::ALL.iter().position(|e| *e == error).expect("listed")].fetch_add(1, Ordering::Relaxed);
+    }
+    if new {
+        crate::notice::warn(format!("skipping {} ({})", path.display(), error.describe()));
+    }
 }
 
 /// The merged families, sorted by name.
 pub(crate) struct Merged {
     families: Vec<Family>,
-    /// Dead shards not yet folded into the archive.
-    pub(crate) dead: usize,
+    /// Whether the directory holds files for a compaction to deal with:
+    /// dead shards not yet folded into the archive, or abandoned files.
+    pub(crate) compactable: bool,
 }
 
 enum Family {
@@ -55,9 +63,12 @@ enum Family {
 /// A family merged slot by slot: one summed copy of the slots, and one
 /// copy per process for per-process series.
 struct Dense {
-    plan: Arc<FamilyPlan>,
     merged: Option<SlotSet>,
     per_process: Vec<SlotSet>,
+    /// The schema the family's descriptor and plan belong to; declared
+    /// last so it outlives the references into it above.
+    schema: Arc<Schema>,
+    entry: usize,
 }
 
 struct SlotSet {
@@ -106,32 +117,22 @@ impl Source for ShardSource<'_> {
     }
 }
 
-/// Plans are built once per distinct descriptor (descriptors of decoded
-/// schemas are cached, so their addresses are stable).
-fn plan_for(desc: &'static Descriptor) -> Arc<FamilyPlan> {
-    static PLANS: Mutex<Option<HashMap<usize, Arc<FamilyPlan>>>> = Mutex::new(None);
-    let mut plans = PLANS.lock().unwrap_or_else(|e| e.into_inner());
-    let plans = plans.get_or_insert_with(HashMap::new);
-    plans.entry(desc as *const Descriptor as usize).or_insert_with(|| Arc::new(FamilyPlan::new(desc))).clone()
-}
-
 /// This process's scrape of its shard directory: the merge, then, when it
-/// met dead workers' shards, their compaction into the archive.
+/// met dead workers' shards or abandoned files, a compaction.
 ///
-/// It runs under the gate: its caches are behind locks that a fork must
-/// not catch held, or a child that scrapes would wait forever. A fork
-/// waits for the scrape to end instead.
-pub(crate) fn scrape(dir: &Path) -> Merged {
-    crate::gate::locked(|| {
-        let merged = collect_with(dir, own().filter(|o| o.dir == dir));
-        if merged.dead > 0 {
-            super::compact::compact(dir);
-        }
-        merged
-    })
+/// Nothing here holds the gate: the caches are taken out of their tables
+/// for the scrape, and the directory locks are `flock`s, which a fork
+/// handler lets go of in the child.
+pub(crate) fn scrape(own: &'static super::OwnShard) -> Merged {
+    let merged = collect_with(&own.dir, Some(own));
+    if merged.compactable {
+        super::compact::compact(&own.dir);
+    }
+    merged
 }
 
-/// As [`collect`], for a reader that may hold no shard (the CLI, a sidecar).
+/// The merge of `dir` for a reader that may hold no shard (the CLI, a
+/// sidecar), or holds `own` there.
 pub(crate) fn collect_with(dir: &Path, own: Option<&'static super::OwnShard>) -> Merged {
     // Shared: compaction (exclusive) never swaps the archive and deletes
     // absorbed shards in the middle of our read.
@@ -139,44 +140,45 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static super::OwnShard>) ->
     // before any compaction can happen; a reader never creates it.
     let _read = file::DirLock::acquire_with(dir, COMPACT_LOCK, false, true, false).ok().flatten();
     let own_name = own.map(|o| o.file_name());
+    let mut cache = ShardCache::take();
     let mut shards = Vec::new();
     if let Some(own) = own {
-        match Shard::own(own) {
+        match cache.own(own) {
             Ok(shard) => shards.push(shard),
-            Err(e) => report(&dir.join(own.file_name()), e),
+            Err(e) => report(&mut cache, &dir.join(own.file_name()), e),
         }
     }
-    let mut cache = ShardCache::lock();
     let mut seen = HashSet::new();
-    let (shard_paths, python_paths) = cache.list(dir).unwrap_or_default();
-    for path in shard_paths {
-        if path.file_name().is_some_and(|n| Some(n.to_string_lossy().as_ref()) == own_name.as_deref()) {
-            continue;
-        }
-        match cache.open(&path) {
+    let listing = cache.list(dir, own_name.as_deref()).unwrap_or_default();
+    for path in &listing.shards {
+        match cache.open(path) {
             Ok(shard) => shards.push(shard),
-            Err(e) => report(&path, e),
+            Err(e) => report(&mut cache, path, e),
         }
-        seen.insert(path);
+        seen.insert(path.clone());
+    }
+    seen.extend(listing.python.iter().cloned());
+    for (path, e) in core::mem::take(&mut cache.problems) {
+        report(&mut cache, &path, e);
     }
     cache.retain(&seen);
-    drop(cache);
     let archives: Vec<Shard> = shards.iter().filter(|s| s.archive).cloned().collect();
     shards.retain(|s| !archives.iter().any(|a| a.absorbed(&s.name)));
-    let dead = shards.iter().filter(|s| !s.live && !s.archive).count();
+    let dead = shards.iter().any(|s| !s.live && !s.archive);
     loop {
-        let mut merged = merge(&shards, read_python(&python_paths));
+        let python = read_python(&mut cache, &listing.python);
+        let mut merged = merge(&shards, python);
         // A file that shrank under its mapping during the merge gave zeros
         // for the vanished pages: drop it and merge again without it.
         let damaged: Vec<String> = shards.iter().filter(|s| s.damaged()).map(|s| s.name.clone()).collect();
         if damaged.is_empty() {
-            merged.dead = dead;
+            merged.compactable = dead || !listing.half_made.is_empty();
+            cache.put_back();
             return merged;
         }
-        let mut cache = ShardCache::lock();
         for name in &damaged {
             let path = dir.join(name);
-            report(&path, ShardError::Truncated);
+            report(&mut cache, &path, ShardError::Truncated);
             cache.forget(&path);
         }
         shards.retain(|s| !damaged.contains(&s.name));
@@ -226,7 +228,7 @@ fn merge(shards: &[Shard], python: BTreeMap<String, SparseFamily>) -> Merged {
             && desc.label_domains.iter().all(|d| matches!(d, LabelDomain::Values(_)))
             && contributions.iter().all(|(s, i)| s.schema.fingerprints[*i] == fingerprint);
         let family = if dense {
-            Family::Dense(merge_dense(desc, &contributions))
+            Family::Dense(merge_dense(first_shard, first, &contributions))
         } else {
             let mut sparse = SparseFamily::new(name, desc.help, desc.unit, SparseKind::Metric(desc.kind, desc.mode));
             for (shard, i) in &contributions {
@@ -248,10 +250,11 @@ fn merge(shards: &[Shard], python: BTreeMap<String, SparseFamily>) -> Merged {
             }
         }
     }
-    Merged { families: families.into_values().collect(), dead: 0 }
+    Merged { families: families.into_values().collect(), compactable: false }
 }
 
-fn merge_dense(desc: &'static Descriptor, contributions: &[(&Shard, usize)]) -> Dense {
+fn merge_dense(first: &Shard, entry: usize, contributions: &[(&Shard, usize)]) -> Dense {
+    let desc = first.schema.entries[entry].desc;
     let zeroed = || (0..desc.slots()).map(|_| AtomicU64::new(0)).collect::<Vec<_>>();
     let mut merged: Option<Vec<AtomicU64>> = None;
     let mut copies = Vec::new();
@@ -272,9 +275,8 @@ fn merge_dense(desc: &'static Descriptor, contributions: &[(&Shard, usize)]) -> 
         fold(desc, target, slots, stamps_seen);
         stamps_seen = true;
     }
-    let plan = plan_for(desc);
     let merged = merged.map(|slots| SlotSet { source: PlainSource { desc, extra: String::new() }, slots });
-    Dense { plan, merged, per_process: copies }
+    Dense { merged, per_process: copies, schema: first.schema.clone(), entry }
 }
 
 /// Adds one shard's slots into `target`, by kind and gauge mode.
@@ -374,7 +376,7 @@ pub(crate) fn add_sparse(family: &mut SparseFamily, shard: &Shard, metric: usize
 
 /// Python prometheus_client's `.db` files, merged as its
 /// `MultiProcessCollector` does. Files are only read, never changed.
-fn read_python(paths: &[std::path::PathBuf]) -> BTreeMap<String, SparseFamily> {
+fn read_python(cache: &mut ShardCache, paths: &[std::path::PathBuf]) -> BTreeMap<String, SparseFamily> {
     let mut families: BTreeMap<String, SparseFamily> = BTreeMap::new();
     for path in paths {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
@@ -385,7 +387,7 @@ fn read_python(paths: &[std::path::PathBuf]) -> BTreeMap<String, SparseFamily> {
             // process dead; that is not an error.
             Err(_) if !path.exists() => continue,
             Err(_) => {
-                report(path, ShardError::Python);
+                report(cache, path, ShardError::Python);
                 continue;
             }
         };
@@ -453,9 +455,10 @@ impl Merged {
             match family {
                 Family::Sparse(sparse) => sparse.encode(format, out),
                 Family::Dense(dense) => {
-                    dense.plan.encode_header(format, out);
+                    let plan = &dense.schema.plans[dense.entry];
+                    plan.encode_header(format, out);
                     for set in dense.merged.iter().chain(&dense.per_process) {
-                        dense.plan.encode_samples(&set.source, &set.slots, out);
+                        plan.encode_samples(&set.source, &set.slots, out);
                     }
                 }
             }
@@ -469,7 +472,7 @@ impl Merged {
                 Family::Sparse(sparse) => sparse.visit(|name, labels, value: Number| f(name, labels, value.as_f64())),
                 Family::Dense(dense) => {
                     for set in dense.merged.iter().chain(&dense.per_process) {
-                        crate::expose::visit_family(&dense.plan, &set.source, &set.slots, f);
+                        crate::expose::visit_family(&dense.schema.plans[dense.entry], &set.source, &set.slots, f);
                     }
                 }
             }

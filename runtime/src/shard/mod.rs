@@ -30,7 +30,14 @@ pub const DIR_ENV: &str = "PROMSHARD_DIR";
 
 /// This process's shard.
 pub(crate) struct OwnShard {
+    /// The directory, absolute and free of symlinks, resolved once when
+    /// the shard was created (a later `chdir` changes nothing).
     pub(crate) dir: PathBuf,
+    /// The directory's identity: any spelling of it names the same one.
+    dir_id: file::Identity,
+    /// The current file's identity; it changes in a forked child.
+    file_dev: AtomicU64,
+    file_ino: AtomicU64,
     base: *mut u8,
     len: usize,
     slots_offset: usize,
@@ -56,20 +63,47 @@ pub(crate) fn own() -> Option<&'static OwnShard> {
     OWN.get()
 }
 
+/// This process's shard, if `dir` (in any spelling: relative, through a
+/// symlink, with `..`) is its directory.
+pub(crate) fn own_in(dir: &Path) -> Option<&'static OwnShard> {
+    let own = own()?;
+    (file::dir_identity(dir) == Some(own.dir_id)).then_some(own)
+}
+
 static CONFIGURED: OnceLock<PathBuf> = OnceLock::new();
 
 /// The shard directory: set by [`init`](crate::multiprocess::init), else
-/// `PROMSHARD_DIR`.
+/// `PROMSHARD_DIR`, made absolute against the working directory of the
+/// moment (a relative path must not change meaning with a later `chdir`).
 pub(crate) fn configured_dir() -> Option<PathBuf> {
-    CONFIGURED.get().cloned().or_else(|| std::env::var_os(DIR_ENV).filter(|v| !v.is_empty()).map(PathBuf::from))
+    let dir =
+        CONFIGURED.get().cloned().or_else(|| std::env::var_os(DIR_ENV).filter(|v| !v.is_empty()).map(PathBuf::from))?;
+    Some(std::path::absolute(&dir).unwrap_or(dir))
 }
 
-/// Sets the shard directory; false when one was set already.
+/// Sets the shard directory, made absolute now; false when one was set
+/// already.
 pub(crate) fn configure(dir: PathBuf) -> bool {
-    CONFIGURED.set(dir).is_ok()
+    CONFIGURED.set(std::path::absolute(&dir).unwrap_or(dir)).is_ok()
 }
+
+/// Children forked from a recording process whose own shard could not be
+/// made; they record into private memory that no scrape sees, so each is
+/// counted here, in the parent's file, by the fork handler.
+pub(crate) static FORK_FALLBACKS: crate::Counter = crate::Counter::new(crate::Opts::new(
+    "promshard_fork_fallbacks",
+    "Forked children that could not create a shard of their own and record where no scrape sees them.",
+));
+
+#[linkme::distributed_slice(crate::registry::METRICS)]
+static FORK_FALLBACKS_ENTRY: &crate::MetricCore = FORK_FALLBACKS.core();
 
 impl OwnShard {
+    /// The identity of the current file.
+    pub(crate) fn file_identity(&self) -> file::Identity {
+        (self.file_dev.load(Ordering::Relaxed), self.file_ino.load(Ordering::Relaxed))
+    }
+
     /// The file name of the current shard.
     pub(crate) fn file_name(&self) -> String {
         file::own_name(self.pid.load(Ordering::Relaxed), self.nonce.load(Ordering::Relaxed))
@@ -107,11 +141,11 @@ pub(crate) fn start(
     slots: usize,
     log_capacity: usize,
 ) -> io::Result<ShardArena> {
-    file::prepare_dir(dir)?;
-    let _start = file::DirLock::start(dir)?;
-    clear_previous_run(dir)?;
+    let (dir, dir_id) = file::prepare_dir(dir)?;
+    let _start = file::DirLock::start(&dir)?;
+    clear_previous_run(&dir)?;
     // Readers take it shared; it must exist before any compaction can run.
-    drop(file::DirLock::acquire(dir, merge::COMPACT_LOCK, false, false)?);
+    drop(file::DirLock::acquire(&dir, merge::COMPACT_LOCK, false, false)?);
 
     let schema = format::encode_schema(metrics);
     let pid = std::process::id();
@@ -122,24 +156,15 @@ pub(crate) fn start(
     let slots_offset = header.slots_offset as usize;
     let len = header.file_len();
 
-    let (file, path) = file::create_own(dir, pid, nonce)?;
-    let written = (|| {
-        file.set_len(len as u64)?;
+    let (file, _path) = file::create_own(&dir, pid, nonce, len, |file| {
         use std::os::unix::fs::FileExt;
         file.write_all_at(&header.encode(), 0)?;
-        file.write_all_at(&schema, header.schema_offset)?;
-        // SAFETY: the file is ours (created exclusively, locked) and sized;
-        // the mapping is never unmapped, see below.
-        let map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(&file)? };
-        Ok::<_, io::Error>(map)
-    })();
-    let map = match written {
-        Ok(map) => map,
-        Err(e) => {
-            let _ = std::fs::remove_file(&path);
-            return Err(e);
-        }
-    };
+        file.write_all_at(&schema, header.schema_offset)
+    })?;
+    let identity = file::identity(&file.metadata()?);
+    // SAFETY: the file is ours (created exclusively, locked) and sized;
+    // the mapping is never unmapped, see below.
+    let map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(&file)? };
     let base = map.as_ptr() as *mut u8;
     // The mapping must outlive every cached slot pointer: forever.
     core::mem::forget(map);
@@ -147,7 +172,10 @@ pub(crate) fn start(
     // SAFETY: the strings region is inside the mapping, 8-aligned.
     let log = unsafe { StringLog::new(base.add(strings_offset), strings_len) };
     let shard = OwnShard {
-        dir: dir.to_owned(),
+        dir,
+        dir_id,
+        file_dev: AtomicU64::new(identity.0),
+        file_ino: AtomicU64::new(identity.1),
         base,
         len,
         slots_offset,
@@ -170,7 +198,11 @@ pub(crate) fn start(
 /// deployment never starts with the old run's counters. Python's `.db`
 /// files are never touched. Called under the directory's start lock.
 fn clear_previous_run(dir: &Path) -> io::Result<()> {
-    let shards = file::list(dir)?;
+    let listing = file::list_all(dir, None)?;
+    for half_made in &listing.half_made {
+        file::remove_if_abandoned(half_made);
+    }
+    let shards = listing.shards;
     let live = shards.iter().any(|p| {
         let file: Option<File> = file::open_for_read(p).ok();
         file.and_then(|f| file::holder(&f).ok().flatten()).is_some()
@@ -180,10 +212,10 @@ fn clear_previous_run(dir: &Path) -> io::Result<()> {
     }
     for path in &shards {
         if let Err(e) = std::fs::remove_file(path) {
-            ::log::warn!("promshard: could not remove {} of a previous run: {e}", path.display());
+            crate::notice::warn(format!("could not remove {} of a previous run: {e}", path.display()));
         }
     }
-    ::log::info!("promshard: cleared {} shard(s) of a previous run in {}", shards.len(), dir.display());
+    crate::notice::info(format!("cleared {} shard(s) of a previous run in {}", shards.len(), dir.display()));
     Ok(())
 }
 

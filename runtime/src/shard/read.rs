@@ -2,51 +2,72 @@
 //! liveness.
 
 use core::sync::atomic::{AtomicU64, Ordering};
-use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
 
 use super::format::{self, FLAG_ARCHIVE, Header, SchemaEntry, ShardError};
 use super::log::{self, INFO_POSITION};
 use super::{OwnShard, file};
+use crate::expose::plan::FamilyPlan;
+use crate::gate::GateCell;
+use crate::labels::{LabelDomain, OTHER};
 
 /// `position` of an archive record naming a shard file it absorbed.
 pub(crate) const ABSORBED_POSITION: u16 = u16::MAX - 1;
 
-/// A decoded schema and a fingerprint of each metric's definition, so
-/// identical metrics from different files can be merged slot by slot.
+/// A decoded schema: its entries, a fingerprint of each metric's
+/// definition (so identical metrics from different files merge slot by
+/// slot) and each metric's rendering plan. It owns everything its
+/// descriptors point to; see [`format::SchemaStorage`].
 pub(crate) struct Schema {
     pub(crate) entries: Vec<SchemaEntry>,
     pub(crate) fingerprints: Vec<u64>,
+    pub(crate) plans: Vec<FamilyPlan>,
+    // Last: dropped after everything that points into it.
+    _storage: format::SchemaStorage,
 }
 
-/// Distinct schemas decoded per process; each is leaked once, so a
-/// directory full of different (or hostile) schemas cannot grow memory
-/// without bound.
-const MAX_SCHEMAS: usize = 256;
+/// Schemas decoded, by checksum, length and slot count. Most shards share
+/// a few schemas, so each is decoded once; entries are weak, so a schema
+/// is freed when the last shard using it goes (an archive gets a new
+/// schema whenever compaction meets a new bounded value: over a long run
+/// that is an unbounded number of them).
+type SchemaKey = (u64, u64, u64);
+static SCHEMAS: GateCell<Option<HashMap<SchemaKey, Weak<Schema>>>> = GateCell::new(None);
 
 fn schema(bytes: &[u8], header: &Header) -> Result<Arc<Schema>, ShardError> {
-    type Cache = HashMap<(u64, u64, u64), Result<Arc<Schema>, ShardError>>;
-    static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
     if format::checksum(bytes) != header.schema_checksum {
         return Err(ShardError::Checksum);
     }
-    // Most shards share a few schemas: decode each once.
     let key = (header.schema_checksum, header.schema_len, header.slots_count);
-    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    let cache = cache.get_or_insert_with(HashMap::new);
-    if let Some(cached) = cache.get(&key) {
-        return cached.clone();
+    let cached = SCHEMAS.with(|cache| cache.as_ref().and_then(|c| c.get(&key)).and_then(Weak::upgrade));
+    if let Some(schema) = cached {
+        return Ok(schema);
     }
-    if cache.len() >= MAX_SCHEMAS {
-        return Err(ShardError::Schema);
-    }
-    let decoded = format::decode_schema(bytes, header.slots_count).map(|entries| {
-        let fingerprints = entries.iter().map(|e| format::checksum(&format::encode_schema(&[(e.desc, 0)]))).collect();
-        Arc::new(Schema { entries, fingerprints })
-    });
-    cache.insert(key, decoded.clone());
-    decoded
+    // Decoded outside the gate: it allocates and may be large.
+    let mut storage = format::SchemaStorage::default();
+    let entries = format::decode_schema(bytes, header.slots_count, &mut storage)?;
+    let fingerprints = entries.iter().map(|e| format::checksum(&format::encode_schema(&[(e.desc, 0)]))).collect();
+    let plans = entries.iter().map(|e| FamilyPlan::new(e.desc)).collect();
+    let decoded = Arc::new(Schema { entries, fingerprints, plans, _storage: storage });
+    Ok(SCHEMAS.with(|cache| {
+        let cache = cache.get_or_insert_with(HashMap::new);
+        if let Some(raced) = cache.get(&key).and_then(Weak::upgrade) {
+            return raced;
+        }
+        cache.insert(key, Arc::downgrade(&decoded));
+        // Forget schemas no shard uses any more, in proportion to growth.
+        if cache.len() > 64 && cache.len().is_power_of_two() {
+            cache.retain(|_, weak| weak.strong_count() > 0);
+        }
+        decoded
+    }))
+}
+
+/// How many distinct schemas are decoded and still in use (for tests).
+pub(crate) fn schemas_in_use() -> usize {
+    SCHEMAS.with(|cache| cache.as_ref().map_or(0, |c| c.values().filter(|w| w.strong_count() > 0).count()))
 }
 
 /// Parses a shard from bytes in memory (for fuzzing): header, schema and
@@ -97,7 +118,7 @@ struct LogView {
     /// metric → the latest info pairs.
     info: HashMap<u32, Vec<(String, String)>>,
     /// Shard files an archive has absorbed.
-    absorbed: std::collections::HashSet<String>,
+    absorbed: HashSet<String>,
 }
 
 /// One shard, ready to merge.
@@ -127,6 +148,7 @@ impl Shard {
     }
 
     fn open_file(path: &Path) -> Result<(Shard, std::fs::File), ShardError> {
+        // Mapped and parsed with nothing locked: a large file takes time.
         let file = file::open_for_read(path)?;
         let len = file.metadata().map_err(|_| ShardError::Io)?.len();
         if len < format::HEADER_LEN as u64 {
@@ -235,73 +257,141 @@ impl Shard {
         self.log.absorbed.iter().map(String::as_str)
     }
 
+    /// The text of a bounded label's value: from the string log, or
+    /// `other` for the overflow index (never logged: every process has it).
     pub(crate) fn bounded_value(&self, metric: usize, position: usize, index: usize) -> Option<&str> {
+        let domain = self.schema.entries.get(metric)?.desc.label_domains.get(position)?;
+        if matches!(domain, LabelDomain::Bounded { capacity } if *capacity == index) {
+            return Some(OTHER);
+        }
         self.log.bounded.get(&(metric as u32, position as u16, index as u32)).map(String::as_str)
     }
 }
 
-/// Shards other processes wrote, kept open and mapped between scrapes: a
-/// scrape then costs a `stat` and a lock query per file, not an open, a
-/// map and a parse.
+/// Shards other processes wrote, kept mapped between scrapes: a scrape
+/// then costs a `stat` and a lock query per live file, not an open, a map
+/// and a parse.
+///
+/// The cache is a process-wide table under the gate, but no scrape holds
+/// the gate while it works: a scrape takes the whole cache out, works on
+/// it with nothing locked, and puts it back. Two scrapes at once simply
+/// find less in the cache; a fork mid-scrape gives the child an empty one.
+#[derive(Default)]
 pub(crate) struct ShardCache {
-    entries: BTreeMap<std::path::PathBuf, Cached>,
-    listing: Option<Listing>,
+    entries: BTreeMap<PathBuf, Cached>,
+    listing: Option<CachedListing>,
+    /// This process's own shard, parsed (its schema never changes; a
+    /// forked child's file has another name, so it parses afresh).
+    own: Option<Shard>,
+    /// Files found unusable, so each is counted and logged once, not at
+    /// every scrape.
+    bad: BTreeMap<PathBuf, (file::Identity, ShardError)>,
+    /// Problems met while reusing cached shards, for the scrape to report.
+    pub(crate) problems: Vec<(PathBuf, ShardError)>,
 }
 
 /// A directory listing, reused while the directory's mtime is unchanged.
-struct Listing {
-    dir: std::path::PathBuf,
+struct CachedListing {
+    dir: PathBuf,
+    own_name: Option<String>,
     mtime: (i64, i64),
-    files: (Vec<std::path::PathBuf>, Vec<std::path::PathBuf>),
+    files: file::Listing,
 }
 
 struct Cached {
-    identity: (u64, u64),
-    file: std::fs::File,
+    identity: file::Identity,
+    /// Kept open to ask about the lock cheaply, while descriptors are
+    /// plentiful; without it the file is opened for each question.
+    file: Option<std::fs::File>,
     shard: Shard,
 }
 
+static CACHE: GateCell<ShardCache> = GateCell::new(ShardCache {
+    entries: BTreeMap::new(),
+    listing: None,
+    own: None,
+    bad: BTreeMap::new(),
+    problems: Vec::new(),
+});
+
 impl ShardCache {
-    /// The process's cache, locked for one scrape.
-    pub(crate) fn lock() -> std::sync::MutexGuard<'static, ShardCache> {
-        static CACHE: Mutex<ShardCache> = Mutex::new(ShardCache { entries: BTreeMap::new(), listing: None });
-        CACHE.lock().unwrap_or_else(|e| e.into_inner())
+    /// Takes the process's cache out for one scrape.
+    pub(crate) fn take() -> ShardCache {
+        CACHE.with(core::mem::take)
     }
 
-    /// The shard at `path`, reusing the open mapping when the file is the
-    /// same one (same device and inode) as last time.
+    /// Puts the cache back after a scrape.
+    pub(crate) fn put_back(self) {
+        CACHE.with(|cache| *cache = self);
+    }
+
+    /// This process's own shard, read through its mapping (never by name:
+    /// closing a descriptor of it would drop our liveness lock).
+    pub(crate) fn own(&mut self, own: &'static OwnShard) -> Result<Shard, ShardError> {
+        let name = own.file_name();
+        match self.own.as_mut().filter(|s| s.name == name) {
+            Some(shard) => shard.refresh_log(),
+            None => self.own = Some(Shard::own(own)?),
+        }
+        Ok(self.own.clone().expect("just set"))
+    }
+
+    /// The shard at `path`, reusing the mapping when the file is the same
+    /// one (same device and inode) as last time.
     pub(crate) fn open(&mut self, path: &Path) -> Result<Shard, ShardError> {
-        use std::os::unix::fs::MetadataExt;
         let meta = std::fs::symlink_metadata(path).map_err(|_| ShardError::Io)?;
-        let identity = (meta.dev(), meta.ino());
+        let identity = file::identity(&meta);
         if let Some(cached) = self.entries.get_mut(path).filter(|c| c.identity == identity) {
-            let live = file::holder(&cached.file).map_err(|_| ShardError::Io)?.is_some();
-            cached.shard.live = live && !cached.shard.archive;
+            if cached.shard.live {
+                // Dead stays dead: only a live shard's lock can change.
+                let asked = match &cached.file {
+                    Some(file) => file::holder(file).map(|h| h.is_some()).map_err(|_| ShardError::Io),
+                    None => held_by_someone(path, identity),
+                };
+                // Unable to ask (out of descriptors): keep what was known,
+                // say so, and never call a live process dead for it.
+                let live = asked.unwrap_or_else(|e| {
+                    self.problems.push((path.to_owned(), e));
+                    true
+                });
+                cached.shard.live = live;
+                if !live {
+                    cached.file = None;
+                }
+            }
             cached.shard.refresh_log();
             return Ok(cached.shard.clone());
         }
         self.entries.remove(path);
         let (shard, file) = Shard::open_file(path)?;
-        self.entries.insert(path.to_owned(), Cached { identity, file, shard: shard.clone() });
+        let keep_file = shard.live && self.entries.values().filter(|c| c.file.is_some()).count() < descriptor_budget();
+        self.entries
+            .insert(path.to_owned(), Cached { identity, file: keep_file.then_some(file), shard: shard.clone() });
         Ok(shard)
     }
 
-    /// The `.promshard` and `.db` files of `dir`. A directory that saw
+    /// The files of `dir` (without `own_name`). A directory that saw
     /// thousands of workers come and go stays large on some file systems
     /// (ext4 never shrinks one), so its listing is kept while the
     /// directory's mtime stays the same. Timestamps can be coarse (a clock
     /// tick), so a listing is only kept once its mtime is a second old:
     /// any later change then moves the mtime forward.
-    pub(crate) fn list(&mut self, dir: &Path) -> std::io::Result<(Vec<std::path::PathBuf>, Vec<std::path::PathBuf>)> {
+    pub(crate) fn list(&mut self, dir: &Path, own_name: Option<&str>) -> std::io::Result<file::Listing> {
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(dir)?;
         let mtime = (meta.mtime(), meta.mtime_nsec());
-        if let Some(listing) = self.listing.as_ref().filter(|l| l.dir == dir && l.mtime == mtime) {
+        let reusable = |l: &&CachedListing| l.dir == dir && l.mtime == mtime && l.own_name.as_deref() == own_name;
+        if let Some(listing) = self.listing.as_ref().filter(reusable) {
             return Ok(listing.files.clone());
         }
-        let files = file::list_all(dir)?;
+        let files = file::list_all(dir, own_name)?;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        self.listing = (now > mtime.0 + 1).then(|| Listing { dir: dir.to_owned(), mtime, files: files.clone() });
+        self.listing = (now > mtime.0 + 1).then(|| CachedListing {
+            dir: dir.to_owned(),
+            own_name: own_name.map(str::to_owned),
+            mtime,
+            files: files.clone(),
+        });
         Ok(files)
     }
 
@@ -311,9 +401,40 @@ impl ShardCache {
     }
 
     /// Forgets files that were not in the last listing.
-    pub(crate) fn retain(&mut self, seen: &std::collections::HashSet<std::path::PathBuf>) {
+    pub(crate) fn retain(&mut self, seen: &HashSet<PathBuf>) {
         self.entries.retain(|path, _| seen.contains(path));
+        self.bad.retain(|path, _| seen.contains(path));
     }
+
+    /// Whether `path` is newly found unusable for `error`: a file is
+    /// counted and logged once per problem, however many scrapes meet it.
+    pub(crate) fn newly_bad(&mut self, path: &Path, error: ShardError) -> bool {
+        let identity = std::fs::symlink_metadata(path).map(|m| file::identity(&m)).unwrap_or_default();
+        self.bad.insert(path.to_owned(), (identity, error)) != Some((identity, error))
+    }
+}
+
+/// Whether a process holds the lock of the file at `path`, asked through a
+/// descriptor opened for the question. Out of descriptors, that is an
+/// error the scrape reports, never a silent "dead".
+fn held_by_someone(path: &Path, identity: file::Identity) -> Result<bool, ShardError> {
+    let file = file::open_for_read(path)?;
+    let meta = file.metadata().map_err(|_| ShardError::Io)?;
+    if file::identity(&meta) != identity {
+        return Err(ShardError::Io);
+    }
+    Ok(file::holder(&file).map_err(|_| ShardError::Io)?.is_some())
+}
+
+/// How many shard descriptors a scrape may keep open between scrapes: a
+/// quarter of the process's limit, so the application keeps the rest.
+fn descriptor_budget() -> usize {
+    // SAFETY: getrlimit with a valid struct.
+    let mut limit: libc::rlimit = unsafe { core::mem::zeroed() };
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 0;
+    }
+    (limit.rlim_cur as usize / 4).min(4096)
 }
 
 #[cfg(test)]
@@ -387,8 +508,8 @@ mod tests {
             for bit in [0x01u8, 0x10, 0xff] {
                 let mut mutated = schema.clone();
                 mutated[at] ^= bit;
-                let _ = format::decode_schema(&mutated, 1 << 20);
-                let _ = format::decode_schema(&mutated[..at], 1 << 20);
+                let _ = format::decode_schema(&mutated, 1 << 20, &mut Default::default());
+                let _ = format::decode_schema(&mutated[..at], 1 << 20, &mut Default::default());
             }
         }
     }
