@@ -116,6 +116,14 @@ pub enum Kind {
     StateSet,
 }
 
+/// The largest encoded label-pair set an [`Info`](crate::Info) keeps, in
+/// bytes; a larger one is refused in every mode.
+pub(crate) const INFO_PAYLOAD_MAX: usize = 8192;
+
+/// Slots of an info metric: a sequence word, the payload's length, the
+/// payload.
+pub(crate) const INFO_WIDTH: usize = 2 + INFO_PAYLOAD_MAX / 8;
+
 impl Kind {
     /// The `# TYPE` word in OpenMetrics.
     pub const fn openmetrics_type(self) -> &'static str {
@@ -143,14 +151,15 @@ impl Kind {
         strip_suffix(name, self.sample_suffix())
     }
 
-    /// Slots (8 bytes each) per series of a metric of this kind.
+    /// Slots (8 bytes each) per series of a metric of this kind. An info
+    /// metric's slots hold its label pairs (see `instruments::info`).
     pub const fn width(self, mode: GaugeMode, buckets: usize) -> usize {
         match self {
             Kind::Counter => 2,
             Kind::Gauge if mode.is_most_recent() => 2,
             Kind::Gauge | Kind::StateSet => 1,
             Kind::Histogram => buckets + 2,
-            Kind::Info => 0,
+            Kind::Info => INFO_WIDTH,
         }
     }
 

@@ -2,7 +2,7 @@
 //! address of its slots.
 
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
-use std::sync::{OnceLock, RwLock};
+use std::sync::OnceLock;
 
 use crate::descriptor::Descriptor;
 use crate::interner::Interner;
@@ -22,8 +22,6 @@ pub struct MetricCore {
     /// `Acquire` on every recording, so a recorder that sees the pointer
     /// also sees initialised slots. On x86 the load is a plain `mov`.
     base: AtomicPtr<AtomicU64>,
-    /// The label pairs an [`Info`](crate::Info) metric currently exposes.
-    info: RwLock<Option<InfoPairs>>,
     /// One string table per label position (empty for fixed labels).
     interners: OnceLock<Box<[Interner]>>,
     /// Recordings refused because a string was not in an inline list.
@@ -33,8 +31,6 @@ pub struct MetricCore {
     dropped: AtomicU64,
     /// Index of this metric in the shard schema, or `u32::MAX`.
     schema_index: AtomicU32,
-    /// Info label sets written to the shard's string log.
-    info_sets: AtomicU32,
 }
 
 /// The label pairs of an info metric.
@@ -45,13 +41,11 @@ impl MetricCore {
         MetricCore {
             desc,
             base: AtomicPtr::new(core::ptr::null_mut()),
-            info: RwLock::new(None),
             interners: OnceLock::new(),
             refused: AtomicU64::new(0),
             refused_logged: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
             schema_index: AtomicU32::new(u32::MAX),
-            info_sets: AtomicU32::new(0),
         }
     }
 
@@ -187,32 +181,36 @@ impl MetricCore {
         self.refused.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn set_info(&self, pairs: InfoPairs) {
-        crate::gate::locked(|| {
-            let metric = self.schema_index.load(Ordering::Relaxed);
-            let unchanged = self.with_info(|current| current == Some(&pairs[..]));
-            if let (Some(shard), true, false) = (crate::shard::own(), metric != u32::MAX, unchanged) {
-                let payload = crate::shard::log::encode_pairs(&pairs);
-                // The log has room for a few sets per info metric; beyond
-                // that, bounded label values keep their reserved room.
-                let allowed = self.info_sets.fetch_add(1, Ordering::Relaxed) < crate::shard::log::INFO_SETS;
-                let kept = allowed
-                    && payload.len() <= crate::shard::log::INFO_MAX
-                    && shard.log.append(metric, crate::shard::log::INFO_POSITION, 0, &payload);
-                if !kept {
-                    log::warn!(
-                        "promshard: info `{}` not visible to other processes: too large or set too often",
-                        self.desc.name
-                    );
-                }
-            }
-            let mut guard = self.info.write().unwrap_or_else(|e| e.into_inner());
-            *guard = Some(pairs);
-        })
+    /// Replaces an info metric's label pairs in its slots (in the shard,
+    /// in multiprocess mode, where every reader finds them).
+    pub(crate) fn set_info(&'static self, pairs: InfoPairs) {
+        let payload = crate::instruments::info::encode_pairs(&pairs);
+        self.series(0); // lays the registry out and attaches the slots
+        let written = crate::gate::locked(|| {
+            let Some(slots) = self.info_slots() else { return false };
+            crate::instruments::info::read_pairs(slots).as_deref() == Some(&pairs[..])
+                || crate::instruments::info::write_payload(slots, &payload)
+        });
+        if !written {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            crate::notice::warn(format!(
+                "info `{}`: label pairs of {} bytes refused (at most {} bytes); the previous ones stay",
+                self.desc.name,
+                payload.len(),
+                crate::descriptor::INFO_PAYLOAD_MAX
+            ));
+        }
     }
 
-    pub(crate) fn with_info<R>(&self, f: impl FnOnce(Option<&[(String, String)]>) -> R) -> R {
-        let guard = self.info.read().unwrap_or_else(|e| e.into_inner());
-        f(guard.as_deref())
+    /// An info metric's current label pairs.
+    pub(crate) fn info_pairs(&self) -> Option<Vec<(String, String)>> {
+        crate::instruments::info::read_pairs(self.info_slots()?)
+    }
+
+    fn info_slots(&self) -> Option<&[AtomicU64]> {
+        let base = self.slot_if_attached()?;
+        // SAFETY: an info metric's first series is `width` slots in the
+        // arena, which lives for the rest of the process.
+        Some(unsafe { core::slice::from_raw_parts(base, self.desc.width) })
     }
 }

@@ -140,8 +140,7 @@ fn arena_for(exposed: &[&'static MetricCore], offsets: &[usize], total: usize) -
         crate::labels::LabelDomain::Bounded { capacity } => Some(*capacity),
         crate::labels::LabelDomain::Values(_) => None,
     });
-    let infos = metrics.iter().filter(|(d, _)| d.kind == Kind::Info).count();
-    let log_capacity = crate::shard::log::capacity(bounded, infos);
+    let log_capacity = crate::shard::log::capacity(bounded);
     match crate::shard::start(&dir, &metrics, total, log_capacity) {
         Ok(arena) => Box::new(arena),
         Err(e) => {

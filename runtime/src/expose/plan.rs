@@ -170,7 +170,7 @@ impl Source for MetricCore {
         self.interner_if_used(position)?.get(index)
     }
     fn info(&self) -> Option<Vec<(String, String)>> {
-        self.with_info(|pairs| pairs.map(<[_]>::to_vec))
+        self.info_pairs()
     }
 }
 

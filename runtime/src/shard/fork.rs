@@ -147,9 +147,11 @@ unsafe fn switch(shard: &OwnShard) -> bool {
         libc::fcntl(fd, libc::F_SETLK, &lock) == 0
             && reserve(fd, shard.len)
             // Header, schema and string log (the values the parent had
-            // interned stay valid in the child); slots stay zero.
+            // interned stay valid in the child) and info pairs; counts
+            // start from zero.
             && write_all(fd, shard.base.add(HEADER_LEN), shard.slots_offset - HEADER_LEN, HEADER_LEN)
             && write_all(fd, header.as_ptr(), HEADER_LEN, 0)
+            && shard.info_ranges.iter().all(|&(at, len)| write_all(fd, shard.base.add(at), len, at))
     };
     // SAFETY: NUL-terminated paths.
     if !written || unsafe { libc::rename(temp.as_ptr().cast(), path.as_ptr().cast()) } != 0 {

@@ -8,7 +8,8 @@ use crate::descriptor::{Descriptor, GaugeMode, Kind};
 use crate::labels::LabelDomain;
 
 pub(crate) const MAGIC: [u8; 8] = *b"PSHARD\0\0";
-pub(crate) const VERSION: u32 = 1;
+/// 2: info pairs moved from the string log to the info metric's slots.
+pub(crate) const VERSION: u32 = 2;
 pub(crate) const HEADER_LEN: usize = 128;
 /// Bit 0 of `flags`: the file is the archive of dead workers.
 pub(crate) const FLAG_ARCHIVE: u32 = 1;

@@ -1,6 +1,7 @@
 //! The string log: strings a process learns at run time (bounded label
-//! values, info label pairs) appended to its shard so that any reader can
-//! name the series they belong to.
+//! values) appended to its shard so that any reader can name the series
+//! they belong to. (An info metric's pairs live in its slots instead: they
+//! change, and an append-only log would run out.)
 //!
 //! Appends happen under the [`gate`](crate::gate), one at a time; the first
 //! 8 bytes hold the number of bytes used, stored with `Release` after the
@@ -11,23 +12,12 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::format::{MAX_STRING, get_u32};
 
-/// `position` of an info record (label pairs, not a label value).
-pub(crate) const INFO_POSITION: u16 = u16::MAX;
 const RECORD_HEADER: usize = 20;
 
-/// Bytes a log needs for `bounded` label capacities and `infos` info
-/// metrics.
-pub(crate) fn capacity(bounded: impl Iterator<Item = usize>, infos: usize) -> usize {
-    let values: usize = bounded.map(|n| n * (RECORD_HEADER + MAX_STRING + 8)).sum();
-    // Each info metric can be set a few times; its pairs are capped in size.
-    8 + values + infos * INFO_SETS as usize * (RECORD_HEADER + INFO_MAX + 8)
+/// Bytes a log needs for `bounded` label capacities.
+pub(crate) fn capacity(bounded: impl Iterator<Item = usize>) -> usize {
+    8 + bounded.map(|n| n * (RECORD_HEADER + MAX_STRING + 8)).sum::<usize>()
 }
-
-/// How many times an info metric's labels are written to the log.
-pub(crate) const INFO_SETS: u32 = 8;
-
-/// Largest encoded info payload kept.
-pub(crate) const INFO_MAX: usize = 4096;
 
 /// The writable log of this process's own shard.
 pub(crate) struct StringLog {
@@ -111,41 +101,6 @@ pub(crate) fn read(region: &[u8], used: u64) -> Vec<Record<'_>> {
     out
 }
 
-/// Encodes info label pairs as a payload.
-pub(crate) fn encode_pairs(pairs: &[(String, String)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
-    for (k, v) in pairs {
-        for s in [k, v] {
-            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-            out.extend_from_slice(s.as_bytes());
-        }
-    }
-    out
-}
-
-/// Decodes an info payload; `None` when malformed.
-pub(crate) fn decode_pairs(payload: &[u8]) -> Option<Vec<(String, String)>> {
-    let mut at = 0usize;
-    let mut next = |n: usize| {
-        let slice = payload.get(at..at.checked_add(n)?)?;
-        at += n;
-        Some(slice)
-    };
-    let count = u32::from_le_bytes(next(4)?.try_into().ok()?) as usize;
-    let mut pairs = Vec::with_capacity(count.min(64));
-    for _ in 0..count {
-        let mut string = || {
-            let len = u32::from_le_bytes(next(4)?.try_into().ok()?) as usize;
-            String::from_utf8(next(len)?.to_vec()).ok()
-        };
-        let k = string()?;
-        let v = string()?;
-        pairs.push((k, v));
-    }
-    Some(pairs)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,14 +112,14 @@ mod tests {
         // SAFETY: the vector outlives the log in this test.
         let log = unsafe { StringLog::new(region.as_mut_ptr() as *mut u8, bytes) };
         assert!(log.append(3, 1, 0, b"/users"));
-        assert!(log.append(3, INFO_POSITION, 0, &encode_pairs(&[("v".into(), "1".into())])));
+        assert!(log.append(3, 2, 1, b"/items"));
         assert!(!log.append(0, 0, 0, &[0; 1000]), "full");
         let used = log.used().load(Ordering::Acquire);
         let raw: Vec<u8> = region.iter().flat_map(|w| w.to_ne_bytes()).collect();
         let records = read(&raw, used);
         assert_eq!(records.len(), 2);
         assert_eq!(records[0], Record { metric: 3, position: 1, index: 0, payload: b"/users" });
-        assert_eq!(decode_pairs(records[1].payload), Some(vec![("v".into(), "1".into())]));
+        assert_eq!(records[1], Record { metric: 3, position: 2, index: 1, payload: b"/items" });
         assert!(read(&raw[..30], used).is_empty() || read(&raw[..30], used).len() == 1);
     }
 }

@@ -113,7 +113,7 @@ impl Source for ShardSource<'_> {
         self.shard.bounded_value(self.metric, position, index)
     }
     fn info(&self) -> Option<Vec<(String, String)>> {
-        self.shard.info(self.metric).cloned()
+        self.shard.info(self.metric)
     }
 }
 

@@ -42,6 +42,9 @@ pub(crate) struct OwnShard {
     len: usize,
     slots_offset: usize,
     slots_count: usize,
+    /// Byte ranges of info metrics' slots: a forked child copies them, so
+    /// it keeps exposing what its parent set (computed before any fork).
+    info_ranges: Vec<(usize, usize)>,
     pub(crate) log: StringLog,
     /// Identify the current file; they change in a forked child.
     pid: AtomicU32,
@@ -180,6 +183,11 @@ pub(crate) fn start(
         len,
         slots_offset,
         slots_count: slots,
+        info_ranges: metrics
+            .iter()
+            .filter(|(d, _)| d.kind == crate::descriptor::Kind::Info)
+            .map(|(d, offset)| (slots_offset + offset * 8, d.width * 8))
+            .collect(),
         log,
         pid: AtomicU32::new(pid),
         nonce: AtomicU64::new(nonce),

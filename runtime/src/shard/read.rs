@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 
 use super::format::{self, FLAG_ARCHIVE, Header, SchemaEntry, ShardError};
-use super::log::{self, INFO_POSITION};
+use super::log;
 use super::{OwnShard, file};
 use crate::expose::plan::FamilyPlan;
 use crate::gate::GateCell;
@@ -115,8 +115,6 @@ struct LogView {
     used: u64,
     /// (metric, label position, index) → value.
     bounded: HashMap<(u32, u16, u32), String>,
-    /// metric → the latest info pairs.
-    info: HashMap<u32, Vec<(String, String)>>,
     /// Shard files an archive has absorbed.
     absorbed: HashSet<String>,
 }
@@ -211,11 +209,6 @@ impl Shard {
         for record in log::read(strings, used) {
             let text = || String::from_utf8(record.payload.to_vec()).ok();
             match record.position {
-                INFO_POSITION => {
-                    if let Some(pairs) = log::decode_pairs(record.payload) {
-                        view.info.insert(record.metric, pairs);
-                    }
-                }
                 ABSORBED_POSITION => view.absorbed.extend(text()),
                 position => {
                     if let Some(value) = text() {
@@ -242,9 +235,9 @@ impl Shard {
         unsafe { core::slice::from_raw_parts(self.bytes.raw().as_ptr().add(start) as *const AtomicU64, count) }
     }
 
-    /// An info metric's latest label pairs.
-    pub(crate) fn info(&self, metric: usize) -> Option<&Vec<(String, String)>> {
-        self.log.info.get(&(metric as u32))
+    /// An info metric's current label pairs, from its slots.
+    pub(crate) fn info(&self, metric: usize) -> Option<Vec<(String, String)>> {
+        crate::instruments::info::read_pairs(self.slots(self.schema.entries.get(metric)?))
     }
 
     /// Whether this archive already holds the values of shard `name`.
