@@ -6,7 +6,9 @@
 //!   the directory would return it.
 //! - `check` lists the shard files with their owner, liveness and size, and
 //!   fails when one cannot be read.
-//! - `serve` is a sidecar exporter: `GET /metrics` on a port of its own.
+//! - `serve` is a sidecar exporter: `GET /metrics` on a port of its own
+//!   (127.0.0.1:9100 unless told otherwise), on the runtime's HTTP server
+//!   (`promshard::http`) with its limits and optional authentication.
 //!
 //! Everything goes through `promshard::multiprocess::{encode_dir, inspect}`,
 //! which never lays out this process's registry: the CLI has no metrics of
@@ -16,8 +18,10 @@ use std::ffi::OsString;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use promshard::Format;
+use promshard::http::ServerOptions;
 use promshard::multiprocess;
 
 const USAGE: &str = "\
@@ -28,17 +32,29 @@ Usage:
                                        (Prometheus text 0.0.4 by default)
   promshard check DIR                  List DIR's shard files: pid, live/dead/archive,
                                        series, problem; exit 1 if any is unreadable
-  promshard serve DIR --listen ADDR    Serve GET /metrics with the merged exposition of DIR,
-                                       in the format the Accept header asks for, until
-                                       killed (ADDR like 127.0.0.1:9100; port 0 picks one)
+  promshard serve DIR [OPTIONS]        Serve GET /metrics with the merged exposition of DIR,
+                                       in the format the Accept header asks for, until killed
   promshard --help | --version
 
+Options of `serve`:
+  --listen ADDR                 Address to listen on (default 127.0.0.1:9100; port 0
+                                picks one). Keep /metrics off the public internet.
+  --bearer-token-file FILE      Require `Authorization: Bearer TOKEN`, TOKEN being the
+                                content of FILE (a trailing newline is ignored)
+  --basic-auth-file FILE        Require HTTP basic auth; FILE holds `user:password`
+  --timeout SECONDS             Drop a connection that takes longer to send a request,
+                                idles longer between requests, or is slower to take a
+                                response (default 10)
+  --max-connections N           Serve at most N connections at once; past that, answer
+                                503 and close (default 64)
+
 Exit status: 0 on success, 1 when DIR cannot be read (or `check` finds a bad
-file, or `serve` cannot listen), 2 on a usage error.
+file, or `serve` cannot listen or read its secret), 2 on a usage error.
 ";
 
-/// How many requests `serve` answers at once.
-const SERVE_THREADS: usize = 4;
+/// Where `serve` listens without `--listen`: Prometheus' node exporter
+/// port, on loopback only, so that nothing is exposed by accident.
+const DEFAULT_LISTEN: &str = "127.0.0.1:9100";
 
 #[derive(Debug, PartialEq)]
 enum Command {
@@ -46,7 +62,23 @@ enum Command {
     Version,
     Dump { dir: PathBuf, format: Format },
     Check { dir: PathBuf },
-    Serve { dir: PathBuf, listen: String },
+    Serve { dir: PathBuf, args: ServeArgs },
+}
+
+/// `serve`'s options; what is not given keeps the server's default.
+#[derive(Debug, PartialEq)]
+struct ServeArgs {
+    listen: String,
+    auth: Option<AuthFile>,
+    timeout: Option<Duration>,
+    max_connections: Option<usize>,
+}
+
+/// Where `serve` reads the secret requests must present.
+#[derive(Debug, PartialEq)]
+enum AuthFile {
+    Bearer(PathBuf),
+    Basic(PathBuf),
 }
 
 fn main() -> ExitCode {
@@ -82,7 +114,7 @@ fn main() -> ExitCode {
         }
         Command::Dump { dir, format } => dump(&dir, format),
         Command::Check { dir } => check(&dir),
-        Command::Serve { dir, listen } => serve(dir, &listen),
+        Command::Serve { dir, args } => serve(dir, &args),
     }
 }
 
@@ -100,6 +132,9 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
     let mut dir: Option<PathBuf> = None;
     let mut openmetrics = false;
     let mut listen: Option<String> = None;
+    let mut auth: Option<AuthFile> = None;
+    let mut timeout: Option<Duration> = None;
+    let mut max_connections: Option<usize> = None;
     let mut options_done = false;
     while let Some(arg) = args.next() {
         let text = arg.to_str();
@@ -116,22 +151,40 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
             Some((name, value)) => (name, Some(value)),
             None => (text, None),
         };
+        // The option's value: after `=` or the next argument, never empty.
+        let mut value = |what: &str| -> Result<OsString, String> {
+            let value = match inline_value {
+                Some(value) => OsString::from(value),
+                None => args.next().unwrap_or_default(),
+            };
+            if value.is_empty() { Err(format!("`{name}` needs {what}")) } else { Ok(value) }
+        };
         match (subcommand, name) {
             (_, "-h" | "--help") if inline_value.is_none() => return Ok(Command::Help),
             (_, "--") if inline_value.is_none() => options_done = true,
             ("dump", "--openmetrics") if inline_value.is_none() => openmetrics = true,
             ("serve", "--listen") => {
-                let value = match inline_value {
-                    Some(value) => value.to_owned(),
-                    None => match args.next() {
-                        Some(value) => value.into_string().map_err(|_| "`--listen` takes an address".to_owned())?,
-                        None => return Err("`--listen` needs an address, like 127.0.0.1:9100".to_owned()),
-                    },
-                };
-                if value.is_empty() {
-                    return Err("`--listen` needs an address, like 127.0.0.1:9100".to_owned());
+                let what = "an address, like 127.0.0.1:9100";
+                listen = Some(value(what)?.into_string().map_err(|_| format!("`--listen` needs {what}"))?);
+            }
+            ("serve", "--bearer-token-file" | "--basic-auth-file") => {
+                let file = PathBuf::from(value("a file")?);
+                let new = if name == "--bearer-token-file" { AuthFile::Bearer(file) } else { AuthFile::Basic(file) };
+                if auth.as_ref().is_some_and(|old| std::mem::discriminant(old) != std::mem::discriminant(&new)) {
+                    return Err("`--bearer-token-file` and `--basic-auth-file` exclude each other".to_owned());
                 }
-                listen = Some(value);
+                auth = Some(new);
+            }
+            ("serve", "--timeout") => {
+                let what = "a positive number of seconds, like 10 or 0.5";
+                let seconds = value(what)?.to_str().and_then(|v| v.parse::<f64>().ok());
+                let duration = seconds.filter(|s| *s > 0.0).and_then(|s| Duration::try_from_secs_f64(s).ok());
+                timeout = Some(duration.ok_or_else(|| format!("`--timeout` needs {what}"))?);
+            }
+            ("serve", "--max-connections") => {
+                let what = "a positive number";
+                let n = value(what)?.to_str().and_then(|v| v.parse::<usize>().ok()).filter(|&n| n > 0);
+                max_connections = Some(n.ok_or_else(|| format!("`--max-connections` needs {what}"))?);
             }
             _ => return Err(format!("unknown option `{text}` for `{subcommand}`")),
         }
@@ -141,7 +194,15 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
     Ok(match subcommand {
         "dump" => Command::Dump { dir, format: if openmetrics { Format::OpenMetrics } else { Format::Prometheus } },
         "check" => Command::Check { dir },
-        _ => Command::Serve { dir, listen: listen.ok_or("`serve` needs `--listen ADDR`, like 127.0.0.1:9100")? },
+        _ => Command::Serve {
+            dir,
+            args: ServeArgs {
+                listen: listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
+                auth,
+                timeout,
+                max_connections,
+            },
+        },
     })
 }
 
@@ -268,65 +329,64 @@ fn python_files(dir: &Path) -> usize {
 }
 
 /// `promshard serve`: answers until the process is killed.
-fn serve(dir: PathBuf, listen: &str) -> ExitCode {
-    let server = match tiny_http::Server::http(listen) {
-        Ok(server) => server,
-        Err(e) => {
-            eprintln!("promshard: cannot listen on {listen}: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+fn serve(dir: PathBuf, args: &ServeArgs) -> ExitCode {
+    let mut options = ServerOptions::new();
+    if let Some(timeout) = args.timeout {
+        options = options.timeout(timeout);
+    }
+    if let Some(max) = args.max_connections {
+        options = options.max_connections(max);
+    }
+    match &args.auth {
+        None => {}
+        Some(AuthFile::Bearer(file)) => match read_secret(file) {
+            Ok(token) => options = options.bearer_token(token),
+            Err(message) => return fail(&message),
+        },
+        Some(AuthFile::Basic(file)) => match read_secret(file) {
+            Ok(pair) => match pair.split_once(':') {
+                Some((user, password)) => options = options.basic_auth(user, password),
+                None => return fail(&format!("{} must hold `user:password`", file.display())),
+            },
+            Err(message) => return fail(&message),
+        },
+    }
+
     if let Err(e) = std::fs::read_dir(&dir) {
         // Workers create the directory when they start; serve it anyway.
         eprintln!("promshard: warning: cannot read {} yet ({e}); serving it anyway", dir.display());
     }
-    let addr = server.server_addr().to_ip().map_or_else(|| listen.to_owned(), |a| a.to_string());
-    eprintln!("promshard: serving {} at http://{addr}/metrics", dir.display());
-
-    // A few threads, so one slow client does not hold up the scrapes.
-    std::thread::scope(|scope| -> ExitCode {
-        for _ in 1..SERVE_THREADS {
-            scope.spawn(|| answer(&server, &dir));
-        }
-        answer(&server, &dir)
-    })
-}
-
-/// Answers requests for ever (`serve` runs until killed).
-fn answer(server: &tiny_http::Server, dir: &Path) -> ! {
-    loop {
-        match server.recv() {
-            Ok(request) => respond(request, dir),
-            Err(e) => {
-                // Accepting failed (out of descriptors, say): try again
-                // shortly rather than spin.
-                eprintln!("promshard: could not accept a connection: {e}");
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-        }
-    }
-}
-
-fn respond(request: tiny_http::Request, dir: &Path) {
-    use tiny_http::{Header, Method, Response};
-
-    let path = request.url().split('?').next().unwrap_or("");
-    let result = if path != "/metrics" {
-        request.respond(Response::from_string("not found; metrics are at /metrics\n").with_status_code(404))
-    } else if !matches!(request.method(), Method::Get | Method::Head) {
-        let allow = Header::from_bytes(&b"Allow"[..], &b"GET, HEAD"[..]).expect("a valid header");
-        request.respond(Response::from_string("method not allowed\n").with_status_code(405).with_header(allow))
-    } else {
-        let accept = request.headers().iter().find(|h| h.field.equiv("Accept")).map(|h| h.value.as_str());
-        let format = Format::from_accept(accept);
-        let body = multiprocess::encode_dir(dir, format);
-        let content_type = Header::from_bytes(&b"Content-Type"[..], format.content_type().as_bytes())
-            .expect("content types are valid header values");
-        request.respond(Response::from_data(body).with_header(content_type))
+    let server = {
+        let dir = dir.clone();
+        options.serve_with(args.listen.as_str(), move |accept| {
+            let format = Format::from_accept(accept);
+            (multiprocess::encode_dir(&dir, format), format.content_type())
+        })
     };
-    if let Err(e) = result {
-        eprintln!("promshard: response not sent: {e}");
+    let server = match server {
+        Ok(server) => server,
+        Err(e) => return fail(&format!("cannot serve on {}: {e}", args.listen)),
+    };
+    let addr = server.local_addr();
+    if args.auth.is_none() && !addr.ip().is_loopback() {
+        eprintln!("promshard: warning: {addr} is reachable from other hosts and no authentication is required");
     }
+    eprintln!("promshard: serving {} at http://{addr}/metrics", dir.display());
+    // The server's threads answer; this one only keeps the process alive.
+    loop {
+        std::thread::park();
+    }
+}
+
+/// A secret file's content, without the newline editors leave at its end.
+fn read_secret(file: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    Ok(text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text).to_owned())
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("promshard: {message}");
+    ExitCode::FAILURE
 }
 
 #[cfg(test)]
@@ -351,9 +411,26 @@ mod tests {
         );
         assert_eq!(parse_strs(&["check", "d"]), Ok(Command::Check { dir: dir() }));
         assert_eq!(parse_strs(&["check", "--", "-d"]), Ok(Command::Check { dir: PathBuf::from("-d") }));
-        let serve = Ok(Command::Serve { dir: dir(), listen: "127.0.0.1:0".into() });
-        assert_eq!(parse_strs(&["serve", "d", "--listen", "127.0.0.1:0"]), serve);
-        assert_eq!(parse_strs(&["serve", "--listen=127.0.0.1:0", "d"]), serve);
+        let serve = |listen: &str, auth, timeout, max_connections| {
+            Ok(Command::Serve { dir: dir(), args: ServeArgs { listen: listen.into(), auth, timeout, max_connections } })
+        };
+        assert_eq!(parse_strs(&["serve", "d", "--listen", "127.0.0.1:0"]), serve("127.0.0.1:0", None, None, None));
+        assert_eq!(parse_strs(&["serve", "--listen=127.0.0.1:0", "d"]), serve("127.0.0.1:0", None, None, None));
+        // Loopback by default: nothing is exposed unless asked for.
+        assert_eq!(parse_strs(&["serve", "d"]), serve("127.0.0.1:9100", None, None, None));
+        let bearer = Some(AuthFile::Bearer(PathBuf::from("tok")));
+        assert_eq!(
+            parse_strs(&["serve", "d", "--bearer-token-file", "tok"]),
+            serve(DEFAULT_LISTEN, bearer, None, None)
+        );
+        let basic = Some(AuthFile::Basic(PathBuf::from("pw")));
+        assert_eq!(parse_strs(&["serve", "--basic-auth-file=pw", "d"]), serve(DEFAULT_LISTEN, basic, None, None));
+        let limits = serve(DEFAULT_LISTEN, None, Some(Duration::from_millis(300)), Some(3));
+        assert_eq!(parse_strs(&["serve", "d", "--timeout", "0.3", "--max-connections=3"]), limits);
+        assert_eq!(
+            parse_strs(&["serve", "d", "--timeout=10", "--listen", "[::1]:0"]),
+            serve("[::1]:0", None, Some(Duration::from_secs(10)), None)
+        );
     }
 
     #[test]
@@ -365,9 +442,21 @@ mod tests {
             &["dump", "a", "b"],
             &["dump", "d", "--listen", "x"],
             &["check", "d", "--openmetrics"],
-            &["serve", "d"],
+            &["serve"],
             &["serve", "d", "--listen"],
             &["serve", "d", "--listen="],
+            &["serve", "d", "--bearer-token-file"],
+            &["serve", "d", "--basic-auth-file="],
+            &["serve", "d", "--bearer-token-file", "a", "--basic-auth-file", "b"],
+            &["serve", "d", "--timeout", "0"],
+            &["serve", "d", "--timeout", "-1"],
+            &["serve", "d", "--timeout", "soon"],
+            &["serve", "d", "--timeout", "inf"],
+            &["serve", "d", "--timeout", "NaN"],
+            &["serve", "d", "--max-connections", "0"],
+            &["serve", "d", "--max-connections", "many"],
+            &["dump", "d", "--timeout", "1"],
+            &["check", "d", "--bearer-token-file", "f"],
             &["dump", "d", "--openmetrics=yes"],
         ] {
             assert!(parse_strs(args).is_err(), "{args:?}");

@@ -339,7 +339,9 @@ fn usage() {
         assert_eq!(run.code, Some(0), "{run:?}");
         assert!(run.stdout.contains("promshard dump DIR [--openmetrics]"), "{run:?}");
     }
-    for args in [&["frobnicate"][..], &["dump", "d", "--bogus"], &["serve", "d"], &["check"]] {
+    for args in
+        [&["frobnicate"][..], &["dump", "d", "--bogus"], &["serve"], &["serve", "d", "--timeout", "0"], &["check"]]
+    {
         let run = scratch.run(args, &[]);
         assert_eq!(run.code, Some(2), "{run:?}");
         assert_eq!(run.stdout, "", "{run:?}");
@@ -355,8 +357,14 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path) -> Server {
+        Server::start_with(dir, &[])
+    }
+
+    /// `promshard serve DIR --listen 127.0.0.1:0 OPTIONS`.
+    fn start_with(dir: &Path, options: &[&str]) -> Server {
         let mut child = Command::new(BIN)
             .args(["serve", path(dir), "--listen", "127.0.0.1:0"])
+            .args(options)
             .env_remove(promshard::multiprocess::DIR_ENV)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -387,16 +395,26 @@ impl Server {
     /// One request over a fresh connection: (status line, headers in
     /// lower case, body).
     fn get(&self, method: &str, target: &str, accept: Option<&str>) -> (String, String, String) {
-        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(10)).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        stream.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
         let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
-        write!(stream, "{method} {target} HTTP/1.1\r\nHost: localhost\r\n{accept}Connection: close\r\n\r\n").unwrap();
+        self.send(method, target, &accept)
+    }
+
+    /// Like [`get`](Server::get), with `headers` (each line ending in CRLF).
+    fn send(&self, method: &str, target: &str, headers: &str) -> (String, String, String) {
+        let mut stream = self.connect();
+        write!(stream, "{method} {target} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n").unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         let (head, body) = response.split_once("\r\n\r\n").expect("a complete response");
         let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
         (status.to_owned(), headers.to_ascii_lowercase(), body.to_owned())
+    }
+
+    fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(10)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream
     }
 }
 
@@ -429,10 +447,15 @@ fn serve_answers_metrics_requests() {
     assert!(body.ends_with("# EOF\n"), "{body}");
     assert!(body.lines().any(|l| l == "cli_test_temperature 21.5"), "{body}");
 
+    let (status, headers, body) = server.get("HEAD", "/metrics", None);
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(headers.contains("content-type: text/plain; version=0.0.4"), "{headers}");
+    assert_eq!(body, "", "HEAD has no body");
     let (status, _, _) = server.get("GET", "/", None);
     assert!(status.starts_with("HTTP/1.1 404"), "{status}");
-    let (status, _, _) = server.get("POST", "/metrics", None);
+    let (status, headers, _) = server.get("POST", "/metrics", None);
     assert!(status.starts_with("HTTP/1.1 405"), "{status}");
+    assert!(headers.contains("allow: get, head"), "{headers}");
 
     // Still serving what the dead worker counted.
     worker.finish();
@@ -471,4 +494,137 @@ fn reading_creates_and_changes_nothing() {
     }
 
     assert_eq!(before, listing(&dir), "reading changed the directory");
+}
+
+#[test]
+fn serve_listens_on_loopback_9100_by_default() {
+    let scratch = Scratch::new("default-listen");
+    let help = scratch.run(&["--help"], &[]);
+    assert!(help.stdout.contains("--listen ADDR") && help.stdout.contains("default 127.0.0.1:9100"), "{help:?}");
+
+    // The port may be taken on this machine: then the error names it,
+    // which shows the default as well as a successful bind would.
+    let mut child = Command::new(BIN)
+        .args(["serve", path(&scratch.shards())])
+        .env_remove(promshard::multiprocess::DIR_ENV)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx.recv_timeout(TIMEOUT);
+    let _ = child.kill();
+    let _ = wait_bounded(&mut child, TIMEOUT);
+    let line = line.expect("promshard serve said nothing");
+    assert!(
+        line.ends_with("at http://127.0.0.1:9100/metrics") || line.contains("cannot serve on 127.0.0.1:9100"),
+        "{line}"
+    );
+}
+
+#[test]
+fn serve_requires_the_configured_credentials() {
+    let scratch = Scratch::new("serve-auth");
+    let dir = scratch.shards();
+    let worker = Worker::start(&dir);
+    let token = scratch.root.join("token");
+    // The newline an editor leaves is not part of the token.
+    fs::write(&token, "tok-123\n").unwrap();
+    let server = Server::start_with(&dir, &["--bearer-token-file", path(&token)]);
+    let (status, _, body) = server.send("GET", "/metrics", "Authorization: Bearer tok-123\r\n");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_has_values(&body);
+    for headers in ["", "Authorization: Bearer tok-12\r\n", "Authorization: Bearer tok-123\\n\r\n"] {
+        let (status, response_headers, body) = server.send("GET", "/metrics", headers);
+        assert!(status.starts_with("HTTP/1.1 401"), "{headers:?}: {status}");
+        assert!(response_headers.contains("www-authenticate: bearer realm=\"metrics\""), "{response_headers}");
+        assert!(!body.contains("cli_test"), "{body}");
+    }
+    drop(server);
+
+    let pair = scratch.root.join("basic");
+    fs::write(&pair, "prom:pw:x\r\n").unwrap();
+    let server = Server::start_with(&dir, &["--basic-auth-file", path(&pair)]);
+    // base64("prom:pw:x") and base64("prom:pw:y")
+    let (status, _, body) = server.send("GET", "/metrics", "Authorization: Basic cHJvbTpwdzp4\r\n");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_has_values(&body);
+    for headers in ["", "Authorization: Basic cHJvbTpwdzp5\r\n", "Authorization: Bearer prom:pw:x\r\n"] {
+        let (status, response_headers, _) = server.send("GET", "/metrics", headers);
+        assert!(status.starts_with("HTTP/1.1 401"), "{headers:?}: {status}");
+        assert!(response_headers.contains("www-authenticate: basic realm=\"metrics\""), "{response_headers}");
+    }
+    drop(server);
+    drop(worker);
+}
+
+#[test]
+fn serve_refuses_bad_secret_files() {
+    let scratch = Scratch::new("serve-bad-secret");
+    let dir = scratch.shards();
+    let missing = scratch.root.join("missing");
+    let spaced = scratch.root.join("spaced");
+    fs::write(&spaced, "two words\n").unwrap();
+    let colonless = scratch.root.join("colonless");
+    fs::write(&colonless, "prometheus\n").unwrap();
+    for (flag, file, message) in [
+        ("--bearer-token-file", &missing, "cannot read"),
+        ("--bearer-token-file", &spaced, "bearer token"),
+        ("--basic-auth-file", &colonless, "user:password"),
+    ] {
+        let run = scratch.run(&["serve", path(&dir), "--listen", "127.0.0.1:0", flag, path(file)], &[]);
+        assert_eq!(run.code, Some(1), "{run:?}");
+        assert!(run.stderr.contains(message), "{run:?}");
+        assert!(!run.stderr.contains("serving"), "{run:?}");
+    }
+}
+
+#[test]
+fn serve_drops_silent_clients_after_its_timeout() {
+    let scratch = Scratch::new("serve-timeout");
+    let server = Server::start_with(&scratch.shards(), &["--timeout", "0.3"]);
+    let start = Instant::now();
+    let mut silent = server.connect();
+    // Others are served meanwhile.
+    let (status, _, _) = server.get("GET", "/metrics", None);
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let mut rest = Vec::new();
+    let read = silent.read_to_end(&mut rest);
+    assert!(read.is_ok_and(|n| n == 0), "nothing is sent to a client that sent nothing: {rest:?}");
+    let waited = start.elapsed();
+    // Well under the 10 s default, and not before the 0.3 s asked for.
+    assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(5), "closed after {waited:?}");
+}
+
+#[test]
+fn serve_caps_connections() {
+    let scratch = Scratch::new("serve-cap");
+    let server = Server::start_with(&scratch.shards(), &["--max-connections", "2"]);
+    // Two half-sent requests hold both places (for the default 10 s).
+    let mut holders = [server.connect(), server.connect()];
+    for holder in &mut holders {
+        holder.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+    }
+    let start = Instant::now();
+    let (status, _, _) = server.get("GET", "/metrics", None);
+    assert!(status.starts_with("HTTP/1.1 503"), "{status}");
+    assert!(start.elapsed() < Duration::from_secs(5), "turned away only after {:?}", start.elapsed());
+    drop(holders);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, _, _) = server.get("GET", "/metrics", None);
+        if status.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still turned away: {status}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

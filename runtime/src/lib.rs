@@ -14,7 +14,7 @@ mod descriptor;
 mod expose;
 mod gate;
 #[cfg(feature = "http")]
-mod http;
+pub mod http;
 mod instruments;
 mod interner;
 mod labels;
