@@ -166,16 +166,19 @@ fn signal_name(signal: i32) -> &'static str {
     }
 }
 
-/// The first panic message in a child's stderr.
+/// The last panic message in a child's stderr (the scenario's own
+/// assertion, after any panics it caught on the way).
 pub fn panic_message(stderr: &str) -> String {
-    let mut lines = stderr.lines();
-    while let Some(line) = lines.next() {
-        if line.contains("panicked at") {
-            let message: Vec<&str> = lines.take_while(|l| !l.starts_with("note:") && !l.starts_with("stack backtrace:") && !l.is_empty()).collect();
-            return message.join("\n");
-        }
-    }
-    "(no panic message)".to_owned()
+    let lines: Vec<&str> = stderr.lines().collect();
+    let Some(at) = lines.iter().rposition(|l| l.contains("panicked at")) else {
+        return "(no panic message)".to_owned();
+    };
+    let message: Vec<&str> = lines[at + 1..]
+        .iter()
+        .copied()
+        .take_while(|l| !l.starts_with("note:") && !l.starts_with("stack backtrace:") && !l.is_empty())
+        .collect();
+    message.join("\n")
 }
 
 fn tail(text: &str, lines: usize) -> String {
