@@ -41,7 +41,9 @@ fn nan_self_metric(text: &str) -> Option<f64> {
     let mentions = |s: &str| s.to_ascii_lowercase().contains("nan");
     let samples: Vec<_> = parse_samples(text)
         .into_iter()
-        .filter(|s| s.name.starts_with("promshard_") && (mentions(&s.name) || s.labels.iter().any(|(_, v)| mentions(v))))
+        .filter(|s| {
+            s.name.starts_with("promshard_") && (mentions(&s.name) || s.labels.iter().any(|(_, v)| mentions(v)))
+        })
         .collect();
     (!samples.is_empty()).then(|| samples.iter().map(|s| s.value).sum())
 }

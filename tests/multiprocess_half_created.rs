@@ -90,7 +90,9 @@ fn half_created_files() {
     }
     for dead in [empty, zeroed] {
         if left.iter().any(|n| n == dead) {
-            wrong.push(format!("{dead} (half-created by a dead process) is still there after 6 scrapes and compact_dir"));
+            wrong.push(format!(
+                "{dead} (half-created by a dead process) is still there after 6 scrapes and compact_dir"
+            ));
         }
     }
     for live in [&live_empty_name, &live_zeroed_name] {

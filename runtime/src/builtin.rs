@@ -76,6 +76,7 @@ impl Collector for ShardHealth {
         if crate::shard::own().is_none() {
             return;
         }
+        report_fork_fallbacks();
         let mut family = out.counter(
             "promshard_shard_errors_total",
             "Shard files skipped by a scrape because they could not be used, by reason.",
@@ -83,5 +84,23 @@ impl Collector for ShardHealth {
         for (error, count) in crate::shard::merge::errors() {
             family.sample(&[("reason", error.reason())], count as f64);
         }
+    }
+}
+
+/// Logs children of this process that fell back to private memory after
+/// `fork()` (the fork handler cannot log; it counts them in our shard).
+fn report_fork_fallbacks() {
+    use core::sync::atomic::{AtomicU64, Ordering};
+    static REPORTED: AtomicU64 = AtomicU64::new(0);
+    let Some(slot) = crate::shard::FORK_FALLBACKS.core().slot_if_attached() else { return };
+    // SAFETY: the counter's first slot, in this process's arena.
+    let count = unsafe { (*slot).load(Ordering::Relaxed) };
+    let before = REPORTED.swap(count, Ordering::Relaxed);
+    if count > before {
+        crate::notice::error(format!(
+            "{} forked child process(es) could not create a shard of their own after fork() (disk full, \
+             out of descriptors?): what they record is seen by no scrape; see promshard_fork_fallbacks_total",
+            count - before
+        ));
     }
 }

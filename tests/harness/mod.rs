@@ -391,7 +391,8 @@ impl Worker {
         if pid == 0 {
             drop(cmd_w);
             drop(rep_r);
-            let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve_commands(cmd_r, rep_w, handle)));
+            let served =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve_commands(cmd_r, rep_w, handle)));
             // SAFETY: leave at once, without the parent's exit handlers.
             unsafe { libc::_exit(if served.is_ok() { 0 } else { 101 }) };
         }

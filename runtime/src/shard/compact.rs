@@ -14,7 +14,7 @@ use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::file::{self, ARCHIVE_NAME, DirLock};
 use super::format::{self, FLAG_ARCHIVE, Header, MetricSpec, ShardError};
@@ -55,7 +55,7 @@ fn compact_locked(dir: &Path) -> io::Result<()> {
     // temporary archive is a compactor's that died.
     remove_stale_archive_temps(dir);
     for half_made in &listing.half_made {
-        file::remove_if_abandoned(half_made);
+        file::remove_if_abandoned(half_made, file::STALE_AFTER);
     }
     let archive_path = dir.join(ARCHIVE_NAME);
     let archive = match Shard::open(&archive_path) {
@@ -85,7 +85,7 @@ fn compact_locked(dir: &Path) -> io::Result<()> {
             // empty or all-zero one holds no counts: an older version's
             // creator died there. Gone once no one holds it.
             Err(ShardError::Truncated | ShardError::Foreign) if is_blank(&path) => {
-                file::remove_if_abandoned(&path);
+                file::remove_if_abandoned(&path, Duration::ZERO);
             }
             _ => {}
         }

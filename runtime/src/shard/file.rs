@@ -288,9 +288,9 @@ pub(crate) fn list(dir: &Path, own_name: Option<&str>) -> io::Result<Vec<PathBuf
     Ok(list_all(dir, own_name)?.shards)
 }
 
-/// Removes a half-made shard whose creator is gone: older than
-/// [`STALE_AFTER`] and not locked by anyone. Returns whether it did.
-pub(crate) fn remove_if_abandoned(path: &Path) -> bool {
+/// Removes a half-made shard whose creator is gone: not locked by anyone
+/// and at least `min_age` old. Returns whether it did.
+pub(crate) fn remove_if_abandoned(path: &Path, min_age: Duration) -> bool {
     let Ok(file) = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path) else {
         return false;
     };
@@ -299,7 +299,8 @@ pub(crate) fn remove_if_abandoned(path: &Path) -> bool {
         core::mem::forget(file);
         return false;
     }
-    let old = meta.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age >= STALE_AFTER);
+    let old =
+        min_age.is_zero() || meta.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age >= min_age);
     if !old || !matches!(holder(&file), Ok(None)) {
         return false;
     }

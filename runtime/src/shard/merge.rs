@@ -37,7 +37,8 @@ pub(crate) fn errors() -> impl Iterator<Item = (ShardError, u64)> {
 /// scrapes meet it; the scrape goes on without it. Running out of
 /// descriptors is counted every time: it is the process's state, not the
 /// file's.
-fn report(cache: &mut ShardCache, path: &Path, error: ShardError) {
+/// Returns whether the problem is new.
+fn report(cache: &mut ShardCache, path: &Path, error: ShardError) -> bool {
     let new = cache.newly_bad(path, error);
     if new || error == ShardError::Descriptors {
         ERRORS[ShardError::ALL.iter().position(|e| *e == error).expect("listed")].fetch_add(1, Ordering::Relaxed);
@@ -45,6 +46,7 @@ fn report(cache: &mut ShardCache, path: &Path, error: ShardError) {
     if new {
         crate::notice::warn(format!("skipping {} ({})", path.display(), error.describe()));
     }
+    new
 }
 
 /// The merged families, sorted by name.
@@ -145,15 +147,22 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static super::OwnShard>) ->
     if let Some(own) = own {
         match cache.own(own) {
             Ok(shard) => shards.push(shard),
-            Err(e) => report(&mut cache, &dir.join(own.file_name()), e),
+            Err(e) => {
+                report(&mut cache, &dir.join(own.file_name()), e);
+            }
         }
     }
     let mut seen = HashSet::new();
     let listing = cache.list(dir, own_name.as_deref()).unwrap_or_default();
+    // A file newly found empty or foreign may be one a creator of an older
+    // version left half made: compaction looks at it once.
+    let mut suspect = false;
     for path in &listing.shards {
         match cache.open(path) {
             Ok(shard) => shards.push(shard),
-            Err(e) => report(&mut cache, path, e),
+            Err(e) => {
+                suspect |= report(&mut cache, path, e) && matches!(e, ShardError::Truncated | ShardError::Foreign)
+            }
         }
         seen.insert(path.clone());
     }
@@ -172,7 +181,7 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static super::OwnShard>) ->
         // for the vanished pages: drop it and merge again without it.
         let damaged: Vec<String> = shards.iter().filter(|s| s.damaged()).map(|s| s.name.clone()).collect();
         if damaged.is_empty() {
-            merged.compactable = dead || !listing.half_made.is_empty();
+            merged.compactable = dead || suspect || !listing.half_made.is_empty();
             cache.put_back();
             return merged;
         }

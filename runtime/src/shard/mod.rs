@@ -208,7 +208,7 @@ pub(crate) fn start(
 fn clear_previous_run(dir: &Path) -> io::Result<()> {
     let listing = file::list_all(dir, None)?;
     for half_made in &listing.half_made {
-        file::remove_if_abandoned(half_made);
+        file::remove_if_abandoned(half_made, file::STALE_AFTER);
     }
     let shards = listing.shards;
     let live = shards.iter().any(|p| {
