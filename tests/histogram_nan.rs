@@ -41,7 +41,9 @@ fn nan_self_metric(text: &str) -> Option<f64> {
     let mentions = |s: &str| s.to_ascii_lowercase().contains("nan");
     let samples: Vec<_> = parse_samples(text)
         .into_iter()
-        .filter(|s| s.name.starts_with("promshard_") && (mentions(&s.name) || s.labels.iter().any(|(_, v)| mentions(v))))
+        .filter(|s| {
+            s.name.starts_with("promshard_") && (mentions(&s.name) || s.labels.iter().any(|(_, v)| mentions(v)))
+        })
         .collect();
     (!samples.is_empty()).then(|| samples.iter().map(|s| s.value).sum())
 }
@@ -69,7 +71,7 @@ fn nan_observation(multiprocess: bool) {
         ));
     }
     match nan_self_metric(&text) {
-        Some(n) if n == 1.0 => {}
+        Some(1.0) => {}
         other => wrong.push(format!(
             "the dropped NaN must be counted in a promshard_* self-metric mentioning nan (value 1); found {other:?}"
         )),

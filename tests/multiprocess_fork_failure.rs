@@ -48,8 +48,10 @@ impl log::Log for FileLogger {
 
 /// The sum of `promshard_*fork*` samples.
 fn fork_self_metric(text: &str) -> Option<f64> {
-    let samples: Vec<_> =
-        parse_samples(text).into_iter().filter(|s| s.name.starts_with("promshard_") && s.name.contains("fork")).collect();
+    let samples: Vec<_> = parse_samples(text)
+        .into_iter()
+        .filter(|s| s.name.starts_with("promshard_") && s.name.contains("fork"))
+        .collect();
     (!samples.is_empty()).then(|| samples.iter().map(|s| s.value).sum())
 }
 
@@ -94,7 +96,9 @@ fn scenario() {
         wrong.push(format!("nothing at warn level or worse mentions the fork in the log; it holds: {log:?}"));
     }
     if !metric.is_some_and(|v| v >= 1.0) {
-        wrong.push(format!("the parent's next scrape has no promshard_*fork* self-metric of at least 1 (found {metric:?})"));
+        wrong.push(format!(
+            "the parent's next scrape has no promshard_*fork* self-metric of at least 1 (found {metric:?})"
+        ));
     }
     assert!(
         wrong.is_empty(),

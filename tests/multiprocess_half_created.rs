@@ -90,7 +90,9 @@ fn half_created_files() {
     }
     for dead in [empty, zeroed] {
         if left.iter().any(|n| n == dead) {
-            wrong.push(format!("{dead} (half-created by a dead process) is still there after 6 scrapes and compact_dir"));
+            wrong.push(format!(
+                "{dead} (half-created by a dead process) is still there after 6 scrapes and compact_dir"
+            ));
         }
     }
     for live in [&live_empty_name, &live_zeroed_name] {
@@ -100,7 +102,7 @@ fn half_created_files() {
     }
     assert_eq!(
         std::fs::metadata(dir.join(&live_zeroed_name)).map(|m| m.len()).ok(),
-        left.iter().any(|n| *n == live_zeroed_name).then_some(size),
+        left.contains(&live_zeroed_name).then_some(size),
         "a live process's file must not be truncated"
     );
     assert!(wrong.is_empty(), "half-created shard files:\n- {}\n(directory: {left:?})", wrong.join("\n- "));

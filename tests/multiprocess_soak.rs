@@ -97,7 +97,11 @@ fn soak() {
             context()
         );
         assert_eq!(errors, 0.0, "a scrape skipped a file: {}", context());
-        assert!(files <= 2, "dead workers are no longer compacted (only the master's shard and the archive should be left): {}", context());
+        assert!(
+            files <= 2,
+            "dead workers are no longer compacted (only the master's shard and the archive should be left): {}",
+            context()
+        );
         cycle += 1;
     }
     let _ = writeln_stderr(&format!(
