@@ -71,7 +71,7 @@ fn nan_observation(multiprocess: bool) {
         ));
     }
     match nan_self_metric(&text) {
-        Some(n) if n == 1.0 => {}
+        Some(1.0) => {}
         other => wrong.push(format!(
             "the dropped NaN must be counted in a promshard_* self-metric mentioning nan (value 1); found {other:?}"
         )),

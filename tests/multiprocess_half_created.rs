@@ -102,7 +102,7 @@ fn half_created_files() {
     }
     assert_eq!(
         std::fs::metadata(dir.join(&live_zeroed_name)).map(|m| m.len()).ok(),
-        left.iter().any(|n| *n == live_zeroed_name).then_some(size),
+        left.contains(&live_zeroed_name).then_some(size),
         "a live process's file must not be truncated"
     );
     assert!(wrong.is_empty(), "half-created shard files:\n- {}\n(directory: {left:?})", wrong.join("\n- "));

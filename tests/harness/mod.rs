@@ -383,6 +383,12 @@ impl Worker {
     /// reads; it `_exit`s(0) when its command pipe closes, (101) if
     /// `handle` panics.
     pub fn spawn(handle: fn(&str) -> String) -> Worker {
+        Worker::spawn_with(|| {}, handle, || {})
+    }
+
+    /// [`spawn`](Self::spawn), with `prelude` run in the child first and
+    /// `epilogue` when its command pipe closes.
+    pub fn spawn_with(prelude: fn(), handle: fn(&str) -> String, epilogue: fn()) -> Worker {
         let (cmd_r, cmd_w) = pipe();
         let (rep_r, rep_w) = pipe();
         // SAFETY: the child serves commands and leaves with `_exit`.
@@ -391,14 +397,24 @@ impl Worker {
         if pid == 0 {
             drop(cmd_w);
             drop(rep_r);
-            let served =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve_commands(cmd_r, rep_w, handle)));
+            let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                prelude();
+                serve_commands(cmd_r, rep_w, handle);
+                epilogue();
+            }));
             // SAFETY: leave at once, without the parent's exit handlers.
             unsafe { libc::_exit(if served.is_ok() { 0 } else { 101 }) };
         }
         drop(cmd_r);
         drop(rep_w);
         Worker { pid, commands: Some(cmd_w), replies: rep_r, reaped: false }
+    }
+
+    /// In a forked copy of the process that owns this handle: closes the
+    /// inherited pipe ends without touching the worker (it is not ours).
+    pub fn forget(mut self) {
+        self.reaped = true;
+        self.commands = None;
     }
 
     /// Sends `command`, returns the reply; panics on timeout or death.
