@@ -55,6 +55,7 @@ pub(crate) fn get() -> &'static Registry {
 }
 
 fn layout(declared: &[&'static MetricCore]) -> Registry {
+    crate::versions::check();
     let mut sorted: Vec<&'static MetricCore> = declared.to_vec();
     sorted.sort_by(|a, b| {
         let (a, b) = (a.descriptor(), b.descriptor());

@@ -149,8 +149,18 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static super::OwnShard>) ->
     let mut cache = ShardCache::lock();
     let mut seen = HashSet::new();
     let (shard_paths, python_paths) = cache.list(dir).unwrap_or_default();
+    let siblings = crate::versions::siblings();
     for path in shard_paths {
         if path.file_name().is_some_and(|n| Some(n.to_string_lossy().as_ref()) == own_name.as_deref()) {
+            continue;
+        }
+        // Another promshard version of this process: read through its
+        // mapping, never opened (that would drop our liveness lock on it).
+        if let Some(bytes) = siblings.bytes(&path) {
+            match Shard::sibling(&path, bytes) {
+                Ok(shard) => shards.push(shard),
+                Err(e) => report(&path, e),
+            }
             continue;
         }
         match cache.open(&path) {

@@ -171,7 +171,13 @@ pub(crate) fn start(
 /// files are never touched. Called under the directory's start lock.
 fn clear_previous_run(dir: &Path) -> io::Result<()> {
     let shards = file::list(dir)?;
+    // Another promshard version's shard in this process is live, and must
+    // not be opened: closing it would drop this process's lock on it.
+    let siblings = crate::versions::siblings();
     let live = shards.iter().any(|p| {
+        if siblings.contains(p) {
+            return true;
+        }
         let file: Option<File> = file::open_for_read(p).ok();
         file.and_then(|f| file::holder(&f).ok().flatten()).is_some()
     });
