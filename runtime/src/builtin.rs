@@ -5,7 +5,8 @@ use crate::labels::LabelDomain;
 use crate::process::ProcessCollector;
 use crate::registry;
 
-pub(crate) static COLLECTORS: &[&dyn Collector] = &[&ProcessCollector, &LabelHealth, &ShardHealth];
+pub(crate) static COLLECTORS: &[&dyn Collector] =
+    &[&ProcessCollector, &LabelHealth, &ShardHealth, &crate::versions::VersionHealth];
 
 /// promshard's own counters of label values it could not keep: strings
 /// folded into `other` by a full [`Bounded`](crate::Bounded) label, and

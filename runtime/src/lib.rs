@@ -28,6 +28,7 @@ mod python_db;
 mod registry;
 mod shard;
 pub mod testing;
+mod versions;
 
 pub use collector::{Collector, FamilyWriter, MetricWriter};
 pub use descriptor::{

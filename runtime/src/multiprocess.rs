@@ -135,10 +135,14 @@ pub fn inspect(dir: impl AsRef<Path>) -> std::io::Result<Vec<ShardStatus>> {
         .collect();
     files.extend(own_name.clone());
     files.sort();
+    let siblings = crate::versions::siblings();
     for file in files {
-        let opened = match own {
-            Some(own) if Some(&file) == own_name.as_ref() => shard::read::Shard::own(own),
-            _ => shard::read::Shard::open(&dir.join(&file)),
+        let path = dir.join(&file);
+        let opened = match (own, siblings.bytes(&path)) {
+            (Some(own), _) if Some(&file) == own_name.as_ref() => shard::read::Shard::own(own),
+            // Another promshard version of this process: never by name.
+            (_, Some(bytes)) => shard::read::Shard::sibling(&path, bytes),
+            _ => shard::read::Shard::open(&path),
         };
         out.push(match opened {
             Ok(s) => ShardStatus {

@@ -11,7 +11,6 @@ use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use core::sync::atomic::AtomicU64;
-use linkme::distributed_slice;
 
 use crate::arena::{Arena, MemoryArena};
 use crate::collector::Collector;
@@ -20,13 +19,8 @@ use crate::expose::plan::FamilyPlan;
 use crate::gate::GateCell;
 use crate::metric::MetricCore;
 
-/// Every metric declared with `#[metric]` or `promshard::register!`.
-#[distributed_slice]
-pub static METRICS: [&'static MetricCore];
-
-/// Every collector declared with [`register_collector!`](crate::register_collector).
-#[distributed_slice]
-pub static COLLECTORS: [&'static dyn Collector];
+// Declared under this version's own names, see `versions`.
+pub use crate::versions::{COLLECTORS, METRICS};
 
 /// A laid-out metric: where its slots are and how to render it.
 pub(crate) struct Family {
@@ -64,6 +58,7 @@ pub(crate) fn get() -> &'static Registry {
 }
 
 fn layout(declared: &[&'static MetricCore]) -> Registry {
+    crate::versions::check();
     let mut sorted: Vec<&'static MetricCore> = declared.to_vec();
     sorted.sort_by(|a, b| {
         let (a, b) = (a.descriptor(), b.descriptor());

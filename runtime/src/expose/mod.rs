@@ -36,6 +36,7 @@ pub fn encode(format: Format) -> Vec<u8> {
 /// merge of every shard in the directory; the collectors' families (the
 /// process metrics among them) are this process's own.
 pub fn encode_into(format: Format, out: &mut Vec<u8>) {
+    let start = out.len();
     let registry = registry::get();
     match shard::own() {
         Some(own) => shard::merge::scrape(own).encode(format, out),
@@ -55,6 +56,7 @@ pub fn encode_into(format: Format, out: &mut Vec<u8>) {
     let mut writer = MetricWriter::new(Target::Text { out, format }, &registry.sample_names);
     registry::for_each_collector(|c| crate::collector::run(c, &mut writer));
     drop(writer);
+    crate::versions::append_others(format, start, out);
     if format == Format::OpenMetrics {
         out.extend_from_slice(b"# EOF\n");
     }

@@ -69,9 +69,10 @@ fn compact_locked(dir: &Path) -> io::Result<()> {
     };
     let absorbed: HashSet<&str> = archive.iter().flat_map(|a| a.absorbed_names()).collect();
     let mut dead = Vec::new();
+    let siblings = crate::versions::siblings();
     for path in listing.shards {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if name == ARCHIVE_NAME {
+        if name == ARCHIVE_NAME || siblings.contains(&path) {
             continue;
         }
         if absorbed.contains(name.as_str()) {

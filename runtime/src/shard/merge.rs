@@ -157,7 +157,20 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static super::OwnShard>) ->
     // A file newly found empty or foreign may be one a creator of an older
     // version left half made: compaction looks at it once.
     let mut suspect = false;
+    let siblings = crate::versions::siblings();
     for path in &listing.shards {
+        // Another promshard version of this process: read through its
+        // mapping, never opened (that would drop our liveness lock on it).
+        if let Some(bytes) = siblings.bytes(path) {
+            match Shard::sibling(path, bytes) {
+                Ok(shard) => shards.push(shard),
+                Err(e) => {
+                    report(&mut cache, path, e);
+                }
+            }
+            seen.insert(path.clone());
+            continue;
+        }
         match cache.open(path) {
             Ok(shard) => shards.push(shard),
             Err(e) => {

@@ -211,7 +211,13 @@ fn clear_previous_run(dir: &Path) -> io::Result<()> {
         file::remove_if_abandoned(half_made, file::STALE_AFTER);
     }
     let shards = listing.shards;
+    // Another promshard version's shard in this process is live, and must
+    // not be opened: closing it would drop this process's lock on it.
+    let siblings = crate::versions::siblings();
     let live = shards.iter().any(|p| {
+        if siblings.contains(p) {
+            return true;
+        }
         let file: Option<File> = file::open_for_read(p).ok();
         file.and_then(|f| file::holder(&f).ok().flatten()).is_some()
     });

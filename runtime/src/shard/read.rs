@@ -140,6 +140,12 @@ impl Shard {
         Self::parse(own.file_name(), Bytes::Own(own.bytes()), true)
     }
 
+    /// Reads the shard another promshard version of this process maps.
+    pub(crate) fn sibling(path: &Path, bytes: &'static [u8]) -> Result<Shard, ShardError> {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        Self::parse(name, Bytes::Own(bytes), true)
+    }
+
     /// Opens another process's shard (or the archive).
     pub(crate) fn open(path: &Path) -> Result<Shard, ShardError> {
         Self::open_file(path).map(|(shard, _)| shard)
