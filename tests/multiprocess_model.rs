@@ -252,7 +252,11 @@ impl Model {
         }
         for s in samples.iter().filter(|s| s.name == "model_route_hits_total") {
             let route = s.labels.iter().find(|(k, _)| k == "route").map_or("", |(_, v)| v.as_str());
-            if !self.routes.contains_key(route) {
+            // `other` (the overflow series) is exposed from the start at
+            // zero, as in memory mode; nothing is folded into it here.
+            if route == "other" {
+                check("model_route_hits_total{route=other}".into(), Some(s.value), 0.0);
+            } else if !self.routes.contains_key(route) {
                 check(
                     format!("model_route_hits_total{{route={route}}} (never recorded in this run)"),
                     Some(s.value),

@@ -377,8 +377,9 @@ fn each_version_exposes_both() {
         }
     }
     for (this, other) in [(VERSION, next.as_str()), (next.as_str(), VERSION)] {
-        let error =
-            format!("ERROR promshard {this}: metric `shared` is declared both in promshard {this} (at src/main.rs:");
+        let error = format!(
+            "ERROR promshard: version {this}: metric `shared` is declared both in promshard {this} (at src/main.rs:"
+        );
         assert!(stderr.contains(&error) && stderr.contains(&format!("and in promshard {other} (at")), "{stderr}");
     }
     assert!(!stderr.contains("also exposed by"), "no clash beyond the reported one:\n{stderr}");

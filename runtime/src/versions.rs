@@ -163,6 +163,11 @@ fn conflicts() -> &'static [Conflict] {
         let mut found = Vec::new();
         for other in others() {
             for (name, there) in declared_by(other) {
+                // promshard's own metrics are declared by every version and
+                // exposed once, by the version that serves the scrape.
+                if name.starts_with("promshard_") {
+                    continue;
+                }
                 if let Some((_, at)) = here.iter().find(|(n, _)| *n == name) {
                     found.push(Conflict { name, here: at.clone(), version: version_of(other), there });
                 }
@@ -180,13 +185,13 @@ pub(crate) fn check() {
         return;
     }
     crate::notice::warn(format!(
-        "promshard {VERSION}: promshard {} also linked into this binary; each version's exposition includes \
+        "version {VERSION}: promshard {} also linked into this binary; each version's exposition includes \
          the others' metrics",
         versions.join(", ")
     ));
     for c in conflicts() {
         crate::notice::error(format!(
-            "promshard {VERSION}: metric `{}` is declared both in promshard {VERSION} (at {}) and in promshard {} \
+            "version {VERSION}: metric `{}` is declared both in promshard {VERSION} (at {}) and in promshard {} \
              (at {}); each version exposes only its own declaration of it (in multiprocess mode both merge, as \
              metrics of two binaries sharing the directory do)",
             c.name, c.here, c.version, c.there
@@ -198,7 +203,7 @@ pub(crate) fn check() {
         .collect();
     if !formats.is_empty() && crate::shard::configured_dir().is_some() {
         crate::notice::warn(format!(
-            "promshard {VERSION} (shard format {}): promshard {} writes shards it cannot read; their metrics come \
+            "version {VERSION} (shard format {}): promshard {} writes shards it cannot read; their metrics come \
              from that version's scrape, and its files count in promshard_shard_errors_total{{reason=\"version\"}}",
             THIS.shard_format,
             formats.join(", ")
