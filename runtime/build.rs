@@ -13,27 +13,30 @@ fn main() {
     // Linkers only define start and stop symbols for sections named like C
     // identifiers: `0.2.0-rc.1` becomes `0_2_0_rc_1`.
     let suffix: String = version.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-    let mut code = String::new();
-    for (name, element, doc) in [
+    let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    // One file per slice, each included by the module whose type it holds.
+    for (file, name, element, doc) in [
         (
+            "metrics_slice.rs",
             "METRICS",
             "&'static crate::metric::MetricCore",
             "Every metric declared with `#[metric]` or `promshard::register!`.",
         ),
         (
+            "collectors_slice.rs",
             "COLLECTORS",
             "&'static dyn crate::collector::Collector",
             "Every collector declared with [`register_collector!`](crate::register_collector).",
         ),
     ] {
+        let mut code = String::new();
         writeln!(
             code,
             "#[doc = {doc:?}]\n#[::linkme::distributed_slice]\npub static {name}_{suffix}: [{element}];\n\
              pub use {name}_{suffix} as {name};\n"
         )
         .expect("writing to a String");
+        std::fs::write(out.join(file), code).expect("OUT_DIR is writable");
     }
-    let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    std::fs::write(out.join("slices.rs"), code).expect("OUT_DIR is writable");
     println!("cargo::rerun-if-changed=build.rs");
 }

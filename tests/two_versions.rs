@@ -122,7 +122,18 @@ fn write_if_changed(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// Mirrors `from` into `to`: files are written only when they changed,
+/// and what `from` no longer has is removed from `to` (a stale module file
+/// left in the copy would not compile beside its replacement).
 fn copy_tree(from: &Path, to: &Path, edit: &dyn Fn(&Path, Vec<u8>) -> Vec<u8>) {
+    if let Ok(entries) = std::fs::read_dir(to) {
+        for entry in entries.flatten() {
+            if !from.join(entry.file_name()).exists() {
+                let path = entry.path();
+                let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            }
+        }
+    }
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         let (source, target) = (entry.path(), to.join(entry.file_name()));

@@ -5,8 +5,22 @@ use crate::labels::LabelDomain;
 use crate::process::ProcessCollector;
 use crate::registry;
 
-pub(crate) static COLLECTORS: &[&dyn Collector] =
-    &[&ProcessCollector, &LabelHealth, &ShardHealth, &crate::versions::VersionHealth];
+use crate::descriptor::Opts;
+use crate::instruments::counter::Counter;
+use crate::metric::MetricCore;
+
+/// Children forked from a recording process whose own shard could not be
+/// made; they record into private memory that no scrape sees, so each is
+/// counted here, in the parent's file, by the fork handler.
+static FORK_FALLBACKS: Counter = Counter::new(Opts::new(
+    crate::shard::fork::FALLBACKS_METRIC,
+    "Forked children that could not create a shard of their own and record where no scrape sees them.",
+));
+
+#[linkme::distributed_slice(crate::registry::METRICS)]
+static FORK_FALLBACKS_ENTRY: &MetricCore = FORK_FALLBACKS.core();
+
+pub(crate) static COLLECTORS: &[&dyn Collector] = &[&ProcessCollector, &LabelHealth, &ShardHealth, &VersionHealth];
 
 /// promshard's own counters of label values it could not keep: strings
 /// folded into `other` by a full [`Bounded`](crate::Bounded) label, and
@@ -82,7 +96,7 @@ impl Collector for ShardHealth {
             "promshard_shard_errors_total",
             "Shard files skipped by a scrape because they could not be used, by reason.",
         );
-        for (error, count) in crate::shard::merge::errors() {
+        for (error, count) in crate::merge::errors() {
             family.sample(&[("reason", error.reason())], count as f64);
         }
     }
@@ -93,7 +107,7 @@ impl Collector for ShardHealth {
 fn report_fork_fallbacks() {
     use core::sync::atomic::{AtomicU64, Ordering};
     static REPORTED: AtomicU64 = AtomicU64::new(0);
-    let Some(slot) = crate::shard::FORK_FALLBACKS.core().slot_if_attached() else { return };
+    let Some(slot) = FORK_FALLBACKS.core().slot_if_attached() else { return };
     // SAFETY: the counter's first slot, in this process's arena.
     let count = unsafe { (*slot).load(Ordering::Relaxed) };
     let before = REPORTED.swap(count, Ordering::Relaxed);
@@ -103,5 +117,37 @@ fn report_fork_fallbacks() {
              out of descriptors?): what they record is seen by no scrape; see promshard_fork_fallbacks_total",
             count - before
         ));
+    }
+}
+
+/// `promshard_linked_versions` and `promshard_version_conflicts`, when
+/// more than one version is linked in.
+struct VersionHealth;
+
+impl Collector for VersionHealth {
+    fn collect(&self, out: &mut MetricWriter<'_>) {
+        if crate::linked::others().next().is_none() {
+            return;
+        }
+        let mut versions: Vec<&str> = crate::linked::all_versions().collect();
+        versions.sort_unstable();
+        let mut family = out.gauge(
+            "promshard_linked_versions",
+            "promshard versions linked into this binary, one series each; every version's exposition includes the others' metrics.",
+        );
+        for version in versions {
+            family.sample(&[("version", version)], 1.0);
+        }
+        drop(family);
+        let conflicts = crate::linked::conflicts();
+        if !conflicts.is_empty() {
+            let mut family = out.gauge(
+                "promshard_version_conflicts",
+                "Metrics declared in two linked promshard versions; this exposition has the `exposed` version's declaration only.",
+            );
+            for c in conflicts {
+                family.sample(&[("metric", &c.name), ("exposed", crate::linked::VERSION), ("hidden", c.version)], 1.0);
+            }
+        }
     }
 }

@@ -2,12 +2,22 @@
 //! size, a queue's depth, process statistics) read when a scrape happens.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-use crate::descriptor::{Kind, is_label_name, is_metric_name};
-use crate::expose::Format;
-use crate::expose::plan::write_header;
-use crate::expose::text::{le_value, write_f64, write_label, write_u64};
+use crate::descriptor::{Kind, is_label_name, is_metric_name, is_user_label_name};
+use crate::encode::format::Format;
+use crate::encode::plan::{SampleFn, write_header};
+use crate::encode::sample;
+use crate::encode::text::le_value;
+use crate::gate::GateCell;
 use crate::notice::warn_once;
+
+// `COLLECTORS`, declared under this version's own name (see build.rs).
+include!(concat!(env!("OUT_DIR"), "/collectors_slice.rs"));
+
+/// Under the gate, so a fork never finds it locked; collectors are
+/// called on a snapshot, with nothing locked.
+static RUNTIME_COLLECTORS: GateCell<Vec<Arc<dyn Collector>>> = GateCell::new(Vec::new());
 
 /// Produces metric families when a scrape happens.
 ///
@@ -57,9 +67,6 @@ pub(crate) fn run(collector: &dyn Collector, writer: &mut MetricWriter<'_>) {
         ));
     }
 }
-
-/// Receives `(sample name, labels, value)`.
-pub(crate) type SampleFn<'a> = dyn FnMut(&str, &[(&str, &str)], f64) + 'a;
 
 /// Where a sample goes: rendered text, or a callback (tests).
 pub(crate) enum Target<'a> {
@@ -221,7 +228,7 @@ impl FamilyWriter<'_, '_> {
 
     fn labels_ok(&self, labels: &[(&str, &str)], reserved: Option<&str>) -> bool {
         let ok = labels.iter().enumerate().all(|(i, (k, _))| {
-            is_label_name(k) && !k.starts_with("__") && Some(*k) != reserved && labels[..i].iter().all(|(j, _)| j != k)
+            is_user_label_name(k) && Some(*k) != reserved && labels[..i].iter().all(|(j, _)| j != k)
         });
         if !ok {
             warn_once(&format!("collector family `{}`: sample with invalid label names dropped", self.name));
@@ -251,25 +258,9 @@ impl FamilyWriter<'_, '_> {
     fn emit(&mut self, name: &str, labels: &[(&str, &str)], le: Option<&str>, value: f64) {
         match &mut self.writer.target {
             Target::Text { out, .. } => {
-                out.extend_from_slice(name.as_bytes());
-                if !labels.is_empty() || le.is_some() {
-                    out.push(b'{');
-                    let all = labels.iter().copied().chain(le.map(|le| ("le", le)));
-                    for (i, (k, v)) in all.enumerate() {
-                        if i > 0 {
-                            out.push(b',');
-                        }
-                        write_label(out, k, v);
-                    }
-                    out.push(b'}');
-                }
-                out.push(b' ');
-                if value >= 0.0 && value == value.trunc() && value < u64::MAX as f64 {
-                    write_u64(out, value as u64);
-                } else {
-                    write_f64(out, value);
-                }
-                out.push(b'\n');
+                let le = le.map(|le| [("le", le)]);
+                let parts = [sample::Labels::Pairs(labels), sample::Labels::Pairs(le.as_ref().map_or(&[], |l| &l[..]))];
+                sample::write(out, name, &parts, sample::Value::of_f64(value));
             }
             Target::Samples(f) => {
                 let mut all: Vec<(&str, &str)> = labels.to_vec();
@@ -288,4 +279,30 @@ impl Drop for FamilyWriter<'_, '_> {
 
 fn sample_name(kind: Kind, base: &str) -> String {
     format!("{base}{}", kind.sample_suffix())
+}
+
+/// Registers a scrape-time collector for the rest of the process's life.
+///
+/// ```
+/// use promshard::{Collector, MetricWriter};
+///
+/// struct QueueDepth;
+/// impl Collector for QueueDepth {
+///     fn collect(&self, out: &mut MetricWriter<'_>) {
+///         out.gauge("jobs_queued", "Jobs waiting in the queue.").sample(&[], 3.0);
+///     }
+/// }
+///
+/// promshard::register_collector(QueueDepth);
+/// assert_eq!(promshard::testing::sample_value("jobs_queued", &[]), Some(3.0));
+/// ```
+pub fn register_collector(collector: impl Collector) {
+    let collector: Arc<dyn Collector> = Arc::new(collector);
+    RUNTIME_COLLECTORS.with(|list| list.push(collector));
+}
+
+/// The collectors registered at run time, in order; a snapshot, so that
+/// none is called under the lock (a collector may register another).
+pub(crate) fn registered() -> Vec<Arc<dyn Collector>> {
+    RUNTIME_COLLECTORS.with(|list| list.clone())
 }

@@ -99,6 +99,55 @@ impl GaugeMode {
     pub const fn is_most_recent(self) -> bool {
         matches!(self, GaugeMode::MostRecent | GaugeMode::LiveMostRecent)
     }
+
+    /// Every mode, in the order of their codes in the shard format.
+    pub(crate) const ALL: [GaugeMode; 10] = [
+        GaugeMode::All,
+        GaugeMode::LiveAll,
+        GaugeMode::Sum,
+        GaugeMode::LiveSum,
+        GaugeMode::Min,
+        GaugeMode::LiveMin,
+        GaugeMode::Max,
+        GaugeMode::LiveMax,
+        GaugeMode::MostRecent,
+        GaugeMode::LiveMostRecent,
+    ];
+
+    /// The mode Python prometheus_client spells `name`.
+    pub(crate) fn from_name(name: &str) -> Option<GaugeMode> {
+        GaugeMode::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+
+    /// Whether only live processes' values count.
+    pub(crate) const fn is_live(self) -> bool {
+        matches!(
+            self,
+            GaugeMode::LiveAll
+                | GaugeMode::LiveSum
+                | GaugeMode::LiveMin
+                | GaugeMode::LiveMax
+                | GaugeMode::LiveMostRecent
+        )
+    }
+
+    /// Whether each process keeps a series of its own, under `pid`.
+    pub(crate) const fn is_per_process(self) -> bool {
+        matches!(self, GaugeMode::All | GaugeMode::LiveAll)
+    }
+
+    /// Combines two processes' `(value, timestamp)` of one gauge series
+    /// (the timestamp matters to the most-recent modes only).
+    pub(crate) fn combine(self, (value, stamp): (f64, f64), (other, other_stamp): (f64, f64)) -> (f64, f64) {
+        match self {
+            GaugeMode::Min | GaugeMode::LiveMin => (value.min(other), stamp),
+            GaugeMode::Max | GaugeMode::LiveMax => (value.max(other), stamp),
+            GaugeMode::MostRecent | GaugeMode::LiveMostRecent if other_stamp > stamp => (other, other_stamp),
+            GaugeMode::MostRecent | GaugeMode::LiveMostRecent => (value, stamp),
+            // Sum, and the per-process modes, whose series differ by pid.
+            _ => (value + other, stamp),
+        }
+    }
 }
 
 /// The type of a metric family.
@@ -430,6 +479,17 @@ pub const fn is_metric_name(name: &str) -> bool {
     }
     true
 }
+
+/// Whether `name` may name a label a user sets: a valid label name that
+/// is not reserved for Prometheus (`__` prefix).
+pub(crate) fn is_user_label_name(name: &str) -> bool {
+    is_label_name(name) && !name.starts_with("__")
+}
+
+/// The longest bounded label value (or string-log entry) kept, in bytes;
+/// longer values count as overflow, so a shard's string log can hold
+/// every kept value.
+pub(crate) const MAX_LABEL_VALUE: usize = 256;
 
 /// Whether `name` is a valid Prometheus label name.
 pub const fn is_label_name(name: &str) -> bool {

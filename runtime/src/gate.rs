@@ -12,10 +12,10 @@
 //! Two rules keep it from ever deadlocking on user code: nothing holds it
 //! while user code runs, and nothing logs while holding it (a `log`
 //! backend is user code, and may record a metric that needs the gate).
-//! Messages written under the gate are queued and logged when the
-//! thread's outermost [`locked`] section ends; see [`crate::notice`].
+//! Messages written under the gate are queued here and logged when the
+//! thread's outermost [`locked`] section ends; `notice` decides which.
 
-use core::cell::{Cell, UnsafeCell};
+use core::cell::{Cell, RefCell, UnsafeCell};
 
 struct Gate(UnsafeCell<libc::pthread_mutex_t>);
 
@@ -31,9 +31,35 @@ thread_local! {
     static DEPTH: Cell<u32> = const { Cell::new(0) };
 }
 
-/// Whether this thread is inside a [`locked`] section.
-pub(crate) fn held_here() -> bool {
-    DEPTH.with(|d| d.get() > 0)
+thread_local! {
+    /// Messages said while this thread held the gate.
+    static PENDING: RefCell<Vec<(log::Level, String)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Queues `message` if this thread holds the gate; otherwise hands it
+/// back, to be logged now.
+pub(crate) fn defer(level: log::Level, message: String) -> Option<(log::Level, String)> {
+    if DEPTH.with(|d| d.get() > 0) {
+        PENDING.with(|p| p.borrow_mut().push((level, message)));
+        None
+    } else {
+        Some((level, message))
+    }
+}
+
+/// Logs what was queued under the gate; called once it is released.
+fn flush() {
+    loop {
+        let Some(batch) = PENDING.with(|p| {
+            let mut p = p.borrow_mut();
+            (!p.is_empty()).then(|| std::mem::take(&mut *p))
+        }) else {
+            return;
+        };
+        for (level, message) in batch {
+            log::log!(level, "promshard: {message}");
+        }
+    }
 }
 
 /// Runs `f` holding the gate; reentrant on the same thread. `f` must be
@@ -48,7 +74,7 @@ pub(crate) fn locked<R>(f: impl FnOnce() -> R) -> R {
             });
             if outermost {
                 unlock();
-                crate::notice::flush();
+                flush();
             }
         }
     }

@@ -15,7 +15,7 @@ use crate::labels::OTHER;
 
 /// The longest value kept; longer values count as overflow, so that a
 /// shard's string log can hold every kept value.
-pub(crate) const MAX_VALUE_LEN: usize = crate::shard::format::MAX_STRING;
+pub(crate) const MAX_VALUE_LEN: usize = crate::descriptor::MAX_LABEL_VALUE;
 
 /// Receives each newly kept value: its index and text.
 pub(crate) type StringSink = dyn Fn(usize, &str) + Sync;

@@ -6,30 +6,65 @@
 
 #![warn(missing_docs)]
 
-mod arena;
-mod budget;
-mod builtin;
-mod collector;
-mod descriptor;
-mod expose;
+//! # Layers
+//!
+//! The modules form layers that import only downward, so a reader can
+//! start at the bottom and never meet a name from above:
+//!
+//! 0. support: `gate` (the one fork-safe lock, and the log queue of what
+//!    was said under it) and `notice` (every log message);
+//! 1. definitions, pure data and rules: `descriptor` (names and their
+//!    validity, kinds, gauge modes and how each combines, buckets),
+//!    `labels` (label values and domains), `budget`, and `encode`
+//!    (formats, escaping, the one sample-line writer, rendering plans);
+//! 2. storage: `arena` (memory), `info_slots` (how an info metric's
+//!    slots hold its pairs), `shard` (this process's shard file, fork
+//!    handling, the fault guard, the file format) and `linked` (other
+//!    promshard versions linked into the binary);
+//! 3. recording: `metric`, `interner`, `registry` (the layout, and
+//!    the lazy paths of recording that may have to lay it out),
+//!    `label_set`, and the instruments;
+//! 4. collection: `collector`, `process`, `builtin` and `merge`
+//!    (reading, merging and compacting a shard directory, and Python's
+//!    `.db` files);
+//! 5. exposition: `expose` (encode and render);
+//! 6. serving: `http`, `multiprocess`, `testing` and `versions`
+//!    (this version's entry for the others).
+
+// 0. support
 mod gate;
-#[cfg(feature = "http")]
-pub mod http;
+mod notice;
+// 1. definitions
+mod budget;
+mod descriptor;
+mod encode;
+mod labels;
+// 2. storage
+mod arena;
+mod info_slots;
+mod linked;
+mod shard;
+// 3. recording
 mod instruments;
 mod interner;
-mod labels;
+mod label_set;
 mod metric;
-pub mod multiprocess;
-mod notice;
-mod process;
-// used by the multiprocess merge (next)
-#[allow(dead_code)]
-mod python_db;
 mod registry;
-mod shard;
+// 4. collection
+mod builtin;
+mod collector;
+mod merge;
+mod process;
+// 5. exposition
+mod expose;
+// 6. serving
+#[cfg(feature = "http")]
+pub mod http;
+pub mod multiprocess;
 pub mod testing;
 mod versions;
 
+pub use collector::register_collector;
 pub use collector::{Collector, FamilyWriter, MetricWriter};
 pub use descriptor::{
     DEFAULT_BUCKETS, Descriptor, GaugeMode, Kind, Opts, exponential_buckets, is_label_name, is_metric_name,
@@ -43,10 +78,11 @@ pub use instruments::gauge::{Gauge, GaugeSeries, InProgress};
 pub use instruments::histogram::{Histogram, HistogramSeries, HistogramTimer};
 pub use instruments::info::Info;
 pub use instruments::state_set::{Enum, EnumSeries};
-pub use labels::{Bounded, LabelContext, LabelDomain, LabelSet, LabelType, LabelValue, OTHER};
+pub use label_set::{Bounded, LabelContext, LabelSet, LabelType};
+pub use labels::{LabelDomain, LabelValue, OTHER};
 pub use metric::MetricCore;
 pub use process::ProcessCollector;
-pub use registry::{RegistryError, check_registry, register_collector};
+pub use registry::{RegistryError, check_registry};
 
 /// Not a stable API: entry points for the fuzz targets in `fuzz/`.
 #[doc(hidden)]
@@ -54,13 +90,13 @@ pub mod __fuzz {
     /// Parses bytes as a shard file (header, schema, string log), as a
     /// scrape would; must never panic.
     pub fn shard_file(bytes: &[u8]) -> bool {
-        crate::shard::read::parse_bytes(bytes).is_ok()
+        crate::merge::read::parse_bytes(bytes).is_ok()
     }
 
     /// Parses bytes as a Python prometheus_client `.db` file; must never
     /// panic.
     pub fn python_db(bytes: &[u8]) -> bool {
-        crate::python_db::parse(bytes).is_ok()
+        crate::merge::python_db::parse(bytes).is_ok()
     }
 }
 
@@ -73,14 +109,15 @@ pub mod __private {
     /// `point` (1: archive written, 2: archive renamed, 3: one absorbed
     /// shard deleted).
     pub fn crash_compaction_at(point: u8) {
-        crate::shard::compact::CRASH_POINT.store(point, core::sync::atomic::Ordering::Relaxed);
+        crate::merge::compact::CRASH_POINT.store(point, core::sync::atomic::Ordering::Relaxed);
     }
-    pub use crate::registry::{COLLECTORS, METRICS};
+    pub use crate::collector::COLLECTORS;
+    pub use crate::registry::METRICS;
 
     /// For soak tests: how many distinct decoded shard schemas this
     /// process holds; it must follow the files in use, not history.
     pub fn schemas_in_use() -> usize {
-        crate::shard::read::schemas_in_use()
+        crate::merge::read::schemas_in_use()
     }
     pub use linkme;
 }

@@ -5,9 +5,9 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use crate::descriptor::Descriptor;
+use crate::encode::plan::Source;
 use crate::interner::Interner;
 use crate::labels::LabelDomain;
-use crate::registry;
 
 /// What the registry knows of one declared instrument.
 ///
@@ -33,9 +33,6 @@ pub struct MetricCore {
     schema_index: AtomicU32,
 }
 
-/// The label pairs of an info metric.
-pub(crate) type InfoPairs = Box<[(String, String)]>;
-
 impl MetricCore {
     pub(crate) const fn new(desc: Descriptor) -> MetricCore {
         MetricCore {
@@ -54,29 +51,6 @@ impl MetricCore {
         &self.desc
     }
 
-    /// The address of series `index`'s first slot.
-    ///
-    /// `index` must be at most `desc.series` (the discard series).
-    #[inline(always)]
-    pub(crate) fn series(&'static self, index: usize) -> *const AtomicU64 {
-        debug_assert!(index <= self.desc.series);
-        let mut base = self.base.load(Ordering::Acquire);
-        if base.is_null() {
-            base = self.attach();
-        }
-        // SAFETY: the arena holds `desc.slots()` = (series + 1) * width slots
-        // from `base`, and index <= series.
-        unsafe { base.add(index * self.desc.width) }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn attach(&'static self) -> *mut AtomicU64 {
-        registry::get();
-        let base = self.base.load(Ordering::Acquire);
-        if base.is_null() { registry::attach_unregistered(self) } else { base }
-    }
-
     /// The first slot, without laying anything out: `None` before the
     /// registry is laid out. Safe to call from a fork handler.
     pub(crate) fn slot_if_attached(&self) -> Option<*const AtomicU64> {
@@ -93,29 +67,26 @@ impl MetricCore {
         !self.base.load(Ordering::Acquire).is_null()
     }
 
-    /// The string table of the bounded label at `position`.
-    pub(crate) fn interner(&self, position: usize) -> &Interner {
-        if let Some(interners) = self.interners.get() {
-            return &interners[position];
+    /// Creates the string tables of the bounded labels, once, with the
+    /// sink each sends its new values to.
+    pub(crate) fn init_interners(&self, sink: impl Fn(usize) -> Option<&'static crate::interner::StringSink>) {
+        if self.interners.get().is_some() {
+            return;
         }
-        // Lay out first: in multiprocess mode new values go to the shard's
-        // string log, which needs this metric's schema index.
-        registry::get();
         // Initialised under the gate, so that fork() never catches the
         // OnceLock half-initialised (a child would wait on it forever).
-        let interners = crate::gate::locked(|| {
+        crate::gate::locked(|| {
             self.interners.get_or_init(|| {
                 let domains = self.desc.label_domains.iter();
                 domains
                     .enumerate()
                     .map(|(position, d)| match d {
-                        LabelDomain::Bounded { capacity } => Interner::new(*capacity, self.string_sink(position)),
+                        LabelDomain::Bounded { capacity } => Interner::new(*capacity, sink(position)),
                         LabelDomain::Values(_) => Interner::new(0, None),
                     })
                     .collect()
-            })
+            });
         });
-        &interners[position]
     }
 
     /// Records that the metric is entry `index` of this process's shard.
@@ -123,22 +94,9 @@ impl MetricCore {
         self.schema_index.store(index, Ordering::Relaxed);
     }
 
-    /// Where a bounded label's new values are written so other processes
-    /// can read them: the shard's string log, in multiprocess mode.
-    fn string_sink(&self, position: usize) -> Option<&'static crate::interner::StringSink> {
-        let shard = crate::shard::own()?;
-        let metric = self.schema_index.load(Ordering::Relaxed);
-        if metric == u32::MAX {
-            return None;
-        }
-        let sink = move |index: usize, value: &str| {
-            if !shard.log.append(metric, position as u16, index as u32, value.as_bytes()) {
-                crate::notice::warn(format!(
-                    "shard string log full; label value {value:?} is not visible to other processes"
-                ));
-            }
-        };
-        Some(Box::leak(Box::new(sink)))
+    /// This metric's entry in this process's shard schema, or `u32::MAX`.
+    pub(crate) fn schema_index(&self) -> u32 {
+        self.schema_index.load(Ordering::Relaxed)
     }
 
     /// The string table of the label at `position`, if one was ever used.
@@ -181,36 +139,41 @@ impl MetricCore {
         self.refused.load(Ordering::Relaxed)
     }
 
-    /// Replaces an info metric's label pairs in its slots (in the shard,
-    /// in multiprocess mode, where every reader finds them).
-    pub(crate) fn set_info(&'static self, pairs: InfoPairs) {
-        let payload = crate::instruments::info::encode_pairs(&pairs);
-        self.series(0); // lays the registry out and attaches the slots
-        let written = crate::gate::locked(|| {
-            let Some(slots) = self.info_slots() else { return false };
-            crate::instruments::info::read_pairs(slots).as_deref() == Some(&pairs[..])
-                || crate::instruments::info::write_payload(slots, &payload)
-        });
-        if !written {
-            self.refused.fetch_add(1, Ordering::Relaxed);
-            crate::notice::warn(format!(
-                "info `{}`: label pairs of {} bytes refused (at most {} bytes); the previous ones stay",
-                self.desc.name,
-                payload.len(),
-                crate::descriptor::INFO_PAYLOAD_MAX
-            ));
-        }
+    /// Counts a set of info pairs refused for its size.
+    pub(crate) fn refuse_info(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// An info metric's current label pairs.
     pub(crate) fn info_pairs(&self) -> Option<Vec<(String, String)>> {
-        crate::instruments::info::read_pairs(self.info_slots()?)
+        crate::info_slots::read_pairs(self.info_slots()?)
     }
 
-    fn info_slots(&self) -> Option<&[AtomicU64]> {
+    /// An info metric's slots, once laid out.
+    pub(crate) fn info_slots(&self) -> Option<&[AtomicU64]> {
         let base = self.slot_if_attached()?;
         // SAFETY: an info metric's first series is `width` slots in the
         // arena, which lives for the rest of the process.
         Some(unsafe { core::slice::from_raw_parts(base, self.desc.width) })
+    }
+}
+
+impl Source for MetricCore {
+    fn descriptor(&self) -> &Descriptor {
+        MetricCore::descriptor(self)
+    }
+    fn bounded(&self, position: usize, index: usize) -> Option<&str> {
+        match self.interner_if_used(position) {
+            Some(interner) => interner.get(index),
+            // No value recorded yet: only the overflow series is known,
+            // and it is exposed from the start, as in multiprocess mode.
+            None => match self.desc.label_domains.get(position)? {
+                LabelDomain::Bounded { capacity } if *capacity == index => Some(crate::labels::OTHER),
+                _ => None,
+            },
+        }
+    }
+    fn info(&self) -> Option<Vec<(String, String)>> {
+        self.info_pairs()
     }
 }

@@ -78,7 +78,7 @@ pub fn encode_dir(dir: impl AsRef<Path>, format: Format) -> Vec<u8> {
     let dir = resolve(dir.as_ref());
     let own = shard::own_in(&dir);
     let mut out = Vec::new();
-    shard::merge::collect_with(&dir, own).encode(format, &mut out);
+    crate::merge::collect_with(&dir, own).encode(format, &mut out);
     if format == Format::OpenMetrics {
         out.extend_from_slice(b"# EOF\n");
     }
@@ -90,7 +90,7 @@ pub fn encode_dir(dir: impl AsRef<Path>, format: Format) -> Vec<u8> {
 /// processes record and scrape. Does nothing while another process is
 /// compacting.
 pub fn compact_dir(dir: impl AsRef<Path>) {
-    shard::compact::compact(&resolve(dir.as_ref()));
+    crate::merge::compact::compact(&resolve(dir.as_ref()));
 }
 
 /// `dir` as one absolute path without symlinks, so that every spelling of
@@ -135,14 +135,14 @@ pub fn inspect(dir: impl AsRef<Path>) -> std::io::Result<Vec<ShardStatus>> {
         .collect();
     files.extend(own_name.clone());
     files.sort();
-    let siblings = crate::versions::siblings();
+    let siblings = crate::linked::siblings();
     for file in files {
         let path = dir.join(&file);
         let opened = match (own, siblings.bytes(&path)) {
-            (Some(own), _) if Some(&file) == own_name.as_ref() => shard::read::Shard::own(own),
+            (Some(own), _) if Some(&file) == own_name.as_ref() => crate::merge::read::Shard::own(own),
             // Another promshard version of this process: never by name.
-            (_, Some(bytes)) => shard::read::Shard::sibling(&path, bytes),
-            _ => shard::read::Shard::open(&path),
+            (_, Some(bytes)) => crate::merge::read::Shard::sibling(&path, bytes),
+            _ => crate::merge::read::Shard::open(&path),
         };
         out.push(match opened {
             Ok(s) => ShardStatus {

@@ -3,24 +3,17 @@
 //! the backend is user code, and a backend that records a metric (a new
 //! bounded label value, say) would wait for the gate forever.
 //!
-//! Messages written under the gate wait in a per-thread queue until the
-//! thread's outermost gate section ends.
+//! Messages written under the gate wait in the gate's per-thread queue
+//! until the thread's outermost gate section ends.
 
-use core::cell::RefCell;
 use std::collections::HashSet;
 
 use crate::gate::{self, GateCell};
 
-thread_local! {
-    static PENDING: RefCell<Vec<(log::Level, String)>> = const { RefCell::new(Vec::new()) };
-}
-
 /// Logs `message` at `level` with the `promshard: ` prefix, now or, under
 /// the gate, as soon as the gate is released.
 pub(crate) fn emit(level: log::Level, message: String) {
-    if gate::held_here() {
-        PENDING.with(|p| p.borrow_mut().push((level, message)));
-    } else {
+    if let Some((level, message)) = gate::defer(level, message) {
         log::log!(level, "promshard: {message}");
     }
 }
@@ -35,21 +28,6 @@ pub(crate) fn error(message: impl Into<String>) {
 
 pub(crate) fn info(message: impl Into<String>) {
     emit(log::Level::Info, message.into());
-}
-
-/// Logs what was queued under the gate; called when it is released.
-pub(crate) fn flush() {
-    loop {
-        let Some(batch) = PENDING.with(|p| {
-            let mut p = p.borrow_mut();
-            (!p.is_empty()).then(|| std::mem::take(&mut *p))
-        }) else {
-            return;
-        };
-        for (level, message) in batch {
-            log::log!(level, "promshard: {message}");
-        }
-    }
 }
 
 /// Logs a problem the first time it happens, not every scrape. For

@@ -4,23 +4,29 @@
 //! registration call and no code before `main`. The first recording or
 //! scrape walks the slice, sorts it by name, gives every series a fixed slot
 //! in one arena and caches each metric's base address. Scrape-time
-//! [`Collector`]s are listed separately.
+//! collectors are listed separately (`collector`).
+//!
+//! The recording paths that may have to lay the registry out first (a
+//! metric's slot address, a bounded label's string table) are methods of
+//! [`MetricCore`] defined here, so that the metric itself knows nothing of
+//! the registry above it.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use core::sync::atomic::AtomicU64;
 
 use crate::arena::{Arena, MemoryArena};
-use crate::collector::Collector;
 use crate::descriptor::{Descriptor, Kind};
-use crate::expose::plan::FamilyPlan;
+use crate::encode::plan::FamilyPlan;
 use crate::gate::GateCell;
+use crate::interner::Interner;
+use crate::labels::LabelDomain;
 use crate::metric::MetricCore;
 
-// Declared under this version's own names, see `versions`.
-pub use crate::versions::{COLLECTORS, METRICS};
+// `METRICS`, declared under this version's own name (see build.rs).
+include!(concat!(env!("OUT_DIR"), "/metrics_slice.rs"));
 
 /// A laid-out metric: where its slots are and how to render it.
 pub(crate) struct Family {
@@ -34,16 +40,14 @@ pub(crate) struct Registry {
     pub(crate) families: Vec<Family>,
     pub(crate) arena: Box<dyn Arena>,
     problems: Vec<RegistryError>,
-    /// Metrics used without a slice entry, each with its own arena.
-    pub(crate) unregistered: Mutex<Vec<(Family, Box<dyn Arena>)>>,
+    /// Metrics used without a slice entry, each with its own arena. Under
+    /// the gate: a fork must never find it locked.
+    pub(crate) unregistered: GateCell<Vec<(Family, Box<dyn Arena>)>>,
     /// Sample names already taken, to refuse clashing collector output.
     pub(crate) sample_names: HashMap<String, usize>,
 }
 
 static REGISTRY: OnceLock<Registry> = OnceLock::new();
-/// Under the gate, so a fork never finds it locked; collectors are
-/// called on a snapshot, with nothing locked.
-static RUNTIME_COLLECTORS: GateCell<Vec<Arc<dyn Collector>>> = GateCell::new(Vec::new());
 
 /// Whether the registry was laid out (and so the storage chosen).
 pub(crate) fn is_laid_out() -> bool {
@@ -58,7 +62,6 @@ pub(crate) fn get() -> &'static Registry {
 }
 
 fn layout(declared: &[&'static MetricCore]) -> Registry {
-    crate::versions::check();
     let mut sorted: Vec<&'static MetricCore> = declared.to_vec();
     sorted.sort_by(|a, b| {
         let (a, b) = (a.descriptor(), b.descriptor());
@@ -75,7 +78,7 @@ fn layout(declared: &[&'static MetricCore]) -> Registry {
     let multiprocess = crate::shard::configured_dir().is_some();
     for core in sorted {
         // Only a shard's fork handler writes it: meaningless in memory.
-        if !multiprocess && core::ptr::eq(core, crate::shard::FORK_FALLBACKS.core()) {
+        if !multiprocess && core.descriptor().name == crate::shard::fork::FALLBACKS_METRIC {
             hidden.push(core);
             continue;
         }
@@ -122,7 +125,14 @@ fn layout(declared: &[&'static MetricCore]) -> Registry {
             families.push(Family { core, offset: *offset, plan });
         }
     }
-    Registry { families, arena, problems, unregistered: Mutex::new(Vec::new()), sample_names }
+    // The fork handler counts a child's failure in this slot (in the
+    // parent's shard, before it lets go of it).
+    if let Some(core) = exposed.iter().find(|c| c.descriptor().name == crate::shard::fork::FALLBACKS_METRIC) {
+        crate::shard::fork::count_fallbacks_in(core.slot_if_attached().unwrap_or(core::ptr::null()));
+    }
+    let declared: Vec<&Descriptor> = exposed.iter().map(|c| c.descriptor()).collect();
+    crate::linked::report(&declared, crate::shard::format::VERSION, multiprocess);
+    Registry { families, arena, problems, unregistered: GateCell::new(Vec::new()), sample_names }
 }
 
 /// The arena: this process's shard file when `PROMSHARD_DIR` is set (and
@@ -132,8 +142,8 @@ fn arena_for(exposed: &[&'static MetricCore], offsets: &[usize], total: usize) -
     let metrics: Vec<(&Descriptor, usize)> =
         exposed.iter().map(|c| c.descriptor()).zip(offsets.iter().copied()).collect();
     let bounded = metrics.iter().flat_map(|(d, _)| d.label_domains).filter_map(|d| match d {
-        crate::labels::LabelDomain::Bounded { capacity } => Some(*capacity),
-        crate::labels::LabelDomain::Values(_) => None,
+        LabelDomain::Bounded { capacity } => Some(*capacity),
+        LabelDomain::Values(_) => None,
     });
     let log_capacity = crate::shard::log::capacity(bounded);
     match crate::shard::start(&dir, &metrics, total, log_capacity) {
@@ -150,23 +160,81 @@ fn arena_for(exposed: &[&'static MetricCore], offsets: &[usize], total: usize) -
 
 /// Gives a metric that is missing from [`METRICS`] slots of its own, so a
 /// forgotten registration degrades to a warning instead of a crash.
-pub(crate) fn attach_unregistered(core: &'static MetricCore) -> *mut AtomicU64 {
+fn attach_unregistered(core: &'static MetricCore) -> *mut AtomicU64 {
     let registry = get();
-    let mut list = registry.unregistered.lock().unwrap_or_else(|e| e.into_inner());
-    if !core.is_attached() {
-        let desc = core.descriptor();
-        crate::notice::warn(format!(
-            "metric `{}` ({}:{}) is used but not registered; \
-             declare it with #[metric] or promshard::register!",
-            desc.name, desc.file, desc.line
-        ));
-        let arena: Box<dyn Arena> = Box::new(MemoryArena::new(desc.slots()));
-        core.set_base(arena.slots().as_ptr() as *mut AtomicU64);
-        let plan = FamilyPlan::new(desc);
-        list.push((Family { core, offset: 0, plan }, arena));
-    }
-    drop(list);
+    registry.unregistered.with(|list| {
+        if !core.is_attached() {
+            let desc = core.descriptor();
+            crate::notice::warn(format!(
+                "metric `{}` ({}:{}) is used but not registered; \
+                 declare it with #[metric] or promshard::register!",
+                desc.name, desc.file, desc.line
+            ));
+            let arena: Box<dyn Arena> = Box::new(MemoryArena::new(desc.slots()));
+            core.set_base(arena.slots().as_ptr() as *mut AtomicU64);
+            let plan = FamilyPlan::new(desc);
+            list.push((Family { core, offset: 0, plan }, arena));
+        }
+    });
     core.series(0) as *mut AtomicU64
+}
+
+impl MetricCore {
+    /// The address of series `index`'s first slot, laying the registry
+    /// out on the first call.
+    ///
+    /// `index` must be at most `desc.series` (the discard series).
+    #[inline(always)]
+    pub(crate) fn series(&'static self, index: usize) -> *const AtomicU64 {
+        debug_assert!(index <= self.descriptor().series);
+        let base = match self.slot_if_attached() {
+            Some(base) => base as *mut AtomicU64,
+            None => self.attach(),
+        };
+        // SAFETY: the arena holds `desc.slots()` = (series + 1) * width slots
+        // from `base`, and index <= series.
+        unsafe { base.add(index * self.descriptor().width) }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn attach(&'static self) -> *mut AtomicU64 {
+        get();
+        match self.slot_if_attached() {
+            Some(base) => base as *mut AtomicU64,
+            None => attach_unregistered(self),
+        }
+    }
+
+    /// The string table of the bounded label at `position`.
+    pub(crate) fn interner(&self, position: usize) -> &Interner {
+        if let Some(interner) = self.interner_if_used(position) {
+            return interner;
+        }
+        // Lay out first: in multiprocess mode new values go to the shard's
+        // string log, which needs this metric's schema index.
+        get();
+        self.init_interners(|position| self.string_sink(position));
+        self.interner_if_used(position).expect("just initialised")
+    }
+
+    /// Where a bounded label's new values are written so other processes
+    /// can read them: the shard's string log, in multiprocess mode.
+    fn string_sink(&self, position: usize) -> Option<&'static crate::interner::StringSink> {
+        let shard = crate::shard::own()?;
+        let metric = self.schema_index();
+        if metric == u32::MAX {
+            return None;
+        }
+        let sink = move |index: usize, value: &str| {
+            if !shard.log.append(metric, position as u16, index as u32, value.as_bytes()) {
+                crate::notice::warn(format!(
+                    "shard string log full; label value {value:?} is not visible to other processes"
+                ));
+            }
+        };
+        Some(Box::leak(Box::new(sink)))
+    }
 }
 
 /// The names of the samples a metric's exposition uses.
@@ -224,39 +292,4 @@ impl std::error::Error for RegistryError {}
 pub fn check_registry() -> Result<(), Vec<RegistryError>> {
     let problems = &get().problems;
     if problems.is_empty() { Ok(()) } else { Err(problems.clone()) }
-}
-
-/// Registers a scrape-time collector for the rest of the process's life.
-///
-/// ```
-/// use promshard::{Collector, MetricWriter};
-///
-/// struct QueueDepth;
-/// impl Collector for QueueDepth {
-///     fn collect(&self, out: &mut MetricWriter<'_>) {
-///         out.gauge("jobs_queued", "Jobs waiting in the queue.").sample(&[], 3.0);
-///     }
-/// }
-///
-/// promshard::register_collector(QueueDepth);
-/// assert_eq!(promshard::testing::sample_value("jobs_queued", &[]), Some(3.0));
-/// ```
-pub fn register_collector(collector: impl Collector) {
-    let collector: Arc<dyn Collector> = Arc::new(collector);
-    RUNTIME_COLLECTORS.with(|list| list.push(collector));
-}
-
-/// Calls `f` with every collector: built-in, static, then runtime ones.
-pub(crate) fn for_each_collector(mut f: impl FnMut(&dyn Collector)) {
-    for collector in crate::builtin::COLLECTORS {
-        f(*collector);
-    }
-    for collector in COLLECTORS {
-        f(*collector);
-    }
-    // A collector may register another one: call none under the lock.
-    let list = RUNTIME_COLLECTORS.with(|list| list.clone());
-    for collector in &list {
-        f(collector.as_ref());
-    }
 }

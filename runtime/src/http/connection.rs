@@ -5,11 +5,24 @@ use std::net::TcpStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
-use super::Render;
 use super::auth::Credentials;
 use super::head::{Head, HeadError, Method, read_head};
-use super::listener::Limits;
 use super::response::{self, Response};
+use std::time::Duration;
+
+/// What a renderer returns: the body and its `Content-Type`.
+type Rendered = (Vec<u8>, &'static str);
+
+/// The renderer a server calls for each scrape, given the `Accept` header.
+pub(super) type Render = dyn Fn(Option<&str>) -> Rendered + Send + Sync;
+
+/// The validated limits of a running server.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Limits {
+    pub(super) timeout: Duration,
+    pub(super) max_connections: usize,
+    pub(super) max_header_bytes: usize,
+}
 
 /// What every connection of a server shares.
 pub(super) struct Service {

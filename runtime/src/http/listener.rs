@@ -10,23 +10,14 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::auth::Credentials;
-use super::connection::{self, Service};
-use super::options::ServerOptions;
-use super::{Render, reject};
-
-/// The validated limits of a running server.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Limits {
-    pub(super) timeout: Duration,
-    pub(super) max_connections: usize,
-    pub(super) max_header_bytes: usize,
-}
+use super::connection::{self, Limits, Render, Service};
+use super::reject;
 
 /// A running `/metrics` endpoint; see [`serve`](crate::serve) and
-/// [`ServerOptions`].
+/// [`ServerOptions`](super::ServerOptions).
 ///
 /// It runs on one thread accepting connections, one thread per open
-/// connection (at most [`ServerOptions::max_connections`]) and one
+/// connection (at most [`ServerOptions::max_connections`](super::ServerOptions::max_connections)) and one
 /// turning away connections past that cap with 503.
 ///
 /// Dropping the handle leaves the endpoint running for the rest of the
@@ -59,17 +50,6 @@ impl std::fmt::Debug for MetricsServer {
 }
 
 impl MetricsServer {
-    /// The options to start a server from: the same as
-    /// [`ServerOptions::new`].
-    ///
-    /// ```
-    /// let server = promshard::MetricsServer::builder().max_connections(4).serve("127.0.0.1:0").unwrap();
-    /// server.shutdown();
-    /// ```
-    pub fn builder() -> ServerOptions {
-        ServerOptions::new()
-    }
-
     /// The address the endpoint listens on (useful after binding port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr

@@ -66,9 +66,3 @@ pub use options::ServerOptions;
 pub fn serve(addr: impl ToSocketAddrs) -> io::Result<MetricsServer> {
     ServerOptions::new().serve(addr)
 }
-
-/// What a renderer returns: the body and its `Content-Type`.
-type Rendered = (Vec<u8>, &'static str);
-
-/// The renderer a server calls for each scrape, given the `Accept` header.
-type Render = dyn Fn(Option<&str>) -> Rendered + Send + Sync;

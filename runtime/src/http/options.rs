@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::auth::Credentials;
-use super::listener::{Limits, MetricsServer};
+use super::connection::Limits;
+use super::listener::MetricsServer;
 
 /// How to run a `/metrics` endpoint: its limits and the credentials it
 /// asks for. Start from [`ServerOptions::new`] (or
@@ -122,7 +123,7 @@ impl ServerOptions {
     /// When an option is invalid (a zero limit, a bad credential) or the
     /// address cannot be resolved or bound.
     pub fn serve(self, addr: impl ToSocketAddrs) -> io::Result<MetricsServer> {
-        self.serve_with(addr, crate::render)
+        self.serve_with(addr, crate::expose::render)
     }
 
     /// Serves what `render` returns on `addr`: it gets the request's
@@ -172,5 +173,18 @@ impl ServerOptions {
             max_header_bytes: self.max_header_bytes,
         };
         MetricsServer::start(addr, limits, self.credentials, Arc::new(render))
+    }
+}
+
+impl MetricsServer {
+    /// The options to start a server from: the same as
+    /// [`ServerOptions::new`].
+    ///
+    /// ```
+    /// let server = promshard::MetricsServer::builder().max_connections(4).serve("127.0.0.1:0").unwrap();
+    /// server.shutdown();
+    /// ```
+    pub fn builder() -> ServerOptions {
+        ServerOptions::new()
     }
 }

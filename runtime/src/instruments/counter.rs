@@ -4,7 +4,7 @@ use std::fmt;
 
 use super::float;
 use crate::descriptor::{Descriptor, Kind, Opts};
-use crate::labels::LabelSet;
+use crate::label_set::LabelSet;
 use crate::metric::MetricCore;
 
 /// A monotonically increasing total, one series per label combination.

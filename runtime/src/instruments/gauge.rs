@@ -4,7 +4,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::float;
 use crate::descriptor::{Descriptor, Kind, Opts};
-use crate::labels::LabelSet;
+use crate::label_set::LabelSet;
 use crate::metric::MetricCore;
 
 /// A value that goes up and down, one series per label combination.

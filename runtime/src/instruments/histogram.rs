@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::float;
 use crate::descriptor::{Descriptor, Kind, Opts};
-use crate::labels::LabelSet;
+use crate::label_set::LabelSet;
 use crate::metric::MetricCore;
 
 /// Observations counted into buckets, one series per label combination.

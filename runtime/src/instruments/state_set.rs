@@ -2,7 +2,8 @@ use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::descriptor::{Descriptor, Kind, Opts};
-use crate::labels::{LabelSet, LabelValue};
+use crate::label_set::LabelSet;
+use crate::labels::LabelValue;
 use crate::metric::MetricCore;
 
 /// Which one of a fixed set of states something is in, like Python's

@@ -19,22 +19,19 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-pub(crate) const EXTENSION: &str = "promshard";
+pub(crate) use super::own::{Identity, identity, own_name};
+
+pub(crate) use super::format::EXTENSION;
 pub(crate) const ARCHIVE_NAME: &str = "archive.promshard";
 const DIR_LOCK: &str = ".promshard.lock";
+/// Held shared by readers, exclusive by the compactor.
+pub(crate) const COMPACT_LOCK: &str = ".compact.lock";
 /// A shard is created as `.<final name>.tmp` and renamed when complete,
 /// so a file with the final name is never half made.
 pub(crate) const TEMP_SUFFIX: &str = ".tmp";
 /// Half-made files younger than this are left alone: their creator may
 /// be between creating the file and locking it.
 pub(crate) const STALE_AFTER: Duration = Duration::from_secs(2);
-
-/// A file's identity: device and inode.
-pub(crate) type Identity = (u64, u64);
-
-pub(crate) fn identity(meta: &fs::Metadata) -> Identity {
-    (meta.dev(), meta.ino())
-}
 
 /// Creates `dir` (0700) if missing, resolves it to one absolute path with
 /// no symlinks, and checks it can be trusted: a directory of this user
@@ -67,11 +64,6 @@ pub(crate) fn prepare_dir(dir: &Path) -> io::Result<(PathBuf, Identity)> {
         )));
     }
     Ok((dir, identity(&meta)))
-}
-
-/// The identity of the directory `dir` names, following symlinks.
-pub(crate) fn dir_identity(dir: &Path) -> Option<Identity> {
-    fs::metadata(dir).ok().map(|m| identity(&m))
 }
 
 /// An exclusive or shared `flock` on a lock file in the directory,
@@ -235,7 +227,7 @@ pub(crate) fn open_for_read(path: &Path) -> Result<File, super::format::ShardErr
             _ => ShardError::Io,
         })?;
     let meta = file.metadata().map_err(|_| ShardError::Io)?;
-    if super::own().is_some_and(|own| own.file_identity() == identity(&meta)) {
+    if super::own::own().is_some_and(|own| own.file_identity() == identity(&meta)) {
         core::mem::forget(file);
         crate::notice::warn(format!("{} is this process's own shard; not reading it by name", path.display()));
         return Err(ShardError::Io);
@@ -295,7 +287,7 @@ pub(crate) fn remove_if_abandoned(path: &Path, min_age: Duration) -> bool {
         return false;
     };
     let Ok(meta) = file.metadata() else { return false };
-    if super::own().is_some_and(|own| own.file_identity() == identity(&meta)) {
+    if super::own::own().is_some_and(|own| own.file_identity() == identity(&meta)) {
         core::mem::forget(file);
         return false;
     }
@@ -351,8 +343,4 @@ fn reserve(file: &File, len: usize) -> io::Result<()> {
             io::Error::from_raw_os_error(code)
         ))),
     }
-}
-
-pub(crate) fn own_name(pid: u32, nonce: u64) -> String {
-    format!("p{pid}-{nonce:016x}.{EXTENSION}")
 }

@@ -9,13 +9,13 @@
 //! allocation and no lock (the [`gate`](crate::gate) is taken before the
 //! fork and released on both sides).
 
-use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Once;
 
-use super::OwnShard;
 use super::format::{HEADER_LEN, checksum};
+use super::own::{self, OwnShard};
 use crate::gate;
 
 /// Set in a child whose new shard could not be created; its recordings go
@@ -23,6 +23,19 @@ use crate::gate;
 /// `promshard_fork_fallbacks_total` before it lets go of the parent's
 /// file, so the parent's next scrape reports it.
 pub(crate) static FAILED: AtomicBool = AtomicBool::new(false);
+
+/// The counter of children that fell back to private memory, declared
+/// with the built-in metrics.
+pub(crate) const FALLBACKS_METRIC: &str = "promshard_fork_fallbacks";
+
+/// Where a failed child counts itself: the slot of
+/// `promshard_fork_fallbacks_total`, in the parent's shard.
+static FALLBACK_SLOT: AtomicPtr<AtomicU64> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Sets the slot a child whose shard cannot be made counts itself in.
+pub(crate) fn count_fallbacks_in(slot: *const AtomicU64) {
+    FALLBACK_SLOT.store(slot as *mut AtomicU64, Ordering::Relaxed);
+}
 
 /// Descriptors of directory locks (`flock`s) this process has open. A
 /// forked child shares the open file behind each, so it would hold the
@@ -84,7 +97,7 @@ extern "C" fn child() {
             unsafe { libc::close(fd) };
         }
     }
-    if let Some(shard) = super::own() {
+    if let Some(shard) = own::own() {
         // SAFETY: we are the only thread of the child; see `switch`.
         if !unsafe { switch(shard) } {
             FAILED.store(true, Ordering::Relaxed);
@@ -225,7 +238,8 @@ unsafe fn reserve(fd: libc::c_int, len: usize) -> bool {
 unsafe fn fall_back(shard: &OwnShard) -> bool {
     // Still the parent's file: count this child there, where the parent's
     // next scrape sees it.
-    if let Some(slot) = super::FORK_FALLBACKS.core().slot_if_attached() {
+    let slot = FALLBACK_SLOT.load(Ordering::Relaxed);
+    if !slot.is_null() {
         // SAFETY: a counter slot inside the inherited mapping.
         unsafe { (*slot).fetch_add(1, Ordering::Relaxed) };
     }

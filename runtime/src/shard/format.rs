@@ -7,14 +7,16 @@ use std::fmt;
 use crate::descriptor::{Descriptor, GaugeMode, Kind};
 use crate::labels::LabelDomain;
 
+/// The extension of shard files (ours; Python's end in `.db`).
+pub(crate) const EXTENSION: &str = "promshard";
 pub(crate) const MAGIC: [u8; 8] = *b"PSHARD\0\0";
 /// 2: info pairs moved from the string log to the info metric's slots.
 pub(crate) const VERSION: u32 = 2;
 pub(crate) const HEADER_LEN: usize = 128;
 /// Bit 0 of `flags`: the file is the archive of dead workers.
 pub(crate) const FLAG_ARCHIVE: u32 = 1;
-/// Longest label value or info string the string log keeps.
-pub(crate) const MAX_STRING: usize = 256;
+/// Longest label value the string log keeps.
+pub(crate) const MAX_STRING: usize = crate::descriptor::MAX_LABEL_VALUE;
 
 /// Why a shard file could not be used; the `reason` label of
 /// `promshard_shard_errors_total`.
@@ -365,21 +367,9 @@ fn kind_code(kind: Kind) -> u8 {
 }
 
 const KINDS: [Kind; 5] = [Kind::Counter, Kind::Gauge, Kind::Histogram, Kind::Info, Kind::StateSet];
-const MODES: [GaugeMode; 10] = [
-    GaugeMode::All,
-    GaugeMode::LiveAll,
-    GaugeMode::Sum,
-    GaugeMode::LiveSum,
-    GaugeMode::Min,
-    GaugeMode::LiveMin,
-    GaugeMode::Max,
-    GaugeMode::LiveMax,
-    GaugeMode::MostRecent,
-    GaugeMode::LiveMostRecent,
-];
 
 fn mode_code(mode: GaugeMode) -> u8 {
-    MODES.iter().position(|m| *m == mode).expect("every mode is listed") as u8
+    GaugeMode::ALL.iter().position(|m| *m == mode).expect("every mode is listed") as u8
 }
 
 /// What the descriptors of a decoded schema point into: every string
@@ -428,7 +418,7 @@ pub(crate) fn decode_schema(
         let help = r.str()?;
         let unit = r.str()?;
         let kind = *KINDS.get(r.u8()? as usize).ok_or(ShardError::Schema)?;
-        let mode = *MODES.get(r.u8()? as usize).ok_or(ShardError::Schema)?;
+        let mode = *GaugeMode::ALL.get(r.u8()? as usize).ok_or(ShardError::Schema)?;
         r.take(2)?;
         let label_count = r.u32()? as usize;
         let mut names = Vec::with_capacity(label_count.min(16));

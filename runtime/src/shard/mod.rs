@@ -3,17 +3,16 @@
 //! every shard there (and Python prometheus_client's `.db` files) into one
 //! exposition.
 
-pub(crate) mod compact;
 pub(crate) mod file;
 pub(crate) mod fork;
 pub(crate) mod format;
 pub(crate) mod guard;
 pub(crate) mod log;
-pub(crate) mod merge;
-pub(crate) mod read;
-pub(crate) mod sparse;
+mod own;
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+pub(crate) use own::{OwnShard, own, own_in};
+
+use core::sync::atomic::{AtomicU32, AtomicU64};
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -27,51 +26,6 @@ use log::StringLog;
 
 /// The environment variable that selects multiprocess mode.
 pub const DIR_ENV: &str = "PROMSHARD_DIR";
-
-/// This process's shard.
-pub(crate) struct OwnShard {
-    /// The directory, absolute and free of symlinks, resolved once when
-    /// the shard was created (a later `chdir` changes nothing).
-    pub(crate) dir: PathBuf,
-    /// The directory's identity: any spelling of it names the same one.
-    dir_id: file::Identity,
-    /// The current file's identity; it changes in a forked child.
-    file_dev: AtomicU64,
-    file_ino: AtomicU64,
-    base: *mut u8,
-    len: usize,
-    slots_offset: usize,
-    slots_count: usize,
-    /// Byte ranges of info metrics' slots: a forked child copies them, so
-    /// it keeps exposing what its parent set (computed before any fork).
-    info_ranges: Vec<(usize, usize)>,
-    pub(crate) log: StringLog,
-    /// Identify the current file; they change in a forked child.
-    pid: AtomicU32,
-    nonce: AtomicU64,
-    /// Keeps the descriptor (and so the liveness lock) open for good; the
-    /// fork handler replaces it by raw descriptor number in the child.
-    fd: core::sync::atomic::AtomicI32,
-}
-
-// SAFETY: the mapping lives for the rest of the process; slots are atomics
-// and the log is written under the gate.
-unsafe impl Send for OwnShard {}
-unsafe impl Sync for OwnShard {}
-
-static OWN: OnceLock<OwnShard> = OnceLock::new();
-
-/// The shard of this process, when in multiprocess mode.
-pub(crate) fn own() -> Option<&'static OwnShard> {
-    OWN.get()
-}
-
-/// This process's shard, if `dir` (in any spelling: relative, through a
-/// symlink, with `..`) is its directory.
-pub(crate) fn own_in(dir: &Path) -> Option<&'static OwnShard> {
-    let own = own()?;
-    (file::dir_identity(dir) == Some(own.dir_id)).then_some(own)
-}
 
 static CONFIGURED: OnceLock<PathBuf> = OnceLock::new();
 
@@ -88,36 +42,6 @@ pub(crate) fn configured_dir() -> Option<PathBuf> {
 /// already.
 pub(crate) fn configure(dir: PathBuf) -> bool {
     CONFIGURED.set(std::path::absolute(&dir).unwrap_or(dir)).is_ok()
-}
-
-/// Children forked from a recording process whose own shard could not be
-/// made; they record into private memory that no scrape sees, so each is
-/// counted here, in the parent's file, by the fork handler.
-pub(crate) static FORK_FALLBACKS: crate::Counter = crate::Counter::new(crate::Opts::new(
-    "promshard_fork_fallbacks",
-    "Forked children that could not create a shard of their own and record where no scrape sees them.",
-));
-
-#[linkme::distributed_slice(crate::registry::METRICS)]
-static FORK_FALLBACKS_ENTRY: &crate::MetricCore = FORK_FALLBACKS.core();
-
-impl OwnShard {
-    /// The identity of the current file.
-    pub(crate) fn file_identity(&self) -> file::Identity {
-        (self.file_dev.load(Ordering::Relaxed), self.file_ino.load(Ordering::Relaxed))
-    }
-
-    /// The file name of the current shard.
-    pub(crate) fn file_name(&self) -> String {
-        file::own_name(self.pid.load(Ordering::Relaxed), self.nonce.load(Ordering::Relaxed))
-    }
-
-    /// The whole mapping, header to last slot.
-    pub(crate) fn bytes(&self) -> &[u8] {
-        // SAFETY: `base` maps `len` bytes for the rest of the process. Bytes
-        // other threads write are read as atomics where it matters.
-        unsafe { core::slice::from_raw_parts(self.base, self.len) }
-    }
 }
 
 /// The arena of slots inside the own shard's mapping.
@@ -148,7 +72,7 @@ pub(crate) fn start(
     let _start = file::DirLock::start(&dir)?;
     clear_previous_run(&dir)?;
     // Readers take it shared; it must exist before any compaction can run.
-    drop(file::DirLock::acquire(&dir, merge::COMPACT_LOCK, false, false)?);
+    drop(file::DirLock::acquire(&dir, file::COMPACT_LOCK, false, false)?);
 
     let schema = format::encode_schema(metrics);
     let pid = std::process::id();
@@ -164,7 +88,7 @@ pub(crate) fn start(
         file.write_all_at(&header.encode(), 0)?;
         file.write_all_at(&schema, header.schema_offset)
     })?;
-    let identity = file::identity(&file.metadata()?);
+    let identity = own::identity(&file.metadata()?);
     // SAFETY: the file is ours (created exclusively, locked) and sized;
     // the mapping is never unmapped, see below.
     let map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(&file)? };
@@ -193,10 +117,7 @@ pub(crate) fn start(
         nonce: AtomicU64::new(nonce),
         fd: core::sync::atomic::AtomicI32::new(fd),
     };
-    let shard = match OWN.set(shard) {
-        Ok(()) => OWN.get().expect("just set"),
-        Err(_) => return Err(io::Error::other("the shard was already started")),
-    };
+    let Some(shard) = own::install(shard) else { return Err(io::Error::other("the shard was already started")) };
     fork::install(shard)?;
     Ok(ShardArena { shard })
 }
@@ -213,7 +134,7 @@ fn clear_previous_run(dir: &Path) -> io::Result<()> {
     let shards = listing.shards;
     // Another promshard version's shard in this process is live, and must
     // not be opened: closing it would drop this process's lock on it.
-    let siblings = crate::versions::siblings();
+    let siblings = crate::linked::siblings();
     let live = shards.iter().any(|p| {
         if siblings.contains(p) {
             return true;

@@ -1,6 +1,6 @@
 //! Escaping and number formatting shared by both formats.
 
-use super::Format;
+use super::format::Format;
 
 /// Writes a label value between double quotes, escaping `\`, `"` and
 /// newline (the same rule in both formats).

@@ -15,15 +15,21 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use super::file;
-use super::format::{SchemaEntry, ShardError};
-use super::read::{Schema, Shard, ShardCache};
-use super::sparse::{Acc, Number, SparseFamily, SparseKind};
+pub(crate) mod compact;
+pub(crate) mod python_db;
+pub(crate) mod read;
+pub(crate) mod sparse;
+
 use crate::descriptor::{Descriptor, GaugeMode, Kind};
-use crate::expose::Format;
-use crate::expose::plan::{self, Source};
+use crate::encode::format::Format;
+use crate::encode::plan::Source;
+use crate::encode::sample::Value;
 use crate::labels::LabelDomain;
-use crate::python_db::{self, PyGaugeMode, PyKind};
+use crate::shard::file::{self, COMPACT_LOCK};
+use crate::shard::format::{SchemaEntry, ShardError};
+use python_db::PyKind;
+use read::{Schema, Shard, ShardCache};
+use sparse::{Acc, SparseFamily, SparseKind, add_sparse, counts_shard, per_process};
 
 /// Problems met while reading shards, by reason, for
 /// `promshard_shard_errors_total`.
@@ -100,42 +106,23 @@ impl Source for PlainSource {
     }
 }
 
-/// One shard's metric, seen through the shard's string log.
-struct ShardSource<'a> {
-    shard: &'a Shard,
-    metric: usize,
-    desc: &'static Descriptor,
-}
-
-impl Source for ShardSource<'_> {
-    fn descriptor(&self) -> &Descriptor {
-        self.desc
-    }
-    fn bounded(&self, position: usize, index: usize) -> Option<&str> {
-        self.shard.bounded_value(self.metric, position, index)
-    }
-    fn info(&self) -> Option<Vec<(String, String)>> {
-        self.shard.info(self.metric)
-    }
-}
-
 /// This process's scrape of its shard directory: the merge, then, when it
 /// met dead workers' shards or abandoned files, a compaction.
 ///
 /// Nothing here holds the gate: the caches are taken out of their tables
 /// for the scrape, and the directory locks are `flock`s, which a fork
 /// handler lets go of in the child.
-pub(crate) fn scrape(own: &'static super::OwnShard) -> Merged {
+pub(crate) fn scrape(own: &'static crate::shard::OwnShard) -> Merged {
     let merged = collect_with(&own.dir, Some(own));
     if merged.compactable {
-        super::compact::compact(&own.dir);
+        compact::compact(&own.dir);
     }
     merged
 }
 
 /// The merge of `dir` for a reader that may hold no shard (the CLI, a
 /// sidecar), or holds `own` there.
-pub(crate) fn collect_with(dir: &Path, own: Option<&'static super::OwnShard>) -> Merged {
+pub(crate) fn collect_with(dir: &Path, own: Option<&'static crate::shard::OwnShard>) -> Merged {
     // Shared: compaction (exclusive) never swaps the archive and deletes
     // absorbed shards in the middle of our read.
     // The lock file is created by every recording process when it starts,
@@ -157,7 +144,7 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static super::OwnShard>) ->
     // A file newly found empty or foreign may be one a creator of an older
     // version left half made: compaction looks at it once.
     let mut suspect = false;
-    let siblings = crate::versions::siblings();
+    let siblings = crate::linked::siblings();
     for path in &listing.shards {
         // Another promshard version of this process: read through its
         // mapping, never opened (that would drop our liveness lock on it).
@@ -205,31 +192,6 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static super::OwnShard>) ->
         }
         shards.retain(|s| !damaged.contains(&s.name));
     }
-}
-
-pub(crate) const COMPACT_LOCK: &str = ".compact.lock";
-
-/// Which shards a metric takes values from.
-fn counts_shard(desc: &Descriptor, shard: &Shard) -> bool {
-    match desc.kind {
-        Kind::Counter | Kind::Histogram => true,
-        Kind::Gauge => shard.live || !is_live_mode(desc.mode),
-        Kind::Info | Kind::StateSet => shard.live,
-    }
-}
-
-fn is_live_mode(mode: GaugeMode) -> bool {
-    matches!(
-        mode,
-        GaugeMode::LiveAll | GaugeMode::LiveSum | GaugeMode::LiveMin | GaugeMode::LiveMax | GaugeMode::LiveMostRecent
-    )
-}
-
-/// Whether series of this metric are kept per process, under `pid`.
-fn per_process(desc: &Descriptor, shard: &Shard) -> bool {
-    !shard.archive
-        && (desc.kind == Kind::StateSet
-            || (desc.kind == Kind::Gauge && matches!(desc.mode, GaugeMode::All | GaugeMode::LiveAll)))
 }
 
 fn merge(shards: &[Shard], python: BTreeMap<String, SparseFamily>) -> Merged {
@@ -321,77 +283,16 @@ fn fold(desc: &Descriptor, target: &mut [AtomicU64], slots: &[AtomicU64], seen: 
                 *t[width - 1].get_mut() = (float(&t[width - 1]) + float(&s[width - 1])).to_bits();
             }
             Kind::Gauge => {
-                let (current, value) = (float(&t[0]), float(&s[0]));
-                let next = match desc.mode {
-                    _ if !seen => value,
-                    GaugeMode::Min | GaugeMode::LiveMin => current.min(value),
-                    GaugeMode::Max | GaugeMode::LiveMax => current.max(value),
-                    GaugeMode::MostRecent | GaugeMode::LiveMostRecent => {
-                        if float(&s[1]) > float(&t[1]) {
-                            *t[1].get_mut() = get(&s[1]);
-                            value
-                        } else {
-                            current
-                        }
-                    }
-                    _ => current + value,
-                };
-                *t[0].get_mut() = next.to_bits();
-                if !seen && desc.mode.is_most_recent() {
-                    *t[1].get_mut() = get(&s[1]);
+                let stamped = desc.mode.is_most_recent();
+                let stamp = |slots: &[AtomicU64]| if stamped { float(&slots[1]) } else { 0.0 };
+                let theirs = (float(&s[0]), stamp(s));
+                let (value, at) = if seen { desc.mode.combine((float(&t[0]), stamp(t)), theirs) } else { theirs };
+                *t[0].get_mut() = value.to_bits();
+                if stamped {
+                    *t[1].get_mut() = at.to_bits();
                 }
             }
             Kind::StateSet | Kind::Info => {}
-        }
-    }
-}
-
-/// Adds a shard's metric to a family keyed by label text.
-pub(crate) fn add_sparse(family: &mut SparseFamily, shard: &Shard, metric: usize) {
-    let entry = &shard.schema.entries[metric];
-    let desc = entry.desc;
-    if !counts_shard(desc, shard) {
-        return;
-    }
-    let source = ShardSource { shard, metric, desc };
-    let pid = per_process(desc, shard).then(|| ("pid".to_owned(), shard.pid.to_string()));
-    if desc.kind == Kind::Info {
-        if let Some(pairs) = source.info() {
-            family.add(pairs, Acc::Value(1.0));
-        }
-        return;
-    }
-    let slots = shard.slots(entry);
-    let get = |i: usize| slots[i].load(Ordering::Relaxed);
-    for series in 0..desc.series {
-        let Some(values) = plan::series_values(&source, series) else { continue };
-        let mut labels: Vec<(String, String)> =
-            desc.label_names.iter().zip(values).map(|(k, v)| ((*k).to_owned(), v.to_owned())).collect();
-        labels.extend(pid.clone());
-        let base = series * desc.width;
-        match desc.kind {
-            Kind::Counter => {
-                family.add(labels, Acc::Counter { count: get(base), fraction: f64::from_bits(get(base + 1)) })
-            }
-            Kind::Gauge => {
-                let stamp = if desc.mode.is_most_recent() { f64::from_bits(get(base + 1)) } else { 0.0 };
-                family.add(labels, Acc::Gauge { value: f64::from_bits(get(base)), stamp });
-            }
-            Kind::Histogram => {
-                let bounds = desc.buckets.iter().copied().chain([f64::INFINITY]);
-                let buckets = bounds.enumerate().map(|(b, bound)| (bound, get(base + b))).collect();
-                let sum = f64::from_bits(get(base + desc.buckets.len() + 1));
-                family.add(labels, Acc::Histogram { buckets, sum });
-            }
-            Kind::StateSet => {
-                let current = get(base) as usize;
-                for (state, text) in desc.states.iter().enumerate() {
-                    let mut labels = labels.clone();
-                    labels.push((desc.name.to_owned(), (*text).to_owned()));
-                    family.add(labels, Acc::Value((state == current) as u64 as f64));
-                }
-            }
-            Kind::Info => {}
         }
     }
 }
@@ -418,16 +319,7 @@ fn read_python(cache: &mut ShardCache, paths: &[std::path::PathBuf]) -> BTreeMap
                 PyKind::Counter => (SparseKind::Metric(Kind::Counter, GaugeMode::Sum), None),
                 PyKind::Histogram => (SparseKind::Metric(Kind::Histogram, GaugeMode::Sum), None),
                 PyKind::Summary => (SparseKind::Summary, None),
-                PyKind::Gauge { mode, .. } => {
-                    let mode = match mode {
-                        PyGaugeMode::All => GaugeMode::All,
-                        PyGaugeMode::Min => GaugeMode::Min,
-                        PyGaugeMode::Max => GaugeMode::Max,
-                        PyGaugeMode::Sum => GaugeMode::Sum,
-                        PyGaugeMode::MostRecent => GaugeMode::MostRecent,
-                    };
-                    (SparseKind::Metric(Kind::Gauge, mode), Some(mode))
-                }
+                PyKind::Gauge { mode } => (SparseKind::Metric(Kind::Gauge, mode), Some(mode)),
             };
             let family = families
                 .entry(entry.metric.clone())
@@ -437,10 +329,10 @@ fn read_python(cache: &mut ShardCache, paths: &[std::path::PathBuf]) -> BTreeMap
             let acc = match (meta.kind, suffix) {
                 (PyKind::Counter, "_total") => Acc::Counter { count: 0, fraction: entry.value },
                 (PyKind::Gauge { .. }, "") => {
-                    if mode == Some(GaugeMode::MostRecent) && entry.timestamp == 0.0 {
+                    if mode.is_some_and(GaugeMode::is_most_recent) && entry.timestamp == 0.0 {
                         continue;
                     }
-                    if mode == Some(GaugeMode::All) {
+                    if mode.is_some_and(GaugeMode::is_per_process) {
                         labels.push(("pid".to_owned(), meta.pid.to_string()));
                     }
                     Acc::Gauge { value: entry.value, stamp: entry.timestamp }
@@ -488,13 +380,13 @@ impl Merged {
     }
 
     /// Calls `f(sample name, labels, value)` for every sample.
-    pub(crate) fn for_each_sample(&self, f: &mut crate::collector::SampleFn<'_>) {
+    pub(crate) fn for_each_sample(&self, f: &mut crate::encode::plan::SampleFn<'_>) {
         for family in &self.families {
             match family {
-                Family::Sparse(sparse) => sparse.visit(|name, labels, value: Number| f(name, labels, value.as_f64())),
+                Family::Sparse(sparse) => sparse.visit(|name, labels, value: Value| f(name, labels, value.as_f64())),
                 Family::Dense(dense) => {
                     for set in dense.merged.iter().chain(&dense.per_process) {
-                        crate::expose::visit_family(&dense.schema.plans[dense.entry], &set.source, &set.slots, f);
+                        crate::encode::plan::visit_family(&dense.schema.plans[dense.entry], &set.source, &set.slots, f);
                     }
                 }
             }

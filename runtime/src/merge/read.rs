@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 
-use super::format::{self, FLAG_ARCHIVE, Header, SchemaEntry, ShardError};
-use super::log;
-use super::{OwnShard, file};
-use crate::expose::plan::FamilyPlan;
+use crate::encode::plan::FamilyPlan;
 use crate::gate::GateCell;
 use crate::labels::{LabelDomain, OTHER};
+use crate::shard::format::{self, FLAG_ARCHIVE, Header, SchemaEntry, ShardError};
+use crate::shard::log;
+use crate::shard::{OwnShard, file};
 
 /// `position` of an archive record naming a shard file it absorbed.
 pub(crate) const ABSORBED_POSITION: u16 = u16::MAX - 1;
@@ -91,7 +91,7 @@ pub(crate) fn parse_bytes(bytes: &[u8]) -> Result<usize, ShardError> {
 /// or this process's own mapping.
 enum Bytes {
     /// Another process's file; the guard (dropped first) covers the map.
-    Mapped(Option<super::guard::Guarded>, memmap2::Mmap),
+    Mapped(Option<crate::shard::guard::Guarded>, memmap2::Mmap),
     Own(&'static [u8]),
     /// An 8-aligned copy of that many bytes (fuzzing).
     Copied(Box<[u64]>, usize),
@@ -163,7 +163,7 @@ impl Shard {
         // SAFETY: a read-only shared mapping. The writer only changes slots
         // (read atomically) and the log past its published length.
         let map = unsafe { memmap2::MmapOptions::new().map(&file) }.map_err(|_| ShardError::Io)?;
-        let guard = super::guard::Guarded::new(map.as_ptr(), map.len());
+        let guard = crate::shard::guard::Guarded::new(map.as_ptr(), map.len());
         let live = file::holder(&file).map_err(|_| ShardError::Io)?.is_some();
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let shard = Self::parse(name, Bytes::Mapped(guard, map), live)?;
@@ -243,7 +243,7 @@ impl Shard {
 
     /// An info metric's current label pairs, from its slots.
     pub(crate) fn info(&self, metric: usize) -> Option<Vec<(String, String)>> {
-        crate::instruments::info::read_pairs(self.slots(self.schema.entries.get(metric)?))
+        crate::info_slots::read_pairs(self.slots(self.schema.entries.get(metric)?))
     }
 
     /// Whether this archive already holds the values of shard `name`.
@@ -438,10 +438,10 @@ fn descriptor_budget() -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::super::format::{self, HEADER_LEN, Header};
     use super::parse_bytes;
     use crate::descriptor::{Descriptor, GaugeMode, Kind, Opts};
     use crate::labels::LabelDomain;
+    use crate::shard::format::{self, HEADER_LEN, Header};
 
     /// A small but complete shard image: every kind, a bounded label.
     fn image() -> (Vec<u8>, Vec<u8>) {

@@ -5,12 +5,11 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use super::Format;
-use super::text::{le_value, write_f64, write_help, write_label, write_u64};
+use super::format::Format;
+use super::sample::{self, Labels, Value};
+use super::text::{le_value, write_help, write_label};
 use crate::descriptor::{Descriptor, Kind};
-use crate::instruments::counter;
 use crate::labels::LabelDomain;
-use crate::metric::MetricCore;
 
 pub(crate) struct FamilyPlan {
     /// `# HELP` / `# TYPE` (/ `# UNIT`) lines, per format.
@@ -113,7 +112,7 @@ impl FamilyPlan {
                     let (count, fraction) = (load(base), load(base + 1));
                     let value = match fraction {
                         0 => Value::Int(count),
-                        bits => Value::Float(counter::total(count, f64::from_bits(bits))),
+                        bits => Value::Float(count as f64 + f64::from_bits(bits)),
                     };
                     f(line(&self.sample, None, value));
                 }
@@ -162,34 +161,6 @@ pub(crate) trait Source {
     }
 }
 
-impl Source for MetricCore {
-    fn descriptor(&self) -> &Descriptor {
-        MetricCore::descriptor(self)
-    }
-    fn bounded(&self, position: usize, index: usize) -> Option<&str> {
-        self.interner_if_used(position)?.get(index)
-    }
-    fn info(&self) -> Option<Vec<(String, String)>> {
-        self.info_pairs()
-    }
-}
-
-/// A sample value as it is best written.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Value {
-    Int(u64),
-    Float(f64),
-}
-
-impl Value {
-    pub(crate) fn as_f64(self) -> f64 {
-        match self {
-            Value::Int(v) => v as f64,
-            Value::Float(v) => v,
-        }
-    }
-}
-
 /// One sample, with its label text already escaped.
 pub(crate) struct Line<'a> {
     pub(crate) name: &'a str,
@@ -204,22 +175,7 @@ pub(crate) struct Line<'a> {
 impl Line<'_> {
     fn write(&self, extra_labels: &[String], out: &mut Vec<u8>) {
         let extra = self.extra.map_or("", |i| extra_labels[i].as_str());
-        out.extend_from_slice(self.name.as_bytes());
-        if !self.labels.is_empty() || !extra.is_empty() {
-            out.push(b'{');
-            out.extend_from_slice(self.labels.as_bytes());
-            if !self.labels.is_empty() && !extra.is_empty() {
-                out.push(b',');
-            }
-            out.extend_from_slice(extra.as_bytes());
-            out.push(b'}');
-        }
-        out.push(b' ');
-        match self.value {
-            Value::Int(v) => write_u64(out, v),
-            Value::Float(v) => write_f64(out, v),
-        }
-        out.push(b'\n');
+        sample::write(out, self.name, &[Labels::Text(self.labels), Labels::Text(extra)], self.value);
     }
 }
 
@@ -297,4 +253,30 @@ pub(crate) fn write_header(out: &mut Vec<u8>, name: &str, help: &str, kind: &str
         out.extend_from_slice(unit.as_bytes());
         out.push(b'\n');
     }
+}
+
+/// Receives `(sample name, labels, value)`.
+pub(crate) type SampleFn<'a> = dyn FnMut(&str, &[(&str, &str)], f64) + 'a;
+
+/// Calls `f` with every sample of one family, with structured labels.
+pub(crate) fn visit_family(plan: &FamilyPlan, source: &dyn Source, slots: &[AtomicU64], f: &mut SampleFn<'_>) {
+    let desc = source.descriptor();
+    let info = source.info().unwrap_or_default();
+    let extra = source.extra_pair();
+    plan.visit(source, slots, |line| {
+        let values = series_values(source, line.series).unwrap_or_default();
+        let mut labels: Vec<(&str, &str)> = desc.label_names.iter().copied().zip(values).collect();
+        labels.extend(info.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        labels.extend(extra);
+        let le;
+        match (desc.kind, line.extra) {
+            (Kind::Histogram, Some(bucket)) => {
+                le = le_value(desc.buckets.get(bucket).copied().unwrap_or(f64::INFINITY));
+                labels.push(("le", &le));
+            }
+            (Kind::StateSet, Some(state)) => labels.push((desc.name, desc.states[state])),
+            _ => {}
+        }
+        f(line.name, &labels, line.value.as_f64());
+    });
 }

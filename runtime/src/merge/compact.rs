@@ -16,13 +16,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::file::{self, ARCHIVE_NAME, DirLock};
-use super::format::{self, FLAG_ARCHIVE, Header, MetricSpec, ShardError};
-use super::log::StringLog;
-use super::merge::{COMPACT_LOCK, add_sparse};
 use super::read::{ABSORBED_POSITION, Shard};
-use super::sparse::{Acc, SparseFamily, SparseKind};
+use super::sparse::{Acc, SparseFamily, SparseKind, add_sparse};
 use crate::descriptor::{GaugeMode, Kind};
+use crate::shard::file::{self, ARCHIVE_NAME, COMPACT_LOCK, DirLock};
+use crate::shard::format::{self, FLAG_ARCHIVE, Header, MetricSpec, ShardError};
+use crate::shard::log::StringLog;
 
 /// For crash tests: when set to 1, 2 or 3, the compactor `_exit`s after
 /// writing the new archive, after renaming it, or after deleting the first
@@ -49,7 +48,7 @@ pub(crate) fn compact(dir: &Path) {
 }
 
 fn compact_locked(dir: &Path) -> io::Result<()> {
-    let own = super::own_in(dir).map(|o| o.file_name());
+    let own = crate::shard::own_in(dir).map(|o| o.file_name());
     let listing = file::list_all(dir, own.as_deref())?;
     // Under the exclusive lock no one else is writing an archive: any
     // temporary archive is a compactor's that died.
@@ -69,7 +68,7 @@ fn compact_locked(dir: &Path) -> io::Result<()> {
     };
     let absorbed: HashSet<&str> = archive.iter().flat_map(|a| a.absorbed_names()).collect();
     let mut dead = Vec::new();
-    let siblings = crate::versions::siblings();
+    let siblings = crate::linked::siblings();
     for path in listing.shards {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         if name == ARCHIVE_NAME || siblings.contains(&path) {

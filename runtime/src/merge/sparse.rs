@@ -5,10 +5,15 @@
 
 use std::collections::BTreeMap;
 
-use crate::descriptor::{GaugeMode, Kind};
-use crate::expose::Format;
-use crate::expose::plan::write_header;
-use crate::expose::text::{le_value, write_f64, write_label, write_u64};
+use core::sync::atomic::Ordering;
+
+use super::read::Shard;
+use crate::descriptor::{Descriptor, GaugeMode, Kind};
+use crate::encode::format::Format;
+use crate::encode::plan::write_header;
+use crate::encode::plan::{self, Source};
+use crate::encode::sample::{self, Value};
+use crate::encode::text::le_value;
 
 /// The type of a sparse family: the five of ours, and Python's summary.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -89,28 +94,28 @@ impl SparseFamily {
     }
 
     /// Calls `f(sample name, labels, value)` for every sample.
-    pub(crate) fn visit(&self, mut f: impl FnMut(&str, &[(&str, &str)], Number)) {
+    pub(crate) fn visit(&self, mut f: impl FnMut(&str, &[(&str, &str)], Value)) {
         let name = &self.name;
         for (labels, acc) in &self.series {
             let pairs: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             match acc {
                 Acc::Counter { count, fraction } => {
                     let value =
-                        if *fraction == 0.0 { Number::Int(*count) } else { Number::Float(*count as f64 + fraction) };
+                        if *fraction == 0.0 { Value::Int(*count) } else { Value::Float(*count as f64 + fraction) };
                     f(&format!("{name}_total"), &pairs, value);
                 }
-                Acc::Gauge { value, .. } => f(name, &pairs, Number::Float(*value)),
+                Acc::Gauge { value, .. } => f(name, &pairs, Value::Float(*value)),
                 Acc::Value(v) => {
                     let sample = if matches!(self.kind, SparseKind::Metric(Kind::Info, _)) {
                         format!("{name}_info")
                     } else {
                         name.clone()
                     };
-                    f(&sample, &pairs, Number::Float(*v));
+                    f(&sample, &pairs, Value::Float(*v));
                 }
                 Acc::Summary { count, sum } => {
-                    f(&format!("{name}_count"), &pairs, Number::Float(*count));
-                    f(&format!("{name}_sum"), &pairs, Number::Float(*sum));
+                    f(&format!("{name}_count"), &pairs, Value::Float(*count));
+                    f(&format!("{name}_sum"), &pairs, Value::Float(*sum));
                 }
                 Acc::Histogram { buckets, sum } => {
                     let mut sorted = buckets.clone();
@@ -125,27 +130,12 @@ impl SparseFamily {
                         let le = le_value(bound);
                         let mut with_le = pairs.clone();
                         with_le.push(("le", &le));
-                        f(&bucket, &with_le, Number::Int(cumulative));
+                        f(&bucket, &with_le, Value::Int(cumulative));
                     }
-                    f(&format!("{name}_count"), &pairs, Number::Int(cumulative));
-                    f(&format!("{name}_sum"), &pairs, Number::Float(*sum));
+                    f(&format!("{name}_count"), &pairs, Value::Int(cumulative));
+                    f(&format!("{name}_sum"), &pairs, Value::Float(*sum));
                 }
             }
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Number {
-    Int(u64),
-    Float(f64),
-}
-
-impl Number {
-    pub(crate) fn as_f64(self) -> f64 {
-        match self {
-            Number::Int(v) => v as f64,
-            Number::Float(v) => v,
         }
     }
 }
@@ -169,39 +159,98 @@ fn combine(current: &mut Acc, value: Acc, mode: GaugeMode) {
             *count += c;
             *sum += s;
         }
-        (Acc::Gauge { value, stamp }, Acc::Gauge { value: v, stamp: t }) => match mode {
-            GaugeMode::Min | GaugeMode::LiveMin => *value = value.min(v),
-            GaugeMode::Max | GaugeMode::LiveMax => *value = value.max(v),
-            GaugeMode::MostRecent | GaugeMode::LiveMostRecent => {
-                if t > *stamp {
-                    (*value, *stamp) = (v, t);
-                }
-            }
-            // Sum, and `all` modes whose series differ by pid anyway.
-            _ => *value += v,
-        },
+        (Acc::Gauge { value, stamp }, Acc::Gauge { value: v, stamp: t }) => {
+            (*value, *stamp) = mode.combine((*value, *stamp), (v, t));
+        }
         (Acc::Value(current), Acc::Value(v)) => *current = current.max(v),
         // A kind mismatch between processes: keep the first.
         _ => {}
     }
 }
 
-fn line(out: &mut Vec<u8>, name: &str, labels: &[(&str, &str)], value: Number) {
-    out.extend_from_slice(name.as_bytes());
-    if !labels.is_empty() {
-        out.push(b'{');
-        for (i, (k, v)) in labels.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            write_label(out, k, v);
+fn line(out: &mut Vec<u8>, name: &str, labels: &[(&str, &str)], value: Value) {
+    sample::write(out, name, &[sample::Labels::Pairs(labels)], value);
+}
+
+/// One shard's metric, seen through the shard's string log.
+struct ShardSource<'a> {
+    shard: &'a Shard,
+    metric: usize,
+    desc: &'static Descriptor,
+}
+
+impl Source for ShardSource<'_> {
+    fn descriptor(&self) -> &Descriptor {
+        self.desc
+    }
+    fn bounded(&self, position: usize, index: usize) -> Option<&str> {
+        self.shard.bounded_value(self.metric, position, index)
+    }
+    fn info(&self) -> Option<Vec<(String, String)>> {
+        self.shard.info(self.metric)
+    }
+}
+
+/// Which shards a metric takes values from.
+pub(crate) fn counts_shard(desc: &Descriptor, shard: &Shard) -> bool {
+    match desc.kind {
+        Kind::Counter | Kind::Histogram => true,
+        Kind::Gauge => shard.live || !desc.mode.is_live(),
+        Kind::Info | Kind::StateSet => shard.live,
+    }
+}
+
+/// Whether series of this metric are kept per process, under `pid`.
+pub(crate) fn per_process(desc: &Descriptor, shard: &Shard) -> bool {
+    !shard.archive && (desc.kind == Kind::StateSet || (desc.kind == Kind::Gauge && desc.mode.is_per_process()))
+}
+
+/// Adds a shard's metric to a family keyed by label text.
+pub(crate) fn add_sparse(family: &mut SparseFamily, shard: &Shard, metric: usize) {
+    let entry = &shard.schema.entries[metric];
+    let desc = entry.desc;
+    if !counts_shard(desc, shard) {
+        return;
+    }
+    let source = ShardSource { shard, metric, desc };
+    let pid = per_process(desc, shard).then(|| ("pid".to_owned(), shard.pid.to_string()));
+    if desc.kind == Kind::Info {
+        if let Some(pairs) = source.info() {
+            family.add(pairs, Acc::Value(1.0));
         }
-        out.push(b'}');
+        return;
     }
-    out.push(b' ');
-    match value {
-        Number::Int(v) => write_u64(out, v),
-        Number::Float(v) => write_f64(out, v),
+    let slots = shard.slots(entry);
+    let get = |i: usize| slots[i].load(Ordering::Relaxed);
+    for series in 0..desc.series {
+        let Some(values) = plan::series_values(&source, series) else { continue };
+        let mut labels: Vec<(String, String)> =
+            desc.label_names.iter().zip(values).map(|(k, v)| ((*k).to_owned(), v.to_owned())).collect();
+        labels.extend(pid.clone());
+        let base = series * desc.width;
+        match desc.kind {
+            Kind::Counter => {
+                family.add(labels, Acc::Counter { count: get(base), fraction: f64::from_bits(get(base + 1)) })
+            }
+            Kind::Gauge => {
+                let stamp = if desc.mode.is_most_recent() { f64::from_bits(get(base + 1)) } else { 0.0 };
+                family.add(labels, Acc::Gauge { value: f64::from_bits(get(base)), stamp });
+            }
+            Kind::Histogram => {
+                let bounds = desc.buckets.iter().copied().chain([f64::INFINITY]);
+                let buckets = bounds.enumerate().map(|(b, bound)| (bound, get(base + b))).collect();
+                let sum = f64::from_bits(get(base + desc.buckets.len() + 1));
+                family.add(labels, Acc::Histogram { buckets, sum });
+            }
+            Kind::StateSet => {
+                let current = get(base) as usize;
+                for (state, text) in desc.states.iter().enumerate() {
+                    let mut labels = labels.clone();
+                    labels.push((desc.name.to_owned(), (*text).to_owned()));
+                    family.add(labels, Acc::Value((state == current) as u64 as f64));
+                }
+            }
+            Kind::Info => {}
+        }
     }
-    out.push(b'\n');
 }

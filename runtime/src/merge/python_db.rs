@@ -29,6 +29,8 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
+use crate::descriptor::GaugeMode;
+
 /// Bytes before the first entry: `used` and 4 bytes of padding.
 const HEADER: usize = 8;
 
@@ -62,27 +64,15 @@ pub(crate) struct PyFile {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PyKind {
     Counter,
-    /// `live` files (`gauge_live<mode>_<pid>.db`) aggregate like the others
-    /// but `mark_process_dead` deletes them, so one can vanish between
-    /// listing the directory and reading it; Python skips such a file.
+    /// `gauge_<mode>_<pid>.db`, with Python's spelling of the mode. The
+    /// `live` modes' files aggregate like the others, but
+    /// `mark_process_dead` deletes them, so one can vanish between listing
+    /// the directory and reading it; Python skips such a file.
     Gauge {
-        mode: PyGaugeMode,
-        live: bool,
+        mode: GaugeMode,
     },
     Histogram,
     Summary,
-}
-
-/// How the collector combines one gauge's series across processes: `All`
-/// keeps each process's series apart under a `pid` label; `MostRecent`
-/// keeps the value with the newest non-zero timestamp.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PyGaugeMode {
-    All,
-    Min,
-    Max,
-    Sum,
-    MostRecent,
 }
 
 /// Recognises `counter_<pid>.db`, `gauge_<mode>_<pid>.db`,
@@ -94,16 +84,7 @@ pub(crate) fn parse_file_name(name: &str) -> Option<PyFile> {
     let (kind, pid) = match stem.split_once('_')? {
         ("gauge", rest) => {
             let (mode, pid) = rest.split_once('_')?;
-            let (live, mode) = mode.strip_prefix("live").map_or((false, mode), |m| (true, m));
-            let mode = match mode {
-                "all" => PyGaugeMode::All,
-                "min" => PyGaugeMode::Min,
-                "max" => PyGaugeMode::Max,
-                "sum" => PyGaugeMode::Sum,
-                "mostrecent" => PyGaugeMode::MostRecent,
-                _ => return None,
-            };
-            (PyKind::Gauge { mode, live }, pid)
+            (PyKind::Gauge { mode: GaugeMode::from_name(mode)? }, pid)
         }
         ("counter", pid) => (PyKind::Counter, pid),
         ("histogram", pid) => (PyKind::Histogram, pid),
@@ -641,13 +622,9 @@ mod tests {
         assert_eq!(name("counter_123.db"), Some((PyKind::Counter, 123)));
         assert_eq!(name("histogram_0.db"), Some((PyKind::Histogram, 0)));
         assert_eq!(name("summary_4294967295.db"), Some((PyKind::Summary, u32::MAX)));
-        let modes = [("all", PyGaugeMode::All), ("min", PyGaugeMode::Min), ("max", PyGaugeMode::Max)];
-        let modes = modes.into_iter().chain([("sum", PyGaugeMode::Sum), ("mostrecent", PyGaugeMode::MostRecent)]);
-        for (text, mode) in modes {
-            for live in [false, true] {
-                let file = format!("gauge_{}{text}_7.db", if live { "live" } else { "" });
-                assert_eq!(name(&file), Some((PyKind::Gauge { mode, live }, 7)), "{file}");
-            }
+        for mode in GaugeMode::ALL {
+            let file = format!("gauge_{}_7.db", mode.as_str());
+            assert_eq!(name(&file), Some((PyKind::Gauge { mode }, 7)), "{file}");
         }
         let bad = "counter_1.db.tmp counter_.db counter_012.db counter_+1.db counter_1_2.db \
                    counter_4294967296.db Counter_1.db counter.db gauge_all.db gauge_bogus_1.db \
@@ -785,12 +762,12 @@ for m in registry.collect():
             for e in entries {
                 let mut labels = e.labels.clone();
                 match file.kind {
-                    PyKind::Gauge { mode: PyGaugeMode::All, .. } => {
+                    PyKind::Gauge { mode: GaugeMode::All | GaugeMode::LiveAll } => {
                         labels.push(("pid".into(), file.pid.to_string()));
                         labels.sort();
                         out.insert((e.sample.clone(), labels), e.value);
                     }
-                    PyKind::Gauge { mode: PyGaugeMode::MostRecent, .. } => {
+                    PyKind::Gauge { mode: GaugeMode::MostRecent | GaugeMode::LiveMostRecent } => {
                         let key = (e.sample.clone(), labels);
                         if e.timestamp > newest.get(&key).copied().unwrap_or(0.0) {
                             newest.insert(key.clone(), e.timestamp);
@@ -803,7 +780,9 @@ for m in registry.collect():
                         let bucket = (le.parse::<f64>().unwrap(), le.clone(), e.value);
                         buckets.entry((e.metric.clone(), labels)).or_default().push(bucket);
                     }
-                    PyKind::Gauge { mode, .. } if mode != PyGaugeMode::Sum => panic!("{mode:?}"),
+                    PyKind::Gauge { mode } if !matches!(mode, GaugeMode::Sum | GaugeMode::LiveSum) => {
+                        panic!("{mode:?}")
+                    }
                     _ => *out.entry((e.sample.clone(), labels)).or_insert(0.0) += e.value,
                 }
             }

@@ -1,0 +1,9 @@
+//! The exposition's rules of writing, with no state: formats, escaping and
+//! numbers, the one sample-line writer, and each family's precomputed
+//! rendering plan. Everything that renders (the registry's metrics, merged
+//! shards, collectors) writes through here.
+
+pub(crate) mod format;
+pub(crate) mod plan;
+pub(crate) mod sample;
+pub(crate) mod text;

@@ -1,0 +1,102 @@
+//! The one writer of sample lines: `name{labels} value`, for every
+//! encoder (declared metrics, merged shards, collectors).
+
+use super::text::{write_f64, write_label, write_u64};
+
+/// A sample value as it is best written: counts as integers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Value {
+    Int(u64),
+    Float(f64),
+}
+
+impl Value {
+    pub(crate) fn as_f64(self) -> f64 {
+        match self {
+            Value::Int(v) => v as f64,
+            Value::Float(v) => v,
+        }
+    }
+
+    /// A float that is a whole, non-negative number fits `Int` exactly.
+    pub(crate) fn of_f64(v: f64) -> Value {
+        if v >= 0.0 && v == v.trunc() && v < u64::MAX as f64 { Value::Int(v as u64) } else { Value::Float(v) }
+    }
+}
+
+/// One part of a sample's label set.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Labels<'a> {
+    /// Label text already escaped: `a="x",b="y"` (possibly empty).
+    Text(&'a str),
+    /// Name and value pairs, escaped as they are written.
+    Pairs(&'a [(&'a str, &'a str)]),
+}
+
+impl Labels<'_> {
+    fn is_empty(&self) -> bool {
+        match self {
+            Labels::Text(t) => t.is_empty(),
+            Labels::Pairs(p) => p.is_empty(),
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>, mut first: bool) -> bool {
+        match self {
+            Labels::Text(t) if !t.is_empty() => {
+                if !first {
+                    out.push(b',');
+                }
+                out.extend_from_slice(t.as_bytes());
+                first = false;
+            }
+            Labels::Text(_) => {}
+            Labels::Pairs(pairs) => {
+                for (k, v) in *pairs {
+                    if !first {
+                        out.push(b',');
+                    }
+                    write_label(out, k, v);
+                    first = false;
+                }
+            }
+        }
+        first
+    }
+}
+
+/// Writes one sample line; `labels` parts are joined in order.
+pub(crate) fn write(out: &mut Vec<u8>, name: &str, labels: &[Labels<'_>], value: Value) {
+    out.extend_from_slice(name.as_bytes());
+    if labels.iter().any(|l| !l.is_empty()) {
+        out.push(b'{');
+        let mut first = true;
+        for part in labels {
+            first = part.write(out, first);
+        }
+        out.push(b'}');
+    }
+    out.push(b' ');
+    match value {
+        Value::Int(v) => write_u64(out, v),
+        Value::Float(v) => write_f64(out, v),
+    }
+    out.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joins_parts_and_escapes_pairs() {
+        let mut out = Vec::new();
+        write(&mut out, "a", &[], Value::Int(1));
+        write(&mut out, "b", &[Labels::Text(""), Labels::Pairs(&[])], Value::Float(0.5));
+        write(&mut out, "c", &[Labels::Text("x=\"1\""), Labels::Pairs(&[("y", "q\"")])], Value::Int(2));
+        write(&mut out, "d", &[Labels::Pairs(&[("le", "+Inf")]), Labels::Text("")], Value::Int(3));
+        assert_eq!(String::from_utf8(out).unwrap(), "a 1\nb 0.5\nc{x=\"1\",y=\"q\\\"\"} 2\nd{le=\"+Inf\"} 3\n");
+        assert!(matches!(Value::of_f64(3.0), Value::Int(3)));
+        assert!(matches!(Value::of_f64(0.25), Value::Float(_)));
+    }
+}

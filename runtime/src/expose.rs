@@ -1,0 +1,165 @@
+//! Rendering every metric into one exposition: the registry's metrics (or,
+//! in multiprocess mode, the merge of the shard directory), then the
+//! collectors' families, then what other linked promshard versions expose
+//! that this one does not.
+
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::HashSet;
+
+pub use crate::encode::format::Format;
+
+use crate::collector::{Collector, MetricWriter, Target};
+use crate::encode::plan::visit_family;
+use crate::registry::{self, Family};
+
+/// Renders every metric in `format`: declared metrics sorted by name, then
+/// collectors' families. OpenMetrics output ends with `# EOF`.
+///
+/// ```
+/// let text = String::from_utf8(promshard::encode(promshard::Format::OpenMetrics)).unwrap();
+/// assert!(text.ends_with("# EOF\n"));
+/// ```
+pub fn encode(format: Format) -> Vec<u8> {
+    // Start at the last exposition's size: growing a large buffer by
+    // doubling copies it several times.
+    static LAST_LEN: AtomicUsize = AtomicUsize::new(16 * 1024);
+    let mut out = Vec::with_capacity(LAST_LEN.load(Ordering::Relaxed) + 1024);
+    encode_into(format, &mut out);
+    LAST_LEN.store(out.len(), Ordering::Relaxed);
+    out
+}
+
+/// Appends the exposition in `format` to `out`.
+///
+/// In multiprocess mode (`PROMSHARD_DIR`) the declared metrics are the
+/// merge of every shard in the directory; the collectors' families (the
+/// process metrics among them) are this process's own.
+pub fn encode_into(format: Format, out: &mut Vec<u8>) {
+    let start = out.len();
+    let registry = registry::get();
+    match crate::shard::own() {
+        Some(own) => crate::merge::scrape(own).encode(format, out),
+        None => {
+            let slots = registry.arena.slots();
+            for family in &registry.families {
+                encode_family(family, &slots[family.offset..], format, out);
+            }
+        }
+    }
+    registry.unregistered.with(|unregistered| {
+        for (family, arena) in unregistered.iter() {
+            encode_family(family, arena.slots(), format, out);
+        }
+    });
+    let mut writer = MetricWriter::new(Target::Text { out, format }, &registry.sample_names);
+    for_each_collector(|c| crate::collector::run(c, &mut writer));
+    drop(writer);
+    append_others(format, start, out);
+    if format == Format::OpenMetrics {
+        out.extend_from_slice(b"# EOF\n");
+    }
+}
+
+fn encode_family(family: &Family, slots: &[AtomicU64], format: Format, out: &mut Vec<u8>) {
+    let slots = &slots[..family.core.descriptor().slots()];
+    family.plan.encode(family.core, slots, format, out);
+}
+
+/// Renders the exposition a client asked for with its `Accept` header and
+/// returns it with its `Content-Type`: the one call a web framework's
+/// `/metrics` handler needs.
+///
+/// ```
+/// let (body, content_type) = promshard::render(Some("application/openmetrics-text; version=1.0.0"));
+/// assert!(content_type.starts_with("application/openmetrics-text"));
+/// assert!(body.ends_with(b"# EOF\n"));
+/// ```
+pub fn render(accept: Option<&str>) -> (Vec<u8>, &'static str) {
+    let format = Format::from_accept(accept);
+    (encode(format), format.content_type())
+}
+
+/// Calls `f(sample name, labels, value)` for every sample, in exposition
+/// order. Slow (it allocates per sample); for tests and tools.
+pub(crate) fn for_each_sample(mut f: impl FnMut(&str, &[(&str, &str)], f64)) {
+    let registry = registry::get();
+    match crate::shard::own() {
+        Some(own) => crate::merge::scrape(own).for_each_sample(&mut f),
+        None => {
+            let slots = registry.arena.slots();
+            for family in &registry.families {
+                let slots = &slots[family.offset..family.offset + family.core.descriptor().slots()];
+                visit_family(&family.plan, family.core, slots, &mut f);
+            }
+        }
+    }
+    // Visited outside the gate: `f` is the caller's code.
+    let unregistered: Vec<_> = registry.unregistered.with(|list| {
+        list.iter().map(|(family, arena)| (family.core, arena.slots().as_ptr(), arena.slots().len())).collect()
+    });
+    for (core, slots, len) in unregistered {
+        // SAFETY: an unregistered metric's arena is boxed and kept in the
+        // registry's list for the rest of the process, never removed.
+        let slots = unsafe { core::slice::from_raw_parts(slots, len) };
+        visit_family(&crate::encode::plan::FamilyPlan::new(core.descriptor()), core, slots, &mut f);
+    }
+    let mut writer = MetricWriter::new(Target::Samples(&mut f), &registry.sample_names);
+    for_each_collector(|c| crate::collector::run(c, &mut writer));
+}
+
+/// Calls `f` with every collector: built-in, static, then those
+/// registered at run time.
+fn for_each_collector(mut f: impl FnMut(&dyn Collector)) {
+    for collector in crate::builtin::COLLECTORS {
+        f(*collector);
+    }
+    for collector in crate::collector::COLLECTORS {
+        f(*collector);
+    }
+    for collector in &crate::collector::registered() {
+        f(collector.as_ref());
+    }
+}
+
+/// Appends to `out` the families of the other versions' expositions that
+/// `out[start..]`, this version's, does not have.
+pub(crate) fn append_others(format: Format, start: usize, out: &mut Vec<u8>) {
+    use crate::linked::{declared_by, families, others, version_of};
+    if crate::linked::for_other() || others().next().is_none() {
+        return;
+    }
+    let ours = std::str::from_utf8(&out[start..]).unwrap_or_default();
+    let mut taken: HashSet<String> = families(ours).map(|(name, _)| name.to_owned()).collect();
+    for other in others() {
+        let theirs = crate::linked::render(other, format);
+        let theirs = String::from_utf8_lossy(&theirs);
+        let mut declared: Option<HashSet<String>> = None;
+        for (name, family) in families(&theirs) {
+            if taken.insert(name.to_owned()) {
+                out.extend_from_slice(family.as_bytes());
+                continue;
+            }
+            // Expected twice: self-metrics, the same shards merged by both
+            // versions, and conflicts reported at start.
+            if name.starts_with("process_") || name.starts_with("promshard_") {
+                continue;
+            }
+            // Either version's declared metric: in multiprocess mode both
+            // merge every shard, and declarations in both were reported.
+            let declared = declared.get_or_insert_with(|| {
+                let mut names: HashSet<String> = declared_by(other).into_iter().map(|(n, _)| n).collect();
+                names.extend(registry::get().families.iter().map(|f| f.core.descriptor().name.to_owned()));
+                names
+            });
+            // The text format names a counter's family with its `_total`.
+            let bare = name.strip_suffix("_total").or_else(|| name.strip_suffix("_info")).unwrap_or(name);
+            if !declared.contains(name) && !declared.contains(bare) {
+                crate::notice::warn_once(&format!(
+                    "family `{name}` of promshard {} is also exposed by promshard {}; exposing it once",
+                    version_of(other),
+                    crate::linked::VERSION
+                ));
+            }
+        }
+    }
+}
