@@ -23,10 +23,21 @@
 //! - Python prometheus_client `.db` files in the directory are merged too,
 //!   as its `MultiProcessCollector` would.
 //!
-//! A bad file (truncated, corrupt, foreign, from a newer version, owned by
-//! someone else) is skipped, counted in `promshard_shard_errors_total` and
-//! logged once; the scrape goes on. If the directory cannot be used, the
-//! process records in memory and says so once.
+//! The directory is resolved once, when the process creates its shard, to
+//! an absolute path without symlinks (see [`shard_dir`]), and known by its
+//! device and inode: a relative path followed by a `chdir`, a symlink or a
+//! `..` spelling all name the same directory. It must belong to this user
+//! and be writable by no one else (`chmod go-w`). A shard is created under
+//! a temporary name with its whole size reserved on disk, then renamed, so
+//! a full disk is found when the shard is made, not inside a later
+//! `inc()`.
+//!
+//! A bad file (truncated, corrupt, foreign, of another format version, a
+//! symlink, owned by someone else) is skipped, counted once per file and
+//! problem in `promshard_shard_errors_total{reason}` and logged once; the
+//! scrape goes on. If the directory cannot be used (refused, unwritable,
+//! no space for the shard), the process records in memory and says so
+//! once.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
