@@ -203,10 +203,19 @@ impl FamilyWriter<'_, '_> {
     /// `(upper bound, count)` in increasing order and the sum of
     /// observations. A `+Inf` bucket is added when missing, equal to the
     /// last count.
+    ///
+    /// A NaN sum drops the series with a warning, as a NaN observation is
+    /// dropped by [`Histogram`](crate::Histogram). A negative sum is kept,
+    /// but OpenMetrics output, which does not allow it, then leaves out
+    /// `_sum` and `_count` (the `+Inf` bucket still counts).
     pub fn histogram(&mut self, labels: &[(&str, &str)], buckets: &[(f64, u64)], sum: f64) -> &mut Self {
         let sorted = buckets.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1);
         if self.kind != Kind::Histogram || !sorted {
             warn_once(&format!("collector histogram `{}`: series dropped (wrong type or unsorted buckets)", self.name));
+            return self;
+        }
+        if sum.is_nan() {
+            warn_once(&format!("collector histogram `{}`: series with a NaN sum dropped", self.name));
             return self;
         }
         if !self.labels_ok(labels, Some("le")) || !self.start() {
@@ -221,8 +230,14 @@ impl FamilyWriter<'_, '_> {
         if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
             self.emit(&bucket, labels, Some("+Inf"), count as f64);
         }
-        self.emit(&format!("{}_count", self.name), labels, None, count as f64);
-        self.emit(&format!("{}_sum", self.name), labels, None, sum);
+        let shown = match &self.writer.target {
+            Target::Text { format, .. } => crate::encode::text::sum_shown(*format, sum),
+            Target::Samples(_) => true,
+        };
+        if shown {
+            self.emit(&format!("{}_count", self.name), labels, None, count as f64);
+            self.emit(&format!("{}_sum", self.name), labels, None, sum);
+        }
         self
     }
 

@@ -114,6 +114,19 @@ impl<T> GateCell<T> {
         GateCell { value: UnsafeCell::new(value), busy: Cell::new(false) }
     }
 
+    /// The value, for a thread that already holds the gate without a
+    /// [`locked`] section: the fork handlers.
+    ///
+    /// # Safety
+    ///
+    /// The calling thread must hold the gate (taken by `lock`), and no
+    /// closure of [`with`](Self::with) may be running on it.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn get_mut_holding_gate(&self) -> &mut T {
+        // SAFETY: per the contract, no one else can reach the value.
+        unsafe { &mut *self.value.get() }
+    }
+
     /// Runs `f` on the value under the gate. Keep `f` short: I/O and
     /// parsing belong outside, on values taken out of the cell.
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {

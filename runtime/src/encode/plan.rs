@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::format::Format;
 use super::sample::{self, Labels, Value};
-use super::text::{le_value, write_help, write_label};
+use super::text::{le_value, sum_shown, write_help, write_label};
 use crate::descriptor::{Descriptor, Kind};
 use crate::labels::LabelDomain;
 
@@ -52,7 +52,7 @@ impl FamilyPlan {
     /// Renders the family from its slots (`desc.slots()` of them).
     pub(crate) fn encode(&self, core: &dyn Source, slots: &[AtomicU64], format: Format, out: &mut Vec<u8>) {
         out.extend_from_slice(self.headers[format as usize].as_bytes());
-        self.visit(core, slots, |line| line.write(&self.extra_labels, out));
+        self.encode_samples(core, slots, format, out);
     }
 
     /// Calls `f` with every sample of the family, in exposition order.
@@ -62,8 +62,20 @@ impl FamilyPlan {
     }
 
     /// Writes the samples only.
-    pub(crate) fn encode_samples(&self, core: &dyn Source, slots: &[AtomicU64], out: &mut Vec<u8>) {
-        self.visit(core, slots, |line| line.write(&self.extra_labels, out));
+    pub(crate) fn encode_samples(&self, core: &dyn Source, slots: &[AtomicU64], format: Format, out: &mut Vec<u8>) {
+        // `_count` comes before `_sum`: written, then taken back if the
+        // sum is not shown. (The names are compared by address: they are
+        // this plan's own strings.)
+        let mut count_at = 0;
+        self.visit(core, slots, |line| {
+            if core::ptr::eq(line.name, self.count.as_str()) {
+                count_at = out.len();
+            } else if core::ptr::eq(line.name, self.sum.as_str()) && !sum_shown(format, line.value.as_f64()) {
+                out.truncate(count_at);
+                return;
+            }
+            line.write(&self.extra_labels, out);
+        });
     }
 
     /// Calls `f` with every sample of the family, in exposition order.

@@ -2,6 +2,16 @@
 
 use super::format::Format;
 
+/// Whether a histogram's (or summary's) `_count` and `_sum` are written:
+/// always in the Prometheus text format; in OpenMetrics only when the sum
+/// is not negative (and not NaN), since OpenMetrics allows a sum only for
+/// observations that cannot make it negative, requires `_sum` wherever
+/// `_count` is, and strict parsers refuse the whole exposition otherwise.
+/// The buckets (whose `+Inf` is the count) are always written.
+pub(crate) fn sum_shown(format: Format, sum: f64) -> bool {
+    format == Format::Prometheus || sum >= 0.0
+}
+
 /// Writes a label value between double quotes, escaping `\`, `"` and
 /// newline (the same rule in both formats).
 pub(crate) fn write_label_value(out: &mut Vec<u8>, value: &str) {

@@ -36,7 +36,8 @@ impl Info {
     pub fn set(&'static self, pairs: &[(&str, &str)]) {
         let mut kept = Vec::with_capacity(pairs.len());
         for &(name, value) in pairs {
-            let valid = crate::descriptor::is_user_label_name(name);
+            // `le` and `quantile` belong to histograms and summaries.
+            let valid = crate::descriptor::is_user_label_name(name) && !matches!(name, "le" | "quantile");
             if !valid || kept.iter().any(|(n, _): &(String, String)| n == name) {
                 crate::notice::warn(format!(
                     "info `{}`: label `{name}` dropped (invalid or repeated)",

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::read::{ABSORBED_POSITION, Shard};
-use super::sparse::{Acc, SparseFamily, SparseKind, add_sparse};
+use super::sparse::{Acc, SparseFamily, SparseKind, add_sparse, per_process};
 use crate::descriptor::{GaugeMode, Kind};
 use crate::shard::file::{self, ARCHIVE_NAME, COMPACT_LOCK, DirLock};
 use crate::shard::format::{self, FLAG_ARCHIVE, Header, MetricSpec, ShardError};
@@ -94,16 +94,22 @@ fn compact_locked(dir: &Path) -> io::Result<()> {
         return Ok(());
     }
 
-    let mut families: BTreeMap<String, SparseFamily> = BTreeMap::new();
+    // One archived metric per name, kind, gauge mode and label names: the
+    // shards of two versions of a binary (a rolling deploy) may define a
+    // metric differently, and each definition's counts are kept.
+    let mut families: BTreeMap<ArchiveKey, SparseFamily> = BTreeMap::new();
     for shard in archive.iter().chain(dead.iter().map(|(_, s)| s)) {
         for (i, entry) in shard.schema.entries.iter().enumerate() {
             let desc = entry.desc;
-            let family = families.entry(desc.name.to_owned()).or_insert_with(|| {
+            let mut labels: Vec<String> = desc.label_names.iter().map(|n| (*n).to_owned()).collect();
+            if per_process(desc, shard) {
+                labels.push("pid".to_owned());
+            }
+            let key = (desc.name.to_owned(), desc.kind.openmetrics_type(), desc.mode.as_str(), labels);
+            let family = families.entry(key).or_insert_with(|| {
                 SparseFamily::new(desc.name, desc.help, desc.unit, SparseKind::Metric(desc.kind, desc.mode))
             });
-            if family.kind == SparseKind::Metric(desc.kind, desc.mode) {
-                add_sparse(family, shard, i);
-            }
+            add_sparse(family, shard, i);
         }
     }
     families.retain(|_, f| !f.series.is_empty());
@@ -254,7 +260,10 @@ impl<'a> Archived<'a> {
     }
 }
 
-fn write_archive(dir: &Path, families: &BTreeMap<String, SparseFamily>, absorbed: &[String]) -> io::Result<()> {
+/// What tells archived metrics apart: name, kind, gauge mode, label names.
+type ArchiveKey = (String, &'static str, &'static str, Vec<String>);
+
+fn write_archive(dir: &Path, families: &BTreeMap<ArchiveKey, SparseFamily>, absorbed: &[String]) -> io::Result<()> {
     let archived: Vec<Archived<'_>> = families.values().filter_map(Archived::new).collect();
     if archived.len() != families.len() {
         return Err(io::Error::other("a family cannot be archived; dead shards are kept"));

@@ -372,7 +372,7 @@ impl Merged {
                     let plan = &dense.schema.plans[dense.entry];
                     plan.encode_header(format, out);
                     for set in dense.merged.iter().chain(&dense.per_process) {
-                        plan.encode_samples(&set.source, &set.slots, out);
+                        plan.encode_samples(&set.source, &set.slots, format, out);
                     }
                 }
             }

@@ -301,7 +301,7 @@ struct Cached {
     identity: file::Identity,
     /// Kept open to ask about the lock cheaply, while descriptors are
     /// plentiful; without it the file is opened for each question.
-    file: Option<std::fs::File>,
+    file: Option<KeptFile>,
     shard: Shard,
 }
 
@@ -344,7 +344,7 @@ impl ShardCache {
             if cached.shard.live {
                 // Dead stays dead: only a live shard's lock can change.
                 let asked = match &cached.file {
-                    Some(file) => file::holder(file).map(|h| h.is_some()).map_err(|_| ShardError::Io),
+                    Some(kept) => file::holder(&kept.0).map(|h| h.is_some()).map_err(|_| ShardError::Io),
                     None => held_by_someone(path, identity),
                 };
                 // Unable to ask (out of descriptors): keep what was known,
@@ -363,9 +363,8 @@ impl ShardCache {
         }
         self.entries.remove(path);
         let (shard, file) = Shard::open_file(path)?;
-        let keep_file = shard.live && self.entries.values().filter(|c| c.file.is_some()).count() < descriptor_budget();
-        self.entries
-            .insert(path.to_owned(), Cached { identity, file: keep_file.then_some(file), shard: shard.clone() });
+        let file = (shard.live && KeptFile::reserve()).then(|| KeptFile(file));
+        self.entries.insert(path.to_owned(), Cached { identity, file, shard: shard.clone() });
         Ok(shard)
     }
 
@@ -425,8 +424,29 @@ fn held_by_someone(path: &Path, identity: file::Identity) -> Result<bool, ShardE
     Ok(file::holder(&file).map_err(|_| ShardError::Io)?.is_some())
 }
 
-/// How many shard descriptors a scrape may keep open between scrapes: a
-/// quarter of the process's limit, so the application keeps the rest.
+/// A shard descriptor kept open between scrapes, counted process-wide
+/// (concurrent scrapes each have a cache, and all of them together keep
+/// within the budget).
+struct KeptFile(std::fs::File);
+
+static KEPT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+impl KeptFile {
+    /// Takes a place in the budget, if one is free.
+    fn reserve() -> bool {
+        let budget = descriptor_budget();
+        KEPT.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < budget).then_some(n + 1)).is_ok()
+    }
+}
+
+impl Drop for KeptFile {
+    fn drop(&mut self) {
+        KEPT.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// How many shard descriptors the process's scrapes may keep open between
+/// scrapes: a quarter of its limit, so the application keeps the rest.
 fn descriptor_budget() -> usize {
     // SAFETY: getrlimit with a valid struct.
     let mut limit: libc::rlimit = unsafe { core::mem::zeroed() };

@@ -13,7 +13,7 @@ use crate::encode::format::Format;
 use crate::encode::plan::write_header;
 use crate::encode::plan::{self, Source};
 use crate::encode::sample::{self, Value};
-use crate::encode::text::le_value;
+use crate::encode::text::{le_value, sum_shown};
 
 /// The type of a sparse family: the five of ours, and Python's summary.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -90,7 +90,19 @@ impl SparseFamily {
             (SparseKind::Metric(kind, _), Format::OpenMetrics) => (kind.openmetrics_type(), self.name.clone()),
         };
         write_header(out, &header_name, &self.help, kind_name, self.unit.as_deref(), format);
-        self.visit(|name, labels, value| line(out, name, labels, value));
+        let (count, sum) = (format!("{}_count", self.name), format!("{}_sum", self.name));
+        let summed = matches!(self.kind, SparseKind::Summary | SparseKind::Metric(Kind::Histogram, _));
+        // `_count` comes before `_sum`: taken back if the sum is not shown.
+        let mut count_at = 0;
+        self.visit(|name, labels, value| {
+            if summed && name == count {
+                count_at = out.len();
+            } else if summed && name == sum && !sum_shown(format, value.as_f64()) {
+                out.truncate(count_at);
+                return;
+            }
+            line(out, name, labels, value);
+        });
     }
 
     /// Calls `f(sample name, labels, value)` for every sample.

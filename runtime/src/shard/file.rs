@@ -75,7 +75,7 @@ pub(crate) fn prepare_dir(dir: &Path) -> io::Result<(PathBuf, Identity)> {
 /// the parent lets go. So the descriptor is opened under the gate and
 /// registered, and the fork handler closes the child's copies.
 pub(crate) struct DirLock {
-    file: File,
+    file: core::mem::ManuallyDrop<File>,
 }
 
 impl DirLock {
@@ -103,7 +103,7 @@ impl DirLock {
             }
             other => other?,
         };
-        let lock = DirLock { file };
+        let lock = DirLock { file: core::mem::ManuallyDrop::new(file) };
         let mut op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
         if !wait {
             op |= libc::LOCK_NB;
@@ -130,8 +130,18 @@ impl DirLock {
 
 impl Drop for DirLock {
     fn drop(&mut self) {
-        super::fork::forget_lock_fd(self.file.as_raw_fd());
+        // SAFETY: taken once, here, and never used again.
+        close_lock_file(unsafe { core::mem::ManuallyDrop::take(&mut self.file) });
     }
+}
+
+/// Closes a lock file's descriptor and unregisters it in one gate
+/// section, so that no fork sees one without the other.
+fn close_lock_file(file: File) {
+    crate::gate::locked(|| {
+        super::fork::forget_lock_fd(file.as_raw_fd());
+        drop(file);
+    });
 }
 
 /// Opens a lock file (under the gate, registered for the fork handler)
@@ -149,10 +159,16 @@ fn open_lock_file(path: &Path, create: bool) -> io::Result<File> {
         super::fork::remember_lock_fd(file.as_raw_fd());
         Ok::<_, io::Error>(file)
     })?;
-    let meta = file.metadata()?;
+    let meta = match file.metadata() {
+        Ok(meta) => meta,
+        Err(e) => {
+            close_lock_file(file);
+            return Err(e);
+        }
+    };
     // SAFETY: geteuid has no preconditions.
     if !meta.is_file() || meta.uid() != unsafe { libc::geteuid() } {
-        super::fork::forget_lock_fd(file.as_raw_fd());
+        close_lock_file(file);
         return Err(io::Error::other("not a regular file of ours"));
     }
     Ok(file)

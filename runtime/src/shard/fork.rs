@@ -9,14 +9,14 @@
 //! allocation and no lock (the [`gate`](crate::gate) is taken before the
 //! fork and released on both sides).
 
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Once;
 
 use super::format::{HEADER_LEN, checksum};
 use super::own::{self, OwnShard};
-use crate::gate;
+use crate::gate::{self, GateCell};
 
 /// Set in a child whose new shard could not be created; its recordings go
 /// to private memory. The child also counts itself in its parent's
@@ -40,27 +40,21 @@ pub(crate) fn count_fallbacks_in(slot: *const AtomicU64) {
 /// Descriptors of directory locks (`flock`s) this process has open. A
 /// forked child shares the open file behind each, so it would hold the
 /// lock for as long as it keeps its copy: the child handler closes them.
-static LOCK_FDS: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
+/// Opened and closed only under the gate, so no fork falls between a
+/// descriptor's opening (or closing) and its entry here; as many as there
+/// are concurrent directory operations, with no fixed number.
+static LOCK_FDS: GateCell<Vec<i32>> = GateCell::new(Vec::new());
 
 /// Registers a directory lock's descriptor; call under the gate, right
-/// after opening it, so that no fork falls in between.
+/// after opening it.
 pub(crate) fn remember_lock_fd(fd: i32) {
-    loop {
-        if LOCK_FDS.iter().any(|slot| slot.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed).is_ok()) {
-            return;
-        }
-        // 64 directory operations at once in one process: wait for one.
-        std::thread::yield_now();
-    }
+    LOCK_FDS.with(|fds| fds.push(fd));
 }
 
-/// Unregisters a directory lock's descriptor before it is closed.
+/// Unregisters a directory lock's descriptor; call under the gate, with
+/// the descriptor's closing.
 pub(crate) fn forget_lock_fd(fd: i32) {
-    for slot in &LOCK_FDS {
-        if slot.compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-            return;
-        }
-    }
+    LOCK_FDS.with(|fds| fds.retain(|f| *f != fd));
 }
 
 /// Registers the fork handlers once. The gate handlers are needed even in
@@ -89,14 +83,16 @@ extern "C" fn parent() {
 }
 
 extern "C" fn child() {
-    for slot in &LOCK_FDS {
-        let fd = slot.swap(-1, Ordering::Relaxed);
-        if fd >= 0 {
-            // SAFETY: our copy of an inherited descriptor; the parent's
-            // stays open (and locked) on its side.
-            unsafe { libc::close(fd) };
-        }
+    // SAFETY: this thread holds the gate (taken in `prepare`) and is the
+    // child's only thread.
+    let fds = unsafe { LOCK_FDS.get_mut_holding_gate() };
+    for &fd in fds.iter() {
+        // SAFETY: our copy of an inherited descriptor; the parent's stays
+        // open (and locked) on its side.
+        unsafe { libc::close(fd) };
     }
+    // No allocation: the child keeps the capacity.
+    fds.clear();
     if let Some(shard) = own::own() {
         // SAFETY: we are the only thread of the child; see `switch`.
         if !unsafe { switch(shard) } {

@@ -36,20 +36,26 @@ static PREVIOUS: Previous = Previous(UnsafeCell::new(core::mem::MaybeUninit::zer
 
 fn install() {
     static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: sysconf and sigaction with valid arguments; PREVIOUS is
-        // written before our handler can run.
-        unsafe {
-            let page = libc::sysconf(libc::_SC_PAGESIZE);
-            if page > 0 {
-                PAGE.store(page as usize, Ordering::Relaxed);
+    if ONCE.is_completed() {
+        return;
+    }
+    // Under the gate: a fork must never catch the `Once` half run.
+    crate::gate::locked(|| {
+        ONCE.call_once(|| {
+            // SAFETY: sysconf and sigaction with valid arguments; PREVIOUS is
+            // written before our handler can run.
+            unsafe {
+                let page = libc::sysconf(libc::_SC_PAGESIZE);
+                if page > 0 {
+                    PAGE.store(page as usize, Ordering::Relaxed);
+                }
+                let mut action: libc::sigaction = core::mem::zeroed();
+                action.sa_sigaction = on_sigbus as *const () as usize;
+                action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+                libc::sigemptyset(&mut action.sa_mask);
+                libc::sigaction(libc::SIGBUS, &action, (*PREVIOUS.0.get()).as_mut_ptr());
             }
-            let mut action: libc::sigaction = core::mem::zeroed();
-            action.sa_sigaction = on_sigbus as *const () as usize;
-            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(libc::SIGBUS, &action, (*PREVIOUS.0.get()).as_mut_ptr());
-        }
+        })
     });
 }
 

@@ -13,7 +13,6 @@ mod own;
 pub(crate) use own::{OwnShard, own, own_in};
 
 use core::sync::atomic::{AtomicU32, AtomicU64};
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -135,14 +134,25 @@ fn clear_previous_run(dir: &Path) -> io::Result<()> {
     // Another promshard version's shard in this process is live, and must
     // not be opened: closing it would drop this process's lock on it.
     let siblings = crate::linked::siblings();
-    let live = shards.iter().any(|p| {
-        if siblings.contains(p) {
-            return true;
+    let mut dead = Vec::new();
+    for path in &shards {
+        if siblings.contains(path) {
+            return Ok(());
         }
-        let file: Option<File> = file::open_for_read(p).ok();
-        file.and_then(|f| file::holder(&f).ok().flatten()).is_some()
-    });
-    if live || shards.is_empty() {
+        match file::open_for_read(path) {
+            Ok(file) => match file::holder(&file) {
+                Ok(None) => dead.push(path),
+                // Live, or unknown: a run that may be live is never cleared.
+                Ok(Some(_)) | Err(_) => return Ok(()),
+            },
+            // Not ours (a symlink, another user's file): left alone.
+            Err(format::ShardError::Untrusted) => {}
+            // Out of descriptors, or unreadable: cannot tell; keep the run.
+            Err(_) => return Ok(()),
+        }
+    }
+    let shards = dead;
+    if shards.is_empty() {
         return Ok(());
     }
     for path in &shards {
