@@ -97,6 +97,11 @@ fn soak() {
             context()
         );
         assert_eq!(errors, 0.0, "a scrape skipped a file: {}", context());
+        // Nothing per schema outlives the files that use it: the decoded
+        // schemas in use follow the files (the master's, the archive's, a
+        // worker's or two), not the thousands of archives written so far.
+        let schemas = promshard::__private::schemas_in_use();
+        assert!(schemas <= 6, "{schemas} decoded schemas still held: {}", context());
         assert!(
             files <= 2,
             "dead workers are no longer compacted (only the master's shard and the archive should be left): {}",
