@@ -50,17 +50,12 @@ impl Collector for LabelHealth {
                 family.sample(&[("metric", metric), ("label", label)], overflow as f64);
             }
         }
-        let dropped: Vec<_> =
-            families.iter().map(|f| (f.core.descriptor().name, f.core.dropped())).filter(|(_, n)| *n > 0).collect();
-        if !dropped.is_empty() {
-            let mut family = out.counter(
-                "promshard_observations_dropped_total",
-                "Histogram observations dropped because they were NaN.",
-            );
-            for (metric, dropped) in dropped {
-                family.sample(&[("metric", metric)], dropped as f64);
-            }
-        }
+        per_metric(
+            out,
+            "promshard_observations_dropped_total",
+            "Histogram observations dropped because they were NaN.",
+            MetricCore::dropped,
+        );
         let panics = crate::collector::panics();
         if panics > 0 {
             out.counter(
@@ -69,16 +64,28 @@ impl Collector for LabelHealth {
             )
             .sample(&[], panics as f64);
         }
-        let refused: Vec<_> =
-            families.iter().map(|f| (f.core.descriptor().name, f.core.refused())).filter(|(_, n)| *n > 0).collect();
-        if !refused.is_empty() {
-            let mut family = out.counter(
-                "promshard_label_refused_total",
-                "Recordings dropped because a label value was not in the metric's list.",
-            );
-            for (metric, refused) in refused {
-                family.sample(&[("metric", metric)], refused as f64);
-            }
+        per_metric(
+            out,
+            "promshard_label_refused_total",
+            "Recordings dropped because a label value was not in the metric's list (or info pairs too large).",
+            MetricCore::refused,
+        );
+    }
+}
+
+/// A counter family with one `metric` series per declared metric whose
+/// `count` is not zero; absent while all are.
+fn per_metric(out: &mut MetricWriter<'_>, name: &str, help: &str, count: fn(&MetricCore) -> u64) {
+    let counts: Vec<_> = registry::get()
+        .families
+        .iter()
+        .map(|f| (f.core.descriptor().name, count(f.core)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    if !counts.is_empty() {
+        let mut family = out.counter(name, help);
+        for (metric, n) in counts {
+            family.sample(&[("metric", metric)], n as f64);
         }
     }
 }
