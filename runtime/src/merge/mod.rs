@@ -170,7 +170,7 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static crate::shard::OwnSha
     for (path, e) in core::mem::take(&mut cache.problems) {
         report(&mut cache, &path, e);
     }
-    cache.retain(&seen);
+    cache.retain(dir, &seen);
     let archives: Vec<Shard> = shards.iter().filter(|s| s.archive).cloned().collect();
     shards.retain(|s| !archives.iter().any(|a| a.absorbed(&s.name)));
     let dead = shards.iter().any(|s| !s.live && !s.archive);

@@ -282,9 +282,6 @@ pub(crate) struct ShardCache {
     /// This process's own shard, parsed (its schema never changes; a
     /// forked child's file has another name, so it parses afresh).
     own: Option<Shard>,
-    /// Files found unusable, so each is counted and logged once, not at
-    /// every scrape.
-    bad: BTreeMap<PathBuf, (file::Identity, ShardError)>,
     /// Problems met while reusing cached shards, for the scrape to report.
     pub(crate) problems: Vec<(PathBuf, ShardError)>,
 }
@@ -305,13 +302,12 @@ struct Cached {
     shard: Shard,
 }
 
-static CACHE: GateCell<ShardCache> = GateCell::new(ShardCache {
-    entries: BTreeMap::new(),
-    listing: None,
-    own: None,
-    bad: BTreeMap::new(),
-    problems: Vec::new(),
-});
+/// Files found unusable, so each is counted and logged once, not at every
+/// scrape; pruned to the files still listed.
+static BAD: GateCell<BTreeMap<PathBuf, (file::Identity, ShardError)>> = GateCell::new(BTreeMap::new());
+
+static CACHE: GateCell<ShardCache> =
+    GateCell::new(ShardCache { entries: BTreeMap::new(), listing: None, own: None, problems: Vec::new() });
 
 impl ShardCache {
     /// Takes the process's cache out for one scrape.
@@ -399,16 +395,20 @@ impl ShardCache {
     }
 
     /// Forgets files that were not in the last listing.
-    pub(crate) fn retain(&mut self, seen: &HashSet<PathBuf>) {
-        self.entries.retain(|path, _| seen.contains(path));
-        self.bad.retain(|path, _| seen.contains(path));
+    /// Forgets the files of `dir` that were not in its last listing
+    /// (files of other directories read by this process stay).
+    pub(crate) fn retain(&mut self, dir: &Path, seen: &HashSet<PathBuf>) {
+        self.entries.retain(|path, _| path.parent() != Some(dir) || seen.contains(path));
+        BAD.with(|bad| bad.retain(|path, _| path.parent() != Some(dir) || seen.contains(path)));
     }
 
     /// Whether `path` is newly found unusable for `error`: a file is
-    /// counted and logged once per problem, however many scrapes meet it.
+    /// counted and logged once per problem, however many scrapes meet it
+    /// (concurrent ones included: this table is not taken out with the
+    /// cache).
     pub(crate) fn newly_bad(&mut self, path: &Path, error: ShardError) -> bool {
         let identity = std::fs::symlink_metadata(path).map(|m| file::identity(&m)).unwrap_or_default();
-        self.bad.insert(path.to_owned(), (identity, error)) != Some((identity, error))
+        BAD.with(|bad| bad.insert(path.to_owned(), (identity, error)) != Some((identity, error)))
     }
 }
 
