@@ -134,3 +134,142 @@ fn serve_survives_a_panicking_collector() {
         server.shutdown();
     });
 }
+
+/// Which collectors of [`counting_panics`] panic in the current scrape:
+/// 0 none, 1 [`Switched`], 2 [`Switched`] and [`SwitchedAny`].
+static PANIC_MODE: AtomicU32 = AtomicU32::new(0);
+
+/// Writes a whole family and half of another, then panics, when
+/// [`PANIC_MODE`] says so; else writes one family.
+struct Switched;
+
+impl Collector for Switched {
+    fn collect(&self, out: &mut MetricWriter<'_>) {
+        if PANIC_MODE.load(Ordering::SeqCst) == 0 {
+            out.gauge("switched_ok", "Written when it does not panic.").sample(&[], 1.0);
+            return;
+        }
+        out.gauge("switched_complete", "A whole family, then a panic.")
+            .sample(&[("a", "1")], 1.0)
+            .sample(&[("a", "2")], 2.0);
+        let mut partial = out.counter("switched_partial", "Half a family, then a panic.");
+        partial.sample(&[("b", "1")], 5.0);
+        panic!("Switched: a collector bug in the middle of a family");
+    }
+}
+
+/// Starts a histogram, then panics with a payload that is not a string.
+struct SwitchedAny;
+
+impl Collector for SwitchedAny {
+    fn collect(&self, out: &mut MetricWriter<'_>) {
+        if PANIC_MODE.load(Ordering::SeqCst) < 2 {
+            return;
+        }
+        out.gauge("any_partial", "Written before a non-string panic.").sample(&[], 9.0);
+        std::panic::panic_any(42u32);
+    }
+}
+
+/// `promshard_collector_panics_total` in `text`, if exposed.
+fn panics_exposed(text: &str) -> Option<f64> {
+    value_in(text, "promshard_collector_panics_total", &[])
+}
+
+/// `promshard_collector_panics_total` is absent before any panic, then
+/// counts each panicking collector once per scrape (not per family, not
+/// per scrape); what a panicking collector wrote never shows, in either
+/// format, while the others' families do.
+fn counting_panics(multiprocess: bool) {
+    let _dir = multiprocess.then(|| {
+        let base = TempDir::new("collector-count");
+        promshard::multiprocess::init(base.path().join("shards")).unwrap();
+        base
+    });
+    PANIC_REQUESTS_TOTAL.inc_by(2);
+    promshard::register_collector(Good);
+    let text = String::from_utf8(promshard::encode(Format::Prometheus)).unwrap();
+    assert!(!text.contains("promshard_collector_panics_total"), "absent before any collector panicked:\n{text}");
+    promshard::register_collector(Switched);
+    promshard::register_collector(SwitchedAny);
+
+    // Panicking collectors per scrape, and the count so far.
+    let modes = [0, 0, 1, 2, 2, 0, 1, 0, 2, 0];
+    let mut panicked = 0u32;
+    // Whether the exposed count includes the scrape's own panics (the
+    // count may be written before or after the collectors run); fixed by
+    // the first scrape that tells.
+    let mut includes_own: Option<bool> = None;
+    for (scrape, &mode) in modes.iter().enumerate() {
+        PANIC_MODE.store(mode, Ordering::SeqCst);
+        let format = if scrape % 2 == 0 { Format::Prometheus } else { Format::OpenMetrics };
+        let before = panicked;
+        panicked += mode;
+        let text = String::from_utf8(promshard::encode(format)).unwrap();
+        let shown = panics_exposed(&text);
+        let want = |n: u32| (n > 0).then_some(n as f64);
+        let ok = match includes_own {
+            Some(true) => shown == want(panicked),
+            Some(false) => shown == want(before),
+            None if before == panicked => shown == want(before),
+            None => {
+                includes_own = Some(shown == want(panicked));
+                shown == want(panicked) || shown == want(before)
+            }
+        };
+        assert!(
+            ok,
+            "scrape {scrape} ({mode} collector(s) panicking, {before} panics before it, {panicked} with it): \
+             promshard_collector_panics_total is {shown:?}"
+        );
+        assert_eq!(value_in(&text, "panic_requests_total", &[]), Some(2.0), "scrape {scrape}: declared metrics");
+        assert_eq!(value_in(&text, "good_pool_size", &[]), Some(7.0), "scrape {scrape}: the good collector");
+        for family in ["switched_complete", "switched_partial", "any_partial"] {
+            assert!(
+                !text.contains(family),
+                "scrape {scrape}: `{family}`, written by a collector that then panicked, must not appear:\n{text}"
+            );
+        }
+        assert_eq!(text.contains("switched_ok"), mode == 0, "scrape {scrape}: the collector's family when it is fine");
+        if format == Format::OpenMetrics {
+            assert!(text.ends_with("# EOF\n") && text.matches("# EOF").count() == 1, "scrape {scrape}: one # EOF");
+        }
+    }
+    // Read without a scrape of its own panicking: the final count.
+    PANIC_MODE.store(0, Ordering::SeqCst);
+    let text = String::from_utf8(promshard::encode(Format::Prometheus)).unwrap();
+    assert_eq!(panics_exposed(&text), Some(panicked as f64), "the total after {} scrapes", modes.len());
+}
+
+#[test]
+fn panics_are_counted_per_collector_and_scrape() {
+    isolated("panics_are_counted_per_collector_and_scrape", Duration::from_secs(60), || counting_panics(false));
+}
+
+#[test]
+fn panics_are_counted_per_collector_and_scrape_in_multiprocess_mode() {
+    isolated("panics_are_counted_per_collector_and_scrape_in_multiprocess_mode", Duration::from_secs(60), || {
+        counting_panics(true)
+    });
+}
+
+/// `promshard::testing::sample_value` scrapes too (through a sample
+/// callback rather than text): a collector that panics after writing
+/// must not leave its samples there either.
+#[test]
+fn sample_value_does_not_see_a_panicking_collectors_output() {
+    isolated("sample_value_does_not_see_a_panicking_collectors_output", Duration::from_secs(60), || {
+        promshard::register_collector(Good);
+        promshard::register_collector(Switched);
+        PANIC_MODE.store(1, Ordering::SeqCst);
+        assert_eq!(promshard::testing::sample_value("good_pool_size", &[]), Some(7.0));
+        let partial = promshard::testing::sample_value("switched_partial_total", &[("b", "1")]);
+        let complete = promshard::testing::sample_value("switched_complete", &[("a", "2")]);
+        assert!(
+            partial.is_none() && complete.is_none(),
+            "sample_value reads the families of a collector that panicked in that very scrape \
+             (switched_partial_total{{b=\"1\"}}: {partial:?}, switched_complete{{a=\"2\"}}: {complete:?}); \
+             the text exposition leaves them out"
+        );
+    });
+}

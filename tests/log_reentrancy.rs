@@ -126,3 +126,208 @@ fn logger_that_records_during_the_first_recording() {
         fork_still_works("the first recording");
     });
 }
+
+// ---------------------------------------------------------------------
+// Collectors that call back into promshard
+// ---------------------------------------------------------------------
+
+/// Set by each collector scenario, so that other metrics exist.
+#[metric]
+static REENTRANT_INFO: promshard::Info;
+
+/// What [`Reentrant`] does on each call.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Action {
+    /// Records a new `bounded` value (which takes promshard's lock).
+    RecordNewBoundedValue,
+    /// Scrapes this process from inside the scrape.
+    Encode,
+    /// Registers another collector (once).
+    RegisterCollector,
+    /// Forks a child that records, scrapes and exits; waits for it.
+    Fork,
+    /// Sets an `Info`.
+    SetInfo,
+}
+
+static ACTION: std::sync::Mutex<Option<Action>> = std::sync::Mutex::new(None);
+/// Calls of [`Reentrant::collect`] (outer ones: a reentrant scrape's
+/// inner call does not act again).
+static CALLS: AtomicU64 = AtomicU64::new(0);
+/// What the inner scrapes returned.
+static INNER: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+/// Wait statuses of the children forked inside collectors (`None`: hung).
+static CHILDREN: std::sync::Mutex<Vec<Option<i32>>> = std::sync::Mutex::new(Vec::new());
+
+thread_local! {
+    static COLLECTING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A collector that calls back into promshard, as [`ACTION`] says, then
+/// writes one family.
+struct Reentrant;
+
+impl promshard::Collector for Reentrant {
+    fn collect(&self, out: &mut promshard::MetricWriter<'_>) {
+        if COLLECTING.with(|c| c.replace(true)) {
+            // The inner call of a reentrant scrape.
+            out.gauge("reentrant_inner", "Written by the inner call.").sample(&[], 1.0);
+            return;
+        }
+        let n = CALLS.fetch_add(1, Ordering::SeqCst);
+        match ACTION.lock().unwrap().expect("an action") {
+            Action::RecordNewBoundedValue => LOG_MESSAGES_TOTAL.with((format!("collector-{n}").as_str(),)).inc(),
+            Action::Encode => {
+                let inner = String::from_utf8(promshard::encode(promshard::Format::Prometheus)).unwrap();
+                INNER.lock().unwrap().push(inner);
+            }
+            Action::RegisterCollector if n == 0 => promshard::register_collector(Late),
+            Action::RegisterCollector => {}
+            Action::Fork => {
+                let pid = fork_child(|| {
+                    LOG_JOBS_TOTAL.inc_by(5);
+                    // A scrape in the child, forked in the middle of ours.
+                    let text = own_text();
+                    i32::from(value_in(&text, "log_jobs_total", &[]).is_none())
+                });
+                CHILDREN.lock().unwrap().push(wait_timeout(pid, DEADLINE));
+            }
+            Action::SetInfo => REENTRANT_INFO.set(&[("call", &n.to_string())]),
+        }
+        COLLECTING.with(|c| c.set(false));
+        out.gauge("reentrant_calls", "Calls of the reentrant collector.").sample(&[], (n + 1) as f64);
+    }
+}
+
+/// Registered by [`Reentrant`] while a scrape runs.
+struct Late;
+
+impl promshard::Collector for Late {
+    fn collect(&self, out: &mut promshard::MetricWriter<'_>) {
+        out.gauge("late_family", "From a collector registered during a scrape.").sample(&[], 4.0);
+    }
+}
+
+const SCRAPES: u64 = 3;
+
+/// Registers [`Reentrant`] doing `action`, scrapes [`SCRAPES`] times, each
+/// on a thread with a deadline (text, then through `sample_value`), and
+/// checks what each action must give.
+fn collector_that(action: Action, multiprocess: bool) {
+    let _dir = multiprocess.then(|| {
+        let base = TempDir::new("collector-reentrant");
+        promshard::multiprocess::init(base.path().join("shards")).unwrap();
+        base
+    });
+    // promshard's own log records land in a backend that records too.
+    install_logger();
+    let mode = if multiprocess { "multiprocess mode" } else { "memory mode" };
+    *ACTION.lock().unwrap() = Some(action);
+    LOG_JOBS_TOTAL.inc();
+    promshard::register_collector(Reentrant);
+    let mut texts = Vec::new();
+    for scrape in 0..SCRAPES {
+        let text = within(&format!("{mode}: scrape {scrape} with a collector that does {action:?}"), own_text);
+        assert_eq!(
+            value_in(&text, "reentrant_calls", &[]),
+            Some((scrape + 1) as f64),
+            "{mode}, {action:?}: the collector's own family in scrape {scrape}:\n{text}"
+        );
+        assert!(
+            !text.contains("reentrant_inner"),
+            "{mode}, {action:?}: only the outer call writes into the outer scrape"
+        );
+        texts.push(text);
+    }
+    // Through the sample callback as well (it runs the collectors too).
+    let calls = within(&format!("{mode}: sample_value with a collector that does {action:?}"), || {
+        promshard::testing::sample_value("reentrant_calls", &[])
+    });
+    assert_eq!(calls, Some((SCRAPES + 1) as f64), "{mode}, {action:?}: sample_value's scrape");
+    let last = within(&format!("{mode}: the last scrape"), own_text);
+    let calls = SCRAPES + 2;
+    match action {
+        Action::RecordNewBoundedValue => {
+            for n in 0..calls - 1 {
+                assert_eq!(
+                    value_in(&last, "log_messages_total", &[("message", &format!("collector-{n}"))]),
+                    Some(1.0),
+                    "{mode}: what the collector recorded in call {n} is exposed:\n{last}"
+                );
+            }
+        }
+        Action::Encode => {
+            let inner = INNER.lock().unwrap();
+            assert_eq!(inner.len() as u64, calls, "{mode}: one inner scrape per call");
+            for (i, text) in inner.iter().enumerate() {
+                assert_eq!(value_in(text, "log_jobs_total", &[]), Some(1.0), "{mode}: inner scrape {i}:\n{text}");
+                assert_eq!(value_in(text, "reentrant_inner", &[]), Some(1.0), "{mode}: inner scrape {i}'s collector");
+            }
+        }
+        Action::RegisterCollector => {
+            for (scrape, text) in texts.iter().enumerate().skip(1).chain([(SCRAPES as usize, &last)]) {
+                assert_eq!(
+                    value_in(text, "late_family", &[]),
+                    Some(4.0),
+                    "{mode}: a collector registered during scrape 0 is scraped from then on (scrape {scrape}):\n{text}"
+                );
+                assert_eq!(text.matches("# TYPE late_family").count(), 1, "{mode}: once");
+            }
+        }
+        Action::Fork => {
+            let children = CHILDREN.lock().unwrap().clone();
+            assert_eq!(children.len() as u64, calls, "{mode}: one child per call");
+            for (i, status) in children.iter().enumerate() {
+                assert!(
+                    status.is_some_and(|s| libc::WIFEXITED(s) && libc::WEXITSTATUS(s) == 0),
+                    "{mode}: the child forked inside collector call {i} hung, died or could not scrape: {:?}",
+                    status.map(harness::describe_status)
+                );
+            }
+            // Memory mode: a child's counts are its own. Multiprocess
+            // mode: every child's shard is merged (the last child's from
+            // this scrape on: it was forked during the one before).
+            let want = if multiprocess { 1.0 + 5.0 * (calls - 1) as f64 } else { 1.0 };
+            assert_eq!(
+                value_in(&last, "log_jobs_total", &[]),
+                Some(want),
+                "{mode}: log_jobs_total with {} children forked inside collectors, each adding 5",
+                calls - 1
+            );
+            fork_still_works("collectors that forked");
+        }
+        Action::SetInfo => {
+            let shown: Vec<&str> = last.lines().filter(|l| l.starts_with("reentrant_info{")).collect();
+            let previous = format!("reentrant_info{{call=\"{}\"}} 1", calls - 2);
+            let this = format!("reentrant_info{{call=\"{}\"}} 1", calls - 1);
+            assert!(
+                shown.len() == 1 && (shown[0] == previous || shown[0] == this),
+                "{mode}: the Info the collector set in the previous call (or this one) is exposed, once: {shown:?}"
+            );
+        }
+    }
+    within("a recording after the scrapes", || LOG_MESSAGES_TOTAL.with(("after",)).inc());
+}
+
+macro_rules! collector_tests {
+    ($($memory:ident, $multi:ident: $action:expr;)*) => {$(
+        #[test]
+        fn $memory() {
+            isolated(stringify!($memory), Duration::from_secs(60), || collector_that($action, false));
+        }
+        #[test]
+        fn $multi() {
+            isolated(stringify!($multi), Duration::from_secs(60), || collector_that($action, true));
+        }
+    )*};
+}
+
+collector_tests! {
+    collector_records_a_new_bounded_value, collector_records_a_new_bounded_value_in_multiprocess_mode:
+        Action::RecordNewBoundedValue;
+    collector_scrapes_reentrantly, collector_scrapes_reentrantly_in_multiprocess_mode: Action::Encode;
+    collector_registers_a_collector, collector_registers_a_collector_in_multiprocess_mode:
+        Action::RegisterCollector;
+    collector_forks_a_recording_child, collector_forks_a_recording_child_in_multiprocess_mode: Action::Fork;
+    collector_sets_an_info, collector_sets_an_info_in_multiprocess_mode: Action::SetInfo;
+}

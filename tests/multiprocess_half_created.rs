@@ -112,3 +112,165 @@ fn half_created_files() {
 fn files_half_created_by_killed_processes() {
     isolated("files_half_created_by_killed_processes", Duration::from_secs(60), half_created_files);
 }
+
+// ---------------------------------------------------------------------
+// Temporaries of creators killed midway
+// ---------------------------------------------------------------------
+
+/// Sets `path`'s modification time `seconds` in the past.
+fn age(path: &Path, seconds: i64) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let mut now: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
+    let then = libc::timespec { tv_sec: now.tv_sec - seconds, tv_nsec: now.tv_nsec };
+    let times = [then, then];
+    // SAFETY: a valid path and two timespecs.
+    let done = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) };
+    assert_eq!(done, 0, "utimensat {}: {}", path.display(), std::io::Error::last_os_error());
+}
+
+/// The temporary name a creator with `pid` uses.
+fn temp_name(pid: libc::pid_t, nonce: u64) -> String {
+    format!(".p{pid}-{nonce:016x}.promshard.tmp")
+}
+
+/// A child that creates its temporary (some header bytes, no lock: killed
+/// before it locked) and dies; the file's name.
+fn dead_unlocked_temp(dir: &Path, nonce: u64) -> String {
+    let dir = dir.to_owned();
+    let pid = harness::fork_child(move || {
+        let name = temp_name(std::process::id() as libc::pid_t, nonce);
+        std::fs::write(dir.join(name), b"PSHARD\0\0half a header").map_or(1, |()| 0)
+    });
+    let status = harness::wait_timeout(pid, ASK).expect("the creator ends");
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "the creator made its file");
+    temp_name(pid, nonce)
+}
+
+/// A creator that created, sized and locked its temporary, then was
+/// SIGKILLed (its lock went with it); the file's name.
+fn killed_locked_temp(dir: &Path, nonce: u64, size: u64) -> String {
+    let mut worker = Worker::spawn(creator);
+    let name = temp_name(worker.pid, nonce);
+    assert_eq!(worker.ask(&format!("create {} {size}", dir.join(&name).display()), ASK), "ok");
+    worker.kill();
+    name
+}
+
+/// A creator in the middle of creating its temporary: alive, holding its
+/// lock. The caller keeps the worker alive.
+fn live_locked_temp(dir: &Path, nonce: u64, size: u64) -> (Worker, String) {
+    let mut worker = Worker::spawn(creator);
+    let name = temp_name(worker.pid, nonce);
+    assert_eq!(worker.ask(&format!("create {} {size}", dir.join(&name).display()), ASK), "ok");
+    (worker, name)
+}
+
+fn expect(dir: &Path, when: &str, gone: &[&String], kept: &[&String]) {
+    let left = names(dir);
+    let mut wrong = Vec::new();
+    for name in gone {
+        if left.contains(name) {
+            wrong.push(format!("{name} must be removed"));
+        }
+    }
+    for name in kept {
+        if !left.contains(name) {
+            wrong.push(format!("{name} must be kept"));
+        }
+    }
+    assert!(wrong.is_empty(), "{when}:\n- {}\n(directory: {left:?})", wrong.join("\n- "));
+}
+
+/// `compact_dir` removes a temporary whose creator died (with or without
+/// its lock) once it is 2 s old; it keeps one a live creator holds, however
+/// old, and a dead creator's younger than 2 s, until it is old enough.
+#[test]
+fn abandoned_temporaries_are_removed_by_compaction() {
+    isolated("abandoned_temporaries_are_removed_by_compaction", Duration::from_secs(60), || {
+        let base = TempDir::new("temps-compact");
+        let dir = base.path().join("shards");
+        promshard::multiprocess::init(&dir).unwrap();
+        HALF_JOBS_TOTAL.inc_by(3);
+        let unlocked = dead_unlocked_temp(&dir, 1);
+        let killed = killed_locked_temp(&dir, 2, 65536);
+        let young = dead_unlocked_temp(&dir, 3);
+        let (mut live, held) = live_locked_temp(&dir, 4, 65536);
+        for name in [&unlocked, &killed, &held] {
+            age(&dir.join(name), 10);
+        }
+        // Just under the limit: a creator may be between create and lock.
+        age(&dir.join(&young), 1);
+        promshard::multiprocess::compact_dir(&dir);
+        expect(&dir, "after compact_dir", &[&unlocked, &killed], &[&young, &held]);
+        assert_eq!(value_in(&own_text(), "half_jobs_total", &[]), Some(3.0));
+
+        age(&dir.join(&young), 3);
+        promshard::multiprocess::compact_dir(&dir);
+        expect(&dir, "after compact_dir, the young one now 3 s old", &[&young], &[&held]);
+        // Its creator dies: the lock is free, the file is old.
+        live.kill();
+        promshard::multiprocess::compact_dir(&dir);
+        expect(&dir, "after compact_dir, its live creator now dead", &[&held], &[]);
+        assert_eq!(value_in(&own_text(), "half_jobs_total", &[]), Some(3.0));
+        // Left: our shard, and the archive of the creators' own shards
+        // (forked after our first recording, each had one).
+        let left = names(&dir);
+        let others: Vec<&String> = left
+            .iter()
+            .filter(|n| !n.starts_with(&format!("p{}-", std::process::id())) && *n != "archive.promshard")
+            .filter(|n| n.ends_with(".promshard") || n.ends_with(".tmp"))
+            .collect();
+        assert!(others.is_empty(), "nothing but our shard and the archive is left: {left:?}");
+    });
+}
+
+/// A scrape that meets abandoned temporaries compacts, and so removes the
+/// old dead ones, without touching a live creator's.
+#[test]
+fn a_scrape_removes_abandoned_temporaries() {
+    isolated("a_scrape_removes_abandoned_temporaries", Duration::from_secs(60), || {
+        let base = TempDir::new("temps-scrape");
+        let dir = base.path().join("shards");
+        promshard::multiprocess::init(&dir).unwrap();
+        HALF_JOBS_TOTAL.inc();
+        let before = shard_errors(&own_text());
+        let unlocked = dead_unlocked_temp(&dir, 5);
+        let killed = killed_locked_temp(&dir, 6, 4096);
+        let (_live, held) = live_locked_temp(&dir, 7, 4096);
+        for name in [&unlocked, &killed, &held] {
+            age(&dir.join(name), 10);
+        }
+        for scrape in 0..3 {
+            let text = own_text();
+            assert_eq!(value_in(&text, "half_jobs_total", &[]), Some(1.0), "scrape {scrape}");
+            assert_eq!(shard_errors(&text), before, "scrape {scrape}: a temporary is not a bad shard");
+        }
+        expect(&dir, "after 3 scrapes (no compact_dir)", &[&unlocked, &killed], &[&held]);
+    });
+}
+
+/// The first process of a new run removes the old temporaries of dead
+/// creators when it starts, and leaves a live creator's and a young one.
+#[test]
+fn a_new_run_removes_abandoned_temporaries() {
+    isolated("a_new_run_removes_abandoned_temporaries", Duration::from_secs(60), || {
+        let base = TempDir::new("temps-run");
+        let dir = base.path().join("shards");
+        std::fs::create_dir(&dir).unwrap();
+        harness::set_mode(&dir, 0o700);
+        let unlocked = dead_unlocked_temp(&dir, 8);
+        let killed = killed_locked_temp(&dir, 9, 4096);
+        let young = dead_unlocked_temp(&dir, 10);
+        let (_live, held) = live_locked_temp(&dir, 11, 4096);
+        for name in [&unlocked, &killed, &held] {
+            age(&dir.join(name), 10);
+        }
+        promshard::multiprocess::init(&dir).unwrap();
+        HALF_JOBS_TOTAL.inc(); // the first recording starts the run
+        expect(&dir, "after the new run's first recording", &[&unlocked, &killed], &[&young, &held]);
+        assert_eq!(value_in(&own_text(), "half_jobs_total", &[]), Some(1.0));
+    });
+}

@@ -141,3 +141,100 @@ fn info_set_many_times_in_memory_mode() {
 fn info_set_many_times_in_multiprocess_mode() {
     isolated("info_set_many_times_in_multiprocess_mode", SCENARIO, || info_changed_often(true));
 }
+
+/// Information too large to keep, in the end.
+#[metric]
+static LOST_BIG: Info;
+
+/// The size of a set of pairs as an `Info` stores it: a `u32` count, then
+/// each name and value as a `u32` length and its UTF-8 bytes.
+fn encoded_len(pairs: &[(&str, &str)]) -> usize {
+    4 + pairs.iter().map(|(k, v)| 4 + k.len() + 4 + v.len()).sum::<usize>()
+}
+
+/// The lines of `lost_big_info` in `text`.
+fn big_info_lines(text: &str) -> Vec<String> {
+    text.lines().filter(|l| l.starts_with("lost_big_info{")).map(str::to_owned).collect()
+}
+
+/// `promshard_label_refused_total{metric="lost_big"}`, if exposed.
+fn big_refused(text: &str) -> Option<f64> {
+    value_in(text, "promshard_label_refused_total", &[("metric", "lost_big")])
+}
+
+/// An `Info` of exactly 8 KiB encoded is kept; one byte more, or 100 KB,
+/// is refused: the previous pairs stay exposed and the refusal is counted
+/// under the info's name. The value is made of two-byte characters, so
+/// a limit counted in characters rather than bytes would let it through.
+fn info_over_8_kib(multiprocess: bool) {
+    harness::capture_logs();
+    let _dir = storage(multiprocess);
+    let mode = mode(multiprocess);
+    LOST_BIG.set(&[("version", "v1")]);
+    let text = own_text();
+    assert_eq!(big_info_lines(&text), vec!["lost_big_info{version=\"v1\"} 1".to_owned()], "{mode}: a small Info");
+    assert_eq!(big_refused(&text), None, "{mode}: nothing refused yet, so no sample:\n{text}");
+
+    // Exactly 8,192 bytes encoded: 37 bytes of counts, lengths and names.
+    let exact = format!("{}x", "é".repeat(4077));
+    let pairs = [("version", "v2"), ("features", exact.as_str())];
+    assert_eq!(encoded_len(&pairs), 8192);
+    LOST_BIG.set(&pairs);
+    let text = own_text();
+    let got = value_in(&text, "lost_big_info", &[("version", "v2"), ("features", &exact)]);
+    assert_eq!(
+        got,
+        Some(1.0),
+        "{mode}: an Info of exactly 8 KiB encoded must be kept (lines {:?})",
+        big_info_lines(&text).iter().map(|l| l.len()).collect::<Vec<_>>()
+    );
+    assert_eq!(big_info_lines(&text).len(), 1, "{mode}: one series");
+    assert_eq!(big_refused(&text), None, "{mode}: 8 KiB exactly is not refused");
+
+    // One byte more, then far more: both refused, v2 stays.
+    let over = "é".repeat(4078);
+    let over_pairs = [("version", "v3"), ("features", over.as_str())];
+    assert_eq!(encoded_len(&over_pairs), 8193);
+    let huge = "y".repeat(100_000);
+    for (n, pairs) in [&over_pairs[..], &[("version", "v4"), ("features", huge.as_str())][..]].into_iter().enumerate() {
+        LOST_BIG.set(pairs);
+        let text = own_text();
+        let lines = big_info_lines(&text);
+        assert_eq!(lines.len(), 1, "{mode}: after a refused set, exactly the previous series stays");
+        assert_eq!(
+            value_in(&text, "lost_big_info", &[("version", "v2"), ("features", &exact)]),
+            Some(1.0),
+            "{mode}: after setting {} bytes, the previous (8 KiB) pairs must stay exposed; shown: {:?}",
+            encoded_len(pairs),
+            lines.iter().map(|l| l.chars().take(60).collect::<String>()).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            big_refused(&text),
+            Some(n as f64 + 1.0),
+            "{mode}: promshard_label_refused_total{{metric=\"lost_big\"}} after {} refusal(s):\n{}",
+            n + 1,
+            text.lines().filter(|l| l.contains("refused")).collect::<Vec<_>>().join("\n")
+        );
+    }
+    let warnings = harness::warnings();
+    assert!(
+        warnings.iter().filter(|w| w.contains("lost_big") && w.contains("refused")).count() >= 2,
+        "{mode}: each refusal is logged, naming the info: {warnings:?}"
+    );
+
+    // A small set again is taken; the count stays.
+    LOST_BIG.set(&[("version", "v5")]);
+    let text = own_text();
+    assert_eq!(big_info_lines(&text), vec!["lost_big_info{version=\"v5\"} 1".to_owned()], "{mode}: set again");
+    assert_eq!(big_refused(&text), Some(2.0), "{mode}: the count of refusals stays");
+}
+
+#[test]
+fn info_over_8_kib_is_refused_in_memory_mode() {
+    isolated("info_over_8_kib_is_refused_in_memory_mode", SCENARIO, || info_over_8_kib(false));
+}
+
+#[test]
+fn info_over_8_kib_is_refused_in_multiprocess_mode() {
+    isolated("info_over_8_kib_is_refused_in_multiprocess_mode", SCENARIO, || info_over_8_kib(true));
+}

@@ -394,6 +394,15 @@ fn each_version_exposes_both() {
         assert!(stderr.contains(&error) && stderr.contains(&format!("and in promshard {other} (at")), "{stderr}");
     }
     assert!(!stderr.contains("also exposed by"), "no clash beyond the reported one:\n{stderr}");
+    // Each version warns, once, naming the version it found linked in.
+    for (this, other) in [(VERSION, next.as_str()), (next.as_str(), VERSION)] {
+        let warning = format!("WARN promshard: version {this}: promshard {other} also linked into this binary");
+        assert_eq!(
+            stderr.matches(&warning).count(),
+            1,
+            "the first use must log, once, a warning naming the linked versions (`{warning}`):\n{stderr}"
+        );
+    }
 }
 
 #[test]
