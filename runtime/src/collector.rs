@@ -47,14 +47,46 @@ pub(crate) fn panics() -> u64 {
     PANICS.load(core::sync::atomic::Ordering::Relaxed)
 }
 
+/// A sample held back until its collector returns: name, labels, value.
+type OwnedSample = (String, Vec<(String, String)>, f64);
+
 /// Runs one collector into `writer`. A panic is caught: what the
 /// collector had written in this scrape is taken back, the panic counted
 /// and logged, and the scrape goes on.
 pub(crate) fn run(collector: &dyn Collector, writer: &mut MetricWriter<'_>) {
-    let mark = writer.mark();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| collector.collect(writer)));
+    let result = match &mut writer.target {
+        Target::Text { .. } => {
+            let mark = writer.mark();
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| collector.collect(writer)));
+            if result.is_err() {
+                writer.rewind(mark);
+            }
+            result
+        }
+        // A callback cannot take a sample back: the collector writes into
+        // a buffer, handed on only when it returns.
+        Target::Samples(f) => {
+            let mut kept: Vec<OwnedSample> = Vec::new();
+            let mut keep = |name: &str, labels: &[(&str, &str)], value: f64| {
+                let labels = labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+                kept.push((name.to_owned(), labels, value));
+            };
+            let mut inner = MetricWriter::new(Target::Samples(&mut keep), writer.reserved);
+            inner.written = writer.written.clone();
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| collector.collect(&mut inner)));
+            let written = core::mem::take(&mut inner.written);
+            drop(inner);
+            if result.is_ok() {
+                writer.written = written;
+                for (name, labels, value) in &kept {
+                    let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                    f(name, &labels, *value);
+                }
+            }
+            result
+        }
+    };
     if let Err(payload) = result {
-        writer.rewind(mark);
         PANICS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         let what = payload
             .downcast_ref::<&str>()

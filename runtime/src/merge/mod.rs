@@ -140,7 +140,18 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static crate::shard::OwnSha
         }
     }
     let mut seen = HashSet::new();
-    let listing = cache.list(dir, own_name.as_deref()).unwrap_or_default();
+    let listed = cache.list(dir, own_name.as_deref());
+    let listing = match &listed {
+        Ok(listing) => listing.clone(),
+        Err(e) => {
+            let error = match e.raw_os_error() {
+                Some(libc::EMFILE | libc::ENFILE) => ShardError::Descriptors,
+                _ => ShardError::Io,
+            };
+            report(&mut cache, dir, error);
+            cache.last_listing(dir)
+        }
+    };
     // A file newly found empty or foreign may be one a creator of an older
     // version left half made: compaction looks at it once.
     let mut suspect = false;
@@ -170,7 +181,10 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static crate::shard::OwnSha
     for (path, e) in core::mem::take(&mut cache.problems) {
         report(&mut cache, &path, e);
     }
-    cache.retain(dir, &seen);
+    // A directory that could not be listed forgets nothing.
+    if listed.is_ok() {
+        cache.retain(dir, &seen);
+    }
     let archives: Vec<Shard> = shards.iter().filter(|s| s.archive).cloned().collect();
     shards.retain(|s| !archives.iter().any(|a| a.absorbed(&s.name)));
     let dead = shards.iter().any(|s| !s.live && !s.archive);
@@ -181,7 +195,7 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static crate::shard::OwnSha
         // for the vanished pages: drop it and merge again without it.
         let damaged: Vec<String> = shards.iter().filter(|s| s.damaged()).map(|s| s.name.clone()).collect();
         if damaged.is_empty() {
-            merged.compactable = dead || suspect || !listing.half_made.is_empty();
+            merged.compactable = listed.is_ok() && (dead || suspect || !listing.half_made.is_empty());
             cache.put_back();
             return merged;
         }

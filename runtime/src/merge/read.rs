@@ -291,6 +291,8 @@ struct CachedListing {
     dir: PathBuf,
     own_name: Option<String>,
     mtime: (i64, i64),
+    /// Old enough to be reused on an unchanged mtime.
+    settled: bool,
     files: file::Listing,
 }
 
@@ -374,19 +376,34 @@ impl ShardCache {
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(dir)?;
         let mtime = (meta.mtime(), meta.mtime_nsec());
-        let reusable = |l: &&CachedListing| l.dir == dir && l.mtime == mtime && l.own_name.as_deref() == own_name;
+        let reusable =
+            |l: &&CachedListing| l.settled && l.dir == dir && l.mtime == mtime && l.own_name.as_deref() == own_name;
         if let Some(listing) = self.listing.as_ref().filter(reusable) {
             return Ok(listing.files.clone());
         }
         let files = file::list_all(dir, own_name)?;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        self.listing = (now > mtime.0 + 1).then(|| CachedListing {
+        self.listing = Some(CachedListing {
             dir: dir.to_owned(),
             own_name: own_name.map(str::to_owned),
             mtime,
+            settled: now > mtime.0 + 1,
             files: files.clone(),
         });
         Ok(files)
+    }
+
+    /// What `dir` held when it could last be listed, for a scrape that
+    /// cannot list it now (out of descriptors): the last listing, else the
+    /// files still mapped from it. Never an empty directory by mistake.
+    pub(crate) fn last_listing(&self, dir: &Path) -> file::Listing {
+        match self.listing.as_ref().filter(|l| l.dir == dir) {
+            Some(listing) => listing.files.clone(),
+            None => file::Listing {
+                shards: self.entries.keys().filter(|p| p.parent() == Some(dir)).cloned().collect(),
+                ..file::Listing::default()
+            },
+        }
     }
 
     /// Forgets one file, to open it afresh next time.
