@@ -11,8 +11,8 @@ use core::mem::ManuallyDrop;
 use core::pin::Pin;
 use core::sync::atomic::Ordering;
 use core::task::{Context, Poll};
-use std::time::Instant;
 
+use super::clock::{self, Stamp};
 use super::families::{CANCELLED_STATUS, HandlerKind, PANIC_STATUS};
 use super::layout::{COUNTER_WIDTH, HandlerSite, SiteSlots};
 use super::outcome::Outcome;
@@ -58,7 +58,7 @@ impl HandlerSite {
     pub fn start(&'static self) -> Call {
         let slots = self.slots();
         slots.in_flight.inc();
-        Call { slots, start: Instant::now() }
+        Call { slots, start: clock::now() }
     }
 
     /// Runs a synchronous body as one call; `classify` reads the outcome
@@ -87,7 +87,7 @@ impl HandlerSite {
 #[must_use = "a call dropped without `finish` is counted as cancelled (or as a panic while unwinding)"]
 pub struct Call {
     slots: &'static SiteSlots,
-    start: Instant,
+    start: Stamp,
 }
 
 impl Call {
@@ -119,7 +119,7 @@ impl Call {
                 *slots.statuses.get(code as usize).unwrap_or(&other) as usize
             }
         };
-        slots.duration.observe(self.start.elapsed().as_secs_f64());
+        slots.duration.observe(self.start.elapsed_seconds());
         // SAFETY: `calls` is followed by one series per status or result
         // of this handler (and method), and `outcome` indexes one of them.
         unsafe { CounterSeries::at(slots.calls.add(outcome * COUNTER_WIDTH)) }.inc();

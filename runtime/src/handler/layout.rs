@@ -113,6 +113,9 @@ pub(crate) struct HandlerLayout {
 
 /// Builds the families of `sites`, grouped by kind and prefix.
 pub(crate) fn lay_out(sites: &[&'static HandlerSite]) -> HandlerLayout {
+    if !sites.is_empty() {
+        super::clock::calibrate();
+    }
     let mut sites = sites.to_vec();
     sites.sort_by(|a, b| {
         let key =
@@ -207,6 +210,7 @@ impl HandlerLayout {
 /// over budget) slots of their own, never exposed, so that its calls
 /// still work.
 pub(crate) fn attach_unlisted(site: &'static HandlerSite) {
+    super::clock::calibrate();
     crate::notice::warn(format!(
         "handler `{}` ({}:{}) is not in the handler list; its calls are not exposed",
         site.handler, site.file, site.line

@@ -7,6 +7,7 @@
 //! it sits above.
 
 pub(crate) mod call;
+mod clock;
 pub(crate) mod families;
 pub(crate) mod layout;
 pub(crate) mod outcome;
