@@ -23,6 +23,12 @@ fn main() {
             "Every metric declared with `#[metric]` or `promshard::register!`.",
         ),
         (
+            "handlers_slice.rs",
+            "HANDLERS",
+            "&'static crate::handler::HandlerSite",
+            "Every function instrumented with `#[instrument_handler]`.",
+        ),
+        (
             "collectors_slice.rs",
             "COLLECTORS",
             "&'static dyn crate::collector::Collector",

@@ -88,6 +88,107 @@ pub use promshard_runtime::*;
 /// reports the metric, its series count and the limit.
 pub use promshard_macros::metric;
 
+/// Instruments a function or request handler: per call, a counter by
+/// outcome, a latency histogram and an in-flight gauge.
+///
+/// (A crate of its own: other examples here declare `http_requests_total`.)
+///
+/// ```standalone_crate
+/// use promshard::instrument_handler;
+/// use promshard::testing::sample_value;
+///
+/// #[derive(Debug)]
+/// struct NotFound;
+///
+/// #[instrument_handler(route = "/users/{id}", method = "GET")]
+/// fn get_user(id: u64) -> Result<String, NotFound> {
+///     if id == 0 { Err(NotFound)? }
+///     Ok(format!("user {id}"))
+/// }
+///
+/// #[instrument_handler]
+/// fn settle_invoice(amount: i64) -> Result<i64, String> {
+///     if amount < 0 {
+///         return Err("negative".into());
+///     }
+///     Ok(amount)
+/// }
+///
+/// get_user(7).unwrap();
+/// get_user(0).unwrap_err();
+/// settle_invoice(-1).unwrap_err();
+///
+/// let http = |status| [("handler", "/users/{id}"), ("method", "GET"), ("status", status)];
+/// assert_eq!(sample_value("http_requests_total", &http("200")), Some(1.0));
+/// assert_eq!(sample_value("http_requests_total", &http("500")), Some(1.0));
+/// let latency = [("handler", "/users/{id}"), ("method", "GET")];
+/// assert_eq!(sample_value("http_request_duration_seconds_count", &latency), Some(2.0));
+/// assert_eq!(sample_value("http_requests_in_flight", &[("handler", "/users/{id}")]), Some(0.0));
+///
+/// let function = [("handler", "rust_out::settle_invoice"), ("result", "error")];
+/// # let function = [("handler", concat!(module_path!(), "::settle_invoice")), ("result", "error")];
+/// assert_eq!(sample_value("function_calls_total", &function), Some(1.0));
+/// ```
+///
+/// It works on `fn` and `async fn`, free or in an `impl` (trait impls
+/// too, and beside `#[async_trait]`), generic or returning `impl Trait`;
+/// the body is the function's own, so `?` and `return` keep their
+/// meaning and type errors point at it.
+///
+/// # Families and labels
+///
+/// With a `route`, an HTTP handler records into
+/// `http_requests_total{handler,method,status}`,
+/// `http_request_duration_seconds{handler,method}` and
+/// `http_requests_in_flight{handler}`; without, a function records into
+/// `function_calls_total{handler,result}`,
+/// `function_call_duration_seconds{handler}` and
+/// `function_calls_in_flight{handler}`, `handler` being its path
+/// (`module::function`) and `result` one of `ok`, `error`, `panic`,
+/// `cancelled`. The in-flight gauges combine across processes as
+/// `livesum`. See [`HandlerFamilies`] for the defaults (buckets, status
+/// codes, budget) and how to change them.
+///
+/// Every label is bounded by construction: `handler` takes its values from
+/// the instrumented functions themselves, gathered when the program is
+/// linked (so each has its series, at zero, from startup, with no
+/// registration call); `method` from the standard methods plus `other`;
+/// `status` from the family's status codes (or classes) plus `other`.
+///
+/// # Outcomes
+///
+/// Read from the returned value, without glue: `Ok` is a success and
+/// `Err` a failure (`200` and `500` for an HTTP handler, unless a side
+/// tells its status), [`HandlerOutcome`] types tell their own, and so do
+/// `http::StatusCode`, `http::Response<B>` and tuples led by a status
+/// (feature `http-types`). Any other type is a success. A panic is counted
+/// (`panic`, status `500`) and resumed; a future dropped before it
+/// completes (a client that went away, a timeout, a `select!`) is counted
+/// as `cancelled` (status `499`). Both release their in-flight count, and
+/// every call is observed in the histogram, so its `_count` is the
+/// counter's sum.
+///
+/// # Arguments
+///
+/// - `route = "/users/{id}"` with `method = "GET"`: an HTTP handler,
+///   labelled with the route pattern (never the path requested).
+/// - `name = "..."`: the `handler` value instead of the route or path
+///   (two methods of the same name in one module need it to differ).
+/// - `families = PATH`: a [`HandlerFamilies`] constant instead of the
+///   defaults (another prefix, buckets, statuses or budget).
+/// - `crate = path`: where `promshard` is, for crates that re-export it.
+///
+/// # Errors
+///
+/// Compile errors for an unknown or duplicate argument, `method` without
+/// `route` (and the reverse), an unknown method, a `const fn`, an item
+/// that is not a function with a body, and a series budget that one
+/// handler overruns. The number of handlers is known when the registry
+/// lays out: a family that cannot hold them all keeps the first (by name)
+/// and reports the others, by name, in
+/// [`check_registry`](crate::check_registry) and the log.
+pub use promshard_macros::instrument_handler;
+
 /// Derives [`LabelValue`](trait@LabelValue) for a fieldless enum: each variant is a value,
 /// written in snake_case (`NotFound` → `not_found`) unless renamed with
 /// `#[label(rename = "...")]`. `#[label(crate = path)]` on the enum points

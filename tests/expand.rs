@@ -1,4 +1,5 @@
-//! What `cargo expand` shows for `#[metric]` and `#[derive(LabelValue)]`:
+//! What `cargo expand` shows for `#[metric]`, `#[derive(LabelValue)]` and
+//! `#[instrument_handler]`:
 //! each `tests/expand/*.rs` is expanded with the macro crate's own
 //! functions, formatted with prettyplease and compared with its checked-in
 //! `*.expanded.rs`, so every change to generated code shows up in review.
@@ -22,6 +23,15 @@ mod derive;
 #[allow(dead_code)]
 #[path = "../macros/src/expand.rs"]
 mod expand;
+#[allow(dead_code)]
+#[path = "../macros/src/handler_attr.rs"]
+mod handler_attr;
+#[allow(dead_code)]
+#[path = "../macros/src/handler_check.rs"]
+mod handler_check;
+#[allow(dead_code)]
+#[path = "../macros/src/handler_expand.rs"]
+mod handler_expand;
 
 use std::path::Path;
 
@@ -44,6 +54,15 @@ fn expand_file(source: &str) -> String {
                     item.to_tokens(&mut out);
                     out.extend(derive::label_value(&input).unwrap_or_else(syn::Error::into_compile_error));
                 }
+            }
+            syn::Item::Fn(mut item) => {
+                let position = item.attrs.iter().position(|a| a.path().is_ident("instrument_handler"));
+                let attr = item.attrs.remove(position.expect("#[instrument_handler]"));
+                let args = match attr.meta {
+                    syn::Meta::List(list) => list.tokens,
+                    _ => TokenStream::new(),
+                };
+                out.extend(handler_expand::instrument_handler(args, item.to_token_stream()));
             }
             other => {
                 let tokens = other.to_token_stream();

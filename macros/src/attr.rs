@@ -70,7 +70,7 @@ pub(crate) fn parse(tokens: TokenStream, cx: &mut Ctxt) -> Args {
 }
 
 /// Splits at top-level commas; commas inside groups stay in their group.
-fn split_commas(tokens: TokenStream) -> Vec<TokenStream> {
+pub(crate) fn split_commas(tokens: TokenStream) -> Vec<TokenStream> {
     let mut chunks = vec![TokenStream::new()];
     for tt in tokens {
         match &tt {

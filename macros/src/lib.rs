@@ -6,7 +6,8 @@
 //!
 //! `#[metric]` runs in three stages, one module each: `attr` and `ast`
 //! parse the arguments and the item, `check` applies the rules that need
-//! more than one token, `expand` writes the code.
+//! more than one token, `expand` writes the code. `#[instrument_handler]`
+//! has the same three stages in the `handler_*` modules.
 
 mod ast;
 mod attr;
@@ -14,6 +15,9 @@ mod check;
 mod ctxt;
 mod derive;
 mod expand;
+mod handler_attr;
+mod handler_check;
+mod handler_expand;
 
 use proc_macro::TokenStream;
 
@@ -21,6 +25,12 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn metric(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::metric(args.into(), item.into()).into()
+}
+
+/// See `promshard::instrument_handler`.
+#[proc_macro_attribute]
+pub fn instrument_handler(args: TokenStream, item: TokenStream) -> TokenStream {
+    handler_expand::instrument_handler(args.into(), item.into()).into()
 }
 
 /// See `promshard::LabelValue`.

@@ -26,6 +26,31 @@ pub const fn check_series_budget(name: &str, combinations: usize, per_series: us
     panic!("{}", message.as_str());
 }
 
+/// Fails const evaluation when one handler's series in a handler family
+/// (`per_handler`, buckets + 2 counted for histograms) overrun its budget;
+/// the layout reports overruns that only the number of handlers causes.
+pub const fn check_handler_budget(handler: &str, family: &str, per_handler: usize, max_series: usize) {
+    if per_handler <= max_series {
+        return;
+    }
+    let mut message = Message::new();
+    message.push("handler `");
+    message.push(handler);
+    message.push("` alone can create ");
+    message.number(per_handler);
+    message.push(" series of `");
+    message.push(family);
+    message.push("`, over the family's budget of ");
+    message.number(max_series);
+    message.push(
+        "; keep fewer methods or statuses (HandlerFamilies::methods, status_codes, status_classes) \
+                  or raise the budget with HandlerFamilies::max_series(",
+    );
+    message.number(per_handler);
+    message.push(")");
+    panic!("{}", message.as_str());
+}
+
 /// A fixed buffer to format a message in `const` context, where `format!`
 /// is not available.
 struct Message {

@@ -418,7 +418,7 @@ impl Descriptor {
     }
 }
 
-const fn eq(a: &str, b: &str) -> bool {
+pub(crate) const fn eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a.len() != b.len() {
         return false;

@@ -23,7 +23,10 @@
 //!    promshard versions linked into the binary);
 //! 3. recording: `metric`, `interner`, `registry` (the layout, and
 //!    the lazy paths of recording that may have to lay it out),
-//!    `label_set`, and the instruments;
+//!    `label_set`, the instruments, and `handler` (`#[instrument_handler]`:
+//!    its families, built by `handler::layout`, which the registry calls
+//!    and which imports nothing above the instruments, and the per-call
+//!    guard, which may lay the registry out);
 //! 4. collection: `collector`, `process`, `builtin` and `merge`
 //!    (reading, merging and compacting a shard directory, and Python's
 //!    `.db` files);
@@ -45,6 +48,7 @@ mod info_slots;
 mod linked;
 mod shard;
 // 3. recording
+mod handler;
 mod instruments;
 mod interner;
 mod label_set;
@@ -71,6 +75,10 @@ pub use descriptor::{
     linear_buckets,
 };
 pub use expose::{Format, encode, encode_into, render};
+pub use handler::{
+    DEFAULT_STATUS_CODES, FUNCTION_BUCKETS, HandlerFamilies, HandlerKind, HandlerOutcome, Outcome, STANDARD_METHODS,
+    StatusLabel,
+};
 #[cfg(feature = "http")]
 pub use http::{MetricsServer, serve};
 pub use instruments::counter::{Counter, CounterSeries, InvalidIncrement};
@@ -111,7 +119,9 @@ pub mod __private {
     pub fn crash_compaction_at(point: u8) {
         crate::merge::compact::CRASH_POINT.store(point, core::sync::atomic::Ordering::Relaxed);
     }
+    pub use crate::__promshard_outcome as outcome;
     pub use crate::collector::COLLECTORS;
+    pub use crate::handler::{Call, HANDLERS, HandlerSite, Instrumented, check_handler_site, classify};
     pub use crate::registry::METRICS;
 
     /// For soak tests: how many distinct decoded shard schemas this

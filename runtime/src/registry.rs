@@ -62,7 +62,10 @@ pub(crate) fn get() -> &'static Registry {
 }
 
 fn layout(declared: &[&'static MetricCore]) -> Registry {
-    let mut sorted: Vec<&'static MetricCore> = declared.to_vec();
+    // The handler families are metrics like the declared ones, built from
+    // the `#[instrument_handler]` sites.
+    let handlers = crate::handler::layout::lay_out(&crate::handler::layout::HANDLERS);
+    let mut sorted: Vec<&'static MetricCore> = declared.iter().chain(&handlers.cores).copied().collect();
     sorted.sort_by(|a, b| {
         let (a, b) = (a.descriptor(), b.descriptor());
         (a.name, a.file, a.line).cmp(&(b.name, b.file, b.line))
@@ -72,6 +75,10 @@ fn layout(declared: &[&'static MetricCore]) -> Registry {
     sorted.dedup_by(|a, b| core::ptr::eq(*a, *b));
 
     let mut problems = Vec::new();
+    for (family, message) in &handlers.problems {
+        crate::notice::error(format!("handler family `{family}`: {message}"));
+        problems.push(RegistryError::HandlerFamily { family: family.clone(), message: message.clone() });
+    }
     let mut sample_names: HashMap<String, usize> = HashMap::new();
     let mut exposed: Vec<&'static MetricCore> = Vec::with_capacity(sorted.len());
     let mut hidden: Vec<&'static MetricCore> = Vec::new();
@@ -125,6 +132,7 @@ fn layout(declared: &[&'static MetricCore]) -> Registry {
             families.push(Family { core, offset: *offset, plan });
         }
     }
+    handlers.attach();
     // The fork handler counts a child's failure in this slot (in the
     // parent's shard, before it lets go of it).
     if let Some(core) = exposed.iter().find(|c| c.descriptor().name == crate::shard::fork::FALLBACKS_METRIC) {
@@ -267,6 +275,15 @@ pub enum RegistryError {
         /// `file:line` of the hidden declaration.
         second: String,
     },
+    /// `#[instrument_handler]` sites that disagree on their families'
+    /// settings, or that do not fit a family's series budget (those
+    /// record into slots that are never exposed).
+    HandlerFamily {
+        /// The family.
+        family: String,
+        /// What is wrong, naming the handler.
+        message: String,
+    },
 }
 
 impl fmt::Display for RegistryError {
@@ -275,6 +292,7 @@ impl fmt::Display for RegistryError {
             RegistryError::DuplicateName { sample, first, second } => {
                 write!(f, "metric name `{sample}` is declared twice: at {first} and at {second}")
             }
+            RegistryError::HandlerFamily { family, message } => write!(f, "handler family `{family}`: {message}"),
         }
     }
 }

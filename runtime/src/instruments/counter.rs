@@ -77,6 +77,17 @@ pub struct CounterSeries {
 }
 
 impl CounterSeries {
+    /// The series whose two slots start at `slot`.
+    ///
+    /// # Safety
+    ///
+    /// `slot` addresses two live slots of a counter's arena.
+    #[inline(always)]
+    pub(crate) unsafe fn at(slot: *const AtomicU64) -> CounterSeries {
+        // SAFETY: as the caller promises.
+        CounterSeries { slots: unsafe { &*(slot as *const [AtomicU64; 2]) } }
+    }
+
     /// Adds one.
     #[inline(always)]
     pub fn inc(self) {

@@ -96,6 +96,11 @@ pub struct GaugeSeries {
 }
 
 impl GaugeSeries {
+    /// The series of a gauge whose mode keeps no timestamp, at `value`.
+    pub(crate) fn untimed(value: &'static AtomicU64) -> GaugeSeries {
+        GaugeSeries { value, stamp: None }
+    }
+
     /// Adds one.
     #[inline(always)]
     pub fn inc(self) {

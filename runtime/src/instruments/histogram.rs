@@ -90,6 +90,16 @@ unsafe impl Send for HistogramSeries {}
 unsafe impl Sync for HistogramSeries {}
 
 impl HistogramSeries {
+    /// The series of `core` whose slots start at `slots`.
+    ///
+    /// # Safety
+    ///
+    /// `slots` addresses the series' bucket counts and sum, live for the
+    /// rest of the process.
+    pub(crate) unsafe fn at(slots: *const AtomicU64, core: &'static MetricCore) -> HistogramSeries {
+        HistogramSeries { slots, core }
+    }
+
     /// Records one observation: one atomic add on its bucket and one
     /// compare-and-swap on the sum.
     ///

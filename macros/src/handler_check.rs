@@ -1,0 +1,147 @@
+//! The rules of `#[instrument_handler]` that need the arguments and the
+//! function together, and the shape of the function's body.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::{GenericArgument, ItemFn, LitStr, PathArguments, ReturnType, Type, TypeParamBound};
+
+use crate::ctxt::Ctxt;
+use crate::handler_attr::HandlerArgs;
+
+/// The request methods `method` accepts (`promshard::STANDARD_METHODS`).
+const METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+
+pub(crate) struct Handler {
+    /// `Some((route, method))` for an HTTP handler.
+    pub(crate) http: Option<(LitStr, String)>,
+    /// The `handler` label's value, as an expression.
+    pub(crate) label: TokenStream,
+    pub(crate) body: Body,
+    /// The return type to pin the body's type to (`?` and `.into()` in the
+    /// body need it); `None` for `impl Trait`, which cannot be written in a
+    /// `let`.
+    pub(crate) return_type: Option<Type>,
+}
+
+/// How the function runs its body.
+pub(crate) enum Body {
+    /// `fn`: the call is the body's run.
+    Sync,
+    /// `async fn`: the call is the future's life.
+    Async,
+    /// A `fn` returning `Pin<Box<dyn Future>>`, as `#[async_trait]` writes
+    /// an `async fn`: the call is the returned future's life.
+    BoxedFuture,
+}
+
+pub(crate) fn check(item: &ItemFn, args: &HandlerArgs, cx: &mut Ctxt) -> Option<Handler> {
+    let sig = &item.sig;
+    if let Some(constness) = &sig.constness {
+        cx.error(constness.span, "#[instrument_handler] cannot go on a `const fn`: recording happens at run time");
+    }
+    if let Some(variadic) = &sig.variadic {
+        cx.error(variadic.dots.spans[0], "#[instrument_handler] cannot go on a variadic function");
+    }
+    let http = match (&args.route, &args.method) {
+        (Some(route), Some((_, method))) => {
+            if route.value().is_empty() {
+                cx.error(route.span(), "`route` must not be empty: it is the `handler` label's value");
+            }
+            let upper = method.value().to_ascii_uppercase();
+            if !METHODS.contains(&upper.as_str()) {
+                cx.error(
+                    method.span(),
+                    format!("unknown method {:?}; expected one of: {}", method.value(), METHODS.join(", ")),
+                );
+            }
+            Some((route.clone(), upper))
+        }
+        (Some(route), None) => {
+            cx.error(
+                route.span(),
+                "`route` needs `method = \"GET\"` (or another method): the method label is taken from \
+                 the attribute",
+            );
+            None
+        }
+        (None, Some((key, _))) => {
+            cx.error(
+                key.span(),
+                "`method` needs `route = \"...\"`: only HTTP handlers have a method; \
+                 a function without a route is labelled by its path and result",
+            );
+            None
+        }
+        (None, None) => None,
+    };
+    if let Some(name) = &args.name {
+        if name.value().is_empty() {
+            cx.error(name.span(), "`name` must not be empty: it is the `handler` label's value");
+        }
+    }
+    let label = match (&args.name, &http) {
+        (Some(name), _) => quote!(#name),
+        (None, Some((route, _))) => quote!(#route),
+        (None, None) => {
+            let name = format!("::{}", sig.ident);
+            quote!(::core::concat!(::core::module_path!(), #name))
+        }
+    };
+    let body = if sig.asyncness.is_some() {
+        Body::Async
+    } else if boxed_future_output(&sig.output).is_some() {
+        Body::BoxedFuture
+    } else {
+        Body::Sync
+    };
+    let return_type = match &sig.output {
+        ReturnType::Default => Some(syn::parse_quote!(())),
+        ReturnType::Type(_, ty) if contains_impl_trait(ty) => None,
+        ReturnType::Type(_, ty) => Some((**ty).clone()),
+    };
+    Some(Handler { http, label, body, return_type })
+}
+
+/// `X` when `output` is `Pin<Box<dyn Future<Output = X> + ...>>`.
+fn boxed_future_output(output: &ReturnType) -> Option<&Type> {
+    let ReturnType::Type(_, ty) = output else { return None };
+    let pinned = single_argument(ty, "Pin")?;
+    let Type::TraitObject(object) = single_argument(pinned, "Box")? else { return None };
+    object.bounds.iter().find_map(|bound| {
+        let TypeParamBound::Trait(bound) = bound else { return None };
+        let last = bound.path.segments.last()?;
+        if last.ident != "Future" {
+            return None;
+        }
+        let PathArguments::AngleBracketed(args) = &last.arguments else { return None };
+        args.args.iter().find_map(|arg| match arg {
+            GenericArgument::AssocType(assoc) if assoc.ident == "Output" => Some(&assoc.ty),
+            _ => None,
+        })
+    })
+}
+
+/// The one type argument of `ty` when its last path segment is `name`.
+fn single_argument<'a>(ty: &'a Type, name: &str) -> Option<&'a Type> {
+    let Type::Path(path) = ty else { return None };
+    let last = path.path.segments.last()?;
+    if last.ident != name {
+        return None;
+    }
+    let PathArguments::AngleBracketed(args) = &last.arguments else { return None };
+    args.args.iter().find_map(|arg| match arg {
+        GenericArgument::Type(ty) => Some(ty),
+        _ => None,
+    })
+}
+
+fn contains_impl_trait(ty: &Type) -> bool {
+    fn scan(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|tt| match tt {
+            proc_macro2::TokenTree::Ident(ident) => ident == "impl",
+            proc_macro2::TokenTree::Group(group) => scan(group.stream()),
+            _ => false,
+        })
+    }
+    scan(quote::ToTokens::to_token_stream(ty))
+}

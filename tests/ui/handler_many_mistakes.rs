@@ -1,0 +1,6 @@
+use promshard::instrument_handler;
+
+#[instrument_handler(route = "", method = "GET", method = "POST", name = "")]
+fn users() {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use promshard::instrument_handler;
+
+#[instrument_handler(method = "GET")]
+fn users() {}
+
+fn main() {}

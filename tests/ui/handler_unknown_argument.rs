@@ -1,0 +1,6 @@
+use promshard::instrument_handler;
+
+#[instrument_handler(rout = "/users")]
+fn users() {}
+
+fn main() {}
