@@ -82,13 +82,18 @@ pub(crate) fn split_commas(tokens: TokenStream) -> Vec<TokenStream> {
     chunks
 }
 
-fn parse_arg(input: ParseStream, args: &mut Args) -> syn::Result<()> {
-    let key: Ident = if input.peek(Token![crate]) {
+/// An argument's name; `crate` is a keyword, so it is read as one.
+pub(crate) fn parse_key(input: ParseStream) -> syn::Result<Ident> {
+    if input.peek(Token![crate]) {
         let token: Token![crate] = input.parse()?;
-        Ident::new("crate", token.span)
+        Ok(Ident::new("crate", token.span))
     } else {
-        input.parse()?
-    };
+        input.parse()
+    }
+}
+
+fn parse_arg(input: ParseStream, args: &mut Args) -> syn::Result<()> {
+    let key = parse_key(input)?;
     let name = key.to_string();
     let duplicate = || syn::Error::new(key.span(), format!("duplicate argument `{name}`"));
     match name.as_str() {

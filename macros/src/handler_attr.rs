@@ -36,12 +36,7 @@ pub(crate) fn parse(tokens: TokenStream, cx: &mut Ctxt) -> HandlerArgs {
 }
 
 fn parse_arg(input: ParseStream, args: &mut HandlerArgs) -> syn::Result<()> {
-    let key: Ident = if input.peek(Token![crate]) {
-        let token: Token![crate] = input.parse()?;
-        Ident::new("crate", token.span)
-    } else {
-        input.parse()?
-    };
+    let key = crate::attr::parse_key(input)?;
     let name = key.to_string();
     let duplicate = || syn::Error::new(key.span(), format!("duplicate argument `{name}`"));
     match name.as_str() {
