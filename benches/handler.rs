@@ -13,6 +13,8 @@
 //! the promshard variants again in multiprocess mode (slots in a shard
 //! file), in a forked child, since a process chooses its storage once.
 
+mod forked;
+
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
@@ -144,26 +146,13 @@ fn next(x: &mut u64) -> u64 {
     *x
 }
 
+/// The same benchmarks in multiprocess mode, where the slots are an mmap'd
+/// shard file.
 fn mmap_mode() {
-    // SAFETY: the child runs the benchmarks and _exits; the parent waits.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid != 0 {
-        // SAFETY: our own child.
-        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-        return;
-    }
-    let dir = std::env::temp_dir().join(format!("promshard-bench-handler-{}", std::process::id()));
-    promshard::multiprocess::init(&dir).unwrap();
-    promshard::check_registry().expect("benchmark metrics are consistent");
-    assert!(promshard::multiprocess::shard_dir().is_some(), "recording into a shard file");
-    let mut c = Criterion::default().configure_from_args();
-    sync_calls(&mut c, "_mmap", false);
-    async_calls(&mut c, "_mmap");
-    c.final_summary();
-    let _ = std::fs::remove_dir_all(&dir);
-    // SAFETY: leave without running the parent's benchmarks.
-    unsafe { libc::_exit(0) };
+    forked::in_shard_process("handler", |c| {
+        sync_calls(c, "_mmap", false);
+        async_calls(c, "_mmap");
+    });
 }
 
 fn main() {

@@ -17,6 +17,8 @@
 //!   every iteration's result through `black_box`, so each recording is a
 //!   real memory operation.
 
+mod forked;
+
 use std::hint::black_box;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -435,32 +437,15 @@ fn encode(c: &mut Criterion) {
     group.finish();
 }
 
-/// The same recordings in multiprocess mode, where the slots are an mmap'd
-/// shard file: run in a forked child, since a process chooses its storage
-/// once, before this process lays out its own registry.
+/// The same benchmarks in multiprocess mode, where the slots are an mmap'd
+/// shard file.
 fn mmap_mode() {
-    // SAFETY: the child runs the benchmarks and _exits; the parent waits.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid != 0 {
-        // SAFETY: our own child.
-        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-        return;
-    }
-    let dir = std::env::temp_dir().join(format!("promshard-bench-mmap-{}", std::process::id()));
-    promshard::multiprocess::init(&dir).unwrap();
-    promshard::check_registry().expect("benchmark metrics are consistent");
-    assert!(promshard::multiprocess::shard_dir().is_some(), "recording into a shard file");
-
-    let mut c = Criterion::default().configure_from_args();
-    counter_inc(&mut c, MMAP);
-    labelled_counter_inc(&mut c, MMAP);
-    gauge_set(&mut c, MMAP);
-    histogram_observe(&mut c, MMAP);
-    c.final_summary();
-    let _ = std::fs::remove_dir_all(&dir);
-    // SAFETY: leave without running the parent's remaining benchmarks.
-    unsafe { libc::_exit(0) };
+    forked::in_shard_process("mmap", |c| {
+        counter_inc(c, MMAP);
+        labelled_counter_inc(c, MMAP);
+        gauge_set(c, MMAP);
+        histogram_observe(c, MMAP);
+    });
 }
 
 fn main() {
