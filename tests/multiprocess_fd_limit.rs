@@ -150,16 +150,6 @@ fn descriptor_errors(text: &str) -> f64 {
     value_in(text, "promshard_shard_errors_total", &[("reason", "descriptors")]).unwrap_or(0.0)
 }
 
-fn shard_names(dir: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".promshard"))
-        .collect();
-    names.sort();
-    names
-}
-
 /// The scraper, with 50 live workers it has never read, scrapes with its
 /// limit leaving it 0 to 5 descriptors to open: every scrape either has the
 /// exact totals or counts `reason="descriptors"`; it never shows more
@@ -210,7 +200,7 @@ fn starved_scenario() {
     }
     assert_eq!(ready, STARVED_WORKERS, "every worker started");
     let want_jobs = 1.0 + (0..STARVED_WORKERS).map(|i| i as f64 + 2.0).sum::<f64>();
-    let before = shard_names(&dir);
+    let before = harness::shard_files(&dir);
     assert_eq!(before.len(), STARVED_WORKERS + 1);
 
     let (soft, hard) = harness::get_rlimit(libc::RLIMIT_NOFILE);
@@ -243,7 +233,11 @@ fn starved_scenario() {
     };
     for spare in [2, 3, 5, 0, 1, 2] {
         starved(spare, (STARVED_WORKERS + 1) as f64, "all alive", &mut problems);
-        assert_eq!(shard_names(&dir), before, "limit leaving {spare}: no shard removed while every worker lives");
+        assert_eq!(
+            harness::shard_files(&dir),
+            before,
+            "limit leaving {spare}: no shard removed while every worker lives"
+        );
     }
     // Ten workers exit while the scraper is starved: its scrapes meet dead
     // shards and try to compact them with no descriptors to spare.
@@ -260,7 +254,7 @@ fn starved_scenario() {
     let text = own_text();
     let jobs = value_in(&text, "fd_jobs_total", &[]);
     let live = value_in(&text, "fd_live", &[]);
-    let names = shard_names(&dir);
+    let names = harness::shard_files(&dir);
     let missing: Vec<libc::pid_t> =
         pids[DYING..].iter().copied().filter(|pid| !names.iter().any(|n| n.starts_with(&format!("p{pid}-")))).collect();
     // (Checked last, so that the new processes below are tried either way.)
@@ -279,7 +273,7 @@ fn starved_scenario() {
         assert!(out.status.success(), "the new process (leaving it {spare} descriptors) failed:\n{}", out.stderr);
         let said = out.stdout.lines().find(|l| l.contains("joined") || l.contains("fell back")).unwrap_or("?");
         eprintln!("the new process leaving {spare} descriptors: {said}");
-        let names = shard_names(&dir);
+        let names = harness::shard_files(&dir);
         let missing: Vec<libc::pid_t> = pids[DYING..]
             .iter()
             .copied()

@@ -24,16 +24,6 @@ static HOSTILE_JOBS_TOTAL: Counter;
 
 const SCENARIO: Duration = Duration::from_secs(60);
 
-fn promshard_files(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".promshard"))
-        .collect();
-    names.sort();
-    names
-}
-
 fn writable_by_others(mode: u32) {
     harness::capture_logs();
     let base = TempDir::new("hostile-mode");
@@ -46,10 +36,10 @@ fn writable_by_others(mode: u32) {
     let used = promshard::multiprocess::shard_dir();
     let warnings = harness::warnings();
     assert!(
-        used.is_none() && promshard_files(&dir).is_empty(),
+        used.is_none() && harness::shard_files(&dir).is_empty(),
         "a shard directory with mode {mode:o} (writable by others, who could plant, swap or delete shards) \
          must be refused, recording in memory; it was used: shard_dir() = {used:?}, files {:?}",
-        promshard_files(&dir)
+        harness::shard_files(&dir)
     );
     assert!(
         warnings.iter().any(|w| w.contains(&dir.display().to_string())),
@@ -86,7 +76,7 @@ fn records_and_compacts(dir: &Path, what: &str) {
     assert_eq!(value_in(&own_text(), "hostile_jobs_total", &[]), Some(11.0), "{what}: the first scrape");
     promshard::multiprocess::compact_dir(dir);
     assert_eq!(value_in(&own_text(), "hostile_jobs_total", &[]), Some(11.0), "{what}: after compaction");
-    let files = promshard_files(dir);
+    let files = harness::shard_files(dir);
     assert!(
         files.iter().any(|f| f == "archive.promshard") && files.len() == 2,
         "{what}: the dead worker must be compacted into archive.promshard (left: {files:?})"
@@ -302,7 +292,7 @@ fn compact_lock_planted_mid_run(what: Plant) {
     for scrape in 0..2 {
         assert_eq!(value_in(&own_text(), "hostile_jobs_total", &[]), Some(11.0), "{when}: scrape {scrape}");
     }
-    let files = promshard_files(&dir);
+    let files = harness::shard_files(&dir);
     assert!(
         files.iter().any(|f| f == "archive.promshard") && files.len() == 2,
         "{when}: the scrapes after the worker died must compact it into archive.promshard (left: {files:?})"

@@ -553,6 +553,17 @@ pub fn value_in(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> 
         .map(|s| s.value)
 }
 
+/// The `.promshard` file names in `dir`, sorted.
+pub fn shard_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".promshard"))
+        .collect();
+    names.sort();
+    names
+}
+
 /// `promshard::multiprocess::encode_dir(dir)` as text (0.0.4).
 pub fn encode_dir_text(dir: &Path) -> String {
     String::from_utf8(promshard::multiprocess::encode_dir(dir, promshard::Format::Prometheus)).expect("UTF-8")
