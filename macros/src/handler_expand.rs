@@ -65,9 +65,16 @@ fn expand(function: ItemFn, args: &HandlerArgs, handler: &Handler) -> TokenStrea
     };
     let classify = quote!(|__ret| #krate::__private::outcome!(__ret));
     // The body stays one block, pinned to the return type so that `?` and
-    // `.into()` in it infer as they did.
+    // `.into()` in it infer as they did. A body that always panics makes
+    // the binding a diverging sub-expression and `__ret` unreachable: ours,
+    // not the user's, so allowed.
     let pinned = match &handler.return_type {
-        Some(ty) => quote!({ let __ret: #ty = #block; __ret }),
+        Some(ty) => quote!({
+            #[allow(clippy::diverging_sub_expression)]
+            let __ret: #ty = #block;
+            #[allow(unreachable_code)]
+            __ret
+        }),
         None => quote!(#block),
     };
     let run = match handler.body {

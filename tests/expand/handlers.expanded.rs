@@ -14,11 +14,12 @@ async fn get_user(Path(id): Path<u64>) -> Result<Json<User>, ApiError> {
     __PROMSHARD_HANDLER
         .instrument(
             async move {
+                #[allow(clippy::diverging_sub_expression)]
                 let __ret: Result<Json<User>, ApiError> = {
                     let user = find_user(id).await?;
                     Ok(Json(user))
                 };
-                __ret
+                #[allow(unreachable_code)] __ret
             },
             |__ret| ::promshard::__private::outcome!(__ret),
         )
@@ -39,13 +40,14 @@ fn settle_invoice(amount: i64) -> Result<i64, InvoiceError> {
     __PROMSHARD_HANDLER
         .call(
             move || {
+                #[allow(clippy::diverging_sub_expression)]
                 let __ret: Result<i64, InvoiceError> = {
                     if amount < 0 {
                         return Err(InvoiceError::Negative);
                     }
                     Ok(amount)
                 };
-                __ret
+                #[allow(unreachable_code)] __ret
             },
             |__ret| ::promshard::__private::outcome!(__ret),
         )
