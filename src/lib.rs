@@ -155,6 +155,21 @@ pub use promshard_macros::metric;
 /// registration call); `method` from the standard methods plus `other`;
 /// `status` from the family's status codes (or classes) plus `other`.
 ///
+/// Of an HTTP handler's request counter and latency histogram, the series
+/// of its own method (every status) are there from startup; those of
+/// other methods appear once they count something, so that a handler
+/// exposes the few dozen series it can produce, not the hundreds its
+/// labels allow. A plain function's series are all there from startup.
+///
+/// # Beside the tower layer
+///
+/// Inside a request that the tower layer of `http_layer!` (feature `tower`) is
+/// recording, an HTTP handler of the same families (no `families`
+/// argument, or families without a prefix) hands the request to the
+/// layer instead of counting a call of its own: the request is counted
+/// once, labelled with the attribute's `route` and the response's status.
+/// Handlers with a prefix keep counting their own families.
+///
 /// # Outcomes
 ///
 /// Read from the returned value, without glue: `Ok` is a success and
@@ -186,7 +201,7 @@ pub use promshard_macros::metric;
 /// handler overruns. The number of handlers is known when the registry
 /// lays out: a family that cannot hold them all keeps the first (by name)
 /// and reports the others, by name, in
-/// [`check_registry`](crate::check_registry) and the log.
+/// [`check_registry`] and the log.
 pub use promshard_macros::instrument_handler;
 
 /// Derives [`LabelValue`](trait@LabelValue) for a fieldless enum: each variant is a value,

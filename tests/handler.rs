@@ -377,8 +377,10 @@ async fn delete_user(id: u64) -> http::Response<()> {
 #[test]
 fn http_handlers_label_route_method_and_status() {
     quiet_panics();
-    assert_eq!(http_count("/users/{id}", "GET", "200"), 0.0, "every series exists from startup");
-    assert_eq!(http_count("/users/{id}", "PATCH", "other"), 0.0);
+    assert_eq!(http_count("/users/{id}", "GET", "200"), 0.0, "the handler's own method's series exist from startup");
+    assert_eq!(http_count("/users/{id}", "GET", "other"), 0.0);
+    let patch = [("handler", "/users/{id}"), ("method", "PATCH"), ("status", "other")];
+    assert_eq!(sample_value("http_requests_total", &patch), None, "other methods' series appear once they count");
 
     for id in [7, 8, 0, 1] {
         let _ = block_on(get_user(id));

@@ -36,8 +36,31 @@ static LATENCY_SECONDS: Histogram;
 #[metric]
 static CURRENT_MODE: Enum<Mode>;
 
+/// Bodies that always panic leave the macro's own code unreachable: that
+/// must not warn.
+#[::promshard::instrument_handler]
+fn always_fails() -> u32 {
+    panic!("never returns")
+}
+
+#[::promshard::instrument_handler(route = "/trip/{id}", method = "GET")]
+async fn always_fails_async(id: u32) -> ::core::result::Result<u32, ()> {
+    if id > 0 {
+        return ::core::result::Result::Err(());
+    }
+    panic!("never returns")
+}
+
+#[::promshard::instrument_handler(route = "/trip", method = "POST")]
+fn returns_unit() {}
+
+fn layer() -> ::promshard::layer::HttpMetricsLayer {
+    ::promshard::http_layer!()
+}
+
 #[test]
 fn expands_beside_shadowing_names() {
+    let _ = (always_fails, always_fails_async, returns_unit, layer);
     JOBS_TOTAL.with((Mode::Safe, "b", "7")).inc();
     DEPTH.with(("a",)).set(1.0);
     LATENCY_SECONDS.observe(0.25);

@@ -13,7 +13,7 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-use promshard::{Counter, Gauge, metric};
+use promshard::{Counter, Gauge, instrument_handler, metric};
 
 const BIN: &str = env!("CARGO_BIN_EXE_promshard");
 const WORKER_ENV: &str = "PROMSHARD_CLI_TEST_WORKER";
@@ -27,6 +27,17 @@ static CLI_TEST_REQUESTS_TOTAL: Counter;
 /// The worker's temperature.
 #[metric(mode = sum)]
 static CLI_TEST_TEMPERATURE: Gauge;
+
+#[instrument_handler(route = "/cli/items", method = "GET")]
+fn list_items() -> &'static str {
+    "items"
+}
+
+/// Declared and never called: its own method's series show, at zero.
+#[instrument_handler(route = "/cli/items", method = "POST")]
+fn add_item() -> &'static str {
+    "added"
+}
 
 /// The recorded values, as the text exposition shows them.
 const EXPECTED: [&str; 3] = [
@@ -44,6 +55,8 @@ fn worker_entry() {
     CLI_TEST_REQUESTS_TOTAL.with(("ok",)).inc_by(3);
     CLI_TEST_REQUESTS_TOTAL.with(("err",)).inc();
     CLI_TEST_TEMPERATURE.set(21.5);
+    list_items();
+    list_items();
     // The runtime falls back to process memory when the directory cannot
     // be used; that would make every test below meaningless.
     assert_eq!(promshard::multiprocess::shard_dir(), Some(PathBuf::from(&dir)), "the worker records in a shard");
@@ -242,6 +255,35 @@ fn dump_prints_the_recorded_values_in_both_formats() {
     };
     dump(&scratch);
     // A dead worker's shard still counts.
+    worker.finish();
+    dump(&scratch);
+}
+
+/// The CLI has no handlers of its own: which zero series of a handler
+/// family it shows comes from the shard files alone.
+#[test]
+fn dump_shows_each_handlers_own_method_at_zero_from_the_files() {
+    let _ = add_item;
+    let scratch = Scratch::new("sparse");
+    let dir = scratch.shards();
+    let worker = Worker::start(&dir);
+    let dump = |scratch: &Scratch| {
+        let text = scratch.run(&["dump", path(&dir)], &[]);
+        assert_eq!(text.code, Some(0), "{text:?}");
+        let lines: Vec<&str> = text.stdout.lines().collect();
+        let has = |line: &str| lines.contains(&line);
+        assert!(has("http_requests_total{handler=\"/cli/items\",method=\"GET\",status=\"200\"} 2"), "{}", text.stdout);
+        assert!(has("http_requests_total{handler=\"/cli/items\",method=\"GET\",status=\"404\"} 0"), "{}", text.stdout);
+        assert!(has("http_requests_total{handler=\"/cli/items\",method=\"POST\",status=\"201\"} 0"), "{}", text.stdout);
+        assert!(
+            has("http_request_duration_seconds_count{handler=\"/cli/items\",method=\"POST\"} 0"),
+            "{}",
+            text.stdout
+        );
+        let others = lines.iter().filter(|l| l.contains("method=\"PUT\"") || l.contains("method=\"other\""));
+        assert_eq!(others.count(), 0, "methods no handler answers stay hidden: {}", text.stdout);
+    };
+    dump(&scratch);
     worker.finish();
     dump(&scratch);
 }

@@ -239,6 +239,7 @@ pub struct Opts {
     label_names: &'static [&'static str],
     buckets: &'static [f64],
     mode: GaugeMode,
+    sparse: bool,
     file: &'static str,
     line: u32,
 }
@@ -258,6 +259,7 @@ impl Opts {
             label_names: &[],
             buckets: &DEFAULT_BUCKETS,
             mode: GaugeMode::All,
+            sparse: false,
             file: location.file(),
             line: location.line(),
         }
@@ -283,6 +285,12 @@ impl Opts {
     /// How a gauge is combined across processes.
     pub const fn mode(self, mode: GaugeMode) -> Opts {
         Opts { mode, ..self }
+    }
+
+    /// Series at zero are exposed only where declared (see
+    /// [`Descriptor::sparse`]).
+    pub(crate) const fn sparse(self) -> Opts {
+        Opts { sparse: true, ..self }
     }
 
     /// Overrides the recorded declaration site (generated code passes the
@@ -320,6 +328,13 @@ pub struct Descriptor {
     pub states: &'static [&'static str],
     /// Gauge combination mode.
     pub mode: GaugeMode,
+    /// Whether a series at zero is exposed only where declared, instead
+    /// of from the start. Set on the request counter and latency
+    /// histogram of `#[instrument_handler]`'s HTTP families, whose
+    /// method × status combinations are mostly ones a handler never
+    /// answers: a series appears once it counts something, except the
+    /// rows of each handler's own method, which are there from the start.
+    pub sparse: bool,
     /// Number of series: the product of the label cardinalities.
     pub series: usize,
     /// Slots (8 bytes each) per series.
@@ -404,6 +419,7 @@ impl Descriptor {
             buckets: if matches!(kind, Kind::Histogram) { opts.buckets } else { &[] },
             states,
             mode: opts.mode,
+            sparse: opts.sparse,
             series,
             width,
             file: opts.file,

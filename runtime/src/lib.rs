@@ -31,8 +31,8 @@
 //!    (reading, merging and compacting a shard directory, and Python's
 //!    `.db` files);
 //! 5. exposition: `expose` (encode and render);
-//! 6. serving: `http`, `multiprocess`, `testing` and `versions`
-//!    (this version's entry for the others).
+//! 6. serving: `http`, `layer` (the tower/axum layer), `multiprocess`,
+//!    `testing` and `versions` (this version's entry for the others).
 
 // 0. support
 mod gate;
@@ -64,6 +64,8 @@ mod expose;
 // 6. serving
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "tower")]
+pub mod layer;
 pub mod multiprocess;
 pub mod testing;
 mod versions;

@@ -8,6 +8,7 @@ use crate::descriptor::Descriptor;
 use crate::encode::plan::Source;
 use crate::interner::Interner;
 use crate::labels::LabelDomain;
+use crate::shard::log::DECLARED_POSITION;
 
 /// What the registry knows of one declared instrument.
 ///
@@ -31,6 +32,8 @@ pub struct MetricCore {
     dropped: AtomicU64,
     /// Index of this metric in the shard schema, or `u32::MAX`.
     schema_index: AtomicU32,
+    /// A sparse metric's series shown at zero: `(first, count)`, sorted.
+    declared: OnceLock<Box<[(u32, u32)]>>,
 }
 
 impl MetricCore {
@@ -43,6 +46,7 @@ impl MetricCore {
             refused_logged: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
             schema_index: AtomicU32::new(u32::MAX),
+            declared: OnceLock::new(),
         }
     }
 
@@ -87,6 +91,49 @@ impl MetricCore {
                     .collect()
             });
         });
+    }
+
+    /// Sets the series of a sparse metric that are shown at zero, once,
+    /// and in multiprocess mode declares them in the shard's string log,
+    /// so that every reader shows them.
+    pub(crate) fn declare(&self, mut ranges: Vec<(u32, u32)>) {
+        crate::encode::plan::normalize_ranges(&mut ranges);
+        let shard = crate::shard::own().filter(|_| self.schema_index() != u32::MAX);
+        // Under the gate, like the interners: fork() must never catch the
+        // OnceLock half-initialised, nor the log half-written.
+        crate::gate::locked(|| {
+            if let (Some(shard), true) = (shard, self.declared.get().is_none()) {
+                for &(first, count) in &ranges {
+                    let logged = shard.log.append(self.schema_index(), DECLARED_POSITION, first, &count.to_le_bytes());
+                    if !logged {
+                        crate::notice::warn(format!(
+                            "shard string log full; series of `{}` declared at zero are not visible to \
+                             other processes",
+                            self.desc.name
+                        ));
+                    }
+                }
+            }
+            let _ = self.declared.set(ranges.into_boxed_slice());
+        });
+    }
+
+    /// Where a bounded label's new values are written so other processes
+    /// can read them: the shard's string log, in multiprocess mode.
+    pub(crate) fn string_sink(&self, position: usize) -> Option<&'static crate::interner::StringSink> {
+        let shard = crate::shard::own()?;
+        let metric = self.schema_index();
+        if metric == u32::MAX {
+            return None;
+        }
+        let sink = move |index: usize, value: &str| {
+            if !shard.log.append(metric, position as u16, index as u32, value.as_bytes()) {
+                crate::notice::warn(format!(
+                    "shard string log full; label value {value:?} is not visible to other processes"
+                ));
+            }
+        };
+        Some(Box::leak(Box::new(sink)))
     }
 
     /// Records that the metric is entry `index` of this process's shard.
@@ -175,5 +222,8 @@ impl Source for MetricCore {
     }
     fn info(&self) -> Option<Vec<(String, String)>> {
         self.info_pairs()
+    }
+    fn declared(&self, series: usize) -> bool {
+        self.declared.get().is_some_and(|ranges| crate::encode::plan::in_ranges(ranges, series))
     }
 }

@@ -121,7 +121,7 @@ fn layout(declared: &[&'static MetricCore]) -> Registry {
     if let Err(e) = crate::shard::fork::install_gate_handlers() {
         crate::notice::warn(format!("could not install fork handlers: {e}"));
     }
-    let arena = arena_for(&exposed, &offsets, total);
+    let arena = arena_for(&exposed, &offsets, total, handlers.declared_records());
     let base = arena.slots().as_ptr() as *mut AtomicU64;
     let mut families = Vec::with_capacity(exposed.len());
     for (index, (core, offset)) in exposed.iter().chain(&hidden).zip(&offsets).enumerate() {
@@ -145,7 +145,7 @@ fn layout(declared: &[&'static MetricCore]) -> Registry {
 
 /// The arena: this process's shard file when `PROMSHARD_DIR` is set (and
 /// usable), process memory otherwise.
-fn arena_for(exposed: &[&'static MetricCore], offsets: &[usize], total: usize) -> Box<dyn Arena> {
+fn arena_for(exposed: &[&'static MetricCore], offsets: &[usize], total: usize, declared: usize) -> Box<dyn Arena> {
     let Some(dir) = crate::shard::configured_dir() else { return Box::new(MemoryArena::new(total)) };
     let metrics: Vec<(&Descriptor, usize)> =
         exposed.iter().map(|c| c.descriptor()).zip(offsets.iter().copied()).collect();
@@ -153,7 +153,7 @@ fn arena_for(exposed: &[&'static MetricCore], offsets: &[usize], total: usize) -
         LabelDomain::Bounded { capacity } => Some(*capacity),
         LabelDomain::Values(_) => None,
     });
-    let log_capacity = crate::shard::log::capacity(bounded);
+    let log_capacity = crate::shard::log::capacity(bounded, declared);
     match crate::shard::start(&dir, &metrics, total, log_capacity) {
         Ok(arena) => Box::new(arena),
         Err(e) => {
@@ -224,24 +224,6 @@ impl MetricCore {
         get();
         self.init_interners(|position| self.string_sink(position));
         self.interner_if_used(position).expect("just initialised")
-    }
-
-    /// Where a bounded label's new values are written so other processes
-    /// can read them: the shard's string log, in multiprocess mode.
-    fn string_sink(&self, position: usize) -> Option<&'static crate::interner::StringSink> {
-        let shard = crate::shard::own()?;
-        let metric = self.schema_index();
-        if metric == u32::MAX {
-            return None;
-        }
-        let sink = move |index: usize, value: &str| {
-            if !shard.log.append(metric, position as u16, index as u32, value.as_bytes()) {
-                crate::notice::warn(format!(
-                    "shard string log full; label value {value:?} is not visible to other processes"
-                ));
-            }
-        };
-        Some(Box::leak(Box::new(sink)))
     }
 }
 

@@ -86,6 +86,9 @@ impl FamilyPlan {
         let load = |i: usize| slots[i].load(Ordering::Relaxed);
         let mut dynamic = String::new();
         for series in 0..desc.series {
+            if hidden(desc, core, slots, series) {
+                continue;
+            }
             let labels = match &self.series_labels {
                 Some(all) if extra.is_empty() => all[series].as_str(),
                 Some(all) => {
@@ -171,6 +174,45 @@ pub(crate) trait Source {
     fn extra_pair(&self) -> Option<(&str, &str)> {
         None
     }
+    /// Whether series `series` of a sparse metric is shown at zero.
+    fn declared(&self, series: usize) -> bool;
+}
+
+/// Sorts `(first, count)` ranges and joins those that overlap or touch,
+/// so that [`in_ranges`] can search them.
+pub(crate) fn normalize_ranges(ranges: &mut Vec<(u32, u32)>) {
+    ranges.sort_unstable();
+    let mut joined: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+    // In u64: the ranges may come from another process's file.
+    let end = |first: u32, count: u32| u64::from(first) + u64::from(count);
+    for &(first, count) in ranges.iter() {
+        match joined.last_mut() {
+            Some((start, len)) if u64::from(first) <= end(*start, *len) => {
+                let joined_end = end(*start, *len).max(end(first, count));
+                *len = u32::try_from(joined_end - u64::from(*start)).unwrap_or(u32::MAX);
+            }
+            _ => joined.push((first, count)),
+        }
+    }
+    *ranges = joined;
+}
+
+/// Whether `series` is in one of `ranges` (`(first, count)`, normalized).
+pub(crate) fn in_ranges(ranges: &[(u32, u32)], series: usize) -> bool {
+    let after = ranges.partition_point(|&(first, _)| first as usize <= series);
+    after > 0 && {
+        let (first, count) = ranges[after - 1];
+        series < first as usize + count as usize
+    }
+}
+
+/// Whether a sparse metric's series is hidden: at zero and not declared.
+pub(crate) fn hidden(desc: &Descriptor, source: &dyn Source, slots: &[AtomicU64], series: usize) -> bool {
+    if !desc.sparse {
+        return false;
+    }
+    let base = series * desc.width;
+    slots[base..base + desc.width].iter().all(|s| s.load(Ordering::Relaxed) == 0) && !source.declared(series)
 }
 
 /// One sample, with its label text already escaped.
@@ -291,4 +333,21 @@ pub(crate) fn visit_family(plan: &FamilyPlan, source: &dyn Source, slots: &[Atom
         }
         f(line.name, &labels, line.value.as_f64());
     });
+}
+
+#[cfg(test)]
+mod range_tests {
+    use super::{in_ranges, normalize_ranges};
+
+    #[test]
+    fn overlapping_and_touching_ranges_join() {
+        let mut ranges = vec![(10, 5), (0, 2), (12, 10), (2, 1), (40, 1), (u32::MAX - 1, u32::MAX)];
+        normalize_ranges(&mut ranges);
+        assert_eq!(ranges, vec![(0, 3), (10, 12), (40, 1), (u32::MAX - 1, u32::MAX)]);
+        let inside = [0, 2, 10, 21, 40];
+        let outside = [3, 9, 22, 39, 41];
+        assert!(inside.iter().all(|s| in_ranges(&ranges, *s)), "{ranges:?}");
+        assert!(!outside.iter().any(|s| in_ranges(&ranges, *s)), "{ranges:?}");
+        assert!(!in_ranges(&[], 0));
+    }
 }

@@ -53,12 +53,20 @@ impl HandlerSite {
         unsafe { &*self.slots.load(Ordering::Acquire) }
     }
 
-    /// Starts a call: raises the in-flight gauge and starts the clock.
+    /// Starts a call: raises the in-flight gauge and starts the clock;
+    /// or, inside a request the tower layer records into the same
+    /// families, hands the request to the layer and counts nothing.
     #[inline(always)]
     pub fn start(&'static self) -> Call {
         let slots = self.slots();
+        #[cfg(feature = "tower")]
+        if let Some(handler) = slots.layer_handler {
+            if super::request::claim(handler) {
+                return Call { slots, start: clock::Stamp::ZERO, counted: false };
+            }
+        }
         slots.in_flight.inc();
-        Call { slots, start: clock::now() }
+        Call { slots, start: clock::now(), counted: true }
     }
 
     /// Runs a synchronous body as one call; `classify` reads the outcome
@@ -83,11 +91,14 @@ impl HandlerSite {
     }
 }
 
-/// A call in progress; see the [module docs](self).
+/// A call in progress: its end is recorded once, by `finish` or, when
+/// the body panicked or its future was dropped, by `Drop`.
 #[must_use = "a call dropped without `finish` is counted as cancelled (or as a panic while unwinding)"]
 pub struct Call {
     slots: &'static SiteSlots,
     start: Stamp,
+    /// False when the tower layer counts the request this call serves.
+    counted: bool,
 }
 
 impl Call {
@@ -104,6 +115,9 @@ impl Call {
 
     #[inline(always)]
     fn end(&self, end: End) {
+        if !self.counted {
+            return;
+        }
         let slots = self.slots;
         let outcome = match (slots.kind, end) {
             (HandlerKind::Function, End::Returned(outcome)) => outcome.is_error() as usize,

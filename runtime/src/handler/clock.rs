@@ -50,6 +50,10 @@ pub(crate) fn now() -> Stamp {
 }
 
 impl Stamp {
+    /// A stamp never read: for calls the tower layer times instead.
+    #[cfg(feature = "tower")]
+    pub(crate) const ZERO: Stamp = Stamp(0);
+
     /// Seconds from this stamp to now.
     #[inline(always)]
     pub(crate) fn elapsed_seconds(self) -> f64 {

@@ -10,11 +10,12 @@ pub const STANDARD_METHODS: [&str; 9] =
     ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
 
 /// The status codes an HTTP handler's `status` label keeps by default:
-/// those web APIs commonly answer, plus `499` (the client went away,
-/// nginx's code for it) and `500` (what a panicking handler's client
-/// gets from a catch-panic layer). Any other code is counted as `other`.
-pub const DEFAULT_STATUS_CODES: [u16; 19] =
-    [200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 409, 422, 429, 499, 500, 502, 503, 504];
+/// those web APIs commonly answer, `405` and `408` (what routers and
+/// timeout layers answer), `499` (the client went away, nginx's code for
+/// it) and `500` (what a panicking handler's client gets from a
+/// catch-panic layer). Any other code is counted as `other`.
+pub const DEFAULT_STATUS_CODES: [u16; 21] =
+    [200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 405, 408, 409, 422, 429, 499, 500, 502, 503, 504];
 
 /// Default buckets of `function_call_duration_seconds`: functions range
 /// from in-memory work (a millisecond) to jobs (a minute), wider than the
@@ -22,6 +23,12 @@ pub const DEFAULT_STATUS_CODES: [u16; 19] =
 /// bucket search a linear scan.
 pub const FUNCTION_BUCKETS: [f64; 15] =
     [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// The `handler` value of requests no route matched (404s, 405s,
+/// fallbacks), as the tower layer records them: one series however many
+/// paths scanners try.
+#[cfg(feature = "tower")]
+pub const UNMATCHED: &str = "<unmatched>";
 
 /// The status code a cancelled HTTP call is counted under.
 pub(crate) const CANCELLED_STATUS: u16 = 499;

@@ -12,6 +12,8 @@
 //! calls record at.
 
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+#[cfg(feature = "tower")]
+use std::sync::OnceLock;
 
 use super::families::{HandlerFamilies, HandlerKind, RESULTS, StatusLabel, method_index};
 use crate::arena::{Arena, MemoryArena};
@@ -34,6 +36,8 @@ include!(concat!(env!("OUT_DIR"), "/handlers_slice.rs"));
 pub struct HandlerSite {
     pub(crate) families: &'static HandlerFamilies,
     pub(crate) handler: &'static str,
+    /// The method an HTTP handler answers; empty for functions and for
+    /// the layer's `<unmatched>` entry, which answers none of its own.
     pub(crate) method: &'static str,
     pub(crate) file: &'static str,
     pub(crate) line: u32,
@@ -53,6 +57,21 @@ impl HandlerSite {
     ) -> HandlerSite {
         assert!(matches!(families.kind, HandlerKind::Http), "a route needs HTTP handler families");
         HandlerSite { families, handler: route, method, file, line, slots: AtomicPtr::new(core::ptr::null_mut()) }
+    }
+
+    /// The entry of [`http_layer!`](crate::http_layer): the families the
+    /// tower layer records into, with `<unmatched>` among its handlers.
+    #[cfg(feature = "tower")]
+    pub const fn layer(families: &'static HandlerFamilies, file: &'static str, line: u32) -> HandlerSite {
+        assert!(matches!(families.kind, HandlerKind::Http), "the layer records into HTTP handler families");
+        assert!(families.prefix.is_empty(), "the layer records into families without a prefix");
+        let handler = super::families::UNMATCHED;
+        HandlerSite { families, handler, method: "", file, line, slots: AtomicPtr::new(core::ptr::null_mut()) }
+    }
+
+    /// Whether this is [`http_layer!`](crate::http_layer)'s entry.
+    fn is_layer(&self) -> bool {
+        self.families.kind == HandlerKind::Http && self.method.is_empty()
     }
 
     /// A plain function called `name`.
@@ -78,6 +97,11 @@ pub(crate) struct SiteSlots {
     pub(crate) in_flight: GaugeSeries,
     /// HTTP status code → index of its `status` value; entry 0 is `other`.
     pub(crate) statuses: &'static [u16],
+    /// The site's `handler` index when it records into the families the
+    /// HTTP layer records into (kind HTTP, no prefix), so that a request
+    /// the layer is recording is counted there, once; else `None`.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    pub(crate) layer_handler: Option<u32>,
 }
 
 // SAFETY: the pointers address process-lifetime atomics.
@@ -92,10 +116,40 @@ struct Group {
     families: HandlerFamilies,
     /// Calls, duration, in flight.
     cores: [&'static MetricCore; 3],
-    /// Values of the `handler` label, sorted.
+    /// Values of the `handler` label the sites give, sorted: for HTTP
+    /// families the first values of a bounded label, which keeps room
+    /// for route templates the layer meets at run time.
     handlers: Vec<&'static str>,
     statuses: &'static [u16],
     sites: Vec<&'static HandlerSite>,
+}
+
+/// The HTTP families the tower layer records into (kind HTTP, no
+/// prefix), once laid out.
+#[cfg(feature = "tower")]
+#[derive(Debug)]
+pub(crate) struct LayerFamilies {
+    pub(crate) families: HandlerFamilies,
+    /// Calls, duration, in flight.
+    pub(crate) cores: [&'static MetricCore; 3],
+    pub(crate) statuses: &'static [u16],
+    /// The `handler` index of `<unmatched>`, the same in every family.
+    pub(crate) unmatched: usize,
+}
+
+#[cfg(feature = "tower")]
+static LAYER_FAMILIES: OnceLock<LayerFamilies> = OnceLock::new();
+
+/// The families the tower layer records into, once the registry is laid
+/// out.
+#[cfg(feature = "tower")]
+pub(crate) fn layer_families() -> Option<&'static LayerFamilies> {
+    LAYER_FAMILIES.get()
+}
+
+/// Whether sites of `families` record where the layer does.
+fn is_layer_group(families: &HandlerFamilies) -> bool {
+    families.kind == HandlerKind::Http && families.prefix.is_empty()
 }
 
 /// The handler families of one layout, between [`lay_out`] and
@@ -109,6 +163,15 @@ pub(crate) struct HandlerLayout {
     /// Sites refused for the budget: they record into families of their
     /// own that are never exposed.
     refused: Vec<Group>,
+}
+
+impl HandlerLayout {
+    /// String-log records the layout will write: the rows each HTTP
+    /// site declares shown at zero, in its counter and its histogram.
+    pub(crate) fn declared_records(&self) -> usize {
+        let sites = self.groups.iter().filter(|g| g.families.kind == HandlerKind::Http).map(|g| g.sites.len());
+        2 * sites.sum::<usize>()
+    }
 }
 
 /// Builds the families of `sites`, grouped by kind and prefix.
@@ -138,15 +201,23 @@ pub(crate) fn lay_out(sites: &[&'static HandlerSite]) -> HandlerLayout {
 
 impl HandlerLayout {
     fn add_group(&mut self, members: &[&'static HandlerSite]) {
-        let families = *members[0].families;
+        // Sites with settings of their own set the group up (the first, by
+        // name, when several do); the others follow it.
+        let default = match members[0].families.kind {
+            HandlerKind::Http => HandlerFamilies::HTTP,
+            HandlerKind::Function => HandlerFamilies::FUNCTIONS,
+        };
+        let chosen = members.iter().find(|s| !s.families.same_as(&default)).unwrap_or(&members[0]);
+        let families = *chosen.families;
         let names = family_names(&families);
-        for site in members.iter().filter(|s| !s.families.same_as(&families)) {
+        let disagree = |s: &&&HandlerSite| !s.families.same_as(&families) && !s.families.same_as(&default);
+        for site in members.iter().filter(disagree) {
             self.problems.push((
                 names[0].to_owned(),
                 format!(
                     "the handler `{}` ({}:{}) sets the families up differently from `{}` ({}:{}); \
-                     the first one's settings are used",
-                    site.handler, site.file, site.line, members[0].handler, members[0].file, members[0].line
+                     the latter's settings are used",
+                    site.handler, site.file, site.line, chosen.handler, chosen.file, chosen.line
                 ),
             ));
         }
@@ -155,7 +226,7 @@ impl HandlerLayout {
         // Every handler adds the same number of series to each family, so
         // the budget keeps the first handlers (by name) that fit.
         let per_handler = families.series_per_handler();
-        let (fits, limit) = (0..3).map(|i| (families.max_series / per_handler[i], i)).min().expect("three families");
+        let (fits, limit) = fits(&families);
         if handlers.len() > fits {
             let refused = &handlers[fits..];
             let site = members.iter().find(|s| s.handler == refused[0]).expect("a site per handler");
@@ -195,10 +266,21 @@ impl HandlerLayout {
     }
 
     /// Points every site at its slots; the families' cores must have
-    /// theirs.
+    /// theirs, and their schema indices in multiprocess mode.
     pub(crate) fn attach(self) {
         for group in &self.groups {
+            group.seed(|core, position| core.string_sink(position));
+            group.declare();
             group.attach();
+            #[cfg(feature = "tower")]
+            if is_layer_group(&group.families) && group.routes_at_run_time() {
+                let _ = LAYER_FAMILIES.set(LayerFamilies {
+                    families: group.families,
+                    cores: group.cores,
+                    statuses: group.statuses,
+                    unmatched: group.handler_index(super::families::UNMATCHED),
+                });
+            }
         }
         for group in self.refused {
             attach_private(group);
@@ -227,10 +309,62 @@ fn attach_private(group: Group) {
         // SAFETY: the cores' slots add up to the arena's `total`.
         base = unsafe { base.add(core.descriptor().slots()) };
     }
+    group.seed(|_, _| None);
     group.attach();
 }
 
 impl Group {
+    /// Gives the sites' `handler` values the first indices of a bounded
+    /// `handler` label, in every core and in the same order, so a site's
+    /// index is the same in all three; `sink` is where each core logs its
+    /// values.
+    fn seed(&self, sink: impl Fn(&MetricCore, usize) -> Option<&'static crate::interner::StringSink>) {
+        if !self.routes_at_run_time() {
+            return;
+        }
+        for core in self.cores {
+            core.init_interners(|position| sink(core, position));
+            let interner = core.interner_if_used(0).expect("just initialised");
+            for handler in &self.handlers {
+                interner.index(handler);
+            }
+        }
+    }
+
+    /// The index of a site's `handler` value: its place in the seeded
+    /// label of HTTP families (`other` for a value the label cannot keep,
+    /// such as one over 256 bytes), its place in the list for functions.
+    fn handler_index(&self, handler: &str) -> usize {
+        match self.cores[0].interner_if_used(0) {
+            Some(interner) if self.routes_at_run_time() => interner.index(handler),
+            _ => self.handlers.binary_search(&handler).expect("every site's handler is listed"),
+        }
+    }
+
+    /// Whether the `handler` label is bounded, keeping room for the
+    /// layer's route templates.
+    fn routes_at_run_time(&self) -> bool {
+        matches!(self.cores[0].descriptor().label_domains[0], LabelDomain::Bounded { .. })
+    }
+
+    /// Declares the rows of each HTTP site's own method shown at zero:
+    /// its statuses in the counter, its series in the histogram.
+    fn declare(&self) {
+        if self.families.kind != HandlerKind::Http {
+            return;
+        }
+        let (methods, outcomes) = (self.families.method_count(), self.families.outcomes());
+        let (mut calls, mut duration) = (Vec::new(), Vec::new());
+        for site in self.sites.iter().filter(|s| !s.method.is_empty()) {
+            let handler = self.handler_index(site.handler);
+            let row = handler * methods + method_index(self.families.methods, site.method);
+            calls.push(((row * outcomes) as u32, outcomes as u32));
+            duration.push((row as u32, 1));
+        }
+        self.cores[0].declare(calls);
+        self.cores[1].declare(duration);
+    }
+
     fn attach(&self) {
         let [calls, duration, in_flight] = self.cores;
         let methods = self.families.method_count();
@@ -239,11 +373,12 @@ impl Group {
             if !site.slots.load(Ordering::Acquire).is_null() {
                 continue;
             }
-            let handler = self.handlers.binary_search(&site.handler).expect("every site's handler is listed");
+            let handler = self.handler_index(site.handler);
             let method = match site.families.kind {
                 HandlerKind::Http => method_index(self.families.methods, site.method),
                 HandlerKind::Function => 0,
             };
+            let layer_handler = is_layer_group(&self.families).then_some(handler as u32);
             let row = handler * methods + method;
             // SAFETY: each index is below its family's series count, and
             // the arena lives for the rest of the process.
@@ -254,6 +389,7 @@ impl Group {
                     duration: HistogramSeries::at(duration.series(row), duration),
                     in_flight: GaugeSeries::untimed(&*in_flight.series(handler)),
                     statuses: self.statuses,
+                    layer_handler,
                 }
             };
             site.slots.store(Box::leak(Box::new(slots)), Ordering::Release);
@@ -269,12 +405,34 @@ fn family_names(families: &HandlerFamilies) -> [&'static str; 3] {
     })
 }
 
+/// How many handlers fit each family's budget, and the family (index)
+/// that allows the fewest.
+fn fits(families: &HandlerFamilies) -> (usize, usize) {
+    let per_handler = families.series_per_handler();
+    (0..3).map(|i| (families.max_series / per_handler[i], i)).min().expect("three families")
+}
+
+/// How many values the `handler` label of HTTP families with the tower
+/// layer keeps: every handler the budget fits, less one row for `other`,
+/// and never fewer than the sites' own. `None` without the layer: the
+/// sites' handlers are then the label's whole list.
+fn route_capacity(families: &HandlerFamilies, sites: &[&'static HandlerSite], handlers: usize) -> Option<usize> {
+    let layer = families.kind == HandlerKind::Http && sites.iter().any(|s| s.is_layer());
+    layer.then(|| fits(families).0.saturating_sub(1).max(handlers))
+}
+
 fn group(families: HandlerFamilies, handlers: Vec<&'static str>, sites: Vec<&'static HandlerSite>) -> Group {
     let [calls_name, duration_name, in_flight_name] = family_names(&families);
     let first = sites[0];
     let leak_domains = |d: Vec<LabelDomain>| -> &'static [LabelDomain] { Box::leak(d.into_boxed_slice()) };
-    let handler_domain = LabelDomain::Values(Box::leak(handlers.clone().into_boxed_slice()));
-    let h = handlers.len();
+    // With the layer, a bounded label that keeps room for the route
+    // templates it meets at run time; the sites' handlers are its first
+    // values (see `seed`).
+    let handler_domain = match route_capacity(&families, &sites, handlers.len()) {
+        Some(capacity) => LabelDomain::Bounded { capacity },
+        None => LabelDomain::Values(Box::leak(handlers.clone().into_boxed_slice())),
+    };
+    let h = handler_domain.cardinality();
     let (calls_help, duration_help, in_flight_help, outcome_domain) = match families.kind {
         HandlerKind::Http => (
             "HTTP requests handled, by handler (route), method and status.",
@@ -308,7 +466,12 @@ fn group(families: HandlerFamilies, handlers: Vec<&'static str>, sites: Vec<&'st
         }
     };
     let methods = families.method_count();
-    let at = |opts: Opts| opts.declared_at(first.file, first.line);
+    // HTTP handlers answer one method each and a few statuses: their other
+    // method and status series appear once they count something.
+    let at = |opts: Opts| {
+        let opts = opts.declared_at(first.file, first.line);
+        if families.kind == HandlerKind::Http { opts.sparse() } else { opts }
+    };
     let core = |desc: Descriptor| -> &'static MetricCore { Box::leak(Box::new(MetricCore::new(desc))) };
     let calls = core(Descriptor::new(
         at(Opts::new(calls_name, calls_help).labels(calls_labels)),
@@ -325,7 +488,10 @@ fn group(families: HandlerFamilies, handlers: Vec<&'static str>, sites: Vec<&'st
         &[],
     ));
     let in_flight = core(Descriptor::new(
-        at(Opts::new(in_flight_name, in_flight_help).labels(&["handler"]).mode(GaugeMode::LiveSum)),
+        Opts::new(in_flight_name, in_flight_help)
+            .labels(&["handler"])
+            .mode(GaugeMode::LiveSum)
+            .declared_at(first.file, first.line),
         Kind::Gauge,
         leak_domains(vec![handler_domain]),
         h,

@@ -11,6 +11,8 @@ mod clock;
 pub(crate) mod families;
 pub(crate) mod layout;
 pub(crate) mod outcome;
+#[cfg(feature = "tower")]
+pub(crate) mod request;
 
 pub use call::{Call, Instrumented};
 pub use families::{

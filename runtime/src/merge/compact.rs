@@ -16,12 +16,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::read::{ABSORBED_POSITION, Shard};
+use super::read::Shard;
 use super::sparse::{Acc, SparseFamily, SparseKind, add_sparse, per_process};
 use crate::descriptor::{GaugeMode, Kind};
 use crate::shard::file::{self, ARCHIVE_NAME, COMPACT_LOCK, DirLock};
 use crate::shard::format::{self, FLAG_ARCHIVE, Header, MetricSpec, ShardError};
-use crate::shard::log::StringLog;
+use crate::shard::log::{ABSORBED_POSITION, StringLog};
 
 /// For crash tests: when set to 1, 2 or 3, the compactor `_exit`s after
 /// writing the new archive, after renaming it, or after deleting the first
@@ -106,9 +106,7 @@ fn compact_locked(dir: &Path) -> io::Result<()> {
                 labels.push("pid".to_owned());
             }
             let key = (desc.name.to_owned(), desc.kind.openmetrics_type(), desc.mode.as_str(), labels);
-            let family = families.entry(key).or_insert_with(|| {
-                SparseFamily::new(desc.name, desc.help, desc.unit, SparseKind::Metric(desc.kind, desc.mode))
-            });
+            let family = families.entry(key).or_insert_with(|| SparseFamily::of(desc));
             add_sparse(family, shard, i);
         }
     }
@@ -250,6 +248,7 @@ impl<'a> Archived<'a> {
             unit: self.family.unit.as_deref(),
             kind,
             mode: if kind == Kind::Gauge { mode } else { GaugeMode::All },
+            sparse: self.family.sparse,
             labels: self.label_names.iter().zip(&self.values).map(|(n, v)| (*n, Ok(v.clone()))).collect(),
             buckets: &self.buckets,
             states: &[],

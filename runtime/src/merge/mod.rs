@@ -84,11 +84,13 @@ struct SlotSet {
     slots: Vec<AtomicU64>,
 }
 
-/// A descriptor with no run-time strings, and the pid of a per-process
-/// copy (empty for the summed one).
+/// A descriptor with no run-time strings, the pid of a per-process copy
+/// (empty for the summed one), and the series any contributing shard
+/// declared shown at zero.
 struct PlainSource {
     desc: &'static Descriptor,
     extra: String,
+    declared: Vec<(u32, u32)>,
 }
 
 impl Source for PlainSource {
@@ -103,6 +105,9 @@ impl Source for PlainSource {
     }
     fn extra_pair(&self) -> Option<(&str, &str)> {
         (!self.extra.is_empty()).then_some(("pid", self.extra.as_str()))
+    }
+    fn declared(&self, series: usize) -> bool {
+        crate::encode::plan::in_ranges(&self.declared, series)
     }
 }
 
@@ -228,7 +233,7 @@ fn merge(shards: &[Shard], python: BTreeMap<String, SparseFamily>) -> Merged {
         let family = if dense {
             Family::Dense(merge_dense(first_shard, first, &contributions))
         } else {
-            let mut sparse = SparseFamily::new(name, desc.help, desc.unit, SparseKind::Metric(desc.kind, desc.mode));
+            let mut sparse = SparseFamily::of(desc);
             for (shard, i) in &contributions {
                 add_sparse(&mut sparse, shard, *i);
             }
@@ -257,6 +262,7 @@ fn merge_dense(first: &Shard, entry: usize, contributions: &[(&Shard, usize)]) -
     let mut merged: Option<Vec<AtomicU64>> = None;
     let mut copies = Vec::new();
     let mut stamps_seen = false;
+    let mut declared = Vec::new();
     for (shard, i) in contributions {
         let entry: &SchemaEntry = &shard.schema.entries[*i];
         if !counts_shard(desc, shard) {
@@ -266,14 +272,17 @@ fn merge_dense(first: &Shard, entry: usize, contributions: &[(&Shard, usize)]) -
         if per_process(desc, shard) {
             let copy = slots.iter().map(|s| AtomicU64::new(s.load(Ordering::Relaxed))).collect();
             let extra = shard.pid.to_string();
-            copies.push(SlotSet { source: PlainSource { desc, extra }, slots: copy });
+            let declared = shard.declared_ranges(*i).to_vec();
+            copies.push(SlotSet { source: PlainSource { desc, extra, declared }, slots: copy });
             continue;
         }
+        declared.extend_from_slice(shard.declared_ranges(*i));
         let target = merged.get_or_insert_with(zeroed);
         fold(desc, target, slots, stamps_seen);
         stamps_seen = true;
     }
-    let merged = merged.map(|slots| SlotSet { source: PlainSource { desc, extra: String::new() }, slots });
+    crate::encode::plan::normalize_ranges(&mut declared);
+    let merged = merged.map(|slots| SlotSet { source: PlainSource { desc, extra: String::new(), declared }, slots });
     Dense { merged, per_process: copies, schema: first.schema.clone(), entry }
 }
 

@@ -10,11 +10,8 @@ use crate::encode::plan::FamilyPlan;
 use crate::gate::GateCell;
 use crate::labels::{LabelDomain, OTHER};
 use crate::shard::format::{self, FLAG_ARCHIVE, Header, SchemaEntry, ShardError};
-use crate::shard::log;
+use crate::shard::log::{self, ABSORBED_POSITION, DECLARED_POSITION};
 use crate::shard::{OwnShard, file};
-
-/// `position` of an archive record naming a shard file it absorbed.
-pub(crate) const ABSORBED_POSITION: u16 = u16::MAX - 1;
 
 /// A decoded schema: its entries, a fingerprint of each metric's
 /// definition (so identical metrics from different files merge slot by
@@ -117,6 +114,8 @@ struct LogView {
     bounded: HashMap<(u32, u16, u32), String>,
     /// Shard files an archive has absorbed.
     absorbed: HashSet<String>,
+    /// Metric → ranges `(first, count)` of series shown at zero, sorted.
+    declared: HashMap<u32, Vec<(u32, u32)>>,
 }
 
 /// One shard, ready to merge.
@@ -216,6 +215,12 @@ impl Shard {
             let text = || String::from_utf8(record.payload.to_vec()).ok();
             match record.position {
                 ABSORBED_POSITION => view.absorbed.extend(text()),
+                DECLARED_POSITION => {
+                    if let Ok(count) = <[u8; 4]>::try_from(record.payload) {
+                        let range = (record.index, u32::from_le_bytes(count));
+                        view.declared.entry(record.metric).or_default().push(range);
+                    }
+                }
                 position => {
                     if let Some(value) = text() {
                         view.bounded.insert((record.metric, position, record.index), value);
@@ -223,6 +228,7 @@ impl Shard {
                 }
             }
         }
+        view.declared.values_mut().for_each(crate::encode::plan::normalize_ranges);
         self.log = Arc::new(view);
     }
 
@@ -254,6 +260,17 @@ impl Shard {
     /// The shard files an archive has absorbed.
     pub(crate) fn absorbed_names(&self) -> impl Iterator<Item = &str> {
         self.log.absorbed.iter().map(String::as_str)
+    }
+
+    /// Whether the writer declared series `series` of metric `metric`
+    /// shown at zero (sparse metrics only).
+    pub(crate) fn declared(&self, metric: usize, series: usize) -> bool {
+        crate::encode::plan::in_ranges(self.declared_ranges(metric), series)
+    }
+
+    /// The declared ranges of metric `metric`.
+    pub(crate) fn declared_ranges(&self, metric: usize) -> &[(u32, u32)] {
+        self.log.declared.get(&(metric as u32)).map_or(&[], Vec::as_slice)
     }
 
     /// The text of a bounded label's value: from the string log, or

@@ -53,6 +53,9 @@ pub(crate) struct SparseFamily {
     pub(crate) help: String,
     pub(crate) unit: Option<String>,
     pub(crate) kind: SparseKind,
+    /// Whether the family's zero series are shown only where declared;
+    /// kept when compaction archives it.
+    pub(crate) sparse: bool,
     pub(crate) series: BTreeMap<Labels, Acc>,
 }
 
@@ -63,8 +66,16 @@ impl SparseFamily {
             help: help.to_owned(),
             unit: unit.map(str::to_owned),
             kind,
+            sparse: false,
             series: BTreeMap::new(),
         }
+    }
+
+    /// The family of one of our metrics, empty.
+    pub(crate) fn of(desc: &Descriptor) -> SparseFamily {
+        let mut family = SparseFamily::new(desc.name, desc.help, desc.unit, SparseKind::Metric(desc.kind, desc.mode));
+        family.sparse = desc.sparse;
+        family
     }
 
     /// Adds one process's value for a series, combining by kind and mode.
@@ -201,6 +212,9 @@ impl Source for ShardSource<'_> {
     fn info(&self) -> Option<Vec<(String, String)>> {
         self.shard.info(self.metric)
     }
+    fn declared(&self, series: usize) -> bool {
+        self.shard.declared(self.metric, series)
+    }
 }
 
 /// Which shards a metric takes values from.
@@ -235,6 +249,9 @@ pub(crate) fn add_sparse(family: &mut SparseFamily, shard: &Shard, metric: usize
     let slots = shard.slots(entry);
     let get = |i: usize| slots[i].load(Ordering::Relaxed);
     for series in 0..desc.series {
+        if plan::hidden(desc, &source, slots, series) {
+            continue;
+        }
         let Some(values) = plan::series_values(&source, series) else { continue };
         let mut labels: Vec<(String, String)> =
             desc.label_names.iter().zip(values).map(|(k, v)| ((*k).to_owned(), v.to_owned())).collect();

@@ -266,6 +266,8 @@ pub(crate) struct MetricSpec<'a> {
     pub(crate) unit: Option<&'a str>,
     pub(crate) kind: Kind,
     pub(crate) mode: GaugeMode,
+    /// [`Descriptor::sparse`].
+    pub(crate) sparse: bool,
     /// Each label's name and, for a fixed list, its values; `Err(capacity)`
     /// for a bounded label.
     pub(crate) labels: Vec<(&'a str, Result<Vec<&'a str>, usize>)>,
@@ -293,6 +295,7 @@ impl MetricSpec<'_> {
             unit: desc.unit,
             kind: desc.kind,
             mode: desc.mode,
+            sparse: desc.sparse,
             labels,
             buckets: desc.buckets,
             states: desc.states,
@@ -318,7 +321,7 @@ pub(crate) fn encode_specs(metrics: &[MetricSpec<'_>]) -> Vec<u8> {
         put_str(&mut out, m.unit.unwrap_or(""));
         out.push(kind_code(m.kind));
         out.push(mode_code(m.mode));
-        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&[if m.sparse { METRIC_FLAG_SPARSE } else { 0 }, 0]);
         out.extend_from_slice(&(m.labels.len() as u32).to_le_bytes());
         for (name, domain) in &m.labels {
             put_str(&mut out, name);
@@ -350,6 +353,9 @@ pub(crate) fn encode_specs(metrics: &[MetricSpec<'_>]) -> Vec<u8> {
     }
     out
 }
+
+/// Metric flag (first byte after the gauge mode): [`Descriptor::sparse`].
+const METRIC_FLAG_SPARSE: u8 = 1;
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u32).to_le_bytes());
@@ -419,7 +425,9 @@ pub(crate) fn decode_schema(
         let unit = r.str()?;
         let kind = *KINDS.get(r.u8()? as usize).ok_or(ShardError::Schema)?;
         let mode = *GaugeMode::ALL.get(r.u8()? as usize).ok_or(ShardError::Schema)?;
-        r.take(2)?;
+        // Flags: readers ignore bits they do not know (an older reader
+        // shows a sparse family's zero series, as before sparse families).
+        let sparse = r.take(2)?[0] & METRIC_FLAG_SPARSE != 0;
         let label_count = r.u32()? as usize;
         let mut names = Vec::with_capacity(label_count.min(16));
         let mut domains = Vec::with_capacity(label_count.min(16));
@@ -474,6 +482,7 @@ pub(crate) fn decode_schema(
             buckets: keep(&mut r.store.floats, buckets.into_boxed_slice()),
             states: keep(&mut r.store.lists, states.into_boxed_slice()),
             mode,
+            sparse,
             series,
             width,
             file: "",

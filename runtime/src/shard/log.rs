@@ -14,9 +14,20 @@ use super::format::{MAX_STRING, get_u32};
 
 const RECORD_HEADER: usize = 20;
 
-/// Bytes a log needs for `bounded` label capacities.
-pub(crate) fn capacity(bounded: impl Iterator<Item = usize>) -> usize {
-    8 + bounded.map(|n| n * (RECORD_HEADER + MAX_STRING + 8)).sum::<usize>()
+/// `position` of an archive record naming a shard file it absorbed.
+pub(crate) const ABSORBED_POSITION: u16 = u16::MAX - 1;
+
+/// `position` of a record declaring series of a sparse metric that are
+/// shown at zero: `index` is the first series, the payload a `u32` count.
+pub(crate) const DECLARED_POSITION: u16 = u16::MAX - 2;
+
+/// The size of a [`DECLARED_POSITION`] record.
+const DECLARED_RECORD: usize = (RECORD_HEADER + 4).next_multiple_of(8);
+
+/// Bytes a log needs for `bounded` label capacities and `declared`
+/// records.
+pub(crate) fn capacity(bounded: impl Iterator<Item = usize>, declared: usize) -> usize {
+    8 + bounded.map(|n| n * (RECORD_HEADER + MAX_STRING + 8)).sum::<usize>() + declared * DECLARED_RECORD
 }
 
 /// The writable log of this process's own shard.
