@@ -58,6 +58,10 @@ fn requests(c: &mut Criterion, suffix: &str, peers: bool) {
     let layered = bare.clone().layer(promshard::http_layer!());
     let attributed: Router = Router::new().route("/users/{id}", get(instrumented_user)).layer(promshard::http_layer!());
     let mut variants = vec![("bare", bare.clone()), ("promshard", layered), ("promshard_attribute", attributed)];
+    // axum-prometheus spawns an upkeep task when it is set up: it needs a
+    // runtime, which the requests themselves do not.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let _entered = runtime.enter();
     if peers {
         let (layer, _handle) = axum_prometheus::PrometheusMetricLayer::pair();
         variants.push(("axum_prometheus", bare.layer(layer)));
