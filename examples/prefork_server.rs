@@ -262,7 +262,10 @@ fn announce(addr: SocketAddr, dir: &Path, temporary: bool, pids: &[libc::pid_t])
     println!("  worker pids: {}", pids.join(" "));
     println!("Try:");
     println!("  curl http://{addr}/users/42");
-    println!("  curl -s http://{addr}/metrics | grep -E '^(http_requests_total|process_start_time_seconds)'");
+    // Zero series left out: every handler × status exists from the start.
+    println!(
+        "  curl -s http://{addr}/metrics | grep -E '^(http_requests_total|process_start_time_seconds)' | grep -v ' 0$'"
+    );
     println!("Stop with Ctrl-C (SIGINT) or SIGTERM.");
 }
 
