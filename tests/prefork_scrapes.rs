@@ -269,7 +269,9 @@ fn killed_and_retired_workers_lose_no_count() {
             }
         });
         let watcher = s.spawn(|| watch(&pool, &load));
-        std::thread::sleep(Duration::from_secs(5));
+        // Longer runs on demand, for soaking: PROMSHARD_CHAOS_SECONDS=600.
+        let seconds = std::env::var("PROMSHARD_CHAOS_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+        std::thread::sleep(Duration::from_secs(seconds));
         load.stop.store(true, Ordering::Relaxed);
         watcher.join().unwrap()
     });
