@@ -6,7 +6,6 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -37,15 +36,6 @@ static ORACLE_BUILD_INFO: Info;
 /// Serving phase.
 #[metric]
 static ORACLE_PHASE: Enum<Method>;
-
-/// The `prometheus` server binary, from `PROMSHARD_PROMETHEUS` or `PATH`.
-fn prometheus() -> Option<PathBuf> {
-    let candidate = std::env::var_os("PROMSHARD_PROMETHEUS").map(PathBuf::from).or_else(|| {
-        std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join("prometheus")).find(|p| p.is_file())
-    })?;
-    let runs = Command::new(&candidate).arg("--version").output().is_ok_and(|o| o.status.success());
-    runs.then_some(candidate)
-}
 
 /// Stops the server (by its pid) when the test ends, however it ends.
 struct Server(Child);
@@ -91,8 +81,8 @@ fn query(port: u16, query: &str) -> Option<String> {
 
 #[test]
 fn a_prometheus_server_scrapes_what_we_recorded() {
-    let Some(binary) = prometheus() else {
-        support::skip_or_fail("the prometheus server not found; install Debian's `prometheus` package");
+    let Some(binary) = support::prometheus() else {
+        support::skip_or_fail(support::PROMETHEUS_MISSING);
         return;
     };
     ORACLE_REQUESTS_TOTAL.with((Method::Get, "200")).inc_by(3);

@@ -511,6 +511,51 @@ fn serve_answers_metrics_requests() {
     assert!(!status.success());
 }
 
+/// The `pid` labels of `name`'s samples in a text exposition; panics on
+/// a sample without one.
+fn process_pids(text: &str, name: &str) -> Vec<String> {
+    let mut pids: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .map(|l| {
+            let pid = l.strip_prefix(&format!("{name}{{pid=\"")).and_then(|r| r.split_once('"'));
+            pid.unwrap_or_else(|| panic!("{name} without a pid label: {l}")).0.to_owned()
+        })
+        .collect();
+    pids.sort();
+    pids
+}
+
+#[test]
+fn dump_and_serve_show_each_live_workers_process_metrics() {
+    let scratch = Scratch::new("process");
+    let dir = scratch.shards();
+    let first = Worker::start(&dir);
+    let second = Worker::start(&dir);
+    let mut both = vec![first.pid().to_string(), second.pid().to_string()];
+    both.sort();
+    let server = Server::start(&dir);
+    let families = ["process_cpu_seconds_total", "process_open_fds", "process_resident_memory_bytes"];
+    let dumped = scratch.run(&["dump", path(&dir)], &[]).stdout;
+    let (_, _, served) = server.get("GET", "/metrics", None);
+    // The workers' own numbers, read by the CLI from /proc: not the
+    // CLI's, which holds no shard and records nothing.
+    for text in [&dumped, &served] {
+        for family in families {
+            assert_eq!(process_pids(text, family), both, "{family}:\n{text}");
+        }
+    }
+
+    // A worker that exits drops out; its counts stay.
+    first.finish();
+    let dumped = scratch.run(&["dump", path(&dir)], &[]).stdout;
+    let (_, _, served) = server.get("GET", "/metrics", None);
+    for text in [&dumped, &served] {
+        assert_eq!(process_pids(text, "process_start_time_seconds"), [second.pid().to_string()], "{text}");
+        assert!(text.lines().any(|l| l == "cli_test_requests_total{status=\"ok\"} 6"), "{text}");
+    }
+}
+
 #[test]
 fn reading_creates_and_changes_nothing() {
     let scratch = Scratch::new("readonly");

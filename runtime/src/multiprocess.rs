@@ -22,6 +22,18 @@
 //!   only read ([`encode_dir`], the `promshard` CLI) never remove anything.
 //! - Python prometheus_client `.db` files in the directory are merged too,
 //!   as its `MultiProcessCollector` would.
+//! - The `process_*` metrics (CPU, memory, descriptors, start time) come
+//!   for every live process of the directory, each under a `pid` label,
+//!   read from `/proc` by the process that serves the scrape (or by
+//!   [`encode_dir`]); nothing runs in the workers for it. A pid is
+//!   reported only while the lock on its shard proves the process alive,
+//!   so a dead worker's pid, even reused by another process, never is.
+//!   `pid` rather than a worker-slot number: every scraper derives it
+//!   from the directory alone and agrees on it, and a replacement worker
+//!   never continues a dead one's series. Aggregate with
+//!   `sum without (pid)` where one series per pool is wanted. Python
+//!   processes sharing the directory get none (their liveness cannot be
+//!   proved).
 //!
 //! The directory is resolved once, when the process creates its shard, to
 //! an absolute path without symlinks (see [`shard_dir`]), and known by its

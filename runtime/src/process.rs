@@ -1,18 +1,137 @@
 //! The standard `process_*` metrics, read from `/proc` at scrape time
-//! (Linux only; elsewhere the collector writes nothing).
+//! (Linux only; elsewhere nothing is written).
+//!
+//! One process alone reports its own values, unlabelled. In multiprocess
+//! mode a scrape reports every live process of the shard directory
+//! instead, each under a `pid` label ([`Workers`]): the scraping process
+//! reads the others' `/proc/<pid>` files, so nothing runs in the workers
+//! for it, and every scrape returns the same series whichever process
+//! answers it (an unlabelled series would hold whichever process answered,
+//! and flip between them from one scrape to the next).
+//!
+//! Why `pid` and not a bounded worker-slot label: the pid is the one name
+//! of a worker that every scraper (any worker, the `promshard` CLI beside
+//! them) reads from the directory alone and agrees on, and the lock on a
+//! shard proves it (below). A slot number would need an assignment every
+//! scraper agrees on, which means shared state written by someone, and a
+//! slot reused by a replacement worker would splice two processes into one
+//! series (its CPU counter would go down, its start time jump). The cost
+//! is churn: each worker that ever lived leaves its own few series, which
+//! Prometheus marks stale when the worker goes.
 
-use crate::collector::{Collector, MetricWriter};
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::collector::{Collector, MetricWriter, Target};
+use crate::encode::format::Format;
+use crate::encode::plan::SampleFn;
+use crate::merge::read::Shard;
+use crate::shard::OwnShard;
 
 /// Writes `process_cpu_seconds_total`, `process_resident_memory_bytes`,
 /// `process_virtual_memory_bytes`, `process_open_fds`, `process_max_fds`
 /// and `process_start_time_seconds` for the scraped process. A value that
 /// cannot be read is left out; the rest of the scrape is unaffected.
+///
+/// In multiprocess mode (`PROMSHARD_DIR`) it writes nothing: the merged
+/// scrape carries these families for every live process of the
+/// directory, this one included, each with a `pid` label.
 pub struct ProcessCollector;
 
 impl Collector for ProcessCollector {
     fn collect(&self, out: &mut MetricWriter<'_>) {
+        // The merge wrote them, this process's among them.
+        if crate::shard::own().is_some() {
+            return;
+        }
         #[cfg(target_os = "linux")]
-        linux::collect(out);
+        if let Some(stats) = linux::Stats::read(None, linux::boot_time()) {
+            linux::write(out, &[(None, stats)]);
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = out;
+    }
+}
+
+/// The process statistics of the live processes of a shard directory,
+/// read by the scrape that merged it; written with a `pid` label.
+#[derive(Default)]
+pub(crate) struct Workers {
+    /// By pid, ascending.
+    #[cfg(target_os = "linux")]
+    stats: Vec<(u32, linux::Stats)>,
+    /// Sample names of the directory's declared metrics: a metric some
+    /// binary declared under a `process_*` name is kept, and ours left out.
+    declared: HashMap<String, usize>,
+}
+
+impl Workers {
+    /// Reads the statistics of the processes whose live shards are among
+    /// `shards` (merged from `dir`, where this process may write `own`).
+    ///
+    /// A shard's pid is trusted only while its lock proves it: the lock is
+    /// asked for its holder before and after the process's files are read,
+    /// and a process that held it at both moments existed throughout, so
+    /// its pid cannot have been reused by another process in between (pids
+    /// are reused quickly where `pid_max` is small). A worker that dies
+    /// meanwhile, one this process cannot open the shard of (out of
+    /// descriptors), or one in another pid namespace is left out of this
+    /// scrape; nothing is counted for it.
+    pub(crate) fn read(dir: &Path, own: Option<&OwnShard>, shards: &[Shard]) -> Workers {
+        let mut workers = Workers::default();
+        for shard in shards {
+            for entry in &shard.schema.entries {
+                if entry.desc.name.starts_with("process_") {
+                    let name = entry.desc.name.to_owned();
+                    workers.declared.insert(name.clone(), 0);
+                    workers.declared.insert(format!("{name}{}", entry.desc.kind.sample_suffix()), 0);
+                }
+            }
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let siblings = crate::linked::siblings();
+            let boot = linux::boot_time();
+            for shard in shards.iter().filter(|s| s.live && !s.archive) {
+                let path = dir.join(&shard.name);
+                // This process (its own shard, or another promshard
+                // version's in it): alive by definition, and its shard
+                // must never be opened by name (closing that descriptor
+                // would drop our lock).
+                let this = own.is_some_and(|o| o.file_name() == shard.name) || siblings.contains(&path);
+                let stats =
+                    if this { linux::Stats::read(None, boot) } else { linux::read_locked(&path, shard.pid, boot) };
+                if let Some(stats) = stats {
+                    workers.stats.push((shard.pid, stats));
+                }
+            }
+            workers.stats.sort_by_key(|(pid, _)| *pid);
+            // Two versions' shards of one process are one process.
+            workers.stats.dedup_by_key(|(pid, _)| *pid);
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (dir, own);
+        workers
+    }
+
+    /// Appends the families in `format`.
+    pub(crate) fn encode(&self, format: Format, out: &mut Vec<u8>) {
+        self.write(&mut MetricWriter::new(Target::Text { out, format }, &self.declared));
+    }
+
+    /// Calls `f(sample name, labels, value)` for every sample.
+    pub(crate) fn visit(&self, f: &mut SampleFn<'_>) {
+        let mut each = |name: &str, labels: &[(&str, &str)], value: f64| f(name, labels, value);
+        self.write(&mut MetricWriter::new(Target::Samples(&mut each), &self.declared));
+    }
+
+    fn write(&self, out: &mut MetricWriter<'_>) {
+        #[cfg(target_os = "linux")]
+        {
+            let pids: Vec<String> = self.stats.iter().map(|(pid, _)| pid.to_string()).collect();
+            let labelled: Vec<_> = pids.iter().zip(&self.stats).map(|(pid, (_, s))| (Some(pid.as_str()), *s)).collect();
+            linux::write(out, &labelled);
+        }
         #[cfg(not(target_os = "linux"))]
         let _ = out;
     }
@@ -20,9 +139,12 @@ impl Collector for ProcessCollector {
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use super::MetricWriter;
+    use std::path::Path;
 
-    /// The fields of `/proc/self/stat` we use.
+    use super::MetricWriter;
+    use crate::shard::file;
+
+    /// The fields of `/proc/<pid>/stat` we use.
     pub(super) struct Stat {
         pub(super) ticks_cpu: u64,
         pub(super) start_ticks: u64,
@@ -45,7 +167,17 @@ mod linux {
         })
     }
 
-    fn boot_time() -> Option<u64> {
+    /// The soft limit on open files from `/proc/<pid>/limits`
+    /// (`unlimited` as `RLIM_INFINITY`, as `getrlimit` reports it).
+    pub(super) fn parse_max_files(text: &str) -> Option<u64> {
+        let soft = text.lines().find_map(|l| l.strip_prefix("Max open files"))?.split_whitespace().next()?;
+        if soft == "unlimited" { Some(libc::RLIM_INFINITY) } else { soft.parse().ok() }
+    }
+
+    /// When the machine booted, in seconds since the epoch. Read once per
+    /// scrape, not per process: `/proc/stat` is long on a machine with
+    /// many CPUs. Not once for good: it moves when the clock is stepped.
+    pub(super) fn boot_time() -> Option<u64> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
         stat.lines().find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
     }
@@ -56,37 +188,125 @@ mod linux {
         (v > 0).then_some(v as u64)
     }
 
-    pub(super) fn collect(out: &mut MetricWriter<'_>) {
-        let stat = std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| parse_stat(&s));
-        let ticks = sysconf(libc::_SC_CLK_TCK);
-        let page = sysconf(libc::_SC_PAGESIZE);
-        if let (Some(stat), Some(ticks)) = (&stat, ticks) {
-            out.counter("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.")
-                .unit("seconds")
-                .sample(&[], stat.ticks_cpu as f64 / ticks as f64);
+    /// One process's values, each `None` when it could not be read.
+    #[derive(Clone, Copy)]
+    pub(super) struct Stats {
+        cpu_seconds: Option<f64>,
+        open_fds: Option<f64>,
+        max_fds: Option<f64>,
+        resident_bytes: Option<f64>,
+        start_time: Option<f64>,
+        virtual_bytes: Option<f64>,
+    }
+
+    impl Stats {
+        /// Reads this process's values (`None`), or process `pid`'s; `None`
+        /// when its `stat` file cannot be read (it is gone). `boot` is
+        /// [`boot_time`].
+        pub(super) fn read(pid: Option<u32>, boot: Option<u64>) -> Option<Stats> {
+            let dir = match pid {
+                None => "/proc/self".to_owned(),
+                Some(pid) => format!("/proc/{pid}"),
+            };
+            let stat = parse_stat(&std::fs::read_to_string(format!("{dir}/stat")).ok()?)?;
+            let ticks = sysconf(libc::_SC_CLK_TCK);
+            let page = sysconf(libc::_SC_PAGESIZE);
+            // Cheaper than reading `limits` (a fifth of the cost of a
+            // whole worker's values); the same user may ask.
+            let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            // SAFETY: `limit` is a valid rlimit to write into; pid 0 is us.
+            let asked = unsafe {
+                libc::prlimit(pid.map_or(0, |p| p as libc::pid_t), libc::RLIMIT_NOFILE, std::ptr::null(), &mut limit)
+            };
+            let max_fds = if asked == 0 {
+                Some(limit.rlim_cur)
+            } else {
+                std::fs::read_to_string(format!("{dir}/limits")).ok().as_deref().and_then(parse_max_files)
+            };
+            Some(Stats {
+                cpu_seconds: ticks.map(|t| stat.ticks_cpu as f64 / t as f64),
+                open_fds: open_fds(&dir).map(|n| n as f64),
+                max_fds: max_fds.map(|m| m as f64),
+                resident_bytes: page.map(|p| (stat.rss_pages * p) as f64),
+                start_time: ticks.zip(boot).map(|(t, boot)| boot as f64 + stat.start_ticks as f64 / t as f64),
+                virtual_bytes: Some(stat.vsize as f64),
+            })
         }
-        if let Some(fds) = std::fs::read_dir("/proc/self/fd").ok().map(Iterator::count) {
-            out.gauge("process_open_fds", "Number of open file descriptors.").sample(&[], fds as f64);
+    }
+
+    /// How many descriptors the process of `/proc/<pid>` (`dir`) has open.
+    /// Since Linux 6.2 the size of its `fd` directory says so, for one
+    /// `stat` instead of reading the directory (a third of the cost of a
+    /// whole worker's values). Another user's process, or one that made
+    /// itself undumpable, keeps its descriptor table to itself.
+    fn open_fds(dir: &str) -> Option<u64> {
+        let fd = format!("{dir}/fd");
+        match std::fs::metadata(&fd) {
+            Ok(meta) if meta.len() > 0 => Some(meta.len()),
+            // Older kernels say 0; so would a process with no descriptor
+            // at all, which the count below then confirms.
+            Ok(_) => std::fs::read_dir(&fd).ok().map(|d| d.count() as u64),
+            Err(_) => None,
         }
-        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        // SAFETY: `limit` is a valid rlimit to write into.
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
-            out.gauge("process_max_fds", "Maximum number of open file descriptors.").sample(&[], limit.rlim_cur as f64);
+    }
+
+    /// The values of the live process whose shard is at `path` and says
+    /// it was made by `pid`, read between two questions to the shard's
+    /// lock that both name `pid` as its holder.
+    pub(super) fn read_locked(path: &Path, pid: u32, boot: Option<u64>) -> Option<Stats> {
+        let shard = file::open_for_read(path).ok()?;
+        // The lock names its holder as this process's pid namespace sees
+        // it; a holder we cannot see (0) or know by another number is
+        // one whose /proc entry would not be its own.
+        let held_by_pid = || file::holder(&shard).ok().flatten() == Some(pid);
+        if !held_by_pid() {
+            return None;
         }
-        if let (Some(stat), Some(page)) = (&stat, page) {
-            out.gauge("process_resident_memory_bytes", "Resident memory size in bytes.")
-                .unit("bytes")
-                .sample(&[], (stat.rss_pages * page) as f64);
-        }
-        if let (Some(stat), Some(ticks), Some(boot)) = (&stat, ticks, boot_time()) {
-            out.gauge("process_start_time_seconds", "Start time of the process since unix epoch in seconds.")
-                .unit("seconds")
-                .sample(&[], boot as f64 + stat.start_ticks as f64 / ticks as f64);
-        }
-        if let Some(stat) = &stat {
-            out.gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.")
-                .unit("bytes")
-                .sample(&[], stat.vsize as f64);
+        let stats = Stats::read(Some(pid), boot)?;
+        held_by_pid().then_some(stats)
+    }
+
+    /// Writes the six families, one sample per process: unlabelled for
+    /// `None`, else with that `pid` label.
+    pub(super) fn write(out: &mut MetricWriter<'_>, processes: &[(Option<&str>, Stats)]) {
+        type Field = fn(&Stats) -> Option<f64>;
+        let families: [(&str, &str, Option<&str>, bool, Field); 6] = [
+            ("process_cpu_seconds", "Total user and system CPU time spent in seconds.", Some("seconds"), true, |s| {
+                s.cpu_seconds
+            }),
+            ("process_max_fds", "Maximum number of open file descriptors.", None, false, |s| s.max_fds),
+            ("process_open_fds", "Number of open file descriptors.", None, false, |s| s.open_fds),
+            ("process_resident_memory_bytes", "Resident memory size in bytes.", Some("bytes"), false, |s| {
+                s.resident_bytes
+            }),
+            (
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+                Some("seconds"),
+                false,
+                |s| s.start_time,
+            ),
+            ("process_virtual_memory_bytes", "Virtual memory size in bytes.", Some("bytes"), false, |s| {
+                s.virtual_bytes
+            }),
+        ];
+        for (name, help, unit, counter, field) in families {
+            let values: Vec<(Option<&str>, f64)> =
+                processes.iter().filter_map(|(pid, stats)| Some((*pid, field(stats)?))).collect();
+            // A family with no value is left out, not written empty.
+            if values.is_empty() {
+                continue;
+            }
+            let mut family = if counter { out.counter(name, help) } else { out.gauge(name, help) };
+            if let Some(unit) = unit {
+                family = family.unit(unit);
+            }
+            for (pid, value) in values {
+                match pid {
+                    Some(pid) => family.sample(&[("pid", pid)], value),
+                    None => family.sample(&[], value),
+                };
+            }
         }
     }
 
@@ -101,6 +321,29 @@ mod linux {
             assert_eq!(stat.vsize, 1048576);
             assert_eq!(stat.rss_pages, 256);
             assert!(super::parse_stat("garbage").is_none());
+        }
+
+        #[test]
+        fn max_open_files_from_limits() {
+            let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                          Max processes             127436               127436               processes \n\
+                          Max open files            1024                 524288               files     \n";
+            assert_eq!(super::parse_max_files(limits), Some(1024));
+            let unlimited = "Max open files            unlimited            unlimited            files\n";
+            assert_eq!(super::parse_max_files(unlimited), Some(libc::RLIM_INFINITY));
+            assert_eq!(super::parse_max_files("Max processes 5 5 processes\n"), None);
+        }
+
+        #[test]
+        fn another_process_reads_like_this_one() {
+            // This process, read as another would read it.
+            let boot = super::boot_time();
+            let me = super::Stats::read(Some(std::process::id()), boot).unwrap();
+            let mine = super::Stats::read(None, boot).unwrap();
+            assert_eq!(me.start_time, mine.start_time);
+            assert_eq!(me.max_fds, mine.max_fds);
+            assert!(me.open_fds.unwrap() > 0.0 && me.resident_bytes.unwrap() > 0.0);
+            assert!(super::Stats::read(Some(u32::MAX), boot).is_none(), "no such process");
         }
     }
 }

@@ -39,6 +39,10 @@ pub fn skip_or_fail(what: &str) {
 pub const PROMTOOL_MISSING: &str =
     "promtool not found; install Debian's `prometheus` package or set PROMSHARD_PROMTOOL";
 
+/// Explains how to get the Prometheus server, for [`skip_or_fail`].
+pub const PROMETHEUS_MISSING: &str =
+    "the prometheus server not found; install Debian's `prometheus` package or set PROMSHARD_PROMETHEUS";
+
 /// Explains how to get the Python parsers, for [`skip_or_fail`].
 pub const PYTHON_MISSING: &str = "python3 with prometheus_client not found; \
      run `python3 -m pip install prometheus_client` or set PROMSHARD_PYTHON";
@@ -46,6 +50,14 @@ pub const PYTHON_MISSING: &str = "python3 with prometheus_client not found; \
 /// `promtool`, from `PROMSHARD_PROMTOOL` or `PATH`, if it runs.
 pub fn promtool() -> Option<PathBuf> {
     let candidate = tool_from_env("PROMSHARD_PROMTOOL").or_else(|| find_in_path("promtool"))?;
+    let runs =
+        Command::new(&candidate).arg("--version").stdin(Stdio::null()).output().is_ok_and(|o| o.status.success());
+    runs.then_some(candidate)
+}
+
+/// The Prometheus server, from `PROMSHARD_PROMETHEUS` or `PATH`, if it runs.
+pub fn prometheus() -> Option<PathBuf> {
+    let candidate = tool_from_env("PROMSHARD_PROMETHEUS").or_else(|| find_in_path("prometheus"))?;
     let runs =
         Command::new(&candidate).arg("--version").stdin(Stdio::null()).output().is_ok_and(|o| o.status.success());
     runs.then_some(candidate)
@@ -127,21 +139,11 @@ pub fn quickstart_output(args: &[&str]) -> String {
 /// Runs the example `name` that `cargo test` built (or `cargo run` if it
 /// is missing or stale), asserts it succeeded, and returns its stdout.
 pub fn example_output(name: &str, args: &[&str]) -> String {
-    let output = match built_example(name) {
-        Some(exe) => Command::new(&exe)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display())),
-        None => Command::new(env!("CARGO"))
-            .args(["run", "-q", "--example", name, "--manifest-path"])
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-            .arg("--")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("cannot run cargo"),
-    };
+    let output = example_command(name)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the example {name}: {e}"));
     assert!(
         output.status.success(),
         "{name} {args:?} failed ({}):\n{}",
@@ -151,14 +153,33 @@ pub fn example_output(name: &str, args: &[&str]) -> String {
     String::from_utf8(output.stdout).expect("the example printed UTF-8")
 }
 
+/// A command running the example `name`, to add arguments to: the binary
+/// `cargo test` built, or `cargo run` when it is missing or stale.
+pub fn example_command(name: &str) -> Command {
+    match built_example(name) {
+        Some(exe) => Command::new(exe),
+        None => {
+            let mut cargo = Command::new(env!("CARGO"));
+            cargo
+                .args(["run", "-q", "--example", name, "--manifest-path"])
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+                .arg("--");
+            cargo
+        }
+    }
+}
+
 fn built_example(name: &str) -> Option<PathBuf> {
     let me = std::env::current_exe().ok()?;
     let profile_dir = me.parent()?.parent()?;
     let exe = profile_dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     let modified = |p: &Path| p.metadata().and_then(|m| m.modified()).ok();
     // A binary older than this test may predate the library changes this
-    // test was rebuilt for.
-    (modified(&exe)? >= modified(&me)?).then_some(exe)
+    // test was rebuilt for; one older than its source, the example's own
+    // (`cargo test --test X` builds no example).
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(format!("{name}.rs"));
+    let newest = modified(&me)?.max(modified(&source).unwrap_or(std::time::SystemTime::UNIX_EPOCH));
+    (modified(&exe)? >= newest).then_some(exe)
 }
 
 /// Decodes the lowercase hex the Python helpers use for arbitrary text.

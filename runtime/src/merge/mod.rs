@@ -61,6 +61,8 @@ pub(crate) struct Merged {
     /// Whether the directory holds files for a compaction to deal with:
     /// dead shards not yet folded into the archive, or abandoned files.
     pub(crate) compactable: bool,
+    /// The `process_*` values of the directory's live processes.
+    pub(crate) processes: crate::process::Workers,
 }
 
 enum Family {
@@ -202,6 +204,7 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static crate::shard::OwnSha
         if damaged.is_empty() {
             merged.compactable = listed.is_ok() && (dead || suspect || !listing.half_made.is_empty());
             cache.put_back();
+            merged.processes = crate::process::Workers::read(dir, own, &shards);
             return merged;
         }
         for name in &damaged {
@@ -253,7 +256,7 @@ fn merge(shards: &[Shard], python: BTreeMap<String, SparseFamily>) -> Merged {
             }
         }
     }
-    Merged { families: families.into_values().collect(), compactable: false }
+    Merged { families: families.into_values().collect(), compactable: false, processes: Default::default() }
 }
 
 fn merge_dense(first: &Shard, entry: usize, contributions: &[(&Shard, usize)]) -> Dense {
@@ -400,6 +403,7 @@ impl Merged {
                 }
             }
         }
+        self.processes.encode(format, out);
     }
 
     /// Calls `f(sample name, labels, value)` for every sample.
@@ -414,5 +418,6 @@ impl Merged {
                 }
             }
         }
+        self.processes.visit(f);
     }
 }

@@ -1,0 +1,281 @@
+//! The pre-fork example judged by a real Prometheus server (Debian's
+//! `prometheus` package) on loopback, scraping every second, with the
+//! recording and alerting rules of `deploy/` loaded:
+//!
+//! - one pool under a known request rate, with worker churn: `rate()` is
+//!   the rate the client drove (within 10%), no counter ever resets in
+//!   Prometheus' eyes, `up` is 1, the latency quantiles are finite, every
+//!   live process has its own `process_*` series, every rule evaluates
+//!   without error and every expression of the Grafana dashboard returns
+//!   data;
+//! - two pools on two ports, each with its own directory, as two targets:
+//!   `sum by (handler)` over both is the total of what their clients saw
+//!   answered. Beyond one host the path is the same: more targets, and
+//!   Prometheus' own federation or remote-write.
+//!
+//! Without a `prometheus` binary the tests print SKIPPED, or fail under
+//! `PROMSHARD_ORACLES=require`.
+
+mod harness;
+mod prefork;
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use prefork::{Pool, Prometheus, deploy_dir, get, serial, unix_now};
+
+/// The request a client sends `n`-th, and its handler label.
+fn request(n: u64) -> (&'static str, String) {
+    match n % 20 {
+        0 | 10 => ("/", "/".to_owned()),
+        5 => ("/error", "/error".to_owned()),
+        15 => ("/slow", "/slow?ms=120".to_owned()),
+        _ => ("/users/{id}", format!("/users/{n}")),
+    }
+}
+
+/// Answers seen by a client: completion time and handler of each.
+type Answers = Mutex<Vec<(f64, &'static str)>>;
+
+/// Sends `per_second` requests a second from each of `threads` threads
+/// for `duration`, each at its own fixed schedule (a late request is sent
+/// at once, so the average rate holds); every request must be answered.
+fn paced(addr: SocketAddr, threads: u64, per_second: f64, duration: Duration) -> Vec<(f64, &'static str)> {
+    let answers: Answers = Mutex::new(Vec::new());
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for id in 0..threads {
+            let answers = &answers;
+            s.spawn(move || {
+                // Threads start out of phase, so requests spread evenly.
+                let offset = Duration::from_secs_f64(id as f64 / (threads as f64 * per_second));
+                for k in 0u64.. {
+                    let due = start + offset + Duration::from_secs_f64(k as f64 / per_second);
+                    if due > start + duration {
+                        break;
+                    }
+                    std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                    let (handler, target) = request(id * 1_000_000 + k);
+                    let response = get(addr, &target).unwrap_or_else(|| panic!("no answer to {target}"));
+                    assert!([200, 500].contains(&response.status), "{target}: {}", response.status);
+                    answers.lock().unwrap().push((unix_now(), handler));
+                }
+            });
+        }
+    });
+    answers.into_inner().unwrap()
+}
+
+/// Waits until Prometheus has scraped every target of job `prefork` at
+/// or after `time` (so it holds every request answered before then).
+fn scraped_since(prometheus: &Prometheus, time: f64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let last = prometheus.query("min(timestamp(up{job=\"prefork\"}))", None);
+        if last.first().is_some_and(|s| prefork::sample_value(s) >= time) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "Prometheus stopped scraping:\n{}", prometheus.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `(label values…) → value` of an instant query's result.
+fn by_labels(result: &[serde_json::Value], labels: &[&str]) -> BTreeMap<Vec<String>, f64> {
+    result
+        .iter()
+        .map(|series| {
+            let key = labels.iter().map(|l| series["metric"][l].as_str().unwrap_or("").to_owned()).collect();
+            (key, prefork::sample_value(series))
+        })
+        .collect()
+}
+
+#[test]
+fn prometheus_sees_the_rate_the_client_drove() {
+    let Some(binary) = support::prometheus() else {
+        support::skip_or_fail(support::PROMETHEUS_MISSING);
+        return;
+    };
+    let _serial = serial();
+    let pool = Pool::start(&["--workers", "4", "--threads", "4", "--max-requests", "100"]);
+    let rules = [deploy_dir().join("rules.yml"), deploy_dir().join("alerts.yml")];
+    let prometheus = Prometheus::start(&binary, &[pool.addr], &rules);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while prometheus.query("up{job=\"prefork\"} == 1", None).is_empty() {
+        assert!(Instant::now() < deadline, "Prometheus never scraped the pool:\n{}", prometheus.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // 40 requests a second for 14 s; workers retire every 100 requests.
+    const LOAD: f64 = 14.0;
+    const RATE: f64 = 40.0;
+    let started = unix_now();
+    let answers = paced(pool.addr, 4, RATE / 4.0, Duration::from_secs_f64(LOAD));
+    let ended = unix_now();
+    scraped_since(&prometheus, ended);
+
+    // An 8 s window well inside the load, after its first seconds.
+    let at = started + 12.0;
+    let client_rate = answers.iter().filter(|(t, _)| (at - 8.0..at).contains(t)).count() as f64 / 8.0;
+    let rate = prometheus.value("sum(rate(http_requests_total{job=\"prefork\"}[8s]))", Some(at));
+    eprintln!(
+        "{} requests in {:.1} s; over [{:.1}, {:.1}] the client saw {client_rate}/s, Prometheus {rate}/s",
+        answers.len(),
+        ended - started,
+        at - 8.0,
+        at
+    );
+    assert!((rate - client_rate).abs() <= 0.1 * client_rate, "rate() {rate}/s, client {client_rate}/s");
+    assert!((client_rate - RATE).abs() <= 0.2 * RATE, "the client could not hold {RATE}/s: {client_rate}/s");
+    assert_eq!(prometheus.value("up{job=\"prefork\"}", Some(at)), 1.0);
+    for q in ["0.5", "0.95", "0.99"] {
+        let expr = format!(
+            "histogram_quantile({q}, sum by (le) (rate(http_request_duration_seconds_bucket{{job=\"prefork\"}}[8s])))"
+        );
+        let value = prometheus.value(&expr, Some(at));
+        assert!(value.is_finite() && value > 0.0, "{expr} = {value}");
+    }
+
+    // Workers were retired and replaced throughout, yet Prometheus saw no
+    // counter go down: no reset, so no invented traffic.
+    let whole = format!("[{}s]", (ended - started).ceil() as u64 + 2);
+    let retired = prometheus.value("sum(prefork_worker_exits_total{job=\"prefork\",how=\"retired\"})", None);
+    assert!(retired >= 3.0, "only {retired} workers retired");
+    for counter in
+        ["http_requests_total", "http_request_duration_seconds_count", "http_request_duration_seconds_bucket"]
+    {
+        let expr = format!("sum(resets({counter}{{job=\"prefork\"}}{whole}))");
+        assert_eq!(prometheus.value(&expr, Some(ended)), 0.0, "{expr}");
+    }
+    // Every answer counted, and nothing else.
+    let total = prometheus.value("sum(http_requests_total{job=\"prefork\"})", None);
+    assert_eq!(total, answers.len() as f64);
+
+    // One series per live process, under its pid: the workers of the
+    // moment and the master. Scrapes count as requests, so a worker may
+    // retire meanwhile: compared when the pool did not change around the
+    // scrape.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let before = pool.workers();
+        scraped_since(&prometheus, unix_now());
+        let result = prometheus.query("process_resident_memory_bytes{job=\"prefork\"}", None);
+        if pool.workers() == before {
+            let mut processes: Vec<String> = before.iter().chain([&pool.master]).map(u32::to_string).collect();
+            processes.sort();
+            let pids: Vec<String> = by_labels(&result, &["pid"]).into_keys().map(|k| k[0].clone()).collect();
+            assert_eq!(pids, processes, "{result:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pool never held still");
+    }
+
+    // Every rule of deploy/ evaluates, and the recorded series exist.
+    let groups = prometheus.api("rules", &[]);
+    let rules: Vec<&serde_json::Value> =
+        groups["groups"].as_array().unwrap().iter().flat_map(|g| g["rules"].as_array().unwrap()).collect();
+    assert_eq!(rules.len(), 11, "{groups}");
+    for rule in rules {
+        assert_eq!(rule["health"], "ok", "{rule}");
+    }
+    for record in [
+        "job:http_requests:rate1m",
+        "job:http_requests_errors:ratio_rate1m",
+        "job:http_request_duration_seconds:p50",
+        "job:http_request_duration_seconds:p95",
+        "job:http_request_duration_seconds:p99",
+    ] {
+        let value = prometheus.value(&format!("{record}{{job=\"prefork\"}}"), None);
+        assert!(value.is_finite() && value > 0.0, "{record} = {value}");
+    }
+
+    // Every expression of the dashboard, as Grafana would ask for it.
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(deploy_dir().join("grafana/prefork.json")).unwrap()).unwrap();
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap().replace("$job", "prefork").replace("$__rate_interval", "4s");
+            let params = [
+                ("query", expr.clone()),
+                ("start", format!("{started:.3}")),
+                ("end", format!("{ended:.3}")),
+                ("step", "1".to_owned()),
+            ];
+            let data = prometheus.api("query_range", &params);
+            let series = data["result"].as_array().unwrap();
+            assert!(!series.is_empty(), "panel {:?}: {expr} returned nothing", panel["title"]);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 12);
+
+    drop(prometheus);
+    let stopped = pool.stop();
+    assert!(stopped.status.success(), "{}\n{}", stopped.status, stopped.stderr);
+}
+
+#[test]
+fn two_pools_are_two_targets_of_one_prometheus() {
+    let Some(binary) = support::prometheus() else {
+        support::skip_or_fail(support::PROMETHEUS_MISSING);
+        return;
+    };
+    let _serial = serial();
+    let pools =
+        [Pool::start(&["--workers", "3", "--threads", "2"]), Pool::start(&["--workers", "2", "--threads", "2"])];
+    assert_ne!(pools[0].dir, pools[1].dir);
+    let prometheus = Prometheus::start(&binary, &[pools[0].addr, pools[1].addr], &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while prometheus.query("up{job=\"prefork\"} == 1", None).len() < 2 {
+        assert!(Instant::now() < deadline, "Prometheus never scraped both pools:\n{}", prometheus.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Each pool gets its own traffic, in different amounts.
+    let answers: Vec<Vec<(f64, &'static str)>> = std::thread::scope(|s| {
+        let loads: Vec<_> = pools
+            .iter()
+            .zip([30.0, 12.0])
+            .map(|(pool, rate)| s.spawn(move || paced(pool.addr, 2, rate, Duration::from_secs(3))))
+            .collect();
+        loads.into_iter().map(|l| l.join().unwrap()).collect()
+    });
+    scraped_since(&prometheus, unix_now());
+
+    let tally = |answers: &[(f64, &'static str)]| {
+        let mut by_handler: BTreeMap<Vec<String>, f64> = BTreeMap::new();
+        for (_, handler) in answers {
+            *by_handler.entry(vec![(*handler).to_owned()]).or_default() += 1.0;
+        }
+        by_handler
+    };
+    let nonzero = |map: BTreeMap<Vec<String>, f64>| map.into_iter().filter(|(_, v)| *v != 0.0).collect();
+    let mut total = tally(&answers[0]);
+    for (handler, count) in tally(&answers[1]) {
+        *total.entry(handler).or_default() += count;
+    }
+    let both = prometheus.query("sum by (handler) (http_requests_total{job=\"prefork\"})", None);
+    let both: BTreeMap<Vec<String>, f64> = nonzero(by_labels(&both, &["handler"]));
+    eprintln!("pools answered {} and {} requests; Prometheus by handler: {both:?}", answers[0].len(), answers[1].len());
+    assert_eq!(both, total);
+    // Each target on its own is its own pool's count, and its own processes.
+    for (pool, answers) in pools.iter().zip(&answers) {
+        let instance = pool.addr.to_string();
+        let expr = format!("sum by (handler) (http_requests_total{{job=\"prefork\",instance=\"{instance}\"}})");
+        let own: BTreeMap<Vec<String>, f64> = nonzero(by_labels(&prometheus.query(&expr, None), &["handler"]));
+        assert_eq!(own, tally(answers), "{instance}");
+        let expr = format!("count(process_start_time_seconds{{job=\"prefork\",instance=\"{instance}\"}})");
+        assert_eq!(prometheus.value(&expr, None), pool.workers().len() as f64 + 1.0, "{instance}");
+    }
+
+    drop(prometheus);
+    for pool in pools {
+        let stopped = pool.stop();
+        assert!(stopped.status.success(), "{}\n{}", stopped.status, stopped.stderr);
+    }
+}
