@@ -7,6 +7,7 @@
 //! Every test uses handlers of its own, so exact counts hold while tests
 //! run in parallel.
 
+mod harness;
 mod support;
 
 use std::future::Future;
@@ -66,18 +67,6 @@ fn http_count(handler: &str, method: &str, status: &str) -> f64 {
     sample_value("http_requests_total", &labels).unwrap_or_else(|| panic!("no series {labels:?}"))
 }
 
-fn quiet_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !info.payload().downcast_ref::<&str>().is_some_and(|m| m.starts_with("expected:")) {
-                default(info);
-            }
-        }));
-    });
-}
-
 // ---------------------------------------------------------------------
 // Plain functions
 // ---------------------------------------------------------------------
@@ -96,7 +85,7 @@ fn settle_invoice(amount: i64) -> Result<i64, InvoiceError> {
 
 #[test]
 fn sync_function_counts_ok_error_and_panic() {
-    quiet_panics();
+    harness::quiet_expected_panics();
     assert_eq!(function_counts(&path("settle_invoice")), ([0.0; 4], 0.0, 0.0), "series exist before any call");
     assert_eq!(settle_invoice(21).unwrap(), 42);
     assert_eq!(settle_invoice(4).unwrap(), 8);
@@ -118,7 +107,7 @@ async fn consume_message(body: &str) -> Result<usize, String> {
 
 #[test]
 fn async_function_counts_ok_error_and_panic() {
-    quiet_panics();
+    harness::quiet_expected_panics();
     assert_eq!(block_on(consume_message("hello")), Ok(5));
     assert!(block_on(consume_message("")).is_err());
     let panicked = catch_unwind(|| block_on(consume_message("poison")));
@@ -376,7 +365,7 @@ async fn delete_user(id: u64) -> http::Response<()> {
 
 #[test]
 fn http_handlers_label_route_method_and_status() {
-    quiet_panics();
+    harness::quiet_expected_panics();
     assert_eq!(http_count("/users/{id}", "GET", "200"), 0.0, "the handler's own method's series exist from startup");
     assert_eq!(http_count("/users/{id}", "GET", "other"), 0.0);
     let patch = [("handler", "/users/{id}"), ("method", "PATCH"), ("status", "other")];

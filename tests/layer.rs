@@ -8,6 +8,7 @@
 //! run in parallel; the tests that count `<unmatched>` requests take
 //! turns.
 
+mod harness;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -58,19 +59,6 @@ fn request(method: &str, uri: &str) -> Request<Body> {
 
 async fn send(app: &Router, method: &str, uri: &str) -> StatusCode {
     app.clone().oneshot(request(method, uri)).await.unwrap().status()
-}
-
-fn quiet_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let message = info.payload().downcast_ref::<&str>().copied().unwrap_or_default();
-            if !message.starts_with("expected:") {
-                default(info);
-            }
-        }));
-    });
 }
 
 // ---------------------------------------------------------------------
@@ -229,7 +217,7 @@ async fn instrumented_boom() -> &'static str {
 
 #[test]
 fn a_panicking_handler_counts_as_500_with_or_without_catch_panic() {
-    quiet_panics();
+    harness::quiet_expected_panics();
     // The layer outside catch-panic sees its 500; inside, the panic
     // unwinds through it; with none, the task dies with it.
     let outside: Router =

@@ -49,19 +49,6 @@ fn turn() -> MutexGuard<'static, ()> {
     TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn quiet_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let message = info.payload().downcast_ref::<&str>().copied().unwrap_or_default();
-            if !message.starts_with("expected:") {
-                default(info);
-            }
-        }));
-    });
-}
-
 // ---------------------------------------------------------------------
 // The server
 // ---------------------------------------------------------------------
@@ -239,7 +226,7 @@ fn app() -> Router {
 #[test]
 fn requests_over_http_are_counted_by_route_template() {
     let _turn = turn();
-    quiet_panics();
+    harness::quiet_expected_panics();
     let server = Server::start(app());
     let addr = server.addr;
     let unmatched = |text: &str| counts_of(text, UNMATCHED);
@@ -569,7 +556,7 @@ for family in text_string_to_metric_families(text):
 #[test]
 fn the_served_exposition_passes_promtool_and_the_strict_openmetrics_parser() {
     let _turn = turn();
-    quiet_panics();
+    harness::quiet_expected_panics();
     let server = Server::start(app());
     let addr = server.addr;
     for target in ["/h1/users/21", "/h1/users/22", "/h1/nowhere-else", "/h1/boom-inside", "/h1/shop/23"] {
