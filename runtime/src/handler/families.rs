@@ -82,9 +82,11 @@ pub(crate) const RESULTS: [&str; 4] = ["ok", "error", "panic", "cancelled"];
 /// assert_eq!(count, Some(1.0));
 /// ```
 ///
-/// Handlers whose families have the same kind and prefix share them, so
-/// their settings must agree; the first (by handler name) wins and
-/// [`check_registry`](crate::check_registry) reports the disagreement.
+/// Handlers whose families have the same kind and prefix share them.
+/// Handlers that name no families follow whichever settings the group
+/// has; those that name some must agree: the tower layer's
+/// (`http_layer!(FAMILIES)`) win, else the first handler's by name, and
+/// [`check_registry`](crate::check_registry) reports each disagreement.
 #[derive(Clone, Copy, Debug)]
 pub struct HandlerFamilies {
     pub(crate) kind: HandlerKind,

@@ -201,13 +201,17 @@ pub(crate) fn lay_out(sites: &[&'static HandlerSite]) -> HandlerLayout {
 
 impl HandlerLayout {
     fn add_group(&mut self, members: &[&'static HandlerSite]) {
-        // Sites with settings of their own set the group up (the first, by
-        // name, when several do); the others follow it.
+        // Sites with settings of their own set the group up: the layer's
+        // (`http_layer!(FAMILIES)`) first, else the first by name; the
+        // others follow it.
         let default = match members[0].families.kind {
             HandlerKind::Http => HandlerFamilies::HTTP,
             HandlerKind::Function => HandlerFamilies::FUNCTIONS,
         };
-        let chosen = members.iter().find(|s| !s.families.same_as(&default)).unwrap_or(&members[0]);
+        let own_settings = |s: &&&HandlerSite| !s.families.same_as(&default);
+        let chosen = (members.iter().filter(|s| s.is_layer()).find(own_settings))
+            .or_else(|| members.iter().find(own_settings))
+            .unwrap_or(&members[0]);
         let families = *chosen.families;
         let names = family_names(&families);
         let disagree = |s: &&&HandlerSite| !s.families.same_as(&families) && !s.families.same_as(&default);
