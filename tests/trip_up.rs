@@ -54,13 +54,20 @@ async fn always_fails_async(id: u32) -> ::core::result::Result<u32, ()> {
 #[::promshard::instrument_handler(route = "/trip", method = "POST")]
 fn returns_unit() {}
 
+#[::promshard::instrument_handler]
+fn never_returns() -> ! {
+    loop {
+        ::std::thread::park();
+    }
+}
+
 fn layer() -> ::promshard::layer::HttpMetricsLayer {
     ::promshard::http_layer!()
 }
 
 #[test]
 fn expands_beside_shadowing_names() {
-    let _ = (always_fails, always_fails_async, returns_unit, layer);
+    let _ = (always_fails, always_fails_async, returns_unit, never_returns, layer);
     JOBS_TOTAL.with((Mode::Safe, "b", "7")).inc();
     DEPTH.with(("a",)).set(1.0);
     LATENCY_SECONDS.observe(0.25);

@@ -32,6 +32,8 @@ pub(crate) enum Body {
     /// A `fn` returning `Pin<Box<dyn Future>>`, as `#[async_trait]` writes
     /// an `async fn`: the call is the returned future's life.
     BoxedFuture,
+    /// A `fn` returning `!`: the call ends only by a panic (or never).
+    Never,
 }
 
 pub(crate) fn check(item: &ItemFn, args: &HandlerArgs, cx: &mut Ctxt) -> Option<Handler> {
@@ -87,10 +89,13 @@ pub(crate) fn check(item: &ItemFn, args: &HandlerArgs, cx: &mut Ctxt) -> Option<
             quote!(::core::concat!(::core::module_path!(), #name))
         }
     };
+    let never = matches!(&sig.output, ReturnType::Type(_, ty) if matches!(**ty, Type::Never(_)));
     let body = if sig.asyncness.is_some() {
         Body::Async
     } else if boxed_future_output(&sig.output).is_some() {
         Body::BoxedFuture
+    } else if never {
+        Body::Never
     } else {
         Body::Sync
     };

@@ -83,6 +83,10 @@ fn expand(function: ItemFn, args: &HandlerArgs, handler: &Handler) -> TokenStrea
         Body::BoxedFuture => {
             quote!(::std::boxed::Box::pin(__PROMSHARD_HANDLER.instrument(#block, #classify)))
         }
+        // Nothing is returned to classify: the call guard counts the panic
+        // that ends the body, and a body that loops for ever stays in
+        // flight.
+        Body::Never => quote!(let __call = __PROMSHARD_HANDLER.start(); #block),
     };
     quote! {
         #(#attrs)*

@@ -228,7 +228,14 @@ impl HandlerLayout {
         let mut handlers: Vec<&'static str> = members.iter().map(|s| s.handler).collect();
         handlers.dedup();
         // Every handler adds the same number of series to each family, so
-        // the budget keeps the first handlers (by name) that fit.
+        // the budget keeps the first handlers (by name) that fit; the
+        // layer's entry comes first whatever its name, since without it the
+        // layer could record nothing.
+        if let Some(layer) = members.iter().find(|s| s.is_layer()) {
+            let at = handlers.iter().position(|h| *h == layer.handler).expect("every site's handler is listed");
+            let entry = handlers.remove(at);
+            handlers.insert(0, entry);
+        }
         let per_handler = families.series_per_handler();
         let (fits, limit) = fits(&families);
         if handlers.len() > fits {

@@ -200,7 +200,10 @@ macro_rules! http_layer {
         $crate::http_layer!($crate::HandlerFamilies::HTTP)
     };
     ($families:expr $(,)?) => {{
-        static __PROMSHARD_FAMILIES: $crate::HandlerFamilies = $families;
+        const __PROMSHARD_FAMILIES_VALUE: $crate::HandlerFamilies = $families;
+        // Fails the build when one route alone overruns the budget.
+        const _: () = $crate::__private::check_handler_site(&__PROMSHARD_FAMILIES_VALUE, "<unmatched>");
+        static __PROMSHARD_FAMILIES: $crate::HandlerFamilies = __PROMSHARD_FAMILIES_VALUE;
         static __PROMSHARD_LAYER: $crate::__private::HandlerSite =
             $crate::__private::HandlerSite::layer(&__PROMSHARD_FAMILIES, ::core::file!(), ::core::line!());
         #[$crate::__private::linkme::distributed_slice($crate::__private::HANDLERS)]
