@@ -61,13 +61,25 @@ fn never_returns() -> ! {
     }
 }
 
+#[::promshard::instrument_handler]
+async fn never_returns_async(limit: u32) -> ! {
+    let mut seen = 0;
+    loop {
+        seen += 1;
+        if seen > limit {
+            panic!("stopped after {seen}");
+        }
+        ::std::future::ready(()).await;
+    }
+}
+
 fn layer() -> ::promshard::layer::HttpMetricsLayer {
     ::promshard::http_layer!()
 }
 
 #[test]
 fn expands_beside_shadowing_names() {
-    let _ = (always_fails, always_fails_async, returns_unit, never_returns, layer);
+    let _ = (always_fails, always_fails_async, returns_unit, never_returns, never_returns_async, layer);
     JOBS_TOTAL.with((Mode::Safe, "b", "7")).inc();
     DEPTH.with(("a",)).set(1.0);
     LATENCY_SECONDS.observe(0.25);

@@ -83,11 +83,10 @@ fn expand(function: ItemFn, args: &HandlerArgs, handler: &Handler) -> TokenStrea
         Body::BoxedFuture => {
             quote!(::std::boxed::Box::pin(__PROMSHARD_HANDLER.instrument(#block, #classify)))
         }
-        // Nothing is returned to classify: the call guard counts the panic
-        // that ends the body, and a body that loops for ever stays in
-        // flight.
-        Body::Never => quote!(let __call = __PROMSHARD_HANDLER.start(); #block),
     };
+    // A body that never returns was pinned to `Infallible`; nothing of it
+    // comes back, so the call's value is matched empty, which is `!`.
+    let run = if handler.never { quote!(match #run {}) } else { run };
     quote! {
         #(#attrs)*
         #vis #defaultness #sig {
