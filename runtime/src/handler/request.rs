@@ -4,10 +4,10 @@
 //! While the layer runs the inner service (its `call` and every poll of
 //! its future), this thread's [`Scope`] points at the request. An
 //! instrumented HTTP handler of the same families that starts inside it
-//! claims the request instead of counting a call of its own: the layer
-//! then labels the request with the handler's route, which is right even
-//! where the framework's matched path is not (nested routers), and its
-//! status with the response's.
+//! counts no call of its own: the request is the layer's to count, once.
+//! The router's route template names it; where the router gives none (a
+//! plain tower service, a nested service), the first such handler's
+//! route does. Its status is the response's.
 
 use core::cell::Cell;
 
@@ -27,6 +27,9 @@ thread_local! {
 /// What a handler running inside the layer's request tells the layer.
 struct Scope {
     families: &'static LayerFamilies,
+    /// Whether the router named the request's route: handlers inside it
+    /// then count nothing and rename nothing.
+    named: bool,
     /// The `handler` index of the site that claimed the request.
     claimed: Cell<Option<usize>>,
     /// Where the request counts in flight (in the in-flight family).
@@ -47,10 +50,15 @@ pub(crate) fn claim(handler: u32) -> bool {
         // SAFETY: set by `Request::enter` to a scope that outlives the
         // closure it runs, on this thread only, and restored after it.
         let scope = unsafe { &*scope };
-        if scope.claimed.get().is_some() {
+        let handler = handler as usize;
+        // Defence in depth: an index from elsewhere must not address
+        // slots past the families'.
+        if handler >= scope.families.handlers() {
+            return false;
+        }
+        if scope.named || scope.claimed.get().is_some() {
             return true;
         }
-        let handler = handler as usize;
         scope.claimed.set(Some(handler));
         // The request is in flight under the handler's route from now on.
         scope.families.in_flight(scope.in_flight.get()).dec();
@@ -81,10 +89,11 @@ impl Request {
         crate::registry::get();
         let families = layer_families()?;
         let unmatched = families.unmatched;
+        let named = route.is_some();
         let route = route.map_or(unmatched, |route| families.handler(route));
         families.in_flight(route).inc();
         Some(Request {
-            scope: Scope { families, claimed: Cell::new(None), in_flight: Cell::new(route) },
+            scope: Scope { families, named, claimed: Cell::new(None), in_flight: Cell::new(route) },
             method: method_index(families.families.methods, method),
             route,
             unmatched,
@@ -179,6 +188,11 @@ impl LayerFamilies {
             debug_assert!(others.iter().all(|other| *other == index), "the route tables agree");
             index
         })
+    }
+
+    /// How many values the `handler` label has, `other` included.
+    fn handlers(&self) -> usize {
+        self.cores[2].descriptor().series
     }
 
     /// The in-flight series of `handler`.
