@@ -203,8 +203,11 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static crate::shard::OwnSha
         let damaged: Vec<String> = shards.iter().filter(|s| s.damaged()).map(|s| s.name.clone()).collect();
         if damaged.is_empty() {
             merged.compactable = listed.is_ok() && (dead || suspect || !listing.half_made.is_empty());
+            merged.processes = crate::process::Workers::read(dir, own, &shards, &mut cache);
+            for (path, e) in core::mem::take(&mut cache.problems) {
+                report(&mut cache, &path, e);
+            }
             cache.put_back();
-            merged.processes = crate::process::Workers::read(dir, own, &shards);
             return merged;
         }
         for name in &damaged {
