@@ -302,12 +302,12 @@ fn fold(desc: &Descriptor, target: &mut [AtomicU64], slots: &[AtomicU64], seen: 
         let (t, s) = (&mut target[base..base + width], &slots[base..base + width]);
         match desc.kind {
             Kind::Counter => {
-                *t[0].get_mut() = get(&t[0]).wrapping_add(get(&s[0]));
+                *t[0].get_mut() = get(&t[0]).saturating_add(get(&s[0]));
                 *t[1].get_mut() = (float(&t[1]) + float(&s[1])).to_bits();
             }
             Kind::Histogram => {
                 for b in 0..width - 1 {
-                    *t[b].get_mut() = get(&t[b]).wrapping_add(get(&s[b]));
+                    *t[b].get_mut() = get(&t[b]).saturating_add(get(&s[b]));
                 }
                 *t[width - 1].get_mut() = (float(&t[width - 1]) + float(&s[width - 1])).to_bits();
             }
