@@ -1,5 +1,8 @@
 //! The exact text of both formats for one of every instrument: the order,
-//! the metadata lines, the suffixes and the number formats.
+//! the metadata lines, the suffixes and the number formats. promshard's
+//! own counts of refused values and dropped observations are families
+//! among the others, with their metadata but no series while none counts
+//! anything.
 
 use promshard::{Counter, Enum, Format, Gauge, Histogram, Info, LabelValue, metric};
 
@@ -66,6 +69,10 @@ flush_seconds_sum +Inf
 # TYPE preferred_disk gauge
 preferred_disk{preferred_disk="ssd"} 0
 preferred_disk{preferred_disk="hdd"} 1
+# HELP promshard_label_refused_total Recordings dropped because a label value was not in the metric's list (or info pairs too large).
+# TYPE promshard_label_refused_total counter
+# HELP promshard_observations_dropped_total Histogram observations dropped because they were NaN.
+# TYPE promshard_observations_dropped_total counter
 # HELP temperature_celsius Temperature.\nSecond "line" \\.
 # TYPE temperature_celsius gauge
 temperature_celsius -3.25
@@ -92,6 +99,10 @@ flush_seconds_sum +Inf
 # TYPE preferred_disk stateset
 preferred_disk{preferred_disk="ssd"} 0
 preferred_disk{preferred_disk="hdd"} 1
+# HELP promshard_label_refused Recordings dropped because a label value was not in the metric's list (or info pairs too large).
+# TYPE promshard_label_refused counter
+# HELP promshard_observations_dropped Histogram observations dropped because they were NaN.
+# TYPE promshard_observations_dropped counter
 # HELP temperature_celsius Temperature.\nSecond \"line\" \\.
 # TYPE temperature_celsius gauge
 # UNIT temperature_celsius celsius

@@ -230,9 +230,20 @@ fn quickstart_expected(format: Format) -> Vec<Family> {
 }
 
 fn check_quickstart_families(format: Format, families: Vec<Family>) {
-    let (process, ours): (Vec<Family>, Vec<Family>) =
+    let (process, rest): (Vec<Family>, Vec<Family>) =
         families.into_iter().partition(|f| f.name.starts_with("process_"));
+    let (own, ours): (Vec<Family>, Vec<Family>) = rest.into_iter().partition(|f| f.name.starts_with("promshard_"));
     assert_families_eq(&ours, &quickstart_expected(format), &format!("{format:?}"));
+    // promshard's own counters: nothing refused nor dropped, so those two
+    // families have no series, which both parsers read as families
+    // without samples.
+    let shape: Vec<(&str, &str, Vec<f64>)> =
+        own.iter().map(|f| (f.name.as_str(), f.kind.as_str(), f.samples.iter().map(|s| s.value).collect())).collect();
+    assert_eq!(
+        shape,
+        [("promshard_label_refused", "counter", vec![]), ("promshard_observations_dropped", "counter", vec![]),],
+        "{format:?}"
+    );
     // The process collector's values vary; their shape does not.
     for family in &process {
         assert!(matches!(family.kind.as_str(), "counter" | "gauge"), "{family:?}");

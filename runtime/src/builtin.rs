@@ -1,9 +1,7 @@
 //! Collectors every process gets without asking.
 
 use crate::collector::{Collector, MetricWriter};
-use crate::labels::LabelDomain;
 use crate::process::ProcessCollector;
-use crate::registry;
 
 use crate::descriptor::Opts;
 use crate::instruments::counter::Counter;
@@ -20,42 +18,17 @@ static FORK_FALLBACKS: Counter = Counter::new(Opts::new(
 #[linkme::distributed_slice(crate::registry::METRICS)]
 static FORK_FALLBACKS_ENTRY: &MetricCore = FORK_FALLBACKS.core();
 
-pub(crate) static COLLECTORS: &[&dyn Collector] = &[&ProcessCollector, &LabelHealth, &ShardHealth, &VersionHealth];
+pub(crate) static COLLECTORS: &[&dyn Collector] = &[&ProcessCollector, &CollectorHealth, &ShardHealth, &VersionHealth];
 
-/// promshard's own counters of label values it could not keep: strings
-/// folded into `other` by a full [`Bounded`](crate::Bounded) label, and
-/// recordings dropped for a string missing from an inline list.
-struct LabelHealth;
+// promshard's counts of what it could not record as asked, per metric
+// (overflow, refused values, dropped observations), are families like the
+// declared ones, built by the registry's layout.
 
-impl Collector for LabelHealth {
+/// Collector panics caught during scrapes.
+struct CollectorHealth;
+
+impl Collector for CollectorHealth {
     fn collect(&self, out: &mut MetricWriter<'_>) {
-        let families = &registry::get().families;
-        let bounded = families.iter().flat_map(|family| {
-            let desc = family.core.descriptor();
-            let domains = desc.label_names.iter().zip(desc.label_domains).enumerate();
-            domains.filter(|(_, (_, domain))| matches!(domain, LabelDomain::Bounded { .. })).map(
-                move |(position, (label, _))| {
-                    let overflow = family.core.interner_if_used(position).map_or(0, |i| i.overflow());
-                    (desc.name, *label, overflow)
-                },
-            )
-        });
-        let bounded: Vec<_> = bounded.collect();
-        if !bounded.is_empty() {
-            let mut family = out.counter(
-                "promshard_label_overflow_total",
-                "Recordings whose bounded label value was folded into `other` because the label was full.",
-            );
-            for (metric, label, overflow) in bounded {
-                family.sample(&[("metric", metric), ("label", label)], overflow as f64);
-            }
-        }
-        per_metric(
-            out,
-            "promshard_observations_dropped_total",
-            "Histogram observations dropped because they were NaN.",
-            MetricCore::dropped,
-        );
         let panics = crate::collector::panics();
         if panics > 0 {
             out.counter(
@@ -63,29 +36,6 @@ impl Collector for LabelHealth {
                 "Collector panics caught during scrapes; each cost its collector's families in that scrape.",
             )
             .sample(&[], panics as f64);
-        }
-        per_metric(
-            out,
-            "promshard_label_refused_total",
-            "Recordings dropped because a label value was not in the metric's list (or info pairs too large).",
-            MetricCore::refused,
-        );
-    }
-}
-
-/// A counter family with one `metric` series per declared metric whose
-/// `count` is not zero; absent while all are.
-fn per_metric(out: &mut MetricWriter<'_>, name: &str, help: &str, count: fn(&MetricCore) -> u64) {
-    let counts: Vec<_> = registry::get()
-        .families
-        .iter()
-        .map(|f| (f.core.descriptor().name, count(f.core)))
-        .filter(|(_, n)| *n > 0)
-        .collect();
-    if !counts.is_empty() {
-        let mut family = out.counter(name, help);
-        for (metric, n) in counts {
-            family.sample(&[("metric", metric)], n as f64);
         }
     }
 }

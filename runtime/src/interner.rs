@@ -7,7 +7,7 @@
 //! take the process-wide [`gate`](crate::gate), which `fork()` cannot catch
 //! half-done.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use crate::gate;
@@ -29,14 +29,18 @@ pub(crate) struct Interner {
     buckets: Box<[AtomicU32]>,
     len: AtomicUsize,
     full: AtomicBool,
-    /// Recordings folded into `other` because the table was full.
-    overflow: AtomicU64,
+    /// Recordings folded into `other` because the table was full (or
+    /// the value too long): the label's series of
+    /// `promshard_label_overflow_total`, once laid out.
+    overflow: Tally,
     /// Called with each newly kept value (index, text), under the gate.
     on_insert: Option<&'static StringSink>,
 }
 
 impl Interner {
-    pub(crate) fn new(capacity: usize, on_insert: Option<&'static StringSink>) -> Interner {
+    /// A table keeping `capacity` values, sending each to `on_insert`
+    /// and counting overflow at `overflow` (null: in the table itself).
+    pub(crate) fn new(capacity: usize, on_insert: Option<&'static StringSink>, overflow: *const AtomicU64) -> Interner {
         let buckets = (capacity * 2).next_power_of_two().max(4);
         Interner {
             capacity,
@@ -44,7 +48,7 @@ impl Interner {
             buckets: (0..buckets).map(|_| AtomicU32::new(0)).collect(),
             len: AtomicUsize::new(0),
             full: AtomicBool::new(capacity == 0),
-            overflow: AtomicU64::new(0),
+            overflow: Tally::at(overflow),
             on_insert,
         }
     }
@@ -59,7 +63,7 @@ impl Interner {
             return index;
         }
         if self.full.load(Ordering::Relaxed) || value.len() > MAX_VALUE_LEN {
-            self.overflow.fetch_add(1, Ordering::Relaxed);
+            self.overflow.add();
             return self.capacity;
         }
         gate::locked(|| self.insert(value))
@@ -101,7 +105,7 @@ impl Interner {
         let index = self.len.load(Ordering::Relaxed);
         if index >= self.capacity {
             self.full.store(true, Ordering::Relaxed);
-            self.overflow.fetch_add(1, Ordering::Relaxed);
+            self.overflow.add();
             return self.capacity;
         }
         let _ = self.values[index].set(value.into());
@@ -131,8 +135,71 @@ impl Interner {
         self.values.get(index)?.get().map(|s| &**s)
     }
 
+    #[cfg(test)]
     pub(crate) fn overflow(&self) -> u64 {
-        self.overflow.load(Ordering::Relaxed)
+        self.overflow.get()
+    }
+}
+
+/// A count promshard keeps of what it could not record as asked (a
+/// label's overflow, a metric's refused values or dropped observations).
+///
+/// It is added to the series of its `promshard_*` family, a slot in the
+/// arena the registry points it at, so that in multiprocess mode each
+/// process counts in its own shard and every scrape sums them, dead
+/// workers included. Before that, and for good in a metric that is never
+/// laid out (unregistered, or hidden by a clash), it counts in an atomic
+/// of its own, which no scrape shows.
+#[derive(Debug)]
+pub(crate) struct Tally {
+    /// The series' count slot, or null. Stored with `Release` once the
+    /// arena is zeroed, loaded with `Acquire` (a plain load on x86), as
+    /// `MetricCore`'s base is.
+    slot: AtomicPtr<AtomicU64>,
+    own: AtomicU64,
+}
+
+impl Tally {
+    pub(crate) const fn new() -> Tally {
+        Tally { slot: AtomicPtr::new(core::ptr::null_mut()), own: AtomicU64::new(0) }
+    }
+
+    /// A tally counting at `slot` from the start (null: in itself).
+    pub(crate) fn at(slot: *const AtomicU64) -> Tally {
+        Tally { slot: AtomicPtr::new(slot as *mut AtomicU64), own: AtomicU64::new(0) }
+    }
+
+    /// Counts at `slot` from now on; what was counted before moves there.
+    ///
+    /// `slot` must be a counter slot that lives for the rest of the
+    /// process (the registry's arena).
+    pub(crate) fn point_at(&self, slot: *const AtomicU64) {
+        self.slot.store(slot as *mut AtomicU64, Ordering::Release);
+        let before = self.own.swap(0, Ordering::Relaxed);
+        if before > 0 {
+            // SAFETY: a live slot, per the contract.
+            unsafe { (*slot).fetch_add(before, Ordering::Relaxed) };
+        }
+    }
+
+    fn target(&self) -> &AtomicU64 {
+        let slot = self.slot.load(Ordering::Acquire);
+        // SAFETY: a non-null slot lives for the rest of the process (see
+        // `point_at`); after `fork()` it is the child's own (the shard is
+        // mapped again at the same address).
+        if slot.is_null() { &self.own } else { unsafe { &*slot } }
+    }
+
+    /// Adds one; returns the count before.
+    #[inline]
+    pub(crate) fn add(&self) -> u64 {
+        self.target().fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The count so far (of this process, or of this table).
+    #[cfg(test)]
+    pub(crate) fn get(&self) -> u64 {
+        self.target().load(Ordering::Relaxed)
     }
 }
 
@@ -154,7 +221,7 @@ mod tests {
 
     #[test]
     fn keeps_the_first_values_and_folds_the_rest() {
-        let t = Interner::new(2, None);
+        let t = Interner::new(2, None, core::ptr::null());
         assert_eq!(t.index("/a"), 0);
         assert_eq!(t.index("/b"), 1);
         assert_eq!(t.index("/a"), 0);
@@ -167,7 +234,7 @@ mod tests {
 
     #[test]
     fn many_threads_agree_on_indices() {
-        let t = std::sync::Arc::new(Interner::new(100, None));
+        let t = std::sync::Arc::new(Interner::new(100, None, core::ptr::null()));
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let t = t.clone();

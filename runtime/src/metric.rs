@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use crate::descriptor::Descriptor;
 use crate::encode::plan::Source;
-use crate::interner::Interner;
+use crate::interner::{Interner, Tally};
 use crate::labels::LabelDomain;
 use crate::shard::log::DECLARED_POSITION;
 
@@ -25,11 +25,18 @@ pub struct MetricCore {
     base: AtomicPtr<AtomicU64>,
     /// One string table per label position (empty for fixed labels).
     interners: OnceLock<Box<[Interner]>>,
-    /// Recordings refused because a string was not in an inline list.
-    refused: AtomicU64,
+    /// Recordings refused because a string was not in an inline list
+    /// (or info pairs too large): this metric's series of
+    /// `promshard_label_refused_total`, once laid out.
+    refused: Tally,
     refused_logged: AtomicBool,
-    /// Observations dropped because they were NaN.
-    dropped: AtomicU64,
+    /// Observations dropped because they were NaN: this metric's series
+    /// of `promshard_observations_dropped_total`, once laid out.
+    dropped: Tally,
+    /// Per label position, the series of `promshard_label_overflow_total`
+    /// that a bounded label's table counts its overflow in (null for the
+    /// other positions); set at layout, before any table is made.
+    overflow: OnceLock<Box<[AtomicPtr<AtomicU64>]>>,
     /// Index of this metric in the shard schema, or `u32::MAX`.
     schema_index: AtomicU32,
     /// A sparse metric's series shown at zero: `(first, count)`, sorted.
@@ -42,9 +49,10 @@ impl MetricCore {
             desc,
             base: AtomicPtr::new(core::ptr::null_mut()),
             interners: OnceLock::new(),
-            refused: AtomicU64::new(0),
+            refused: Tally::new(),
             refused_logged: AtomicBool::new(false),
-            dropped: AtomicU64::new(0),
+            dropped: Tally::new(),
+            overflow: OnceLock::new(),
             schema_index: AtomicU32::new(u32::MAX),
             declared: OnceLock::new(),
         }
@@ -85,8 +93,10 @@ impl MetricCore {
                 domains
                     .enumerate()
                     .map(|(position, d)| match d {
-                        LabelDomain::Bounded { capacity } => Interner::new(*capacity, sink(position)),
-                        LabelDomain::Values(_) => Interner::new(0, None),
+                        LabelDomain::Bounded { capacity } => {
+                            Interner::new(*capacity, sink(position), self.overflow_slot(position))
+                        }
+                        LabelDomain::Values(_) => Interner::new(0, None, core::ptr::null()),
                     })
                     .collect()
             });
@@ -151,9 +161,43 @@ impl MetricCore {
         self.interners.get().map(|i| &i[position])
     }
 
+    /// Points the counts this metric keeps of itself at their series in
+    /// the `promshard_*` families: refused recordings, dropped
+    /// observations, and the overflow of each bounded label (one slot or
+    /// null per label position). Called by the registry's layout only,
+    /// before the metric's string tables are made.
+    pub(crate) fn count_in(
+        &self,
+        refused: Option<*const AtomicU64>,
+        dropped: Option<*const AtomicU64>,
+        overflow: Vec<*const AtomicU64>,
+    ) {
+        if let Some(slot) = refused {
+            self.refused.point_at(slot);
+        }
+        if let Some(slot) = dropped {
+            self.dropped.point_at(slot);
+        }
+        if overflow.iter().any(|s| !s.is_null()) {
+            let slots = overflow.into_iter().map(|s| AtomicPtr::new(s as *mut AtomicU64)).collect();
+            let _ = self.overflow.set(slots);
+        }
+    }
+
+    /// Where the bounded label at `position` counts its overflow: its
+    /// series, or null (in its table) when not laid out.
+    fn overflow_slot(&self, position: usize) -> *const AtomicU64 {
+        let slot = self.overflow.get().and_then(|slots| slots.get(position));
+        slot.map_or(core::ptr::null(), |s| s.load(Ordering::Acquire))
+    }
+
+    /// Counts a recording refused for a label value that is not in an
+    /// inline list, logging the first. The registry lays itself out
+    /// first (`MetricCore::refuse_label_value`), so that the count lands
+    /// in its series.
     #[cold]
-    pub(crate) fn refuse_label_value(&self, position: usize, value: &str) {
-        self.refused.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn count_refused_value(&self, position: usize, value: &str) {
+        self.refused.add();
         if !self.refused_logged.swap(true, Ordering::Relaxed) {
             let label = self.desc.label_names.get(position).copied().unwrap_or("?");
             crate::notice::warn(format!(
@@ -168,7 +212,7 @@ impl MetricCore {
     #[cold]
     #[inline(never)]
     pub(crate) fn drop_observation(&self) {
-        if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+        if self.dropped.add() == 0 {
             crate::notice::warn(format!(
                 "histogram `{}`: NaN observation dropped (counted in promshard_observations_dropped_total)",
                 self.desc.name
@@ -176,19 +220,9 @@ impl MetricCore {
         }
     }
 
-    /// Observations dropped because they were NaN.
-    pub(crate) fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
-    /// Recordings dropped because of a refused label value.
-    pub(crate) fn refused(&self) -> u64 {
-        self.refused.load(Ordering::Relaxed)
-    }
-
     /// Counts a set of info pairs refused for its size.
     pub(crate) fn refuse_info(&self) {
-        self.refused.fetch_add(1, Ordering::Relaxed);
+        self.refused.add();
     }
 
     /// An info metric's current label pairs.

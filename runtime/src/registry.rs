@@ -7,9 +7,12 @@
 //! collectors are listed separately (`collector`).
 //!
 //! The recording paths that may have to lay the registry out first (a
-//! metric's slot address, a bounded label's string table) are methods of
-//! [`MetricCore`] defined here, so that the metric itself knows nothing of
-//! the registry above it.
+//! metric's slot address, a bounded label's string table, a refused label
+//! value's count) are methods of [`MetricCore`] defined here, so that the
+//! metric itself knows nothing of the registry above it.
+//!
+//! The layout also builds promshard's per-metric counts of itself
+//! ([`Tallies`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,7 +21,7 @@ use std::sync::OnceLock;
 use core::sync::atomic::AtomicU64;
 
 use crate::arena::{Arena, MemoryArena};
-use crate::descriptor::{Descriptor, Kind};
+use crate::descriptor::{Descriptor, Kind, Opts};
 use crate::encode::plan::FamilyPlan;
 use crate::gate::GateCell;
 use crate::interner::Interner;
@@ -49,6 +52,12 @@ pub(crate) struct Registry {
 
 static REGISTRY: OnceLock<Registry> = OnceLock::new();
 
+/// Orders metrics as they are exposed (and as clashes are decided).
+fn by_name(a: &&'static MetricCore, b: &&'static MetricCore) -> core::cmp::Ordering {
+    let (a, b) = (a.descriptor(), b.descriptor());
+    (a.name, a.file, a.line).cmp(&(b.name, b.file, b.line))
+}
+
 /// Whether the registry was laid out (and so the storage chosen).
 pub(crate) fn is_laid_out() -> bool {
     REGISTRY.get().is_some()
@@ -66,13 +75,20 @@ fn layout(declared: &[&'static MetricCore]) -> Registry {
     // the `#[instrument_handler]` sites.
     let handlers = crate::handler::layout::lay_out(&crate::handler::layout::HANDLERS);
     let mut sorted: Vec<&'static MetricCore> = declared.iter().chain(&handlers.cores).copied().collect();
-    sorted.sort_by(|a, b| {
-        let (a, b) = (a.descriptor(), b.descriptor());
-        (a.name, a.file, a.line).cmp(&(b.name, b.file, b.line))
-    });
+    sorted.sort_by(by_name);
     // The slice can hold the same core twice when a library is linked in
     // twice under one name; that is one metric, not a clash.
     sorted.dedup_by(|a, b| core::ptr::eq(*a, *b));
+    let multiprocess = crate::shard::configured_dir().is_some();
+    // Only a shard's fork handler writes it: meaningless in memory.
+    let (mut sorted, mut hidden): (Vec<_>, Vec<_>) = sorted
+        .into_iter()
+        .partition(|core| multiprocess || core.descriptor().name != crate::shard::fork::FALLBACKS_METRIC);
+    // promshard's counts of itself per metric are families like the
+    // others, built from the metrics they count.
+    let tallies = Tallies::lay_out(&sorted);
+    sorted.extend(tallies.cores());
+    sorted.sort_by(by_name);
 
     let mut problems = Vec::new();
     for (family, message) in &handlers.problems {
@@ -81,14 +97,7 @@ fn layout(declared: &[&'static MetricCore]) -> Registry {
     }
     let mut sample_names: HashMap<String, usize> = HashMap::new();
     let mut exposed: Vec<&'static MetricCore> = Vec::with_capacity(sorted.len());
-    let mut hidden: Vec<&'static MetricCore> = Vec::new();
-    let multiprocess = crate::shard::configured_dir().is_some();
     for core in sorted {
-        // Only a shard's fork handler writes it: meaningless in memory.
-        if !multiprocess && core.descriptor().name == crate::shard::fork::FALLBACKS_METRIC {
-            hidden.push(core);
-            continue;
-        }
         let names = sample_names_of(core.descriptor());
         let clash = names.iter().find_map(|n| sample_names.get(n).map(|&i| (n, i)));
         if let Some((sample, first)) = clash {
@@ -121,7 +130,8 @@ fn layout(declared: &[&'static MetricCore]) -> Registry {
     if let Err(e) = crate::shard::fork::install_gate_handlers() {
         crate::notice::warn(format!("could not install fork handlers: {e}"));
     }
-    let arena = arena_for(&exposed, &offsets, total, handlers.declared_records());
+    let declared_records = handlers.declared_records() + tallies.declared_records();
+    let arena = arena_for(&exposed, &offsets, total, declared_records);
     let base = arena.slots().as_ptr() as *mut AtomicU64;
     let mut families = Vec::with_capacity(exposed.len());
     for (index, (core, offset)) in exposed.iter().chain(&hidden).zip(&offsets).enumerate() {
@@ -132,6 +142,9 @@ fn layout(declared: &[&'static MetricCore]) -> Registry {
             families.push(Family { core, offset: *offset, plan });
         }
     }
+    // Before the handler families seed their string tables, which count
+    // their overflow where `attach` says.
+    tallies.attach(&exposed);
     handlers.attach();
     // The fork handler counts a child's failure in this slot (in the
     // parent's shard, before it lets go of it).
@@ -214,6 +227,17 @@ impl MetricCore {
         }
     }
 
+    /// Counts a recording refused for a label value that is not in an
+    /// inline list (see [`LabelContext::refuse`](crate::LabelContext::refuse)),
+    /// laying the registry out first: the refusal comes before the
+    /// recording looks its slot up, and the count must land in the series
+    /// the layout gives it.
+    #[cold]
+    pub(crate) fn refuse_label_value(&self, position: usize, value: &str) {
+        get();
+        self.count_refused_value(position, value);
+    }
+
     /// The string table of the bounded label at `position`.
     pub(crate) fn interner(&self, position: usize) -> &Interner {
         if let Some(interner) = self.interner_if_used(position) {
@@ -225,6 +249,160 @@ impl MetricCore {
         self.init_interners(|position| self.string_sink(position));
         self.interner_if_used(position).expect("just initialised")
     }
+}
+
+/// promshard's counts of what it could not record as asked, one series
+/// per metric (or bounded label): `promshard_label_overflow_total{metric,
+/// label}`, `promshard_label_refused_total{metric}` and
+/// `promshard_observations_dropped_total{metric}`.
+///
+/// They are families like the declared ones, built at layout from the
+/// metrics they count, as `handler::layout` builds the handler families
+/// from their sites. So each process counts in its own arena (in
+/// multiprocess mode, its shard) and every scrape sums the counts of the
+/// directory's processes, dead ones included, as it sums any counter.
+/// Their labels are fixed lists of names, so they never overflow nor
+/// refuse a value themselves, and a metric's count is one atomic add at
+/// an address set here. They are sparse: a zero series is shown only
+/// where declared. The overflow rows are declared, so each bounded label
+/// has its series from the start; a metric's refused and dropped series
+/// appear once they count something.
+struct Tallies {
+    /// `{metric, label}`: metrics with a bounded label, by the names of
+    /// their bounded labels (only the rows of real pairs are declared).
+    overflow: Option<&'static MetricCore>,
+    /// `{metric}`: metrics with a fixed list of values for a label (inline
+    /// lists among them) and info metrics, which may refuse a recording.
+    refused: Option<&'static MetricCore>,
+    /// `{metric}`: histograms, which drop NaN observations.
+    dropped: Option<&'static MetricCore>,
+    /// How many overflow rows `attach` declares, at most.
+    overflow_rows: usize,
+}
+
+const OVERFLOW_HELP: &str = "Recordings whose bounded label value was folded into `other` because the label was full.";
+const REFUSED_HELP: &str =
+    "Recordings dropped because a label value was not in the metric's list (or info pairs too large).";
+const DROPPED_HELP: &str = "Histogram observations dropped because they were NaN.";
+
+impl Tallies {
+    /// The families counting `metrics` (sorted by name); a family that
+    /// would count no metric is not made.
+    fn lay_out(metrics: &[&'static MetricCore]) -> Tallies {
+        let names = |counted: fn(&Descriptor) -> bool| -> Vec<&'static str> {
+            let mut names: Vec<&'static str> =
+                metrics.iter().map(|c| c.descriptor()).filter(|d| counted(d)).map(|d| d.name).collect();
+            names.dedup();
+            names
+        };
+        let bounded = |d: &Descriptor| d.label_domains.iter().any(|d| matches!(d, LabelDomain::Bounded { .. }));
+        let refusing = |d: &Descriptor| {
+            d.kind == Kind::Info || d.label_domains.iter().any(|d| matches!(d, LabelDomain::Values(_)))
+        };
+        let mut labels: Vec<&'static str> = Vec::new();
+        let mut overflow_rows = 0;
+        for desc in metrics.iter().map(|c| c.descriptor()) {
+            for (label, domain) in desc.label_names.iter().zip(desc.label_domains) {
+                if matches!(domain, LabelDomain::Bounded { .. }) {
+                    labels.push(label);
+                    overflow_rows += 1;
+                }
+            }
+        }
+        labels.sort_unstable();
+        labels.dedup();
+        Tallies {
+            overflow: tally(
+                "promshard_label_overflow",
+                OVERFLOW_HELP,
+                &["metric", "label"],
+                vec![names(bounded), labels],
+            ),
+            refused: tally("promshard_label_refused", REFUSED_HELP, &["metric"], vec![names(refusing)]),
+            dropped: tally(
+                "promshard_observations_dropped",
+                DROPPED_HELP,
+                &["metric"],
+                vec![names(|d| d.kind == Kind::Histogram)],
+            ),
+            overflow_rows,
+        }
+    }
+
+    fn cores(&self) -> impl Iterator<Item = &'static MetricCore> {
+        [self.overflow, self.refused, self.dropped].into_iter().flatten()
+    }
+
+    /// String-log records [`attach`](Self::attach) may write.
+    fn declared_records(&self) -> usize {
+        self.overflow_rows
+    }
+
+    /// Points the counts of every exposed metric at their series and
+    /// declares the overflow rows; every family must have its slots.
+    fn attach(&self, exposed: &[&'static MetricCore]) {
+        let mut declared = Vec::new();
+        for core in exposed {
+            if self.cores().any(|t| core::ptr::eq(t, *core)) {
+                continue;
+            }
+            let desc = core.descriptor();
+            let overflow = (desc.label_names.iter().zip(desc.label_domains))
+                .map(|(label, domain)| match (domain, self.overflow_row(desc.name, label)) {
+                    (LabelDomain::Bounded { .. }, Some((tally, row))) => {
+                        declared.push((row as u32, 1));
+                        tally.series(row)
+                    }
+                    _ => core::ptr::null(),
+                })
+                .collect();
+            let row = |tally: Option<&'static MetricCore>| {
+                let tally = tally?;
+                let row = names_of(tally, 0).binary_search(&desc.name).ok()?;
+                Some(tally.series(row))
+            };
+            core.count_in(row(self.refused), row(self.dropped), overflow);
+        }
+        if let Some(overflow) = self.overflow {
+            overflow.declare(declared);
+        }
+    }
+
+    /// The overflow family and the series of `metric`'s label `label`.
+    fn overflow_row(&self, metric: &str, label: &str) -> Option<(&'static MetricCore, usize)> {
+        let tally = self.overflow?;
+        let (metrics, labels) = (names_of(tally, 0), names_of(tally, 1));
+        let row = metrics.binary_search(&metric).ok()? * labels.len() + labels.binary_search(&label).ok()?;
+        Some((tally, row))
+    }
+}
+
+/// The values of a tally family's label at `position`, sorted.
+fn names_of(tally: &MetricCore, position: usize) -> &'static [&'static str] {
+    match tally.descriptor().label_domains[position] {
+        LabelDomain::Values(values) => values,
+        LabelDomain::Bounded { .. } => &[],
+    }
+}
+
+/// A sparse counter family `name` with one label per list of `values`
+/// (sorted); `None` when a list is empty.
+fn tally(
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+    values: Vec<Vec<&'static str>>,
+) -> Option<&'static MetricCore> {
+    if values.iter().any(Vec::is_empty) {
+        return None;
+    }
+    let domains: Vec<LabelDomain> =
+        values.into_iter().map(|v| LabelDomain::Values(Box::leak(v.into_boxed_slice()))).collect();
+    let series = domains.iter().map(|d| d.cardinality()).product();
+    let opts = Opts::new(name, help).labels(labels).sparse();
+    let desc = Descriptor::new(opts, Kind::Counter, Box::leak(domains.into_boxed_slice()), series, &[]);
+    // One per family and process, like the handler families' cores.
+    Some(Box::leak(Box::new(MetricCore::new(desc))))
 }
 
 /// The names of the samples a metric's exposition uses.
