@@ -1,8 +1,8 @@
 //! The exact text of both formats for one of every instrument: the order,
 //! the metadata lines, the suffixes and the number formats. promshard's
-//! own counts of refused values and dropped observations are families
-//! among the others, with their metadata but no series while none counts
-//! anything.
+//! own counters are families among the others: its collector panics at
+//! zero, and the families of refused values and dropped observations
+//! with their metadata but no series while none counts anything.
 
 use promshard::{Counter, Enum, Format, Gauge, Histogram, Info, LabelValue, metric};
 
@@ -69,6 +69,9 @@ flush_seconds_sum +Inf
 # TYPE preferred_disk gauge
 preferred_disk{preferred_disk="ssd"} 0
 preferred_disk{preferred_disk="hdd"} 1
+# HELP promshard_collector_panics_total Collector panics caught during scrapes; each cost its collector's families in that scrape.
+# TYPE promshard_collector_panics_total counter
+promshard_collector_panics_total 0
 # HELP promshard_label_refused_total Recordings dropped because a label value was not in the metric's list (or info pairs too large).
 # TYPE promshard_label_refused_total counter
 # HELP promshard_observations_dropped_total Histogram observations dropped because they were NaN.
@@ -99,6 +102,9 @@ flush_seconds_sum +Inf
 # TYPE preferred_disk stateset
 preferred_disk{preferred_disk="ssd"} 0
 preferred_disk{preferred_disk="hdd"} 1
+# HELP promshard_collector_panics Collector panics caught during scrapes; each cost its collector's families in that scrape.
+# TYPE promshard_collector_panics counter
+promshard_collector_panics_total 0
 # HELP promshard_label_refused Recordings dropped because a label value was not in the metric's list (or info pairs too large).
 # TYPE promshard_label_refused counter
 # HELP promshard_observations_dropped Histogram observations dropped because they were NaN.

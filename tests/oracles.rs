@@ -234,14 +234,18 @@ fn check_quickstart_families(format: Format, families: Vec<Family>) {
         families.into_iter().partition(|f| f.name.starts_with("process_"));
     let (own, ours): (Vec<Family>, Vec<Family>) = rest.into_iter().partition(|f| f.name.starts_with("promshard_"));
     assert_families_eq(&ours, &quickstart_expected(format), &format!("{format:?}"));
-    // promshard's own counters: nothing refused nor dropped, so those two
-    // families have no series, which both parsers read as families
-    // without samples.
+    // promshard's own counters: collector panics at zero; nothing refused
+    // nor dropped, so those two families have no series, which both
+    // parsers read as families without samples.
     let shape: Vec<(&str, &str, Vec<f64>)> =
         own.iter().map(|f| (f.name.as_str(), f.kind.as_str(), f.samples.iter().map(|s| s.value).collect())).collect();
     assert_eq!(
         shape,
-        [("promshard_label_refused", "counter", vec![]), ("promshard_observations_dropped", "counter", vec![]),],
+        [
+            ("promshard_collector_panics", "counter", vec![0.0]),
+            ("promshard_label_refused", "counter", vec![]),
+            ("promshard_observations_dropped", "counter", vec![]),
+        ],
         "{format:?}"
     );
     // The process collector's values vary; their shape does not.

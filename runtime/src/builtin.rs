@@ -18,43 +18,22 @@ static FORK_FALLBACKS: Counter = Counter::new(Opts::new(
 #[linkme::distributed_slice(crate::registry::METRICS)]
 static FORK_FALLBACKS_ENTRY: &MetricCore = FORK_FALLBACKS.core();
 
-pub(crate) static COLLECTORS: &[&dyn Collector] = &[&ProcessCollector, &CollectorHealth, &ShardHealth, &VersionHealth];
+pub(crate) static COLLECTORS: &[&dyn Collector] = &[&ProcessCollector, &FallbackReport, &VersionHealth];
 
-// promshard's counts of what it could not record as asked, per metric
-// (overflow, refused values, dropped observations), are families like the
-// declared ones, built by the registry's layout.
+// promshard's other counts of itself live in the arena too, declared
+// where they are counted: `promshard_shard_errors_total` by the merge,
+// `promshard_collector_panics_total` by the collector runner, and the
+// per-metric families (overflow, refused, dropped) by the registry's
+// layout.
 
-/// Collector panics caught during scrapes.
-struct CollectorHealth;
+/// In multiprocess mode, says in the log what the fork handler could only
+/// count. Writes no family: the count is the shard's, merged like any.
+struct FallbackReport;
 
-impl Collector for CollectorHealth {
-    fn collect(&self, out: &mut MetricWriter<'_>) {
-        let panics = crate::collector::panics();
-        if panics > 0 {
-            out.counter(
-                "promshard_collector_panics_total",
-                "Collector panics caught during scrapes; each cost its collector's families in that scrape.",
-            )
-            .sample(&[], panics as f64);
-        }
-    }
-}
-
-/// In multiprocess mode, the files a scrape had to skip, by reason.
-struct ShardHealth;
-
-impl Collector for ShardHealth {
-    fn collect(&self, out: &mut MetricWriter<'_>) {
-        if crate::shard::own().is_none() {
-            return;
-        }
-        report_fork_fallbacks();
-        let mut family = out.counter(
-            "promshard_shard_errors_total",
-            "Shard files skipped by a scrape because they could not be used, by reason.",
-        );
-        for (error, count) in crate::merge::errors() {
-            family.sample(&[("reason", error.reason())], count as f64);
+impl Collector for FallbackReport {
+    fn collect(&self, _: &mut MetricWriter<'_>) {
+        if crate::shard::own().is_some() {
+            report_fork_fallbacks();
         }
     }
 }

@@ -4,12 +4,14 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::descriptor::{Kind, is_label_name, is_metric_name, is_user_label_name};
+use crate::descriptor::{Kind, Opts, is_label_name, is_metric_name, is_user_label_name};
 use crate::encode::format::Format;
 use crate::encode::plan::{SampleFn, write_header};
 use crate::encode::sample;
 use crate::encode::text::le_value;
 use crate::gate::GateCell;
+use crate::instruments::counter::Counter;
+use crate::metric::MetricCore;
 use crate::notice::warn_once;
 
 // `COLLECTORS`, declared under this version's own name (see build.rs).
@@ -40,12 +42,15 @@ pub trait Collector: Send + Sync + 'static {
     }
 }
 
-/// Collector panics caught during scrapes, for the self-metric.
-static PANICS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// Collector panics caught during scrapes: in this process's arena, so
+/// that in multiprocess mode every process's scrape sums them all.
+static PANICS: Counter = Counter::new(Opts::new(
+    "promshard_collector_panics",
+    "Collector panics caught during scrapes; each cost its collector's families in that scrape.",
+));
 
-pub(crate) fn panics() -> u64 {
-    PANICS.load(core::sync::atomic::Ordering::Relaxed)
-}
+#[linkme::distributed_slice(crate::registry::METRICS)]
+static PANICS_ENTRY: &MetricCore = PANICS.core();
 
 /// A sample held back until its collector returns: name, labels, value.
 type OwnedSample = (String, Vec<(String, String)>, f64);
@@ -87,7 +92,8 @@ pub(crate) fn run(collector: &dyn Collector, writer: &mut MetricWriter<'_>) {
         }
     };
     if let Err(payload) = result {
-        PANICS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        // The registry is laid out: the scrape running us did it.
+        PANICS.inc();
         let what = payload
             .downcast_ref::<&str>()
             .map(|s| (*s).to_owned())

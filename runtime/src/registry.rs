@@ -12,7 +12,8 @@
 //! metric itself knows nothing of the registry above it.
 //!
 //! The layout also builds promshard's per-metric counts of itself
-//! ([`Tallies`]).
+//! ([`Tallies`]) and hides the built-in counters only a shard gives
+//! meaning to when this process records in memory.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -52,6 +53,20 @@ pub(crate) struct Registry {
 
 static REGISTRY: OnceLock<Registry> = OnceLock::new();
 
+/// The family name of `promshard_shard_errors_total`, declared beside the
+/// merge that counts it.
+pub(crate) const SHARD_ERRORS_METRIC: &str = "promshard_shard_errors";
+
+/// Built-in counters that only a shard gives meaning to, hidden unless
+/// this process records in one: forked children that could not make a
+/// shard of their own (counted by the fork handler, in the shard), and
+/// shard files a scrape of the directory skipped.
+const MULTIPROCESS_ONLY: [&str; 2] = [crate::shard::fork::FALLBACKS_METRIC, SHARD_ERRORS_METRIC];
+
+fn multiprocess_only(core: &MetricCore) -> bool {
+    MULTIPROCESS_ONLY.contains(&core.descriptor().name)
+}
+
 /// Orders metrics as they are exposed (and as clashes are decided).
 fn by_name(a: &&'static MetricCore, b: &&'static MetricCore) -> core::cmp::Ordering {
     let (a, b) = (a.descriptor(), b.descriptor());
@@ -80,10 +95,10 @@ fn layout(declared: &[&'static MetricCore]) -> Registry {
     // twice under one name; that is one metric, not a clash.
     sorted.dedup_by(|a, b| core::ptr::eq(*a, *b));
     let multiprocess = crate::shard::configured_dir().is_some();
-    // Only a shard's fork handler writes it: meaningless in memory.
-    let (mut sorted, mut hidden): (Vec<_>, Vec<_>) = sorted
-        .into_iter()
-        .partition(|core| multiprocess || core.descriptor().name != crate::shard::fork::FALLBACKS_METRIC);
+    // Counted only in a shard (by the fork handler, by the directory's
+    // scrape): meaningless in memory.
+    let (mut sorted, mut hidden): (Vec<_>, Vec<_>) =
+        sorted.into_iter().partition(|core| multiprocess || !multiprocess_only(core));
     // promshard's counts of itself per metric are families like the
     // others, built from the metrics they count.
     let tallies = Tallies::lay_out(&sorted);
@@ -132,12 +147,15 @@ fn layout(declared: &[&'static MetricCore]) -> Registry {
     }
     let declared_records = handlers.declared_records() + tallies.declared_records();
     let arena = arena_for(&exposed, &offsets, total, declared_records);
+    // A directory that cannot be used leaves the process in memory: the
+    // shard-only counters are not shown after all.
+    let sharded = crate::shard::own().is_some();
     let base = arena.slots().as_ptr() as *mut AtomicU64;
     let mut families = Vec::with_capacity(exposed.len());
     for (index, (core, offset)) in exposed.iter().chain(&hidden).zip(&offsets).enumerate() {
         // SAFETY: offsets stay within the `total` slots of the arena.
         core.set_base(unsafe { base.add(*offset) });
-        if index < exposed.len() {
+        if index < exposed.len() && (sharded || !multiprocess_only(core)) {
             let plan = FamilyPlan::new(core.descriptor());
             families.push(Family { core, offset: *offset, plan });
         }

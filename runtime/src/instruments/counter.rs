@@ -48,6 +48,15 @@ impl<L: LabelSet> Counter<L> {
     pub const fn core(&'static self) -> &'static MetricCore {
         &self.core
     }
+
+    /// The series for `labels` if the counter has its slots, without
+    /// laying the registry out (which, in a process that only reads a
+    /// shard directory, would start a shard of its own). For fixed
+    /// labels only: a bounded label's table could lay it out.
+    pub(crate) fn series_if_laid_out(&'static self, labels: L::Values<'_>) -> Option<CounterSeries> {
+        self.core.slot_if_attached()?;
+        Some(self.with(labels))
+    }
 }
 
 impl Counter<()> {

@@ -20,34 +20,63 @@ pub(crate) mod python_db;
 pub(crate) mod read;
 pub(crate) mod sparse;
 
-use crate::descriptor::{Descriptor, GaugeMode, Kind};
+use crate::descriptor::{Descriptor, GaugeMode, Kind, Opts};
 use crate::encode::format::Format;
 use crate::encode::plan::Source;
 use crate::encode::sample::Value;
-use crate::labels::LabelDomain;
+use crate::instruments::counter::Counter;
+use crate::labels::{LabelDomain, LabelValue};
+use crate::metric::MetricCore;
 use crate::shard::file::{self, COMPACT_LOCK};
 use crate::shard::format::{SchemaEntry, ShardError};
 use python_db::PyKind;
 use read::{Schema, Shard, ShardCache};
 use sparse::{Acc, SparseFamily, SparseKind, add_sparse, counts_shard, per_process};
 
-/// Problems met while reading shards, by reason, for
-/// `promshard_shard_errors_total`.
-static ERRORS: [AtomicU64; ShardError::ALL.len()] = [const { AtomicU64::new(0) }; ShardError::ALL.len()];
+/// Shard files a scrape of this process's directory skipped, by reason:
+/// counted in this process's shard, so that every process's scrape sums
+/// the counts of all (dead ones' too, through the archive).
+static SHARD_ERRORS: Counter<(ShardError,)> = Counter::new(
+    Opts::new(
+        crate::registry::SHARD_ERRORS_METRIC,
+        "Shard files skipped by a scrape because they could not be used, by reason.",
+    )
+    .labels(&["reason"]),
+);
 
-pub(crate) fn errors() -> impl Iterator<Item = (ShardError, u64)> {
-    ShardError::ALL.iter().zip(&ERRORS).map(|(e, n)| (*e, n.load(Ordering::Relaxed)))
+#[linkme::distributed_slice(crate::registry::METRICS)]
+static SHARD_ERRORS_ENTRY: &MetricCore = SHARD_ERRORS.core();
+
+impl LabelValue for ShardError {
+    const VALUES: &'static [&'static str] =
+        &["truncated", "foreign", "version", "checksum", "schema", "untrusted", "io", "python", "descriptors"];
+    fn index(self) -> usize {
+        ShardError::ALL.iter().position(|e| *e == self).unwrap_or(usize::MAX)
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn every_reason_is_its_label_value() {
+    let reasons: Vec<&str> = ShardError::ALL.iter().map(|e| e.reason()).collect();
+    assert_eq!(reasons, ShardError::VALUES);
+    assert!(ShardError::ALL.iter().enumerate().all(|(i, e)| e.index() == i));
 }
 
 /// Counts a bad file and logs it, once per file and problem however many
-/// scrapes meet it; the scrape goes on without it. Running out of
-/// descriptors is counted every time: it is the process's state, not the
-/// file's.
-/// Returns whether the problem is new.
+/// of this process's scrapes meet it; the scrape goes on without it.
+/// Running out of descriptors is counted every time: it is the process's
+/// state, not the file's. Returns whether the problem is new.
+///
+/// The count goes to this process's arena only once it is laid out: a
+/// reader of a directory that records nothing (a sidecar, the CLI) must
+/// not lay out, which would start a shard of its own.
 fn report(cache: &mut ShardCache, path: &Path, error: ShardError) -> bool {
     let new = cache.newly_bad(path, error);
     if new || error == ShardError::Descriptors {
-        ERRORS[ShardError::ALL.iter().position(|e| *e == error).expect("listed")].fetch_add(1, Ordering::Relaxed);
+        if let Some(series) = SHARD_ERRORS.series_if_laid_out((error,)) {
+            series.inc();
+        }
     }
     if new {
         crate::notice::warn(format!("skipping {} ({})", path.display(), error.describe()));
