@@ -123,9 +123,8 @@ fn never_decreasing(before: &Scrape, after: &Scrape) {
     };
     for ((name, labels), old) in &before.samples {
         // A pid's series goes when its worker does. promshard's own
-        // counters (but one) are the answering process's, not merged.
-        let own = name.starts_with("promshard_") && name != "promshard_fork_fallbacks_total";
-        if !counters(name) || own || labels.iter().any(|(k, _)| k == "pid") {
+        // counters are merged like the others, whoever answers.
+        if !counters(name) || labels.iter().any(|(k, _)| k == "pid") {
             continue;
         }
         let new = after.samples.get(&(name.clone(), labels.clone())).copied().unwrap_or(f64::NAN);
