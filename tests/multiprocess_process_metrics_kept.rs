@@ -115,13 +115,18 @@ fn proc_links(pid: i32) -> Vec<String> {
     fd_links().into_iter().filter(|l| l.starts_with(&format!("/proc/{pid}/"))).collect()
 }
 
-/// Descriptors a scrape keeps: shard files of `dir` (this process's own
-/// excepted) and other processes' `/proc` files.
+/// Descriptors a scrape keeps: shard files of `dir` (this process's own,
+/// and the run lock every recording process holds for its life, excepted)
+/// and other processes' `/proc` files.
 fn kept_links(dir: &Path) -> Vec<String> {
     let own = format!("{}/p{}-", dir.display(), std::process::id());
+    let run_lock = format!("{}/.run.lock", dir.display());
     fd_links()
         .into_iter()
-        .filter(|l| (l.starts_with(&dir.display().to_string()) && !l.starts_with(&own)) || l.starts_with("/proc/"))
+        .filter(|l| {
+            (l.starts_with(&dir.display().to_string()) && !l.starts_with(&own) && *l != run_lock)
+                || l.starts_with("/proc/")
+        })
         .collect()
 }
 
@@ -641,7 +646,7 @@ fn low_limit_scenario() {
         live.remove(&pid);
     }
     for spare in [0, 3] {
-        check(&starved(spare), &live, &format!("5 killed, leaving {spare}"));
+        check(starved(spare), &live, &format!("5 killed, leaving {spare}"));
     }
     for &pid in &pids[..5] {
         reap(pid);
