@@ -418,7 +418,7 @@ impl Json<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::BTreeMap;
     use std::io::Write;
@@ -721,7 +721,7 @@ for m in registry.collect():
 "#;
 
     /// `PROMSHARD_PYTHON` or `python3`, if it can import prometheus_client.
-    fn python() -> Option<PathBuf> {
+    pub(crate) fn python() -> Option<PathBuf> {
         let python = std::env::var_os("PROMSHARD_PYTHON").filter(|p| !p.is_empty());
         let python = PathBuf::from(python.unwrap_or_else(|| "python3".into()));
         let status =
@@ -731,7 +731,7 @@ for m in registry.collect():
 
     /// A loud skip, or a failure under `PROMSHARD_ORACLES=require` (as the
     /// workspace's oracle tests do).
-    fn skip_or_fail(what: &str) {
+    pub(crate) fn skip_or_fail(what: &str) {
         let required = std::env::var("PROMSHARD_ORACLES");
         if required.is_ok_and(|v| v.trim().eq_ignore_ascii_case("require")) {
             panic!("oracle missing and PROMSHARD_ORACLES=require: {what}");
