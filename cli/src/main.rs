@@ -31,7 +31,9 @@ Usage:
   promshard dump DIR [--openmetrics]   Print the merged exposition of DIR
                                        (Prometheus text 0.0.4 by default)
   promshard check DIR                  List DIR's shard files: pid, live/dead/archive,
-                                       series, problem; exit 1 if any is unreadable
+                                       series, problem; and its Python .db files: pid,
+                                       type, size, bytes used, series, live/dead, problem;
+                                       exit 1 if any is unreadable
   promshard serve DIR [OPTIONS]        Serve GET /metrics with the merged exposition of DIR,
                                        in the format the Accept header asks for, until killed
   promshard --help | --version
@@ -245,7 +247,7 @@ fn check(dir: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let python = python_files(dir);
+    let python = multiprocess::inspect_python(dir).unwrap_or_default();
 
     let rows: Vec<[String; 5]> = statuses
         .iter()
@@ -298,12 +300,26 @@ fn check(dir: &Path) -> ExitCode {
             if n == 1 { "" } else { "s" }
         )),
     }
-    match python {
-        0 => {}
-        1 => out.push_str("; 1 Python .db file (merged, not checked)"),
-        n => out.push_str(&format!("; {n} Python .db files (merged, not checked)")),
+    if !python.is_empty() {
+        let bad_python = python.iter().filter(|p| p.problem.is_some()).count();
+        let live_python = python.iter().filter(|p| p.live).count();
+        out.push_str(&format!(
+            "; {} Python .db file{}: {live_python} live, {} dead, {bad_python} with a problem",
+            python.len(),
+            if python.len() == 1 { "" } else { "s" },
+            python.len() - live_python,
+        ));
     }
     out.push('\n');
+    if !python.is_empty() {
+        out.push('\n');
+        out.push_str(&python_table(&python));
+        let bytes: u64 = python.iter().map(|p| p.used).sum();
+        let series: usize = python.iter().map(|p| p.series).sum();
+        let on_disk: u64 = python.iter().map(|p| p.size).sum();
+        out.push_str(&format!("Python files hold {series} series in {bytes} bytes ({on_disk} bytes on disk)\n"));
+    }
+    let bad = bad + python.iter().filter(|p| p.problem.is_some()).count();
     let mut stdout = io::stdout().lock();
     match stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()) {
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
@@ -315,17 +331,40 @@ fn check(dir: &Path) -> ExitCode {
     if bad > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
-/// The Python prometheus_client files a merge would read: `*.db`.
-fn python_files(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter(|e| e.path().extension().is_some_and(|x| x == "db"))
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-                .count()
+/// One line per Python file: name, pid, type, state, size, bytes used,
+/// series, problem.
+fn python_table(files: &[multiprocess::PythonFileStatus]) -> String {
+    let header = ["PYTHON FILE", "PID", "TYPE", "SIZE", "USED", "SERIES", "STATE", "PROBLEM"].map(String::from);
+    let rows: Vec<[String; 8]> = files
+        .iter()
+        .map(|p| {
+            [
+                p.file.clone(),
+                p.pid.map_or_else(|| "-".into(), |pid| pid.to_string()),
+                p.kind.clone().unwrap_or_else(|| "-".into()),
+                p.size.to_string(),
+                p.used.to_string(),
+                p.series.to_string(),
+                p.state.to_owned(),
+                p.problem.clone().unwrap_or_else(|| "-".into()),
+            ]
         })
-        .unwrap_or(0)
+        .collect();
+    let mut widths = [0usize; 7];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let [file, pid, kind, size, used, series, state, problem] = row;
+        let [w0, w1, w2, w3, w4, w5, w6] = widths;
+        out.push_str(&format!(
+            "{file:<w0$}  {pid:>w1$}  {kind:<w2$}  {size:>w3$}  {used:>w4$}  {series:>w5$}  {state:<w6$}  {problem}\n"
+        ));
+    }
+    out
 }
 
 /// `promshard serve`: answers until the process is killed.

@@ -183,3 +183,66 @@ pub fn inspect(dir: impl AsRef<Path>) -> std::io::Result<Vec<ShardStatus>> {
     }
     Ok(out)
 }
+
+/// What [`inspect_python`] finds about one Python prometheus_client `.db`
+/// file of a directory.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct PythonFileStatus {
+    /// The file's name.
+    pub file: String,
+    /// The writer's pid, from the name (`counter_<pid>.db`); `None` when
+    /// the name is not one prometheus_client gives (such a file is not
+    /// merged).
+    pub pid: Option<u32>,
+    /// The metric type from the name: `counter`, `histogram`, `summary`,
+    /// or `gauge_<mode>` (`gauge_livesum`, …).
+    pub kind: Option<String>,
+    /// Whether its writer is alive: the process its name names holds it
+    /// open or mapped (see [the module docs](self)); also true where that
+    /// cannot be told (no `/proc`, no permission).
+    pub live: bool,
+    /// What it counts for in a merge: `live`; `counted` (no writer of the
+    /// directory in sight, so nothing is proven dead: read as Python's
+    /// collector reads it); `dead-folded` (read once, counted as Python
+    /// counts it); `dead-pid-reused` (counted the same way, its pid now
+    /// another process's); `dead-live-gauge` (a gauge of a `live*` mode:
+    /// not counted); `previous-run` (last changed before the pool's master
+    /// started: not counted); `dead-unreadable`.
+    pub state: &'static str,
+    /// Its size on disk, preallocated by Python (64 KiB at first).
+    pub size: u64,
+    /// The bytes its header says are in use.
+    pub used: u64,
+    /// The series (entries) it holds.
+    pub series: usize,
+    /// Why it cannot be parsed, if it cannot.
+    pub problem: Option<String>,
+}
+
+/// Lists the Python prometheus_client `.db` files of `dir`: writer pid,
+/// live or dead, type, size, bytes and series held, and any parse
+/// problem; reads only.
+///
+/// # Errors
+///
+/// When the directory cannot be listed.
+pub fn inspect_python(dir: impl AsRef<Path>) -> std::io::Result<Vec<PythonFileStatus>> {
+    let dir = resolve(dir.as_ref());
+    let listing = shard::file::list_all(&dir, None)?;
+    let statuses = crate::merge::python::PyCache::inspect(&dir, &listing.python);
+    Ok(statuses
+        .into_iter()
+        .map(|s| PythonFileStatus {
+            file: s.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            pid: s.meta.map(|m| m.pid),
+            kind: s.meta.map(|m| m.kind.name()),
+            live: s.live,
+            state: s.state.word(),
+            size: s.size,
+            used: s.used,
+            series: s.series,
+            problem: s.problem,
+        })
+        .collect())
+}

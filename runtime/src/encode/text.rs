@@ -97,7 +97,7 @@ pub(crate) fn le_value(bound: f64) -> String {
     let (mantissa, exp) = sci.split_once('e').expect("`{:e}` always writes an exponent");
     let exp: i32 = exp.parse().expect("`{:e}` writes a decimal exponent");
     let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    if exp < -4 || exp >= 6 {
+    if !(-4..6).contains(&exp) {
         out.push_str(&digits[..1]);
         if digits.len() > 1 {
             out.push('.');

@@ -75,6 +75,18 @@ pub(crate) enum PyKind {
     Summary,
 }
 
+impl PyKind {
+    /// The type as the file name spells it: `counter`, `gauge_livesum`, ….
+    pub(crate) fn name(self) -> String {
+        match self {
+            PyKind::Counter => "counter".to_owned(),
+            PyKind::Gauge { mode } => format!("gauge_{}", mode.as_str()),
+            PyKind::Histogram => "histogram".to_owned(),
+            PyKind::Summary => "summary".to_owned(),
+        }
+    }
+}
+
 /// Recognises `counter_<pid>.db`, `gauge_<mode>_<pid>.db`,
 /// `histogram_<pid>.db` and `summary_<pid>.db`. Anything else, including a
 /// pid that is not canonical decimal (a custom `process_identifier`), is

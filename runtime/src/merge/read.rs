@@ -296,6 +296,8 @@ impl Shard {
 pub(crate) struct ShardCache {
     entries: BTreeMap<PathBuf, Cached>,
     listing: Option<CachedListing>,
+    /// What the directory's Python files came to.
+    pub(crate) python: super::python::PyCache,
     /// This process's own shard, parsed (its schema never changes; a
     /// forked child's file has another name, so it parses afresh).
     own: Option<Shard>,
@@ -325,18 +327,17 @@ struct Cached {
 /// scrape; pruned to the files still listed.
 static BAD: GateCell<BTreeMap<PathBuf, (file::Identity, ShardError)>> = GateCell::new(BTreeMap::new());
 
-static CACHE: GateCell<ShardCache> =
-    GateCell::new(ShardCache { entries: BTreeMap::new(), listing: None, own: None, problems: Vec::new() });
+static CACHE: GateCell<Option<ShardCache>> = GateCell::new(None);
 
 impl ShardCache {
     /// Takes the process's cache out for one scrape.
     pub(crate) fn take() -> ShardCache {
-        CACHE.with(core::mem::take)
+        CACHE.with(Option::take).unwrap_or_default()
     }
 
     /// Puts the cache back after a scrape.
     pub(crate) fn put_back(self) {
-        CACHE.with(|cache| *cache = self);
+        CACHE.with(|cache| *cache = Some(self));
     }
 
     /// This process's own shard, read through its mapping (never by name:
@@ -389,14 +390,16 @@ impl ShardCache {
     /// directory's mtime stays the same. Timestamps can be coarse (a clock
     /// tick), so a listing is only kept once its mtime is a second old:
     /// any later change then moves the mtime forward.
-    pub(crate) fn list(&mut self, dir: &Path, own_name: Option<&str>) -> std::io::Result<file::Listing> {
+    /// Returns whether the listing is new (not the one kept from an
+    /// earlier scrape).
+    pub(crate) fn list(&mut self, dir: &Path, own_name: Option<&str>) -> std::io::Result<(file::Listing, bool)> {
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(dir)?;
         let mtime = (meta.mtime(), meta.mtime_nsec());
         let reusable =
             |l: &&CachedListing| l.settled && l.dir == dir && l.mtime == mtime && l.own_name.as_deref() == own_name;
         if let Some(listing) = self.listing.as_ref().filter(reusable) {
-            return Ok(listing.files.clone());
+            return Ok((listing.files.clone(), false));
         }
         let files = file::list_all(dir, own_name)?;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
@@ -407,7 +410,7 @@ impl ShardCache {
             settled: now > mtime.0 + 1,
             files: files.clone(),
         });
-        Ok(files)
+        Ok((files, true))
     }
 
     /// What `dir` held when it could last be listed, for a scrape that

@@ -48,6 +48,7 @@ pub(crate) enum Acc {
 
 pub(crate) type Labels = Vec<(String, String)>;
 
+#[derive(Clone)]
 pub(crate) struct SparseFamily {
     pub(crate) name: String,
     pub(crate) help: String,

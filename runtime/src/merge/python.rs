@@ -1,0 +1,481 @@
+//! Python prometheus_client's `.db` files in a scrape: merged as its
+//! `MultiProcessCollector` merges them, at a cost that follows the live
+//! writers rather than the history of worker churn.
+//!
+//! Python's collector parses every file at every scrape, and a pool that
+//! recycles workers (gunicorn's `max_requests`) leaves a few files per dead
+//! worker for ever, so its scrape slows down with every one. Here each
+//! file's writer is told live or dead ([`python_live`](super::python_live)),
+//! and a dead writer's file never changes again: it is parsed once, its
+//! counters, histograms, summaries and gauges of the non-`live` modes are
+//! folded into one set of series (the *fold*), exactly as Python's
+//! collector would add them, and it is never parsed again. A scrape then
+//! parses the live writers' files and adds the fold. Memory is the fold's
+//! series (as many as the families' own, plus one per dead pid for gauges
+//! of mode `all`, which Python shows too), and a few words per file.
+//!
+//! What a dead writer's file counts for:
+//!
+//! - gauges of the `live*` modes: nothing, as if the `child_exit` hook had
+//!   called `mark_process_dead` (which deletes those files), so that hook
+//!   no longer needs to be wired;
+//! - nothing at all when it belongs to a previous run of the pool: once
+//!   live writers show the pool's master (their parent), a dead file last
+//!   changed before that master started was written by a run before it,
+//!   the same rule as promshard's own shards, where a new run starts from
+//!   zero: a restarted pool's counters no longer start inflated by the
+//!   last run's, with no `rm -rf` at boot. With no live writer in sight
+//!   the last run's files are shown, as promshard shows a finished run's
+//!   shards until a new run starts;
+//! - everything else, as in Python.
+//!
+//! The fold is made again from the files (never patched by subtraction)
+//! when a folded file vanishes or is replaced, when a new process is given
+//! the pid of a dead writer and opens its file again (prometheus_client
+//! appends to `counter_<pid>.db` when a new worker gets an old pid), and
+//! when the pool's master changes. Files are only ever read here.
+//!
+//! Until a file has been seen held by its writer, nothing is taken for
+//! dead and every file is parsed at every scrape, which is exactly what
+//! Python's collector does: that is the behaviour where `/proc` cannot be
+//! read, where the reader cannot see the writers (another pid namespace),
+//! and of a one-shot reader (`promshard dump`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::python_db::{self, Entry, PyFile, PyKind};
+use super::python_live::{self, Holder, Liveness};
+use super::sparse::{Acc, SparseFamily, SparseKind};
+use crate::descriptor::{GaugeMode, Kind};
+use crate::shard::file::{self, Identity};
+use crate::shard::format::ShardError;
+
+/// How long before the master's start a file must have last changed to be
+/// taken for a previous run's: process start times are known to a clock
+/// tick, file times to the nanosecond.
+const START_MARGIN: f64 = 0.05;
+
+/// What a file is, for the scrape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Not looked at yet, or to be looked at again.
+    New,
+    /// Its writer holds it: parsed at every scrape.
+    Live,
+    /// Its writer is dead but a process has its pid: parsed at every
+    /// scrape, counted as a dead writer's, looked at again every scrape.
+    Reused,
+    /// A dead writer's, parsed once and folded.
+    Folded,
+    /// A dead writer's gauge of a `live*` mode: counts for nothing.
+    DeadLiveGauge,
+    /// A dead writer's from a run before the pool's master started.
+    PreviousRun,
+    /// A dead writer's that cannot be parsed: skipped, reported once.
+    Broken,
+}
+
+impl State {
+    /// Whether the file is settled: dead and dealt with.
+    fn settled(self) -> bool {
+        matches!(self, State::Folded | State::DeadLiveGauge | State::PreviousRun | State::Broken)
+    }
+
+    /// The word `promshard check` shows for what the file counts for.
+    pub(crate) fn word(self) -> &'static str {
+        match self {
+            State::Live => "live",
+            // No writer in sight: nothing proven dead, read as Python does.
+            State::New => "counted",
+            State::Reused => "dead-pid-reused",
+            State::Folded => "dead-folded",
+            State::Broken => "dead-unreadable",
+            State::DeadLiveGauge => "dead-live-gauge",
+            State::PreviousRun => "previous-run",
+        }
+    }
+}
+
+struct FileInfo {
+    meta: PyFile,
+    identity: Identity,
+    /// The file's last change (the later of mtime and ctime), in seconds
+    /// since the epoch.
+    changed: f64,
+    state: State,
+    /// A file read at every scrape: what it held last time, for a scrape
+    /// that cannot open it for want of a descriptor (its counts must not
+    /// vanish from that scrape).
+    last: Option<Arc<Vec<Entry>>>,
+}
+
+/// What a directory's Python files came to, kept between scrapes.
+#[derive(Default)]
+pub(crate) struct PyCache {
+    dir: PathBuf,
+    /// The listing the files were last matched against.
+    listing: Option<Arc<Vec<PathBuf>>>,
+    files: HashMap<PathBuf, FileInfo>,
+    /// Files to look at in every scrape: not settled.
+    active: Vec<PathBuf>,
+    /// Settled files by their writer's pid, to look at again when that pid
+    /// is handed to a new process.
+    settled_by_pid: BTreeMap<u32, Vec<PathBuf>>,
+    fold: BTreeMap<String, SparseFamily>,
+    /// The pool's master (pid and start ticks) and when it started, as
+    /// last seen; kept while no writer is live.
+    run_master: Option<(u32, u64)>,
+    run_start: Option<f64>,
+    /// Whether a file was ever seen held by its writer: only then can a
+    /// writer be proven dead.
+    seen_live: bool,
+    live: Liveness,
+}
+
+/// One reading of a file for `promshard check`.
+pub(crate) struct PyStatus {
+    pub(crate) path: PathBuf,
+    pub(crate) meta: Option<PyFile>,
+    /// Whether the process the name names holds the file (or that cannot
+    /// be told).
+    pub(crate) live: bool,
+    pub(crate) state: State,
+    pub(crate) size: u64,
+    pub(crate) used: u64,
+    pub(crate) series: usize,
+    pub(crate) problem: Option<String>,
+}
+
+impl PyCache {
+    /// The merged families of the Python files `paths` of `dir` for this
+    /// scrape. `report` counts and logs a bad file (once per file and
+    /// problem, as it does for shards).
+    pub(crate) fn scrape(
+        &mut self,
+        dir: &Path,
+        paths: &Arc<Vec<PathBuf>>,
+        report: &mut dyn FnMut(&Path, ShardError),
+    ) -> BTreeMap<String, SparseFamily> {
+        if self.dir != dir {
+            *self = PyCache { dir: dir.to_owned(), ..PyCache::default() };
+        }
+        self.live.begin_scrape();
+        let mut refold = false;
+        if !self.listing.as_ref().is_some_and(|l| Arc::ptr_eq(l, paths)) {
+            refold |= self.match_listing(paths);
+        }
+        // Pids handed out since the last scrape: a settled file of such a
+        // pid may have been opened again by its new owner.
+        let new_pids = self.live.new_pids();
+        let reused: Vec<PathBuf> = match new_pids {
+            Some(range) => self
+                .settled_by_pid
+                .iter()
+                .filter(|(pid, _)| python_live::handed_out(**pid, range))
+                .flat_map(|(_, paths)| paths.iter().cloned())
+                .collect(),
+            // Unknown: any pid still taken may be new.
+            None if self.seen_live => {
+                let pids: Vec<u32> = self.settled_by_pid.keys().copied().collect();
+                let taken = pids.into_iter().filter(|pid| !matches!(self.live.stat(*pid), Ok(None)));
+                taken.flat_map(|pid| self.settled_by_pid[&pid].clone()).collect()
+            }
+            None => Vec::new(),
+        };
+        for path in reused {
+            let Some(info) = self.files.get(&path) else { continue };
+            let held = std::fs::symlink_metadata(&path).is_ok_and(|m| file::identity(&m) != info.identity)
+                || self.live.holds(info.meta.pid, info.identity) != Holder::Gone;
+            if held {
+                refold |= info.state == State::Folded;
+                self.unsettle(&path);
+            }
+        }
+
+        // Who is alive, which tells the pool's master.
+        let mut live_pids = HashSet::new();
+        for path in &self.active {
+            let info = self.files.get_mut(path).expect("active files are known");
+            if info.identity == (0, 0) && !describe(path, info) {
+                continue;
+            }
+            let mut holder = self.live.holds(info.meta.pid, info.identity);
+            if holder == Holder::Gone && info.state != State::New {
+                // Just died: its last change is its final one.
+                if !describe(path, info) {
+                    info.identity = (0, 0);
+                    continue;
+                }
+                holder = self.live.holds(info.meta.pid, info.identity);
+            }
+            self.seen_live |= holder == Holder::Live;
+            info.state = match holder {
+                Holder::Live | Holder::Unknown => {
+                    live_pids.insert(info.meta.pid);
+                    State::Live
+                }
+                Holder::Other => State::Reused,
+                // Settled below, once the run's start is known.
+                Holder::Gone => State::New,
+            };
+        }
+        if let Some(master) = self.master(&live_pids)
+            && self.run_master != Some(master)
+        {
+            refold |= self.run_master.is_some() || self.fold.values().any(|f| !f.series.is_empty());
+            refold |= self.files.values().any(|i| i.state == State::PreviousRun);
+            self.run_master = Some(master);
+            // Read once per master: the clocks it is derived from move.
+            self.run_start = self.live.stat(master.0).ok().flatten().and_then(|s| python_live::started_at(&s));
+        }
+        if refold {
+            self.refold();
+        }
+
+        let mut families = self.fold.clone();
+        let active = core::mem::take(&mut self.active);
+        let mut still_active = Vec::with_capacity(active.len());
+        for path in active {
+            let info = self.files.get_mut(&path).expect("active files are known");
+            if info.identity == (0, 0) {
+                // Gone between the listing and now: nothing to count.
+                still_active.push(path);
+                continue;
+            }
+            let live_gauge = matches!(info.meta.kind, PyKind::Gauge { mode } if mode.is_live());
+            let previous = self.run_start.is_some_and(|start| info.changed < start - START_MARGIN);
+            // Counted as a dead writer's: proven gone (`New` here), or its
+            // pid taken by a process that does not hold it.
+            let dead = self.seen_live && matches!(info.state, State::New | State::Reused);
+            if dead && (live_gauge || previous) {
+                if info.state == State::New {
+                    info.state = if previous { State::PreviousRun } else { State::DeadLiveGauge };
+                }
+            } else {
+                match python_db::read(&path) {
+                    Ok(entries) => {
+                        if dead && info.state == State::New {
+                            add_entries(&mut self.fold, &info.meta, &entries);
+                            info.state = State::Folded;
+                            info.last = None;
+                        } else {
+                            info.last = Some(Arc::new(entries.clone()));
+                        }
+                        add_entries(&mut families, &info.meta, &entries);
+                    }
+                    Err(python_db::PyDbError::Io(e))
+                        if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) =>
+                    {
+                        // Out of descriptors is the reader's state, not the
+                        // file's: count what it held last, never fold it.
+                        report(&path, ShardError::Descriptors);
+                        if let Some(last) = &info.last {
+                            add_entries(&mut families, &info.meta, last);
+                        }
+                        if info.state == State::New {
+                            info.identity = (0, 0);
+                        }
+                    }
+                    // A live-mode gauge file is deleted when Python marks
+                    // its process dead: not an error.
+                    Err(_) if !path.exists() => {}
+                    Err(_) => {
+                        report(&path, ShardError::Python);
+                        if dead && info.state == State::New {
+                            info.state = State::Broken;
+                        }
+                    }
+                }
+            }
+            if info.state.settled() {
+                self.settled_by_pid.entry(info.meta.pid).or_default().push(path);
+            } else {
+                still_active.push(path);
+            }
+        }
+        self.active = still_active;
+        families
+    }
+
+    /// Matches the files against a new listing: new names are looked at,
+    /// vanished ones forgotten. Returns whether the fold must be made again
+    /// (a folded file vanished).
+    fn match_listing(&mut self, paths: &Arc<Vec<PathBuf>>) -> bool {
+        let listed: HashSet<&PathBuf> = paths.iter().collect();
+        let mut refold = false;
+        self.files.retain(|path, info| {
+            let keep = listed.contains(path);
+            refold |= !keep && info.state == State::Folded;
+            keep
+        });
+        for path in paths.iter() {
+            if self.files.contains_key(path) {
+                continue;
+            }
+            let Some(meta) = path.file_name().and_then(|n| n.to_str()).and_then(python_db::parse_file_name) else {
+                continue;
+            };
+            self.files
+                .insert(path.clone(), FileInfo { meta, identity: (0, 0), changed: 0.0, state: State::New, last: None });
+            self.active.push(path.clone());
+        }
+        self.active.retain(|p| self.files.contains_key(p));
+        self.active.sort();
+        self.active.dedup();
+        for paths in self.settled_by_pid.values_mut() {
+            paths.retain(|p| self.files.contains_key(p));
+        }
+        self.settled_by_pid.retain(|_, paths| !paths.is_empty());
+        let pids: HashSet<u32> = self.files.values().map(|i| i.meta.pid).collect();
+        self.live.retain(&pids);
+        self.listing = Some(paths.clone());
+        refold
+    }
+
+    /// Takes a settled file back to be looked at afresh.
+    fn unsettle(&mut self, path: &Path) {
+        if let Some(info) = self.files.get_mut(path) {
+            if let Some(paths) = self.settled_by_pid.get_mut(&info.meta.pid) {
+                paths.retain(|p| p != path);
+            }
+            info.state = State::New;
+            info.identity = (0, 0);
+            self.active.push(path.to_owned());
+        }
+    }
+
+    /// Forgets the fold: every settled file is looked at again.
+    fn refold(&mut self) {
+        self.fold.clear();
+        for paths in core::mem::take(&mut self.settled_by_pid).into_values() {
+            for path in paths {
+                if let Some(info) = self.files.get_mut(&path) {
+                    info.state = State::New;
+                    self.active.push(path);
+                }
+            }
+        }
+        for info in self.files.values_mut() {
+            if info.state == State::Reused {
+                info.state = State::New;
+            }
+        }
+        self.active.sort();
+        self.active.dedup();
+    }
+
+    /// The pool's master, as its pid and start: the parents of the live
+    /// writers that are not themselves parents of live writers (a master
+    /// that records before forking is a writer too), the earliest of them.
+    fn master(&mut self, live_pids: &HashSet<u32>) -> Option<(u32, u64)> {
+        let parents: HashSet<u32> = live_pids.iter().filter_map(|pid| self.live.known(*pid)).map(|s| s.ppid).collect();
+        let masters: HashSet<u32> = live_pids
+            .iter()
+            .filter(|pid| !parents.contains(pid))
+            .filter_map(|pid| self.live.known(*pid))
+            .map(|s| s.ppid)
+            .chain(live_pids.iter().copied().filter(|pid| parents.contains(pid)))
+            .collect();
+        let starts = masters.into_iter().filter_map(|pid| Some((pid, self.live.stat(pid).ok().flatten()?)));
+        starts.filter(|(_, stat)| !stat.zombie).map(|(pid, stat)| (pid, stat.start_ticks)).min_by_key(|m| m.1)
+    }
+
+    /// Every Python file of `paths` as one fresh look sees it, for
+    /// `promshard check`.
+    pub(crate) fn inspect(dir: &Path, paths: &Arc<Vec<PathBuf>>) -> Vec<PyStatus> {
+        let mut cache = PyCache::default();
+        let _ = cache.scrape(dir, paths, &mut |_, _| {});
+        paths
+            .iter()
+            .map(move |path| {
+                let meta = path.file_name().and_then(|n| n.to_str()).and_then(python_db::parse_file_name);
+                let info = cache.files.get(path);
+                let state = info.map_or(State::New, |i| i.state);
+                let live = info.is_some_and(|i| {
+                    matches!(cache.live.holds(i.meta.pid, i.identity), Holder::Live | Holder::Unknown)
+                });
+                let size = std::fs::symlink_metadata(path).map_or(0, |m| m.len());
+                let (used, series, problem) = match python_db::read(path) {
+                    _ if meta.is_none() => (0, 0, Some("not a name prometheus_client gives its files".to_owned())),
+                    Ok(entries) => (used_bytes(path), entries.len(), None),
+                    Err(e) => (used_bytes(path), 0, Some(e.to_string())),
+                };
+                PyStatus { path: path.clone(), meta, live, state, size, used, series, problem }
+            })
+            .collect()
+    }
+}
+
+/// The bytes a file says it uses (its header), 0 if unreadable.
+fn used_bytes(path: &Path) -> u64 {
+    let mut head = [0u8; 4];
+    let read = std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head));
+    read.map_or(0, |()| i32::from_ne_bytes(head).max(0) as u64)
+}
+
+/// Fills in a new file's identity and last change; false when it is gone.
+fn describe(path: &Path, info: &mut FileInfo) -> bool {
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return false };
+    info.identity = file::identity(&meta);
+    let time = |s: i64, ns: i64| s as f64 + ns as f64 * 1e-9;
+    info.changed = time(meta.mtime(), meta.mtime_nsec()).max(time(meta.ctime(), meta.ctime_nsec()));
+    true
+}
+
+/// Adds one file's entries to `families`, as `MultiProcessCollector`
+/// reads them: a counter's `_total`, a gauge's value (with the file's pid
+/// for the per-process modes; a `mostrecent` gauge never set is left
+/// out), a histogram's buckets and sum, a summary's count and sum.
+pub(crate) fn add_entries(families: &mut BTreeMap<String, SparseFamily>, meta: &PyFile, entries: &[Entry]) {
+    for entry in entries {
+        let (kind, mode) = match meta.kind {
+            PyKind::Counter => (SparseKind::Metric(Kind::Counter, GaugeMode::Sum), None),
+            PyKind::Histogram => (SparseKind::Metric(Kind::Histogram, GaugeMode::Sum), None),
+            PyKind::Summary => (SparseKind::Summary, None),
+            PyKind::Gauge { mode } => (SparseKind::Metric(Kind::Gauge, mode), Some(mode)),
+        };
+        let family = match families.get_mut(&entry.metric) {
+            Some(family) => family,
+            None => families
+                .entry(entry.metric.clone())
+                .or_insert_with(|| SparseFamily::new(&entry.metric, &entry.help, None, kind)),
+        };
+        let mut labels = entry.labels.clone();
+        let suffix = entry.sample.strip_prefix(entry.metric.as_str()).unwrap_or("");
+        let acc = match (meta.kind, suffix) {
+            (PyKind::Counter, "_total") => Acc::Counter { count: 0, fraction: entry.value },
+            (PyKind::Gauge { .. }, "") => {
+                if mode.is_some_and(GaugeMode::is_most_recent) && entry.timestamp == 0.0 {
+                    continue;
+                }
+                if mode.is_some_and(GaugeMode::is_per_process) {
+                    labels.push(("pid".to_owned(), meta.pid.to_string()));
+                }
+                Acc::Gauge { value: entry.value, stamp: entry.timestamp }
+            }
+            (PyKind::Histogram, "_bucket") => {
+                let Some(at) = labels.iter().position(|(k, _)| k == "le") else { continue };
+                let (_, le) = labels.remove(at);
+                let Ok(bound) = le.parse::<f64>().or_else(|_| parse_go_float(&le)) else { continue };
+                Acc::Histogram { buckets: vec![(bound, entry.value as u64)], sum: 0.0 }
+            }
+            (PyKind::Histogram, "_sum") => Acc::Histogram { buckets: Vec::new(), sum: entry.value },
+            (PyKind::Summary, "_count") => Acc::Summary { count: entry.value, sum: 0.0 },
+            (PyKind::Summary, "_sum") => Acc::Summary { count: 0.0, sum: entry.value },
+            _ => continue,
+        };
+        family.add(labels, acc);
+    }
+}
+
+fn parse_go_float(s: &str) -> Result<f64, ()> {
+    match s {
+        "+Inf" => Ok(f64::INFINITY),
+        "-Inf" => Ok(f64::NEG_INFINITY),
+        "NaN" => Ok(f64::NAN),
+        _ => Err(()),
+    }
+}
