@@ -128,6 +128,8 @@ pub(crate) struct PyCache {
     /// The pool's master (pid and start ticks) and when it started, as
     /// last seen; kept while no writer is live.
     run_master: Option<(u32, u64)>,
+    /// The live writers' pids the master was last looked for among.
+    writers: Vec<u32>,
     run_start: Option<f64>,
     /// Whether a file was ever seen held by its writer: only then can a
     /// writer be proven dead.
@@ -222,7 +224,13 @@ impl PyCache {
                 Holder::Gone => State::New,
             };
         }
-        if let Some(master) = self.master(&live_pids)
+        let mut writers: Vec<u32> = live_pids.iter().copied().collect();
+        writers.sort_unstable();
+        // The master follows from the writers: looked for again only when
+        // they change.
+        let master = if writers == self.writers { None } else { self.master(&live_pids) };
+        self.writers = writers;
+        if let Some(master) = master
             && self.run_master != Some(master)
         {
             refold |= self.run_master.is_some() || self.fold.values().any(|f| !f.series.is_empty());
@@ -367,18 +375,24 @@ impl PyCache {
         self.active.dedup();
     }
 
-    /// The pool's master, as its pid and start: the parents of the live
-    /// writers that are not themselves parents of live writers (a master
-    /// that records before forking is a writer too), the earliest of them.
+    /// The pool's master, as its pid and start: each live writer that has
+    /// children of its own is one (a master that records before forking,
+    /// as gunicorn's with `preload_app`), else its parent is (gunicorn's
+    /// master when only workers record); the earliest of them.
     fn master(&mut self, live_pids: &HashSet<u32>) -> Option<(u32, u64)> {
-        let parents: HashSet<u32> = live_pids.iter().filter_map(|pid| self.live.known(*pid)).map(|s| s.ppid).collect();
-        let masters: HashSet<u32> = live_pids
-            .iter()
-            .filter(|pid| !parents.contains(pid))
-            .filter_map(|pid| self.live.known(*pid))
-            .map(|s| s.ppid)
-            .chain(live_pids.iter().copied().filter(|pid| parents.contains(pid)))
-            .collect();
+        let mut masters = HashSet::new();
+        for &pid in live_pids {
+            let Some(stat) = self.live.known(pid) else { continue };
+            let parent = match python_live::has_children(pid) {
+                Some(true) => pid,
+                Some(false) => stat.ppid,
+                // No `children` file: a writer whose parent writes too is
+                // a worker of that parent.
+                None if live_pids.contains(&stat.ppid) => stat.ppid,
+                None => stat.ppid,
+            };
+            masters.insert(parent);
+        }
         let starts = masters.into_iter().filter_map(|pid| Some((pid, self.live.stat(pid).ok().flatten()?)));
         starts.filter(|(_, stat)| !stat.zombie).map(|(pid, stat)| (pid, stat.start_ticks)).min_by_key(|m| m.1)
     }

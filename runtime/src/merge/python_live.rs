@@ -161,6 +161,13 @@ impl Liveness {
     }
 }
 
+/// Whether process `pid` has children (`/proc/<pid>/task/<pid>/children`,
+/// which needs `CONFIG_PROC_CHILDREN`); `None` when that cannot be read.
+pub(crate) fn has_children(pid: u32) -> Option<bool> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    Some(!text.trim().is_empty())
+}
+
 /// Whether `pid` is in the pids handed out since `after` up to `up_to`.
 pub(crate) fn handed_out(pid: u32, (after, up_to): (u32, u32)) -> bool {
     if after <= up_to { pid > after && pid <= up_to } else { pid > after || pid <= up_to }
