@@ -206,6 +206,24 @@ const LIVESUM: &str = "pool_gauge_livesum{q=7131}";
 /// Pids that no process can have: above Linux's largest `pid_max`.
 const GONE_PID: u32 = 4_194_400;
 
+/// Runs `f` with this process's descriptor limit at its lowest free
+/// descriptor: nothing can be opened until it returns.
+fn with_no_descriptors_left<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: plain rlimit and descriptor calls on this process.
+    unsafe {
+        let mut old: libc::rlimit = std::mem::zeroed();
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut old), 0);
+        let lowest = libc::dup(0);
+        assert!(lowest >= 0);
+        libc::close(lowest);
+        let low = libc::rlimit { rlim_cur: lowest as libc::rlim_t, rlim_max: old.rlim_max };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &low), 0);
+        let out = f();
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &old), 0);
+        out
+    }
+}
+
 #[test]
 fn a_python_pool_without_hooks() {
     let Some(python) = python_with_prometheus_client() else {
@@ -291,6 +309,16 @@ fn a_python_pool_without_hooks() {
     assert_eq!(state(&format!("counter_{}.db", workers[0])), "live");
     assert_eq!(state(&format!("counter_{}.db", workers[1])), "dead-folded");
     assert_eq!(state(&format!("gauge_livesum_{}.db", workers[1])), "dead-live-gauge");
+    // Out of descriptors: no listing, no /proc, no file can be opened.
+    // The scrape is the same: folded files need none, live ones count
+    // what they held last, and no writer is taken for dead.
+    let plain = |text: Vec<u8>| -> String {
+        String::from_utf8(text).unwrap().lines().filter(|l| !l.contains("promshard_")).collect::<Vec<_>>().join("\n")
+    };
+    let before = plain(promshard::multiprocess::encode_dir(d, Format::Prometheus));
+    let during = with_no_descriptors_left(|| promshard::multiprocess::encode_dir(d, Format::Prometheus));
+    assert_eq!(plain(during), before, "a scrape out of descriptors");
+    assert_eq!(plain(promshard::multiprocess::encode_dir(d, Format::Prometheus)), before);
     // Folded files removed (a cleanup by hand): made again without them.
     for pid in &fake_dead {
         for template in &templates {

@@ -179,19 +179,21 @@ impl PyCache {
                 .filter(|(pid, _)| python_live::handed_out(**pid, range))
                 .flat_map(|(_, paths)| paths.iter().cloned())
                 .collect(),
-            // Unknown: any pid still taken may be new.
+            // Unknown: any pid taken by a process may be new.
             None if self.seen_live => {
                 let pids: Vec<u32> = self.settled_by_pid.keys().copied().collect();
-                let taken = pids.into_iter().filter(|pid| !matches!(self.live.stat(*pid), Ok(None)));
+                let taken = pids.into_iter().filter(|pid| matches!(self.live.stat(*pid), Ok(Some(_))));
                 taken.flat_map(|pid| self.settled_by_pid[&pid].clone()).collect()
             }
             None => Vec::new(),
         };
         for path in reused {
             let Some(info) = self.files.get(&path) else { continue };
-            let held = std::fs::symlink_metadata(&path).is_ok_and(|m| file::identity(&m) != info.identity)
-                || self.live.holds(info.meta.pid, info.identity) != Holder::Gone;
-            if held {
+            // Only on evidence: another file under the name, or the new
+            // process holding it. What cannot be told (out of descriptors)
+            // leaves a dead file dead.
+            let replaced = std::fs::symlink_metadata(&path).is_ok_and(|m| file::identity(&m) != info.identity);
+            if replaced || self.live.holds(info.meta.pid, info.identity) == Holder::Live {
                 refold |= info.state == State::Folded;
                 self.unsettle(&path);
             }
