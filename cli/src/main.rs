@@ -8,9 +8,13 @@
 //!   fails when one cannot be read.
 //! - `serve` is a sidecar exporter: `GET /metrics` on a port of its own
 //!   (127.0.0.1:9100 unless told otherwise), on the runtime's HTTP server
-//!   (`promshard::http`) with its limits and optional authentication.
+//!   (`promshard::http`) with its limits and optional authentication; the
+//!   drop-in exporter of a Python pool's `PROMETHEUS_MULTIPROC_DIR`. With
+//!   `--prune-python` (and only then) it removes Python files that count
+//!   for nothing, the one change it ever makes to the directory.
 //!
-//! Everything goes through `promshard::multiprocess::{encode_dir, inspect}`,
+//! Everything goes through `promshard::multiprocess::{encode_dir, inspect,
+//! inspect_python, prune_python}`,
 //! which never lays out this process's registry: the CLI has no metrics of
 //! its own and never creates a shard.
 
@@ -49,6 +53,11 @@ Options of `serve`:
                                 response (default 10)
   --max-connections N           Serve at most N connections at once; past that, answer
                                 503 and close (default 64)
+  --prune-python                After each scrape, remove the Python .db files that count
+                                for nothing: a previous run's, and dead workers' live-mode
+                                gauges (what mark_process_dead removes). Only when promshard
+                                is the only reader of DIR: Python's own collector would
+                                count a previous run's files
 
 Exit status: 0 on success, 1 when DIR cannot be read (or `check` finds a bad
 file, or `serve` cannot listen or read its secret), 2 on a usage error.
@@ -74,6 +83,8 @@ struct ServeArgs {
     auth: Option<AuthFile>,
     timeout: Option<Duration>,
     max_connections: Option<usize>,
+    /// `--prune-python`: remove Python files that count for nothing.
+    prune_python: bool,
 }
 
 /// Where `serve` reads the secret requests must present.
@@ -137,6 +148,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
     let mut auth: Option<AuthFile> = None;
     let mut timeout: Option<Duration> = None;
     let mut max_connections: Option<usize> = None;
+    let mut prune_python = false;
     let mut options_done = false;
     while let Some(arg) = args.next() {
         let text = arg.to_str();
@@ -165,6 +177,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
             (_, "-h" | "--help") if inline_value.is_none() => return Ok(Command::Help),
             (_, "--") if inline_value.is_none() => options_done = true,
             ("dump", "--openmetrics") if inline_value.is_none() => openmetrics = true,
+            ("serve", "--prune-python") if inline_value.is_none() => prune_python = true,
             ("serve", "--listen") => {
                 let what = "an address, like 127.0.0.1:9100";
                 listen = Some(value(what)?.into_string().map_err(|_| format!("`--listen` needs {what}"))?);
@@ -203,6 +216,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
                 auth,
                 timeout,
                 max_connections,
+                prune_python,
             },
         },
     })
@@ -397,9 +411,14 @@ fn serve(dir: PathBuf, args: &ServeArgs) -> ExitCode {
     }
     let server = {
         let dir = dir.clone();
+        let prune = args.prune_python;
         options.serve_with(args.listen.as_str(), move |accept| {
             let format = Format::from_accept(accept);
-            (multiprocess::encode_dir(&dir, format), format.content_type())
+            let body = multiprocess::encode_dir(&dir, format);
+            if prune {
+                multiprocess::prune_python(&dir);
+            }
+            (body, format.content_type())
         })
     };
     let server = match server {
@@ -451,7 +470,8 @@ mod tests {
         assert_eq!(parse_strs(&["check", "d"]), Ok(Command::Check { dir: dir() }));
         assert_eq!(parse_strs(&["check", "--", "-d"]), Ok(Command::Check { dir: PathBuf::from("-d") }));
         let serve = |listen: &str, auth, timeout, max_connections| {
-            Ok(Command::Serve { dir: dir(), args: ServeArgs { listen: listen.into(), auth, timeout, max_connections } })
+            let args = ServeArgs { listen: listen.into(), auth, timeout, max_connections, prune_python: false };
+            Ok(Command::Serve { dir: dir(), args })
         };
         assert_eq!(parse_strs(&["serve", "d", "--listen", "127.0.0.1:0"]), serve("127.0.0.1:0", None, None, None));
         assert_eq!(parse_strs(&["serve", "--listen=127.0.0.1:0", "d"]), serve("127.0.0.1:0", None, None, None));
@@ -466,6 +486,14 @@ mod tests {
         assert_eq!(parse_strs(&["serve", "--basic-auth-file=pw", "d"]), serve(DEFAULT_LISTEN, basic, None, None));
         let limits = serve(DEFAULT_LISTEN, None, Some(Duration::from_millis(300)), Some(3));
         assert_eq!(parse_strs(&["serve", "d", "--timeout", "0.3", "--max-connections=3"]), limits);
+        let pruning = ServeArgs {
+            listen: DEFAULT_LISTEN.into(),
+            auth: None,
+            timeout: None,
+            max_connections: None,
+            prune_python: true,
+        };
+        assert_eq!(parse_strs(&["serve", "--prune-python", "d"]), Ok(Command::Serve { dir: dir(), args: pruning }));
         assert_eq!(
             parse_strs(&["serve", "d", "--timeout=10", "--listen", "[::1]:0"]),
             serve("[::1]:0", None, Some(Duration::from_secs(10)), None)
@@ -497,6 +525,8 @@ mod tests {
             &["dump", "d", "--timeout", "1"],
             &["check", "d", "--bearer-token-file", "f"],
             &["dump", "d", "--openmetrics=yes"],
+            &["serve", "d", "--prune-python=yes"],
+            &["dump", "d", "--prune-python"],
         ] {
             assert!(parse_strs(args).is_err(), "{args:?}");
         }

@@ -108,6 +108,26 @@ pub fn encode_dir(dir: impl AsRef<Path>, format: Format) -> Vec<u8> {
     out
 }
 
+/// Removes the Python prometheus_client files of `dir` that count for
+/// nothing in [`encode_dir`]'s merge, as the last `encode_dir` of `dir` in
+/// this process classified them: a previous run's files (dead, last
+/// changed before the pool's master started) and dead writers' gauges of
+/// the `live*` modes (the files `mark_process_dead` removes). Returns how
+/// many it removed. Call it after `encode_dir`; it reads nothing itself.
+///
+/// Only for a directory that promshard alone reads: Python's own
+/// `MultiProcessCollector` would count a previous run's files again (that
+/// is what it does without a wipe), so removing them changes what it
+/// shows. `promshard serve --fold-python` calls this after each scrape.
+/// Files that still count (dead writers' counters, histograms, summaries
+/// and gauges of the other modes) are never removed: their values have
+/// nowhere else to live. A file is removed only while no process has its
+/// writer's pid and it is still the file that was classified; the window
+/// between that check and the removal is the one `mark_process_dead` has.
+pub fn prune_python(dir: impl AsRef<Path>) -> usize {
+    crate::merge::prune_python(&resolve(dir.as_ref()))
+}
+
 /// Folds the shards of dead processes in `dir` into its archive now,
 /// rather than at the next scrape of a recording process; safe while other
 /// processes record and scrape. Does nothing while another process is

@@ -228,6 +228,16 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static crate::shard::OwnSha
     }
 }
 
+/// After a merge of `dir` by this process, removes its Python files that
+/// count for nothing (see [`python::PyCache::prune`]); 0 when another
+/// scrape has the cache right now.
+pub(crate) fn prune_python(dir: &Path) -> usize {
+    let mut cache = ShardCache::take();
+    let removed = cache.python.prune(dir);
+    cache.put_back();
+    removed
+}
+
 fn merge(shards: &[Shard], python: BTreeMap<String, SparseFamily>) -> Merged {
     // Family name → (shard, metric index) contributions.
     let mut groups: BTreeMap<&str, Vec<(&Shard, usize)>> = BTreeMap::new();

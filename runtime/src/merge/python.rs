@@ -399,6 +399,35 @@ impl PyCache {
         starts.filter(|(_, stat)| !stat.zombie).map(|(pid, stat)| (pid, stat.start_ticks)).min_by_key(|m| m.1)
     }
 
+    /// Removes the files of `dir` that count for nothing in the merge: a
+    /// previous run's, and dead writers' gauges of the `live*` modes (what
+    /// `mark_process_dead` removes). Each is removed only if no process has
+    /// its pid right now and it is still the file that was classified (so
+    /// a new writer that was just given the pid keeps its file). Returns
+    /// how many were removed. What still counts (dead counters,
+    /// histograms, summaries, gauges of the other modes) is never removed.
+    pub(crate) fn prune(&mut self, dir: &Path) -> usize {
+        if self.dir != dir {
+            return 0;
+        }
+        let mut removed = 0;
+        let candidates: Vec<PathBuf> = self
+            .files
+            .iter()
+            .filter(|(_, i)| matches!(i.state, State::PreviousRun | State::DeadLiveGauge))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in candidates {
+            let info = &self.files[&path];
+            let unchanged = std::fs::symlink_metadata(&path).is_ok_and(|m| file::identity(&m) == info.identity);
+            let pid_free = matches!(python_live::stat_now(info.meta.pid), Ok(None));
+            if unchanged && pid_free && std::fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     /// Every Python file of `paths` as one fresh look sees it, for
     /// `promshard check`.
     pub(crate) fn inspect(dir: &Path, paths: &Arc<Vec<PathBuf>>) -> Vec<PyStatus> {

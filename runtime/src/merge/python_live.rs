@@ -161,6 +161,11 @@ impl Liveness {
     }
 }
 
+/// `/proc/<pid>/stat` read now (not as of the scrape).
+pub(crate) fn stat_now(pid: u32) -> Result<Option<ProcStat>, ()> {
+    read_stat(pid)
+}
+
 /// Whether process `pid` has children (`/proc/<pid>/task/<pid>/children`,
 /// which needs `CONFIG_PROC_CHILDREN`); `None` when that cannot be read.
 pub(crate) fn has_children(pid: u32) -> Option<bool> {
