@@ -21,7 +21,20 @@
 //!   forking keeps it open while its workers are replaced. Processes that
 //!   only read ([`encode_dir`], the `promshard` CLI) never remove anything.
 //! - Python prometheus_client `.db` files in the directory are merged too,
-//!   as its `MultiProcessCollector` would.
+//!   as its `MultiProcessCollector` would, with no `child_exit` hook: a
+//!   file's writer is alive while the process its name names holds it
+//!   open or mapped (`/proc/<pid>/fd`, `/proc/<pid>/maps`; a pid reused by
+//!   another process does not hold it). A dead writer's file never
+//!   changes: it is read once and its counters, histograms, summaries and
+//!   non-live gauges folded into one set of series kept between scrapes,
+//!   so recycled workers cost scrapes nothing; its `live*` gauges count
+//!   for nothing, as if `mark_process_dead` had run; and once live writers
+//!   show the pool's master, a dead file last changed before that master
+//!   started is a previous run's and counts for nothing (no wipe at boot).
+//!   The reader must see the writers' `/proc` (the same pid namespace);
+//!   where it cannot (no `/proc` off Linux, another namespace) nothing is
+//!   proven dead and every file is read at every scrape, as Python reads
+//!   them. Python's files are never changed, except by [`prune_python`].
 //! - The `process_*` metrics (CPU, memory, descriptors, start time) come
 //!   for every live process of the directory, each under a `pid` label,
 //!   read from `/proc` by the process that serves the scrape (or by
