@@ -200,10 +200,10 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static crate::shard::OwnSha
     let dead = shards.iter().any(|s| !s.live && !s.archive);
     loop {
         let python = {
-            let mut python = core::mem::take(&mut cache.python);
+            let mut python = cache.take_python(dir);
             let mut problems = Vec::new();
             let families = python.scrape(dir, &listing.python, &mut |path, e| problems.push((path.to_owned(), e)));
-            cache.python = python;
+            cache.put_python(python);
             for (path, e) in problems {
                 report(&mut cache, &path, e);
             }
@@ -233,7 +233,9 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static crate::shard::OwnSha
 /// scrape has the cache right now.
 pub(crate) fn prune_python(dir: &Path) -> usize {
     let mut cache = ShardCache::take();
-    let removed = cache.python.prune(dir);
+    let mut python = cache.take_python(dir);
+    let removed = python.prune(dir);
+    cache.put_python(python);
     cache.put_back();
     removed
 }

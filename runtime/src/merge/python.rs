@@ -48,6 +48,7 @@ use std::sync::Arc;
 
 use super::python_db::{self, Entry, PyFile, PyKind};
 use super::python_live::{self, Holder, Liveness};
+use super::read::KeptFile;
 use super::sparse::{Acc, SparseFamily, SparseKind};
 use crate::descriptor::{GaugeMode, Kind};
 use crate::shard::file::{self, Identity};
@@ -110,6 +111,9 @@ struct FileInfo {
     /// that cannot open it for want of a descriptor (its counts must not
     /// vanish from that scrape).
     last: Option<Arc<Vec<Entry>>>,
+    /// Kept open while it is read at every scrape (within the process's
+    /// descriptor budget), so a scrape reads it with one `pread`.
+    kept: Option<KeptFile>,
 }
 
 /// What a directory's Python files came to, kept between scrapes.
@@ -152,6 +156,11 @@ pub(crate) struct PyStatus {
 }
 
 impl PyCache {
+    /// The directory this is about (empty for a fresh one).
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The merged families of the Python files `paths` of `dir` for this
     /// scrape. `report` counts and logs a bad file (once per file and
     /// problem, as it does for shards).
@@ -265,7 +274,7 @@ impl PyCache {
                     info.state = if previous { State::PreviousRun } else { State::DeadLiveGauge };
                 }
             } else {
-                match python_db::read(&path) {
+                match read_entries(&path, info) {
                     Ok(entries) => {
                         if dead && info.state == State::New {
                             add_entries(&mut self.fold, &info.meta, &entries);
@@ -301,6 +310,7 @@ impl PyCache {
                 }
             }
             if info.state.settled() {
+                info.kept = None;
                 self.settled_by_pid.entry(info.meta.pid).or_default().push(path);
             } else {
                 still_active.push(path);
@@ -328,8 +338,10 @@ impl PyCache {
             let Some(meta) = path.file_name().and_then(|n| n.to_str()).and_then(python_db::parse_file_name) else {
                 continue;
             };
-            self.files
-                .insert(path.clone(), FileInfo { meta, identity: (0, 0), changed: 0.0, state: State::New, last: None });
+            self.files.insert(
+                path.clone(),
+                FileInfo { meta, identity: (0, 0), changed: 0.0, state: State::New, last: None, kept: None },
+            );
             self.active.push(path.clone());
         }
         self.active.retain(|p| self.files.contains_key(p));
@@ -452,6 +464,22 @@ impl PyCache {
             })
             .collect()
     }
+}
+
+/// A file's entries, through its kept descriptor if it has one; else
+/// opened, and kept when the descriptor budget allows and it is still the
+/// file that was classified.
+fn read_entries(path: &Path, info: &mut FileInfo) -> Result<Vec<Entry>, python_db::PyDbError> {
+    if let Some(kept) = &info.kept {
+        return python_db::read_file(&kept.0);
+    }
+    let file = std::fs::File::open(path)?;
+    let entries = python_db::read_file(&file)?;
+    let same = file.metadata().is_ok_and(|m| file::identity(&m) == info.identity);
+    if same && KeptFile::reserve() {
+        info.kept = Some(KeptFile(file));
+    }
+    Ok(entries)
 }
 
 /// The bytes a file says it uses (its header), 0 if unreadable.

@@ -201,6 +201,38 @@ pub(crate) fn read(path: &Path) -> Result<Vec<Entry>, PyDbError> {
     parse(&buf)
 }
 
+/// As [`read`], through an open descriptor, with positioned reads: one
+/// for a file that fits in a page (the common case), as Python's own
+/// reader does.
+pub(crate) fn read_file(file: &File) -> Result<Vec<Entry>, PyDbError> {
+    let mut buf = vec![0u8; 4096];
+    let n = read_at_most(file, &mut buf, 0)?;
+    buf.truncate(n);
+    if let Some(used) = read_i32(&buf, 0).and_then(|u| usize::try_from(u).ok()).filter(|&u| u > n && n == 4096) {
+        // Bounded by the file, whatever the header claims.
+        let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+        buf.resize(used.min(len).max(n), 0);
+        let got = read_at_most(file, &mut buf[n..], n as u64)?;
+        buf.truncate(n + got);
+    }
+    parse(&buf)
+}
+
+/// Reads from `at` until `buf` is full or the file ends.
+fn read_at_most(file: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], at + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
 /// Parses a whole file (or at least its first `used` bytes). An empty file
 /// or a zero `used` is a file Python has created but not yet initialised
 /// (creating, sizing and writing the header are separate steps), so it
@@ -678,6 +710,34 @@ pub(crate) mod tests {
         std::fs::write(&path, b"").unwrap();
         assert!(read(&path).unwrap().is_empty());
         assert!(matches!(read(&dir.0.join("gone.db")), Err(PyDbError::Io(_))));
+    }
+
+    /// The descriptor reader gives what the path reader gives: a small
+    /// file, one larger than a page (preallocated beyond `used`), one
+    /// whose header claims more than the file holds, an empty one.
+    #[test]
+    fn read_file_is_read() {
+        let dir = TempDir::new("read-file");
+        let path = dir.0.join("counter_2.db");
+        let many: Vec<Vec<u8>> =
+            (0..200).map(|i| entry(&key(&format!(r#""a": "{i}""#)), i as f64, Some(0.0))).collect();
+        let mut big = file(&many);
+        assert!(big.len() > 4096);
+        big.resize(1 << 16, 0);
+        let cases = [
+            file(&[entry(&key(""), 7.0, Some(0.0))]),
+            big,
+            with_used(vec![0; 16], i32::MAX),
+            with_used(vec![0; 8192], 9000),
+            Vec::new(),
+        ];
+        for bytes in cases {
+            std::fs::write(&path, &bytes).unwrap();
+            let by_path = format!("{:?}", read(&path));
+            let by_file = format!("{:?}", read_file(&File::open(&path).unwrap()));
+            assert_eq!(by_file, by_path, "{} bytes", bytes.len());
+        }
+        assert_eq!(read_file(&File::open(&path).unwrap()).unwrap().len(), 0);
     }
 
     /// Two processes (a fork) record every file type; Python then prints,

@@ -295,15 +295,21 @@ impl Shard {
 #[derive(Default)]
 pub(crate) struct ShardCache {
     entries: BTreeMap<PathBuf, Cached>,
-    listing: Option<CachedListing>,
-    /// What the directory's Python files came to.
-    pub(crate) python: super::python::PyCache,
+    /// The listings of the last few directories read, most recent first.
+    listings: Vec<CachedListing>,
+    /// What the Python files of the last few directories read came to,
+    /// most recent first.
+    python: Vec<super::python::PyCache>,
     /// This process's own shard, parsed (its schema never changes; a
     /// forked child's file has another name, so it parses afresh).
     own: Option<Shard>,
     /// Problems met while reusing cached shards, for the scrape to report.
     pub(crate) problems: Vec<(PathBuf, ShardError)>,
 }
+
+/// How many directories a process keeps listings and Python state for: a
+/// reader usually reads one; a few read in turn each keep theirs.
+const KEPT_DIRS: usize = 4;
 
 /// A directory listing, reused while the directory's mtime is unchanged.
 struct CachedListing {
@@ -398,26 +404,47 @@ impl ShardCache {
         let mtime = (meta.mtime(), meta.mtime_nsec());
         let reusable =
             |l: &&CachedListing| l.settled && l.dir == dir && l.mtime == mtime && l.own_name.as_deref() == own_name;
-        if let Some(listing) = self.listing.as_ref().filter(reusable) {
+        if let Some(listing) = self.listings.iter().find(reusable) {
             return Ok((listing.files.clone(), false));
         }
         let files = file::list_all(dir, own_name)?;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        self.listing = Some(CachedListing {
-            dir: dir.to_owned(),
-            own_name: own_name.map(str::to_owned),
-            mtime,
-            settled: now > mtime.0 + 1,
-            files: files.clone(),
-        });
+        self.listings.retain(|l| l.dir != dir);
+        self.listings.truncate(KEPT_DIRS - 1);
+        self.listings.insert(
+            0,
+            CachedListing {
+                dir: dir.to_owned(),
+                own_name: own_name.map(str::to_owned),
+                mtime,
+                settled: now > mtime.0 + 1,
+                files: files.clone(),
+            },
+        );
         Ok((files, true))
+    }
+
+    /// What the Python files of `dir` came to so far (empty if unknown),
+    /// taken out for a scrape; [`put_python`](Self::put_python) returns it.
+    pub(crate) fn take_python(&mut self, dir: &Path) -> super::python::PyCache {
+        match self.python.iter().position(|p| p.dir() == dir) {
+            Some(at) => self.python.remove(at),
+            None => super::python::PyCache::default(),
+        }
+    }
+
+    /// Keeps what a scrape learnt of a directory's Python files, for the
+    /// next scrape of that directory.
+    pub(crate) fn put_python(&mut self, python: super::python::PyCache) {
+        self.python.truncate(KEPT_DIRS - 1);
+        self.python.insert(0, python);
     }
 
     /// What `dir` held when it could last be listed, for a scrape that
     /// cannot list it now (out of descriptors): the last listing, else the
     /// files still mapped from it. Never an empty directory by mistake.
     pub(crate) fn last_listing(&self, dir: &Path) -> file::Listing {
-        match self.listing.as_ref().filter(|l| l.dir == dir) {
+        match self.listings.iter().find(|l| l.dir == dir) {
             Some(listing) => listing.files.clone(),
             None => file::Listing {
                 shards: self.entries.keys().filter(|p| p.parent() == Some(dir)).cloned().collect(),
@@ -464,13 +491,13 @@ fn held_by_someone(path: &Path, identity: file::Identity) -> Result<bool, ShardE
 /// A shard descriptor kept open between scrapes, counted process-wide
 /// (concurrent scrapes each have a cache, and all of them together keep
 /// within the budget).
-struct KeptFile(std::fs::File);
+pub(crate) struct KeptFile(pub(crate) std::fs::File);
 
 static KEPT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
 impl KeptFile {
     /// Takes a place in the budget, if one is free.
-    fn reserve() -> bool {
+    pub(crate) fn reserve() -> bool {
         let budget = descriptor_budget();
         KEPT.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < budget).then_some(n + 1)).is_ok()
     }
