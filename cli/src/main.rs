@@ -248,6 +248,11 @@ fn dump(dir: &Path, format: Format) -> ExitCode {
             eprintln!("promshard: skipped {}: {problem}", dir.join(&status.file).display());
         }
     }
+    for status in multiprocess::inspect_python(dir).unwrap_or_default() {
+        if let Some(problem) = status.problem {
+            eprintln!("promshard: skipped {}: {problem}", dir.join(&status.file).display());
+        }
+    }
     ExitCode::SUCCESS
 }
 

@@ -358,6 +358,7 @@ fn bad_files_fail_check_but_not_dump() {
     assert_has_values(&dump.stdout);
     assert!(dump.stderr.contains("garbage.promshard"), "skipped files are named: {}", dump.stderr);
     assert!(dump.stderr.contains("foreign.promshard"), "skipped files are named: {}", dump.stderr);
+    assert!(dump.stderr.contains("counter_123.db"), "skipped files are named: {}", dump.stderr);
     drop(worker);
 }
 
