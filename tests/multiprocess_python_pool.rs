@@ -405,8 +405,21 @@ fn a_python_pool_without_hooks() {
     }
     assert_eq!(listed.len(), old_files.len() + listed.iter().filter(|f| f.live).count());
     assert!(fresh.iter().all(|w| pool.workers.contains(w)));
-    let _ = pool.master();
-    drop(pool);
+
+    // 9. A new master started while the old one lives (gunicorn's USR2
+    // upgrade) continues the run: once the old one has gone, its files
+    // still count.
+    let mut successor = Pool::start(&python, d);
+    successor.spawn(5, false);
+    let overlap = ours(&python, d);
+    assert_eq!(value(&overlap, JOBS_A), 9.0, "1 + 2 + 6");
+    let mut gone = pool.workers.clone();
+    gone.push(pool.master());
+    pool.exit();
+    let handed_over = ours(&python, d);
+    assert_same("the old master gone", &handed_over, &oracle(&python, d, &gone, &old));
+    assert_eq!(value(&handed_over, JOBS_A), 9.0, "nothing of this run is lost");
+    drop(successor);
 
     eprintln!("python pool test took {:?}", started.elapsed());
 }

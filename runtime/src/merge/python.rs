@@ -24,9 +24,11 @@
 //!   changed before that master started was written by a run before it,
 //!   the same rule as promshard's own shards, where a new run starts from
 //!   zero: a restarted pool's counters no longer start inflated by the
-//!   last run's, with no `rm -rf` at boot. With no live writer in sight
-//!   the last run's files are shown, as promshard shows a finished run's
-//!   shards until a new run starts;
+//!   last run's, with no `rm -rf` at boot. A new master seen while one of
+//!   the run's masters still lives (gunicorn's USR2 upgrade) joins the
+//!   run, as a promshard process that finds a live shard joins its run.
+//!   With no live writer in sight the last run's files are shown, as
+//!   promshard shows a finished run's shards until a new run starts;
 //! - everything else, as in Python.
 //!
 //! The fold is made again from the files (never patched by subtraction)
@@ -129,9 +131,9 @@ pub(crate) struct PyCache {
     /// is handed to a new process.
     settled_by_pid: BTreeMap<u32, Vec<PathBuf>>,
     fold: BTreeMap<String, SparseFamily>,
-    /// The pool's master (pid and start ticks) and when it started, as
-    /// last seen; kept while no writer is live.
-    run_master: Option<(u32, u64)>,
+    /// The pool's masters (pid and start ticks), earliest first, and when
+    /// the run began, as last seen; kept while no writer is live.
+    run_masters: Vec<(u32, u64)>,
     /// The live writers' pids the master was last looked for among.
     writers: Vec<u32>,
     run_start: Option<f64>,
@@ -237,18 +239,24 @@ impl PyCache {
         }
         let mut writers: Vec<u32> = live_pids.iter().copied().collect();
         writers.sort_unstable();
-        // The master follows from the writers: looked for again only when
+        // The masters follow from the writers: looked for again only when
         // they change.
-        let master = if writers == self.writers { None } else { self.master(&live_pids) };
+        let masters = if writers == self.writers { Vec::new() } else { self.masters(&live_pids) };
         self.writers = writers;
-        if let Some(master) = master
-            && self.run_master != Some(master)
-        {
-            refold |= self.run_master.is_some() || self.fold.values().any(|f| !f.series.is_empty());
-            refold |= self.files.values().any(|i| i.state == State::PreviousRun);
-            self.run_master = Some(master);
-            // Read once per master: the clocks it is derived from move.
-            self.run_start = self.live.stat(master.0).ok().flatten().and_then(|s| python_live::started_at(&s));
+        if !masters.is_empty() && masters != self.run_masters {
+            // A master seen beside one of the run's (gunicorn's USR2
+            // upgrade forks a new master before the old one leaves)
+            // continues the run; masters with none of the run's alive
+            // start a new one.
+            let continued = masters.iter().any(|m| self.run_masters.contains(m));
+            if !continued {
+                refold |= !self.run_masters.is_empty() || self.fold.values().any(|f| !f.series.is_empty());
+                refold |= self.files.values().any(|i| i.state == State::PreviousRun);
+                // Read once per run: the clocks it is derived from move.
+                let (pid, _) = masters[0];
+                self.run_start = self.live.stat(pid).ok().flatten().and_then(|s| python_live::started_at(&s));
+            }
+            self.run_masters = masters;
         }
         if refold {
             self.refold();
@@ -276,14 +284,14 @@ impl PyCache {
             } else {
                 match read_entries(&path, info) {
                     Ok(entries) => {
+                        add_entries(&mut families, &info.meta, &entries);
                         if dead && info.state == State::New {
                             add_entries(&mut self.fold, &info.meta, &entries);
                             info.state = State::Folded;
                             info.last = None;
                         } else {
-                            info.last = Some(Arc::new(entries.clone()));
+                            info.last = Some(Arc::new(entries));
                         }
-                        add_entries(&mut families, &info.meta, &entries);
                     }
                     Err(python_db::PyDbError::Io(e))
                         if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) =>
@@ -380,35 +388,33 @@ impl PyCache {
                 }
             }
         }
-        for info in self.files.values_mut() {
-            if info.state == State::Reused {
-                info.state = State::New;
-            }
-        }
         self.active.sort();
         self.active.dedup();
     }
 
-    /// The pool's master, as its pid and start: each live writer that has
-    /// children of its own is one (a master that records before forking,
-    /// as gunicorn's with `preload_app`), else its parent is (gunicorn's
-    /// master when only workers record); the earliest of them.
-    fn master(&mut self, live_pids: &HashSet<u32>) -> Option<(u32, u64)> {
+    /// The pool's masters, as pid and start, earliest first: each live
+    /// writer that has children of its own is one (a master that records
+    /// before forking, as gunicorn's with `preload_app`), else its parent
+    /// is (gunicorn's master when only workers record).
+    fn masters(&mut self, live_pids: &HashSet<u32>) -> Vec<(u32, u64)> {
         let mut masters = HashSet::new();
         for &pid in live_pids {
             let Some(stat) = self.live.known(pid) else { continue };
-            let parent = match python_live::has_children(pid) {
+            let master = match python_live::has_children(pid) {
                 Some(true) => pid,
-                Some(false) => stat.ppid,
-                // No `children` file: a writer whose parent writes too is
-                // a worker of that parent.
-                None if live_pids.contains(&stat.ppid) => stat.ppid,
-                None => stat.ppid,
+                // No `children` file (CONFIG_PROC_CHILDREN): the parent.
+                Some(false) | None => stat.ppid,
             };
-            masters.insert(parent);
+            masters.insert(master);
         }
-        let starts = masters.into_iter().filter_map(|pid| Some((pid, self.live.stat(pid).ok().flatten()?)));
-        starts.filter(|(_, stat)| !stat.zombie).map(|(pid, stat)| (pid, stat.start_ticks)).min_by_key(|m| m.1)
+        let mut out: Vec<(u32, u64)> = masters
+            .into_iter()
+            .filter_map(|pid| Some((pid, self.live.stat(pid).ok().flatten()?)))
+            .filter(|(_, stat)| !stat.zombie)
+            .map(|(pid, stat)| (pid, stat.start_ticks))
+            .collect();
+        out.sort_by_key(|&(pid, ticks)| (ticks, pid));
+        out
     }
 
     /// Removes the files of `dir` that count for nothing in the merge: a
