@@ -380,6 +380,43 @@ fn a_python_pool_without_hooks() {
     assert_eq!(value(&revived, JOBS_A), value(&reused, JOBS_A) + 1000.0);
     assert_same("the pid's new writer opened it", &revived, &oracle(&python, d, &dead, &skip));
 
+    // 7b. A real pid reuse (as root: `ns_last_pid` picks the next pid):
+    // a new worker is given the pid of worker 1, dead and folded long ago.
+    // Until it records its old files count as a dead writer's; then it
+    // reopens them (prometheus_client appends) and its counts show.
+    let target = workers[1];
+    let mut reborn = None;
+    for _ in 0..20 {
+        if std::fs::write("/proc/sys/kernel/ns_last_pid", (target - 1).to_string()).is_err() {
+            break;
+        }
+        let pid = pool.spawn(7, true);
+        if pid == target {
+            reborn = Some(pid);
+            break;
+        }
+        // Another process took the pid first: try again.
+        pool.kill(pid);
+    }
+    match reborn {
+        Some(pid) => {
+            let before = ours(&python, d);
+            assert_same("a dead writer's pid given to a new worker", &before, &oracle(&python, d, &dead, &skip));
+            pool.signal(pid, libc::SIGUSR1);
+            let after = ours(&python, d);
+            assert_eq!(value(&after, JOBS_A), value(&before, JOBS_A) + 1000.0, "the new worker's counts show");
+            assert_same("the new worker reopened its pid's file", &after, &oracle(&python, d, &dead, &skip));
+        }
+        None => eprintln!("not root, or the pid was always taken first: no real pid reuse checked"),
+    }
+    // Pids go on after the old workers' again, so that later steps meet no
+    // reuse they did not ask for.
+    let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max").map_or(0, |t| t.trim().parse().unwrap_or(0));
+    let next = pool.workers.iter().chain(&workers).max().copied().unwrap_or(0) + 10_000;
+    if next < pid_max {
+        let _ = std::fs::write("/proc/sys/kernel/ns_last_pid", next.to_string());
+    }
+
     // 8. The pool stops; its files stay (no wipe). A new pool in the same
     // directory starts from zero: the old run's files, all dead and last
     // changed before the new master started, count for nothing.

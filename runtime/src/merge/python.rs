@@ -137,6 +137,9 @@ pub(crate) struct PyCache {
     /// The live writers' pids the master was last looked for among.
     writers: Vec<u32>,
     run_start: Option<f64>,
+    /// Pids handed to new processes that could not be asked about their
+    /// files (out of descriptors): asked again at the next scrape.
+    pending: std::collections::BTreeSet<u32>,
     /// Whether a file was ever seen held by its writer: only then can a
     /// writer be proven dead.
     seen_live: bool,
@@ -183,13 +186,23 @@ impl PyCache {
         // Pids handed out since the last scrape: a settled file of such a
         // pid may have been opened again by its new owner.
         let new_pids = self.live.new_pids();
-        let reused: Vec<PathBuf> = match new_pids {
-            Some(range) => self
-                .settled_by_pid
-                .iter()
-                .filter(|(pid, _)| python_live::handed_out(**pid, range))
-                .flat_map(|(_, paths)| paths.iter().cloned())
-                .collect(),
+        let mut reused: Vec<PathBuf> = match new_pids {
+            // Pids are handed out in increasing order, wrapping at
+            // `pid_max`: one or two ranges of the map, not all of it.
+            Some((after, up_to)) => {
+                let ranges = if after <= up_to {
+                    [(after.saturating_add(1), up_to), (1, 0)]
+                } else {
+                    [(after.saturating_add(1), u32::MAX), (0, up_to)]
+                };
+                ranges
+                    .into_iter()
+                    .filter(|(from, to)| from <= to)
+                    .flat_map(|(from, to)| self.settled_by_pid.range(from..=to))
+                    .filter(|(pid, _)| python_live::handed_out(**pid, (after, up_to)))
+                    .flat_map(|(_, paths)| paths.iter().cloned())
+                    .collect()
+            }
             // Unknown: any pid taken by a process may be new.
             None if self.seen_live => {
                 let pids: Vec<u32> = self.settled_by_pid.keys().copied().collect();
@@ -198,13 +211,24 @@ impl PyCache {
             }
             None => Vec::new(),
         };
+        // Pids whose new process could not be asked last time.
+        for pid in core::mem::take(&mut self.pending) {
+            reused.extend(self.settled_by_pid.get(&pid).into_iter().flatten().cloned());
+        }
+        reused.sort();
+        reused.dedup();
         for path in reused {
             let Some(info) = self.files.get(&path) else { continue };
-            // Only on evidence: another file under the name, or the new
-            // process holding it. What cannot be told (out of descriptors)
-            // leaves a dead file dead.
+            // Only on evidence: another file under the name, or a process
+            // with the pid (holding the file, or not yet: a new Python
+            // worker opens its pid's old file when it first records, so it
+            // is watched from now on). What cannot be told (out of
+            // descriptors) leaves a dead file dead and asks again next time.
             let replaced = std::fs::symlink_metadata(&path).is_ok_and(|m| file::identity(&m) != info.identity);
-            if replaced || self.live.holds(info.meta.pid, info.identity) == Holder::Live {
+            let holder = self.live.holds(info.meta.pid, info.identity);
+            if holder == Holder::Unknown && !replaced {
+                self.pending.insert(info.meta.pid);
+            } else if replaced || matches!(holder, Holder::Live | Holder::Other) {
                 refold |= info.state == State::Folded;
                 self.unsettle(&path);
             }
