@@ -109,10 +109,14 @@ struct FileInfo {
     /// since the epoch.
     changed: f64,
     state: State,
-    /// A file read at every scrape: what it held last time, for a scrape
-    /// that cannot open it for want of a descriptor (its counts must not
-    /// vanish from that scrape).
-    last: Option<Arc<Vec<Entry>>>,
+    /// A file read at every scrape: the bytes it held last time, for a
+    /// scrape that cannot read it for want of a descriptor (its counts
+    /// must not vanish from that scrape).
+    last: Option<Vec<u8>>,
+    /// A file read at every scrape: its keys as parsed last time, by
+    /// position (prometheus_client only ever appends entries and rewrites
+    /// values in place), so that a scrape parses only new keys.
+    keys: Vec<Arc<Prepared>>,
     /// Kept open while it is read at every scrape (within the process's
     /// descriptor budget), so a scrape reads it with one `pread`.
     kept: Option<KeptFile>,
@@ -306,25 +310,33 @@ impl PyCache {
                     info.state = if previous { State::PreviousRun } else { State::DeadLiveGauge };
                 }
             } else {
-                match read_entries(&path, info) {
-                    Ok(entries) => {
+                let folding = dead && info.state == State::New;
+                let read = read_bytes(&path, info).map_err(python_db::PyDbError::from).and_then(|bytes| {
+                    if folding {
+                        // Read once: no key worth keeping.
+                        let entries = python_db::parse(&bytes)?;
+                        add_entries(&mut self.fold, &info.meta, &entries);
                         add_entries(&mut families, &info.meta, &entries);
-                        if dead && info.state == State::New {
-                            add_entries(&mut self.fold, &info.meta, &entries);
-                            info.state = State::Folded;
-                            info.last = None;
-                        } else {
-                            info.last = Some(Arc::new(entries));
-                        }
+                        info.last = None;
+                        info.keys = Vec::new();
+                        return Ok(());
                     }
+                    add_bytes(&mut families, info, &bytes)?;
+                    info.last = Some(bytes);
+                    Ok(())
+                });
+                match read {
+                    Ok(()) if folding => info.state = State::Folded,
+                    Ok(()) => {}
                     Err(python_db::PyDbError::Io(e))
                         if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) =>
                     {
                         // Out of descriptors is the reader's state, not the
                         // file's: count what it held last, never fold it.
                         report(&path, ShardError::Descriptors);
-                        if let Some(last) = &info.last {
-                            add_entries(&mut families, &info.meta, last);
+                        if let Some(last) = info.last.take() {
+                            let _ = add_bytes(&mut families, info, &last);
+                            info.last = Some(last);
                         }
                         if info.state == State::New {
                             info.identity = (0, 0);
@@ -343,6 +355,8 @@ impl PyCache {
             }
             if info.state.settled() {
                 info.kept = None;
+                info.keys = Vec::new();
+                info.last = None;
                 self.settled_by_pid.entry(info.meta.pid).or_default().push(path);
             } else {
                 still_active.push(path);
@@ -372,7 +386,15 @@ impl PyCache {
             };
             self.files.insert(
                 path.clone(),
-                FileInfo { meta, identity: (0, 0), changed: 0.0, state: State::New, last: None, kept: None },
+                FileInfo {
+                    meta,
+                    identity: (0, 0),
+                    changed: 0.0,
+                    state: State::New,
+                    last: None,
+                    keys: Vec::new(),
+                    kept: None,
+                },
             );
             self.active.push(path.clone());
         }
@@ -496,20 +518,154 @@ impl PyCache {
     }
 }
 
-/// A file's entries, through its kept descriptor if it has one; else
+/// A file's bytes, through its kept descriptor if it has one; else
 /// opened, and kept when the descriptor budget allows and it is still the
 /// file that was classified.
-fn read_entries(path: &Path, info: &mut FileInfo) -> Result<Vec<Entry>, python_db::PyDbError> {
+fn read_bytes(path: &Path, info: &mut FileInfo) -> std::io::Result<Vec<u8>> {
     if let Some(kept) = &info.kept {
-        return python_db::read_file(&kept.0);
+        return python_db::read_bytes(&kept.0);
     }
     let file = std::fs::File::open(path)?;
-    let entries = python_db::read_file(&file)?;
+    let bytes = python_db::read_bytes(&file)?;
     let same = file.metadata().is_ok_and(|m| file::identity(&m) == info.identity);
     if same && KeptFile::reserve() {
         info.kept = Some(KeptFile(file));
     }
-    Ok(entries)
+    Ok(bytes)
+}
+
+/// What one key of a file comes to in the merge, worked out once.
+pub(crate) struct Prepared {
+    /// The key's bytes, to tell that the entry at this position is still
+    /// this key.
+    raw: Box<[u8]>,
+    metric: String,
+    help: String,
+    kind: SparseKind,
+    /// The series' labels: `le` taken out, the file's pid added for the
+    /// per-process gauge modes.
+    labels: super::sparse::Labels,
+    what: What,
+}
+
+#[derive(Clone, Copy)]
+enum What {
+    CounterTotal,
+    Gauge {
+        skip_unset: bool,
+    },
+    Bucket(f64),
+    HistogramSum,
+    SummaryCount,
+    SummarySum,
+    /// Not a sample the merge shows (`_created`, an unknown suffix).
+    Nothing,
+}
+
+impl Prepared {
+    fn new(meta: &PyFile, raw: &[u8]) -> Option<Prepared> {
+        let (metric, sample, mut labels, help) = python_db::parse_current_key(raw)?;
+        let (kind, mode) = sparse_kind(meta);
+        let suffix = sample.strip_prefix(metric.as_str()).unwrap_or("");
+        let what = match (meta.kind, suffix) {
+            (PyKind::Counter, "_total") => What::CounterTotal,
+            (PyKind::Gauge { .. }, "") => {
+                if mode.is_some_and(GaugeMode::is_per_process) {
+                    labels.push(("pid".to_owned(), meta.pid.to_string()));
+                }
+                What::Gauge { skip_unset: mode.is_some_and(GaugeMode::is_most_recent) }
+            }
+            (PyKind::Histogram, "_bucket") => match labels.iter().position(|(k, _)| k == "le") {
+                Some(at) => {
+                    let (_, le) = labels.remove(at);
+                    match le.parse::<f64>().or_else(|_| parse_go_float(&le)) {
+                        Ok(bound) => What::Bucket(bound),
+                        Err(()) => What::Nothing,
+                    }
+                }
+                None => What::Nothing,
+            },
+            (PyKind::Histogram, "_sum") => What::HistogramSum,
+            (PyKind::Summary, "_count") => What::SummaryCount,
+            (PyKind::Summary, "_sum") => What::SummarySum,
+            _ => What::Nothing,
+        };
+        Some(Prepared { raw: raw.into(), metric, help, kind, labels, what })
+    }
+
+    /// Adds the entry's value, as [`add_entries`] would: the family is
+    /// there even when the entry shows no sample (Python shows its
+    /// header).
+    fn add(&self, families: &mut BTreeMap<String, SparseFamily>, value: f64, timestamp: f64) {
+        let family = match families.get_mut(&self.metric) {
+            Some(family) => family,
+            None => families
+                .entry(self.metric.clone())
+                .or_insert_with(|| SparseFamily::new(&self.metric, &self.help, None, self.kind)),
+        };
+        let acc = match self.what {
+            What::CounterTotal => Acc::Counter { count: 0, fraction: value },
+            What::Gauge { skip_unset: true } if timestamp == 0.0 => return,
+            What::Gauge { .. } => Acc::Gauge { value, stamp: timestamp },
+            What::Bucket(bound) => Acc::Histogram { buckets: vec![(bound, value as u64)], sum: 0.0 },
+            What::HistogramSum => Acc::Histogram { buckets: Vec::new(), sum: value },
+            What::SummaryCount => Acc::Summary { count: value, sum: 0.0 },
+            What::SummarySum => Acc::Summary { count: 0.0, sum: value },
+            What::Nothing => return,
+        };
+        family.add_ref(&self.labels, acc);
+    }
+}
+
+/// Adds a file read at every scrape, parsing only the keys it did not
+/// hold last time; a file not in the current layout, or with a key that
+/// does not parse, goes through [`python_db::parse`] (which says why).
+fn add_bytes(
+    families: &mut BTreeMap<String, SparseFamily>,
+    info: &mut FileInfo,
+    bytes: &[u8],
+) -> Result<(), python_db::PyDbError> {
+    let fast = python_db::raw_entries(bytes).and_then(|raw| {
+        let mut keys = core::mem::take(&mut info.keys);
+        keys.truncate(raw.len());
+        for (i, entry) in raw.iter().enumerate() {
+            let key = &bytes[entry.key.0..entry.key.1];
+            if keys.get(i).is_none_or(|k| *k.raw != *key) {
+                let prepared = Arc::new(Prepared::new(&info.meta, key)?);
+                if i < keys.len() {
+                    keys[i] = prepared;
+                } else {
+                    keys.push(prepared);
+                }
+            }
+        }
+        Some((raw, keys))
+    });
+    match fast {
+        Some((raw, keys)) => {
+            for (entry, key) in raw.iter().zip(&keys) {
+                key.add(families, entry.value, entry.timestamp);
+            }
+            info.keys = keys;
+            Ok(())
+        }
+        None => {
+            info.keys = Vec::new();
+            let entries = python_db::parse(bytes)?;
+            add_entries(families, &info.meta, &entries);
+            Ok(())
+        }
+    }
+}
+
+/// The family type and gauge mode of a file's entries.
+fn sparse_kind(meta: &PyFile) -> (SparseKind, Option<GaugeMode>) {
+    match meta.kind {
+        PyKind::Counter => (SparseKind::Metric(Kind::Counter, GaugeMode::Sum), None),
+        PyKind::Histogram => (SparseKind::Metric(Kind::Histogram, GaugeMode::Sum), None),
+        PyKind::Summary => (SparseKind::Summary, None),
+        PyKind::Gauge { mode } => (SparseKind::Metric(Kind::Gauge, mode), Some(mode)),
+    }
 }
 
 /// The bytes a file says it uses (its header), 0 if unreadable.
@@ -533,13 +689,8 @@ fn describe(path: &Path, info: &mut FileInfo) -> bool {
 /// for the per-process modes; a `mostrecent` gauge never set is left
 /// out), a histogram's buckets and sum, a summary's count and sum.
 pub(crate) fn add_entries(families: &mut BTreeMap<String, SparseFamily>, meta: &PyFile, entries: &[Entry]) {
+    let (kind, mode) = sparse_kind(meta);
     for entry in entries {
-        let (kind, mode) = match meta.kind {
-            PyKind::Counter => (SparseKind::Metric(Kind::Counter, GaugeMode::Sum), None),
-            PyKind::Histogram => (SparseKind::Metric(Kind::Histogram, GaugeMode::Sum), None),
-            PyKind::Summary => (SparseKind::Summary, None),
-            PyKind::Gauge { mode } => (SparseKind::Metric(Kind::Gauge, mode), Some(mode)),
-        };
         let family = match families.get_mut(&entry.metric) {
             Some(family) => family,
             None => families

@@ -93,6 +93,20 @@ impl SparseFamily {
         }
     }
 
+    /// As [`add`](Self::add), copying the labels only for a new series.
+    pub(crate) fn add_ref(&mut self, labels: &Labels, value: Acc) {
+        let mode = match self.kind {
+            SparseKind::Metric(_, mode) => mode,
+            SparseKind::Summary => GaugeMode::Sum,
+        };
+        match self.series.get_mut(labels) {
+            None => {
+                self.series.insert(labels.clone(), value);
+            }
+            Some(current) => combine(current, value, mode),
+        }
+    }
+
     pub(crate) fn encode(&self, format: Format, out: &mut Vec<u8>) {
         let (kind_name, header_name) = match (self.kind, format) {
             (SparseKind::Summary, _) => ("summary", self.name.clone()),
