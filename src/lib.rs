@@ -165,10 +165,12 @@ pub use promshard_macros::metric;
 ///
 /// Inside a request that the tower layer of `http_layer!` (feature `tower`) is
 /// recording, an HTTP handler of the same families (no `families`
-/// argument, or families without a prefix) hands the request to the
-/// layer instead of counting a call of its own: the request is counted
-/// once, labelled with the attribute's `route` and the response's status.
-/// Handlers with a prefix keep counting their own families.
+/// argument, or families without a prefix) counts no call of its own:
+/// the request is counted once, by the layer, labelled with the router's
+/// route template (or, where the router names none, this `route`) and
+/// the response's status. Handlers with a prefix keep counting their own
+/// families. A handler run on another task (`tokio::spawn`) is outside
+/// the request and counts itself too.
 ///
 /// # Outcomes
 ///

@@ -95,6 +95,45 @@ fn sync_function_counts_ok_error_and_panic() {
     assert_eq!(function_counts(&path("settle_invoice")), ([2.0, 1.0, 1.0, 0.0], 4.0, 0.0));
 }
 
+/// A consumer loop that only ends by a panic.
+#[instrument_handler]
+fn consume_forever(messages: &[&str]) -> ! {
+    let mut at = 0;
+    loop {
+        if messages[at % messages.len()] == "poison" {
+            panic!("expected: a poison message");
+        }
+        at += 1;
+    }
+}
+
+/// The same, waiting between messages.
+#[instrument_handler]
+async fn consume_forever_async(messages: &[&str]) -> ! {
+    let mut at = 0;
+    loop {
+        Yield(false).await;
+        if messages[at % messages.len()] == "poison" {
+            panic!("expected: a poison message");
+        }
+        at += 1;
+    }
+}
+
+#[test]
+fn a_function_that_never_returns_counts_the_panic_that_ends_it() {
+    harness::quiet_expected_panics();
+    assert!(catch_unwind(|| consume_forever(&["a", "b", "poison"])).is_err());
+    assert_eq!(function_counts(&path("consume_forever")), ([0.0, 0.0, 1.0, 0.0], 1.0, 0.0));
+    assert!(catch_unwind(|| block_on(consume_forever_async(&["a", "poison"]))).is_err());
+    assert_eq!(function_counts(&path("consume_forever_async")), ([0.0, 0.0, 1.0, 0.0], 1.0, 0.0));
+    // Dropped while it waits: cancelled.
+    let mut waiting = Box::pin(consume_forever_async(&["a"]));
+    assert!(waiting.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending());
+    drop(waiting);
+    assert_eq!(function_counts(&path("consume_forever_async")), ([0.0, 0.0, 1.0, 1.0], 2.0, 0.0));
+}
+
 #[instrument_handler]
 async fn consume_message(body: &str) -> Result<usize, String> {
     Yield(false).await;

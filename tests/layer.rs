@@ -131,7 +131,7 @@ async fn order(Path(id): Path<u64>) -> Result<String, StatusCode> {
     if id == 0 { Err(StatusCode::NOT_FOUND) } else { Ok(format!("order {id}")) }
 }
 
-/// Declared under another route than the router's: the attribute's wins.
+/// Declared under another route than the router's: the router's wins.
 #[instrument_handler(route = "/l2/deep-by-attribute/{id}", method = "GET")]
 async fn deep(Path(id): Path<u64>) -> String {
     format!("deep {id}")
@@ -160,6 +160,8 @@ async fn calls_sync(Path(id): Path<u64>) -> String {
 
 #[test]
 fn an_instrumented_handler_behind_the_layer_counts_a_request_once() {
+    // Its last request is in flight under `<unmatched>` until named.
+    let _turn = serial();
     let nested = Router::new().route("/deep/{id}", get(deep));
     let app: Router = Router::new()
         .route("/l2/orders/{id}", get(order))
@@ -180,9 +182,9 @@ fn an_instrumented_handler_behind_the_layer_counts_a_request_once() {
     assert_eq!(latency_count("/l2/orders/{id}", "GET"), 7.0);
     assert_eq!(in_flight("/l2/orders/{id}"), Some(0.0));
 
-    assert_eq!(count("/l2/deep-by-attribute/{id}", "GET", "200"), 1.0, "the attribute's route names the request");
-    assert_eq!(count("/l2/nested/deep/{id}", "GET", "200"), 0.0, "and only it");
-    assert_eq!(in_flight("/l2/deep-by-attribute/{id}"), Some(0.0));
+    assert_eq!(count("/l2/nested/deep/{id}", "GET", "200"), 1.0, "the router's template names the request");
+    assert_eq!(count("/l2/deep-by-attribute/{id}", "GET", "200"), 0.0, "and only it");
+    assert_eq!(in_flight("/l2/nested/deep/{id}"), Some(0.0));
 
     // A handler with families of its own counts there; the layer counts
     // the request in the default families.
@@ -190,16 +192,26 @@ fn an_instrumented_handler_behind_the_layer_counts_a_request_once() {
     assert_eq!(sample_value("l2admin_http_requests_total", &admin), Some(1.0));
     assert_eq!(count("/l2/admin/reindex", "POST", "202"), 1.0);
 
-    // A synchronous handler called by the routed one claims the request;
-    // a plain function it calls is a call of its own.
-    assert_eq!(count("/l2/sync/{id}", "GET", "200"), 1.0);
-    assert_eq!(count("/l2/sync-route/{id}", "GET", "200"), 0.0);
+    // A synchronous handler called by the routed one counts nothing of
+    // its own; a plain function it calls is a call of its own.
+    assert_eq!(count("/l2/sync-route/{id}", "GET", "200"), 1.0);
+    assert_eq!(count("/l2/sync/{id}", "GET", "200"), 0.0);
     let calls = [("handler", "l2_price"), ("result", "ok")];
     assert_eq!(sample_value("function_calls_total", &calls), Some(1.0));
 
     // Outside a layer's request the attribute counts for itself.
     assert_eq!(sync_total(1), "100");
-    assert_eq!(count("/l2/sync/{id}", "GET", "200"), 2.0);
+    assert_eq!(count("/l2/sync/{id}", "GET", "200"), 1.0);
+
+    // Where no router names the route (a plain tower service), the first
+    // instrumented handler inside the request does.
+    let plain = tower::service_fn(|_: Request<Body>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(Body::from(order(Path(7)).await.unwrap())))
+    });
+    let service = tower::ServiceBuilder::new().layer(promshard::http_layer!()).service(plain);
+    runtime().block_on(service.oneshot(request("GET", "/anything/at/all"))).unwrap();
+    assert_eq!(count("/l2/orders/{id}", "GET", "200"), 6.0, "named by the attribute, counted once");
+    assert_eq!(in_flight("/l2/orders/{id}"), Some(0.0));
 }
 
 // ---------------------------------------------------------------------

@@ -265,6 +265,10 @@ planted_lock_tests! {
     start_lock_planted_as_symlink_is_moved_aside: ".promshard.lock", Plant::Symlink;
     start_lock_planted_as_fifo_is_moved_aside: ".promshard.lock", Plant::Fifo;
     start_lock_planted_as_other_users_file_is_moved_aside: ".promshard.lock", Plant::OtherUsersFile;
+    run_lock_planted_as_directory_is_moved_aside: ".run.lock", Plant::Directory;
+    run_lock_planted_as_symlink_is_moved_aside: ".run.lock", Plant::Symlink;
+    run_lock_planted_as_fifo_is_moved_aside: ".run.lock", Plant::Fifo;
+    run_lock_planted_as_other_users_file_is_moved_aside: ".run.lock", Plant::OtherUsersFile;
 }
 
 /// `.compact.lock` swapped for something else while the run is live: the

@@ -117,6 +117,29 @@ fn a_new_run_starts_from_zero_but_a_live_run_is_joined() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Whether a live run is found must not depend on the run lock alone: a
+/// run whose lock file was removed (or whose live processes are of an
+/// older version, which takes none) is still joined, its live shard found
+/// by asking each one; and once its processes are gone, the run after it
+/// starts from zero.
+#[test]
+fn a_live_run_is_joined_even_when_its_run_lock_is_gone() {
+    if std::env::var(WORKER).is_ok() {
+        return;
+    }
+    let dir = fresh_dir("runlock");
+    let mut holder = spawn(&dir, 100, true);
+    assert_eq!(read_output(&mut holder), 100.0);
+    assert_eq!(finish(spawn(&dir, 2, false)), 102.0, "joined through the run lock");
+    std::fs::remove_file(dir.join(".run.lock")).unwrap();
+    assert_eq!(finish(spawn(&dir, 3, false)), 105.0, "joined by asking the shards");
+    assert!(dir.join(".run.lock").exists(), "the joiner made the run lock anew");
+    drop(holder.stdin.take());
+    assert!(holder.wait().unwrap().success());
+    assert_eq!(finish(spawn(&dir, 4, false)), 4.0, "with every process gone, a new run");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn files_are_private_and_symlinks_are_refused() {
     if std::env::var(WORKER).is_ok() {

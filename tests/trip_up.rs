@@ -54,13 +54,32 @@ async fn always_fails_async(id: u32) -> ::core::result::Result<u32, ()> {
 #[::promshard::instrument_handler(route = "/trip", method = "POST")]
 fn returns_unit() {}
 
+#[::promshard::instrument_handler]
+fn never_returns() -> ! {
+    loop {
+        ::std::thread::park();
+    }
+}
+
+#[::promshard::instrument_handler]
+async fn never_returns_async(limit: u32) -> ! {
+    let mut seen = 0;
+    loop {
+        seen += 1;
+        if seen > limit {
+            panic!("stopped after {seen}");
+        }
+        ::std::future::ready(()).await;
+    }
+}
+
 fn layer() -> ::promshard::layer::HttpMetricsLayer {
     ::promshard::http_layer!()
 }
 
 #[test]
 fn expands_beside_shadowing_names() {
-    let _ = (always_fails, always_fails_async, returns_unit, layer);
+    let _ = (always_fails, always_fails_async, returns_unit, never_returns, never_returns_async, layer);
     JOBS_TOTAL.with((Mode::Safe, "b", "7")).inc();
     DEPTH.with(("a",)).set(1.0);
     LATENCY_SECONDS.observe(0.25);

@@ -8,6 +8,9 @@ use syn::{GenericArgument, ItemFn, LitStr, PathArguments, ReturnType, Type, Type
 use crate::ctxt::Ctxt;
 use crate::handler_attr::HandlerArgs;
 
+/// The longest label value the runtime keeps (its `MAX_LABEL_VALUE`).
+const MAX_LABEL_VALUE: usize = 256;
+
 /// The request methods `method` accepts (`promshard::STANDARD_METHODS`).
 const METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
 
@@ -17,6 +20,8 @@ pub(crate) struct Handler {
     /// The `handler` label's value, as an expression.
     pub(crate) label: TokenStream,
     pub(crate) body: Body,
+    /// Whether the function returns `!`.
+    pub(crate) never: bool,
     /// The return type to pin the body's type to (`?` and `.into()` in the
     /// body need it); `None` for `impl Trait`, which cannot be written in a
     /// `let`.
@@ -41,6 +46,16 @@ pub(crate) fn check(item: &ItemFn, args: &HandlerArgs, cx: &mut Ctxt) -> Option<
     }
     if let Some(variadic) = &sig.variadic {
         cx.error(variadic.dots.spans[0], "#[instrument_handler] cannot go on a variadic function");
+    }
+    // The body runs in a closure (so that `return` and `?` end the call
+    // properly), where `Location::caller()` would name the function
+    // itself: refused rather than silently changed.
+    if let Some(attr) = item.attrs.iter().find(|a| a.path().is_ident("track_caller")) {
+        cx.error(
+            attr.path().get_ident().map_or_else(proc_macro2::Span::call_site, |i| i.span()),
+            "#[instrument_handler] cannot keep #[track_caller]: the body runs in a closure, where \
+             `Location::caller()` would name this function instead of its caller",
+        );
     }
     let http = match (&args.route, &args.method) {
         (Some(route), Some((_, method))) => {
@@ -79,6 +94,20 @@ pub(crate) fn check(item: &ItemFn, args: &HandlerArgs, cx: &mut Ctxt) -> Option<
             cx.error(name.span(), "`name` must not be empty: it is the `handler` label's value");
         }
     }
+    // Label values past this length cannot be kept by the layer's route
+    // table (promshard's MAX_LABEL_VALUE): refused here rather than
+    // counted as overflow at every start.
+    for value in args.name.iter().chain(args.route.as_ref()) {
+        if value.value().len() > MAX_LABEL_VALUE {
+            cx.error(
+                value.span(),
+                format!(
+                    "the `handler` label's value is {} bytes long; at most {MAX_LABEL_VALUE} are kept",
+                    value.value().len()
+                ),
+            );
+        }
+    }
     let label = match (&args.name, &http) {
         (Some(name), _) => quote!(#name),
         (None, Some((route, _))) => quote!(#route),
@@ -87,6 +116,7 @@ pub(crate) fn check(item: &ItemFn, args: &HandlerArgs, cx: &mut Ctxt) -> Option<
             quote!(::core::concat!(::core::module_path!(), #name))
         }
     };
+    let never = matches!(&sig.output, ReturnType::Type(_, ty) if matches!(**ty, Type::Never(_)));
     let body = if sig.asyncness.is_some() {
         Body::Async
     } else if boxed_future_output(&sig.output).is_some() {
@@ -97,9 +127,12 @@ pub(crate) fn check(item: &ItemFn, args: &HandlerArgs, cx: &mut Ctxt) -> Option<
     let return_type = match &sig.output {
         ReturnType::Default => Some(syn::parse_quote!(())),
         ReturnType::Type(_, ty) if contains_impl_trait(ty) => None,
+        // `!` cannot be written in a `let` on stable: the body is pinned to
+        // `Infallible`, which it coerces to, and the call matched empty.
+        _ if never => Some(syn::parse_quote!(::core::convert::Infallible)),
         ReturnType::Type(_, ty) => Some((**ty).clone()),
     };
-    Some(Handler { http, label, body, return_type })
+    Some(Handler { http, label, body, never, return_type })
 }
 
 /// `X` when `output` is `Pin<Box<dyn Future<Output = X> + ...>>`.

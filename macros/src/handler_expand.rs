@@ -84,6 +84,9 @@ fn expand(function: ItemFn, args: &HandlerArgs, handler: &Handler) -> TokenStrea
             quote!(::std::boxed::Box::pin(__PROMSHARD_HANDLER.instrument(#block, #classify)))
         }
     };
+    // A body that never returns was pinned to `Infallible`; nothing of it
+    // comes back, so the call's value is matched empty, which is `!`.
+    let run = if handler.never { quote!(match #run {}) } else { run };
     quote! {
         #(#attrs)*
         #vis #defaultness #sig {

@@ -65,6 +65,19 @@ impl Interner {
         gate::locked(|| self.insert(value))
     }
 
+    /// Whether every value the table can keep is taken.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    pub(crate) fn is_full(&self) -> bool {
+        self.full.load(Ordering::Relaxed)
+    }
+
+    /// The index of `value` if it was kept (`capacity` for `other`),
+    /// without keeping it.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    pub(crate) fn lookup(&self, value: &str) -> Option<usize> {
+        if value == OTHER { Some(self.capacity) } else { self.find(value) }
+    }
+
     fn find(&self, value: &str) -> Option<usize> {
         let mask = self.buckets.len() - 1;
         let mut at = hash(value) as usize & mask;

@@ -25,7 +25,7 @@ use std::path::Path;
 use crate::collector::{Collector, MetricWriter, Target};
 use crate::encode::format::Format;
 use crate::encode::plan::SampleFn;
-use crate::merge::read::Shard;
+use crate::merge::read::{Shard, ShardCache};
 use crate::shard::OwnShard;
 
 /// Writes `process_cpu_seconds_total`, `process_resident_memory_bytes`,
@@ -67,17 +67,26 @@ pub(crate) struct Workers {
 
 impl Workers {
     /// Reads the statistics of the processes whose live shards are among
-    /// `shards` (merged from `dir`, where this process may write `own`).
+    /// `shards` (merged from `dir` through `cache`, where this process may
+    /// write `own`).
     ///
     /// A shard's pid is trusted only while its lock proves it: the lock is
     /// asked for its holder before and after the process's files are read,
     /// and a process that held it at both moments existed throughout, so
     /// its pid cannot have been reused by another process in between (pids
     /// are reused quickly where `pid_max` is small). A worker that dies
-    /// meanwhile, one this process cannot open the shard of (out of
-    /// descriptors), or one in another pid namespace is left out of this
-    /// scrape; nothing is counted for it.
-    pub(crate) fn read(dir: &Path, own: Option<&OwnShard>, shards: &[Shard]) -> Workers {
+    /// meanwhile, or one in another pid namespace, is left out of this
+    /// scrape; so is one whose files this process has no descriptor left
+    /// to open, and that is added to `cache`'s problems
+    /// (`reason="descriptors"`).
+    ///
+    /// The descriptors `cache` keeps for a live shard are used rather than
+    /// opening the files again: the shard's, for the lock, and the
+    /// process's `stat` file and `fd` directory, kept there while
+    /// descriptors are plentiful (and this process's own `stat` file).
+    /// A scrape out of descriptors so still reads every process it read
+    /// before.
+    pub(crate) fn read(dir: &Path, own: Option<&OwnShard>, shards: &[Shard], cache: &mut ShardCache) -> Workers {
         let mut workers = Workers::default();
         for shard in shards {
             for entry in &shard.schema.entries {
@@ -99,10 +108,15 @@ impl Workers {
                 // must never be opened by name (closing that descriptor
                 // would drop our lock).
                 let this = own.is_some_and(|o| o.file_name() == shard.name) || siblings.contains(&path);
-                let stats =
-                    if this { linux::Stats::read(None, boot) } else { linux::read_locked(&path, shard.pid, boot) };
-                if let Some(stats) = stats {
-                    workers.stats.push((shard.pid, stats));
+                let stats = if this {
+                    linux::read_self(boot, cache.own_stat())
+                } else {
+                    linux::read_locked(&path, shard.pid, boot, cache.kept(&path, shard))
+                };
+                match stats {
+                    Ok(Some(stats)) => workers.stats.push((shard.pid, stats)),
+                    Ok(None) => {}
+                    Err(e) => cache.problems.push((path, e)),
                 }
             }
             workers.stats.sort_by_key(|(pid, _)| *pid);
@@ -110,7 +124,7 @@ impl Workers {
             workers.stats.dedup_by_key(|(pid, _)| *pid);
         }
         #[cfg(not(target_os = "linux"))]
-        let _ = (dir, own);
+        let _ = (dir, own, cache);
         workers
     }
 
@@ -139,10 +153,14 @@ impl Workers {
 
 #[cfg(target_os = "linux")]
 mod linux {
+    use std::fs::File;
+    use std::os::fd::AsRawFd;
     use std::path::Path;
 
     use super::MetricWriter;
+    use crate::merge::read::{KeptFile, KeptFor};
     use crate::shard::file;
+    use crate::shard::format::ShardError;
 
     /// The fields of `/proc/<pid>/stat` we use.
     pub(super) struct Stat {
@@ -156,15 +174,14 @@ mod linux {
     /// spaces and parentheses, so fields are counted from its last `)`.
     pub(super) fn parse_stat(text: &str) -> Option<Stat> {
         let rest = &text[text.rfind(')')? + 1..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // `fields[0]` is field 3 (state) of proc(5).
-        let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
-        Some(Stat {
-            ticks_cpu: field(14)? + field(15)?,
-            start_ticks: field(22)?,
-            vsize: field(23)?,
-            rss_pages: field(24)?,
-        })
+        // The first is field 3 (state) of proc(5); fields are numbered
+        // from 1, so field n is `nth(n - 3)` from the start.
+        let mut fields = rest.split_ascii_whitespace();
+        let mut number = |skip: usize| fields.nth(skip)?.parse::<u64>().ok();
+        let (utime, stime) = (number(14 - 3)?, number(0)?);
+        let start_ticks = number(22 - 16)?;
+        let (vsize, rss_pages) = (number(0)?, number(0)?);
+        Some(Stat { ticks_cpu: utime + stime, start_ticks, vsize, rss_pages })
     }
 
     /// The soft limit on open files from `/proc/<pid>/limits`
@@ -174,10 +191,40 @@ mod linux {
         if soft == "unlimited" { Some(libc::RLIM_INFINITY) } else { soft.parse().ok() }
     }
 
-    /// When the machine booted, in seconds since the epoch. Read once per
-    /// scrape, not per process: `/proc/stat` is long on a machine with
-    /// many CPUs. Not once for good: it moves when the clock is stepped.
+    /// When the machine booted, in seconds since the epoch, as `btime` in
+    /// `/proc/stat` says it. Asked once per scrape, not per process; not
+    /// once for good: it moves when the clock is stepped.
+    ///
+    /// The kernel makes `btime` as the whole seconds of the real-time
+    /// clock less the boot-time clock (`getboottime64`; a time namespace
+    /// shifts both alike), and those two clocks are read here without a
+    /// system call, where `/proc/stat` is long on a machine with many CPUs
+    /// and interrupts (14 µs on 2 CPUs). The boot-time clock is never
+    /// stepped, so reading it either side of the real-time clock bounds
+    /// the difference at that instant; only when the bounds straddle a
+    /// whole second (a read preempted, a difference a hair from a second)
+    /// is `/proc/stat` asked.
     pub(super) fn boot_time() -> Option<u64> {
+        boot_time_from_clocks().or_else(boot_time_from_stat)
+    }
+
+    /// `btime` from the clocks, or `None` when they cannot tell.
+    fn boot_time_from_clocks() -> Option<u64> {
+        let now = |clock| {
+            let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: a valid timespec to write into.
+            (unsafe { libc::clock_gettime(clock, &mut t) } == 0)
+                .then(|| i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec))
+        };
+        let (early, real, late) = (now(libc::CLOCK_BOOTTIME)?, now(libc::CLOCK_REALTIME)?, now(libc::CLOCK_BOOTTIME)?);
+        // A microsecond either side for the clocks' own rounding.
+        let (low, high) = (real - late - 1_000, real - early + 1_000);
+        let second = |ns: i128| ns.div_euclid(1_000_000_000);
+        (low >= 0 && second(low) == second(high)).then(|| u64::try_from(second(low)).ok()).flatten()
+    }
+
+    /// `btime` from `/proc/stat`.
+    fn boot_time_from_stat() -> Option<u64> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
         stat.lines().find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
     }
@@ -208,7 +255,13 @@ mod linux {
                 None => "/proc/self".to_owned(),
                 Some(pid) => format!("/proc/{pid}"),
             };
-            let stat = parse_stat(&std::fs::read_to_string(format!("{dir}/stat")).ok()?)?;
+            let stat = read_stat(&File::open(format!("{dir}/stat")).ok()?)?;
+            Some(Stats::with(stat, open_fds(&dir, None), pid, &dir, boot))
+        }
+
+        /// The values of the process of `/proc/<pid>` (`dir`; this process
+        /// for `None`) whose `stat` file said `stat`, with `open_fds`.
+        fn with(stat: Stat, open_fds: Option<u64>, pid: Option<u32>, dir: &str, boot: Option<u64>) -> Stats {
             let ticks = sysconf(libc::_SC_CLK_TCK);
             let page = sysconf(libc::_SC_PAGESIZE);
             // Cheaper than reading `limits` (a fifth of the cost of a
@@ -223,14 +276,14 @@ mod linux {
             } else {
                 std::fs::read_to_string(format!("{dir}/limits")).ok().as_deref().and_then(parse_max_files)
             };
-            Some(Stats {
+            Stats {
                 cpu_seconds: ticks.map(|t| stat.ticks_cpu as f64 / t as f64),
-                open_fds: open_fds(&dir).map(|n| n as f64),
+                open_fds: open_fds.map(|n| n as f64),
                 max_fds: max_fds.map(|m| m as f64),
                 resident_bytes: page.map(|p| (stat.rss_pages * p) as f64),
                 start_time: ticks.zip(boot).map(|(t, boot)| boot as f64 + stat.start_ticks as f64 / t as f64),
                 virtual_bytes: Some(stat.vsize as f64),
-            })
+            }
         }
     }
 
@@ -239,10 +292,29 @@ mod linux {
     /// `stat` instead of reading the directory (a third of the cost of a
     /// whole worker's values). Another user's process, or one that made
     /// itself undumpable, keeps its descriptor table to itself.
-    fn open_fds(dir: &str) -> Option<u64> {
+    ///
+    /// Given `kept`, the directory is asked through the descriptor kept
+    /// there (an `fstat`, no path to look up), or opened and kept there
+    /// for the next scrape if the budget has room. Like a kept `stat`
+    /// file ([`read_locked`]), it answers for the process it was opened
+    /// for only.
+    fn open_fds(dir: &str, kept: Option<&mut Option<KeptFile>>) -> Option<u64> {
+        let size = |meta: std::io::Result<std::fs::Metadata>| meta.ok().map(|m| m.len()).filter(|n| *n > 0);
+        let mut kept = kept;
+        if let Some(slot) = kept.as_deref_mut() {
+            if let Some(n) = slot.as_ref().and_then(|f| size(f.file().metadata())) {
+                return Some(n);
+            }
+            *slot = None;
+        }
         let fd = format!("{dir}/fd");
         match std::fs::metadata(&fd) {
-            Ok(meta) if meta.len() > 0 => Some(meta.len()),
+            Ok(meta) if meta.len() > 0 => {
+                if let Some(slot) = kept {
+                    *slot = File::open(&fd).ok().and_then(KeptFile::keep);
+                }
+                Some(meta.len())
+            }
             // Older kernels say 0; so would a process with no descriptor
             // at all, which the count below then confirms.
             Ok(_) => std::fs::read_dir(&fd).ok().map(|d| d.count() as u64),
@@ -250,20 +322,132 @@ mod linux {
         }
     }
 
+    /// Parses a `stat` file, read whole from its start with one `pread`:
+    /// procfs makes the text afresh for each read from offset 0, so a
+    /// descriptor kept open reads the process's values of the moment.
+    fn read_stat(file: &File) -> Option<Stat> {
+        // A stat line is a few hundred bytes; a read that fills the
+        // buffer or does not end the line may be cut short.
+        let mut buf = [0u8; 4096];
+        // SAFETY: a valid descriptor and a buffer of that length.
+        let n = unsafe { libc::pread(file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let n = usize::try_from(n).ok().filter(|n| (1..buf.len()).contains(n) && buf[n - 1] == b'\n')?;
+        parse_stat(core::str::from_utf8(&buf[..n]).ok()?)
+    }
+
+    /// Opens `path` (a `/proc` file); `Ok(None)` when it is not there
+    /// (the process is gone) or not ours to read, `Err` when this process
+    /// has no descriptor left to open it with.
+    fn open_proc(path: &str) -> Result<Option<File>, ShardError> {
+        match File::open(path) {
+            Ok(file) => Ok(Some(file)),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => Err(ShardError::Descriptors),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// This process's values, its `stat` file read through the descriptor
+    /// kept in `kept` (else opened and kept there, budget permitting; a
+    /// forked child finds it empty, see [`ShardCache::own_stat`]); `Err`
+    /// when it has no descriptor left to read them with (that is counted,
+    /// not taken for an exit).
+    ///
+    /// [`ShardCache::own_stat`]: crate::merge::read::ShardCache::own_stat
+    pub(super) fn read_self(boot: Option<u64>, kept: &mut Option<KeptFile>) -> Result<Option<Stats>, ShardError> {
+        let dir = "/proc/self";
+        let stat = match kept.as_ref().and_then(|f| read_stat(f.file())) {
+            Some(stat) => stat,
+            None => {
+                *kept = None;
+                let Some(file) = open_proc("/proc/self/stat")? else { return Ok(None) };
+                let Some(stat) = read_stat(&file) else { return Ok(None) };
+                *kept = KeptFile::keep(file);
+                stat
+            }
+        };
+        Ok(Some(Stats::with(stat, open_fds(dir, None), None, dir, boot)))
+    }
+
     /// The values of the live process whose shard is at `path` and says
     /// it was made by `pid`, read between two questions to the shard's
-    /// lock that both name `pid` as its holder.
-    pub(super) fn read_locked(path: &Path, pid: u32, boot: Option<u64>) -> Option<Stats> {
-        let shard = file::open_for_read(path).ok()?;
+    /// lock that both name `pid` as its holder; `Err` only when this
+    /// process has no descriptor left to ask or read with.
+    ///
+    /// `kept` is what the scrape's cache keeps open for that shard: its
+    /// descriptor answers for the lock (the same file the scrape merged,
+    /// instead of opening it again), and the process's `stat` file and
+    /// `fd` directory are read through the descriptors kept beside it,
+    /// else opened and, once the process is proved alive and the budget
+    /// has room, kept there for the next scrape.
+    ///
+    /// A kept `/proc/<pid>` descriptor refers to the process it was opened
+    /// for, not to its number: once that process is reaped it reads
+    /// `ESRCH`, never another process's values, even those of one given
+    /// the same pid since. It is then dropped, and the file opened by name
+    /// as if nothing had been kept (the lock, asked after, decides whose
+    /// that is).
+    pub(super) fn read_locked(
+        path: &Path,
+        pid: u32,
+        boot: Option<u64>,
+        kept: Option<KeptFor<'_>>,
+    ) -> Result<Option<Stats>, ShardError> {
+        let (kept_shard, mut slots) = match kept {
+            Some(KeptFor { shard, stat, fds }) => (shard, Some((stat, fds))),
+            None => (None, None),
+        };
+        let opened;
+        let shard = match kept_shard {
+            Some(shard) => shard,
+            None => match file::open_for_read(path) {
+                Ok(file) => {
+                    opened = file;
+                    &opened
+                }
+                Err(ShardError::Descriptors) => return Err(ShardError::Descriptors),
+                // Gone since it was merged: found dead next time.
+                Err(_) => return Ok(None),
+            },
+        };
         // The lock names its holder as this process's pid namespace sees
         // it; a holder we cannot see (0) or know by another number is
         // one whose /proc entry would not be its own.
-        let held_by_pid = || file::holder(&shard).ok().flatten() == Some(pid);
+        let held_by_pid = || file::holder(shard).ok().flatten() == Some(pid);
         if !held_by_pid() {
-            return None;
+            return Ok(None);
         }
-        let stats = Stats::read(Some(pid), boot)?;
-        held_by_pid().then_some(stats)
+        let dir = format!("/proc/{pid}");
+        let kept_stat = slots.as_mut().and_then(|(kept, _)| {
+            let stat = kept.as_ref().and_then(|f| read_stat(f.file()));
+            if stat.is_none() {
+                // Gone with its process (or never kept): its place in the
+                // budget is free again.
+                **kept = None;
+            }
+            stat
+        });
+        let (stat, opened) = match kept_stat {
+            Some(stat) => (Some(stat), None),
+            None => match open_proc(&format!("{dir}/stat"))? {
+                Some(file) => (read_stat(&file), Some(file)),
+                None => (None, None),
+            },
+        };
+        let stats = stat.map(|stat| {
+            let fds = open_fds(&dir, slots.as_mut().map(|(_, fds)| &mut **fds));
+            Stats::with(stat, fds, Some(pid), &dir, boot)
+        });
+        let alive = stats.is_some() && held_by_pid();
+        if let Some((stat, fds)) = slots {
+            if !alive {
+                // Dead, or never the process we took it for: nothing of
+                // it is kept.
+                (*stat, *fds) = (None, None);
+            } else if let Some(file) = opened {
+                *stat = KeptFile::keep(file);
+            }
+        }
+        Ok(if alive { stats } else { None })
     }
 
     /// Writes the six families, one sample per process: unlabelled for
@@ -321,6 +505,9 @@ mod linux {
             assert_eq!(stat.vsize, 1048576);
             assert_eq!(stat.rss_pages, 256);
             assert!(super::parse_stat("garbage").is_none());
+            // Cut short before field 24.
+            assert!(super::parse_stat(&line[..line.rfind(' ').unwrap()]).is_some());
+            assert!(super::parse_stat(&line[..line.rfind(" 256").unwrap()]).is_none());
         }
 
         #[test]
@@ -332,6 +519,25 @@ mod linux {
             let unlimited = "Max open files            unlimited            unlimited            files\n";
             assert_eq!(super::parse_max_files(unlimited), Some(libc::RLIM_INFINITY));
             assert_eq!(super::parse_max_files("Max processes 5 5 processes\n"), None);
+        }
+
+        #[test]
+        fn boot_time_from_the_clocks_is_btime() {
+            // Whenever the clocks can tell, they tell what /proc/stat
+            // says; and they nearly always can.
+            let mut told = 0;
+            for _ in 0..2000 {
+                let before = super::boot_time_from_stat();
+                let clocks = super::boot_time_from_clocks();
+                let after = super::boot_time_from_stat();
+                assert!(before.is_some());
+                // (A clock stepped meanwhile moves btime.)
+                if clocks.is_some() && before == after {
+                    assert_eq!(clocks, before);
+                    told += 1;
+                }
+            }
+            assert!(told > 1900, "the clocks told btime {told} times in 2000");
         }
 
         #[test]

@@ -141,7 +141,9 @@ impl FamilyPlan {
                 Kind::Histogram => {
                     let mut cumulative = 0u64;
                     for bucket in 0..self.extra_labels.len() {
-                        cumulative += load(base + bucket);
+                        // Saturating: a hostile file's counts must not panic a scrape
+                        // nor make the buckets go down.
+                        cumulative = cumulative.saturating_add(load(base + bucket));
                         f(line(&self.sample, Some(bucket), Value::Int(cumulative)));
                     }
                     f(line(&self.count, None, Value::Int(cumulative)));

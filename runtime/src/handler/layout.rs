@@ -228,7 +228,14 @@ impl HandlerLayout {
         let mut handlers: Vec<&'static str> = members.iter().map(|s| s.handler).collect();
         handlers.dedup();
         // Every handler adds the same number of series to each family, so
-        // the budget keeps the first handlers (by name) that fit.
+        // the budget keeps the first handlers (by name) that fit; the
+        // layer's entry comes first whatever its name, since without it the
+        // layer could record nothing.
+        if let Some(layer) = members.iter().find(|s| s.is_layer()) {
+            let at = handlers.iter().position(|h| *h == layer.handler).expect("every site's handler is listed");
+            let entry = handlers.remove(at);
+            handlers.insert(0, entry);
+        }
         let per_handler = families.series_per_handler();
         let (fits, limit) = fits(&families);
         if handlers.len() > fits {
@@ -275,7 +282,7 @@ impl HandlerLayout {
         for group in &self.groups {
             group.seed(|core, position| core.string_sink(position));
             group.declare();
-            group.attach();
+            group.attach(true);
             #[cfg(feature = "tower")]
             if is_layer_group(&group.families) && group.routes_at_run_time() {
                 let _ = LAYER_FAMILIES.set(LayerFamilies {
@@ -314,7 +321,7 @@ fn attach_private(group: Group) {
         base = unsafe { base.add(core.descriptor().slots()) };
     }
     group.seed(|_, _| None);
-    group.attach();
+    group.attach(false);
 }
 
 impl Group {
@@ -369,7 +376,9 @@ impl Group {
         self.cores[1].declare(duration);
     }
 
-    fn attach(&self) {
+    /// Gives each site its slots; `exposed` when these are the families
+    /// the program exposes, not private ones of refused or unlisted sites.
+    fn attach(&self, exposed: bool) {
         let [calls, duration, in_flight] = self.cores;
         let methods = self.families.method_count();
         let outcomes = self.families.outcomes();
@@ -382,7 +391,9 @@ impl Group {
                 HandlerKind::Http => method_index(self.families.methods, site.method),
                 HandlerKind::Function => 0,
             };
-            let layer_handler = is_layer_group(&self.families).then_some(handler as u32);
+            // Only the exposed families are the layer's: a refused site's
+            // index numbers its private families, not the layer's.
+            let layer_handler = (exposed && is_layer_group(&self.families)).then_some(handler as u32);
             let row = handler * methods + method;
             // SAFETY: each index is below its family's series count, and
             // the arena lives for the rest of the process.

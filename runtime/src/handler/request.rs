@@ -4,10 +4,10 @@
 //! While the layer runs the inner service (its `call` and every poll of
 //! its future), this thread's [`Scope`] points at the request. An
 //! instrumented HTTP handler of the same families that starts inside it
-//! claims the request instead of counting a call of its own: the layer
-//! then labels the request with the handler's route, which is right even
-//! where the framework's matched path is not (nested routers), and its
-//! status with the response's.
+//! counts no call of its own: the request is the layer's to count, once.
+//! The router's route template names it; where the router gives none (a
+//! plain tower service, a nested service), the first such handler's
+//! route does. Its status is the response's.
 
 use core::cell::Cell;
 
@@ -27,6 +27,9 @@ thread_local! {
 /// What a handler running inside the layer's request tells the layer.
 struct Scope {
     families: &'static LayerFamilies,
+    /// Whether the router named the request's route: handlers inside it
+    /// then count nothing and rename nothing.
+    named: bool,
     /// The `handler` index of the site that claimed the request.
     claimed: Cell<Option<usize>>,
     /// Where the request counts in flight (in the in-flight family).
@@ -34,8 +37,9 @@ struct Scope {
 }
 
 /// Called by a starting HTTP handler whose families the layer records
-/// into: true when it is running inside a request the layer records and
-/// is the first to claim it, so that the handler must not count itself.
+/// into: true when it is running inside a request the layer records, so
+/// that the handler must not count itself. The first to start names the
+/// request; handlers it calls in turn are part of the same request.
 #[inline]
 pub(crate) fn claim(handler: u32) -> bool {
     SCOPE.with(|current| {
@@ -46,10 +50,15 @@ pub(crate) fn claim(handler: u32) -> bool {
         // SAFETY: set by `Request::enter` to a scope that outlives the
         // closure it runs, on this thread only, and restored after it.
         let scope = unsafe { &*scope };
-        if scope.claimed.get().is_some() {
+        let handler = handler as usize;
+        // Defence in depth: an index from elsewhere must not address
+        // slots past the families'.
+        if handler >= scope.families.handlers() {
             return false;
         }
-        let handler = handler as usize;
+        if scope.named || scope.claimed.get().is_some() {
+            return true;
+        }
         scope.claimed.set(Some(handler));
         // The request is in flight under the handler's route from now on.
         scope.families.in_flight(scope.in_flight.get()).dec();
@@ -63,10 +72,9 @@ pub(crate) fn claim(handler: u32) -> bool {
 pub(crate) struct Request {
     scope: Scope,
     method: usize,
-    /// The `handler` index of the request's route in the counter and the
-    /// histogram (in flight: `scope.in_flight`); each family numbers the
-    /// route templates it meets at run time its own way.
-    routes: [usize; 2],
+    /// The `handler` index of the request's route, the same in every
+    /// family (in flight: `scope.in_flight`, which a claim moves).
+    route: usize,
     unmatched: usize,
     start: Stamp,
     done: bool,
@@ -81,13 +89,13 @@ impl Request {
         crate::registry::get();
         let families = layer_families()?;
         let unmatched = families.unmatched;
-        let index = |family| route.map_or(unmatched, |route| families.handler(family, route));
-        let in_flight = index(2);
-        families.in_flight(in_flight).inc();
+        let named = route.is_some();
+        let route = route.map_or(unmatched, |route| families.handler(route));
+        families.in_flight(route).inc();
         Some(Request {
-            scope: Scope { families, claimed: Cell::new(None), in_flight: Cell::new(in_flight) },
+            scope: Scope { families, named, claimed: Cell::new(None), in_flight: Cell::new(route) },
             method: method_index(families.families.methods, method),
-            routes: [index(0), index(1)],
+            route,
             unmatched,
             start: clock::now(),
             done: false,
@@ -116,13 +124,12 @@ impl Request {
     fn record(&mut self, status: u16) {
         self.done = true;
         let families = self.scope.families;
-        let routes = match self.scope.claimed.get() {
-            // A handler's own index is the same in every family.
-            Some(handler) => [handler; 2],
+        let route = match self.scope.claimed.get() {
+            Some(handler) => handler,
             // No handler of the app answered the method: a router's 405,
             // like its 404, names no route.
-            None if status == 405 => [self.unmatched; 2],
-            None => self.routes,
+            None if status == 405 => self.unmatched,
+            None => self.route,
         };
         let [calls, duration, _] = families.cores;
         let methods = families.families.method_count();
@@ -133,9 +140,8 @@ impl Request {
         // come from the families' own tables (or `other`), the method and
         // status from their label lists.
         unsafe {
-            let row = routes[1] * methods + self.method;
+            let row = route * methods + self.method;
             HistogramSeries::at(duration.series(row), duration).observe(self.start.elapsed_seconds());
-            let row = routes[0] * methods + self.method;
             CounterSeries::at(calls.series(row * outcomes + status)).inc();
         }
         families.in_flight(self.scope.in_flight.get()).dec();
@@ -154,10 +160,39 @@ impl Drop for Request {
 }
 
 impl LayerFamilies {
-    /// The index of `route` in family `family` (0 calls, 1 duration,
-    /// 2 in flight); `other` once its table is full.
-    fn handler(&self, family: usize, route: &str) -> usize {
-        self.cores[family].interner(0).index(route)
+    /// The `handler` index of `route`, the same in all three families;
+    /// `other` once their tables are full.
+    ///
+    /// The three tables stay numbered alike because every value enters
+    /// them together: the sites' handlers when laid out, in one order,
+    /// and a new route here, in all three under the gate. So one lookup
+    /// answers for the three, and two routes racing for the last free
+    /// value cannot each get it in a different family.
+    fn handler(&self, route: &str) -> usize {
+        let [calls, duration, in_flight] = self.cores.map(|core| core.interner(0));
+        if let Some(index) = calls.lookup(route) {
+            return index;
+        }
+        let count_overflow = || {
+            duration.index(route);
+            in_flight.index(route);
+            calls.index(route)
+        };
+        // Full: `other`, counted as overflow in each family, with no lock.
+        if calls.is_full() {
+            return count_overflow();
+        }
+        crate::gate::locked(|| {
+            let index = calls.index(route);
+            let others = [duration.index(route), in_flight.index(route)];
+            debug_assert!(others.iter().all(|other| *other == index), "the route tables agree");
+            index
+        })
+    }
+
+    /// How many values the `handler` label has, `other` included.
+    fn handlers(&self) -> usize {
+        self.cores[2].descriptor().series
     }
 
     /// The in-flight series of `handler`.

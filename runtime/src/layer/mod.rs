@@ -21,27 +21,35 @@
 //! ```
 //!
 //! - `handler` is the route template: with feature `axum`, the router's
-//!   `MatchedPath` (`/users/{id}`, never `/users/42`); inside a handler
-//!   instrumented with `#[instrument_handler(route = ...)]`, that route,
-//!   which is right in nested routers too. A request no route matched
-//!   (a 404, a 405, a fallback) is `<unmatched>`, so scanners trying
-//!   paths cannot create series. Templates known only from the router
-//!   share the room the families' budget leaves beside the instrumented
-//!   handlers (44 `handler` values with the default families,
-//!   `<unmatched>` and the instrumented handlers included; raise it with
-//!   [`http_layer!`](crate::http_layer)); past it they are counted under
-//!   `other` and in `promshard_label_overflow_total`.
-//! - `status` is the response's status. A request whose service panics
-//!   is counted as 500 (what a catch-panic layer answers), one dropped
-//!   before its response (the client went away, a timeout) as 499.
-//!   Latency runs until the response's head, not its body.
-//! - A request is counted once even when its handler is instrumented
+//!   `MatchedPath` (`/users/{id}`, never `/users/42`, nested routers
+//!   included). Where the router names none (a plain tower service, a
+//!   `Router::nest_service`), the route of the first handler instrumented
+//!   with `#[instrument_handler(route = ...)]` that runs inside the
+//!   request does. A request nothing names (a 404, a 405, a fallback, a
+//!   nested service without an instrumented handler) is `<unmatched>`, so
+//!   scanners trying paths cannot create series. Templates known only
+//!   from the router share the room the families' budget leaves beside
+//!   the instrumented handlers (44 `handler` values with the default
+//!   families, `<unmatched>` and the instrumented handlers included;
+//!   raise it with [`http_layer!`](crate::http_layer)); past it they are
+//!   counted under `other` and in `promshard_label_overflow_total`.
+//! - `status` is the response's status; every 405 is `<unmatched>`'s, as
+//!   the layer cannot tell a router's 405 from a handler's. A request
+//!   whose service panics is counted as 500 (what a catch-panic layer
+//!   answers), one dropped before its response (the client went away, a
+//!   timeout) as 499. Latency runs until the response's head, not its
+//!   body.
+//! - A request is counted once even when its handlers are instrumented
 //!   too: a handler that records into the same families (no `families`
-//!   argument, or families without a prefix) hands the request to the
-//!   layer instead of counting a call of its own. Use the layer to see
-//!   every request; add the attribute to handlers whose route the router
-//!   does not name exactly, or whose series must exist from startup.
-//!   Handlers whose families have a prefix keep counting their own.
+//!   argument, or families without a prefix) and runs inside the
+//!   request counts no call of its own, and nor do the instrumented
+//!   handlers it calls. Give such handlers the router's route, so that
+//!   their series (there from startup) are the ones requests count in.
+//!   Handlers whose families have a prefix keep counting their own. One
+//!   limit: a handler run on another task (`tokio::spawn`,
+//!   `spawn_blocking`) is outside the request and counts itself as well;
+//!   instrument the routed handler, not the work it hands off, or give
+//!   that work a plain `#[instrument_handler]` (function families).
 //!
 //! Apply it with `Router::layer`, not `route_layer`, so that it also sees
 //! requests no route matched.
@@ -200,7 +208,10 @@ macro_rules! http_layer {
         $crate::http_layer!($crate::HandlerFamilies::HTTP)
     };
     ($families:expr $(,)?) => {{
-        static __PROMSHARD_FAMILIES: $crate::HandlerFamilies = $families;
+        const __PROMSHARD_FAMILIES_VALUE: $crate::HandlerFamilies = $families;
+        // Fails the build when one route alone overruns the budget.
+        const _: () = $crate::__private::check_handler_site(&__PROMSHARD_FAMILIES_VALUE, "<unmatched>");
+        static __PROMSHARD_FAMILIES: $crate::HandlerFamilies = __PROMSHARD_FAMILIES_VALUE;
         static __PROMSHARD_LAYER: $crate::__private::HandlerSite =
             $crate::__private::HandlerSite::layer(&__PROMSHARD_FAMILIES, ::core::file!(), ::core::line!());
         #[$crate::__private::linkme::distributed_slice($crate::__private::HANDLERS)]

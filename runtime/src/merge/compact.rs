@@ -230,7 +230,7 @@ impl<'a> Archived<'a> {
                 Acc::Histogram { buckets, sum } => {
                     for (bound, n) in buckets {
                         let b = self.buckets.iter().position(|x| x == bound).unwrap_or(self.buckets.len());
-                        s[b] += n;
+                        s[b] = s[b].saturating_add(*n);
                     }
                     s[self.width - 1] = sum.to_bits();
                 }

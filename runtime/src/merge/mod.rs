@@ -215,8 +215,11 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static crate::shard::OwnSha
         let damaged: Vec<String> = shards.iter().filter(|s| s.damaged()).map(|s| s.name.clone()).collect();
         if damaged.is_empty() {
             merged.compactable = listed.is_ok() && (dead || suspect || !listing.half_made.is_empty());
+            merged.processes = crate::process::Workers::read(dir, own, &shards, &mut cache);
+            for (path, e) in core::mem::take(&mut cache.problems) {
+                report(&mut cache, &path, e);
+            }
             cache.put_back();
-            merged.processes = crate::process::Workers::read(dir, own, &shards);
             return merged;
         }
         for name in &damaged {
@@ -323,12 +326,12 @@ fn fold(desc: &Descriptor, target: &mut [AtomicU64], slots: &[AtomicU64], seen: 
         let (t, s) = (&mut target[base..base + width], &slots[base..base + width]);
         match desc.kind {
             Kind::Counter => {
-                *t[0].get_mut() = get(&t[0]).wrapping_add(get(&s[0]));
+                *t[0].get_mut() = get(&t[0]).saturating_add(get(&s[0]));
                 *t[1].get_mut() = (float(&t[1]) + float(&s[1])).to_bits();
             }
             Kind::Histogram => {
                 for b in 0..width - 1 {
-                    *t[b].get_mut() = get(&t[b]).wrapping_add(get(&s[b]));
+                    *t[b].get_mut() = get(&t[b]).saturating_add(get(&s[b]));
                 }
                 *t[width - 1].get_mut() = (float(&t[width - 1]) + float(&s[width - 1])).to_bits();
             }

@@ -303,6 +303,9 @@ pub(crate) struct ShardCache {
     /// This process's own shard, parsed (its schema never changes; a
     /// forked child's file has another name, so it parses afresh).
     own: Option<Shard>,
+    /// This process's pid and its `/proc/<pid>/stat`, kept open by the
+    /// process metrics ([`crate::process`]).
+    own_stat: (u32, Option<KeptFile>),
     /// Problems met while reusing cached shards, for the scrape to report.
     pub(crate) problems: Vec<(PathBuf, ShardError)>,
 }
@@ -326,7 +329,24 @@ struct Cached {
     /// Kept open to ask about the lock cheaply, while descriptors are
     /// plentiful; without it the file is opened for each question.
     file: Option<KeptFile>,
+    /// The shard's process's `/proc/<pid>/stat` and `/proc/<pid>/fd`,
+    /// kept open by the process metrics ([`crate::process`]) while the
+    /// shard is live and descriptors are plentiful.
+    stat: Option<KeptFile>,
+    fds: Option<KeptFile>,
     shard: Shard,
+}
+
+/// What a scrape's cache keeps open for one live shard, lent to the
+/// reader of its process's `/proc` files.
+pub(crate) struct KeptFor<'a> {
+    /// The shard file, to ask about its lock; `None` when the budget had
+    /// no room for it.
+    pub(crate) shard: Option<&'a std::fs::File>,
+    /// Places to keep the process's `stat` file and `fd` directory open
+    /// until the shard is found dead or gone.
+    pub(crate) stat: &'a mut Option<KeptFile>,
+    pub(crate) fds: &'a mut Option<KeptFile>,
 }
 
 /// Files found unusable, so each is counted and logged once, not at every
@@ -367,7 +387,11 @@ impl ShardCache {
                 // Dead stays dead: only a live shard's lock can change.
                 let asked = match &cached.file {
                     Some(kept) => file::holder(&kept.0).map(|h| h.is_some()).map_err(|_| ShardError::Io),
-                    None => held_by_someone(path, identity),
+                    // Kept from now on if the budget has room again.
+                    None => held_by_someone(path, identity).map(|(live, file)| {
+                        cached.file = live.then(|| KeptFile::keep(file)).flatten();
+                        live
+                    }),
                 };
                 // Unable to ask (out of descriptors): keep what was known,
                 // say so, and never call a live process dead for it.
@@ -378,6 +402,8 @@ impl ShardCache {
                 cached.shard.live = live;
                 if !live {
                     cached.file = None;
+                    cached.stat = None;
+                    cached.fds = None;
                 }
             }
             cached.shard.refresh_log();
@@ -386,8 +412,29 @@ impl ShardCache {
         self.entries.remove(path);
         let (shard, file) = Shard::open_file(path)?;
         let file = (shard.live && KeptFile::reserve()).then(|| KeptFile(file));
-        self.entries.insert(path.to_owned(), Cached { identity, file, shard: shard.clone() });
+        self.entries.insert(path.to_owned(), Cached { identity, file, stat: None, fds: None, shard: shard.clone() });
         Ok(shard)
+    }
+
+    /// A place to keep this process's own `stat` file open, emptied in a
+    /// forked child (the descriptor it inherited reads its parent).
+    pub(crate) fn own_stat(&mut self) -> &mut Option<KeptFile> {
+        let pid = std::process::id();
+        if self.own_stat.0 != pid {
+            self.own_stat = (pid, None);
+        }
+        &mut self.own_stat.1
+    }
+
+    /// The descriptors kept for `shard`, read from `path` by this scrape,
+    /// if it is live and still the one cached there (the same mapping, so
+    /// the same file and the same pid).
+    pub(crate) fn kept(&mut self, path: &Path, shard: &Shard) -> Option<KeptFor<'_>> {
+        let cached = self.entries.get_mut(path)?;
+        if !cached.shard.live || !Arc::ptr_eq(&cached.shard.bytes, &shard.bytes) {
+            return None;
+        }
+        Some(KeptFor { shard: cached.file.as_ref().map(|kept| &kept.0), stat: &mut cached.stat, fds: &mut cached.fds })
     }
 
     /// The files of `dir` (without `own_name`). A directory that saw
@@ -477,20 +524,23 @@ impl ShardCache {
 }
 
 /// Whether a process holds the lock of the file at `path`, asked through a
-/// descriptor opened for the question. Out of descriptors, that is an
-/// error the scrape reports, never a silent "dead".
-fn held_by_someone(path: &Path, identity: file::Identity) -> Result<bool, ShardError> {
+/// descriptor opened for the question (and handed back). Out of
+/// descriptors, that is an error the scrape reports, never a silent
+/// "dead".
+fn held_by_someone(path: &Path, identity: file::Identity) -> Result<(bool, std::fs::File), ShardError> {
     let file = file::open_for_read(path)?;
     let meta = file.metadata().map_err(|_| ShardError::Io)?;
     if file::identity(&meta) != identity {
         return Err(ShardError::Io);
     }
-    Ok(file::holder(&file).map_err(|_| ShardError::Io)?.is_some())
+    let live = file::holder(&file).map_err(|_| ShardError::Io)?.is_some();
+    Ok((live, file))
 }
 
-/// A shard descriptor kept open between scrapes, counted process-wide
-/// (concurrent scrapes each have a cache, and all of them together keep
-/// within the budget).
+/// A descriptor kept open between scrapes (a shard's, its process's
+/// `stat` file, or a live Python writer's `.db` file), counted
+/// process-wide (concurrent scrapes each have a cache, and all of them
+/// together keep within the budget).
 pub(crate) struct KeptFile(pub(crate) std::fs::File);
 
 static KEPT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
@@ -501,6 +551,15 @@ impl KeptFile {
         let budget = descriptor_budget();
         KEPT.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < budget).then_some(n + 1)).is_ok()
     }
+
+    /// Keeps `file` if the budget has room; else `None`, and it is closed.
+    pub(crate) fn keep(file: std::fs::File) -> Option<KeptFile> {
+        Self::reserve().then(|| KeptFile(file))
+    }
+
+    pub(crate) fn file(&self) -> &std::fs::File {
+        &self.0
+    }
 }
 
 impl Drop for KeptFile {
@@ -509,7 +568,7 @@ impl Drop for KeptFile {
     }
 }
 
-/// How many shard descriptors the process's scrapes may keep open between
+/// How many descriptors the process's scrapes may keep open between
 /// scrapes: a quarter of its limit, so the application keeps the rest.
 fn descriptor_budget() -> usize {
     // SAFETY: getrlimit with a valid struct.

@@ -162,9 +162,9 @@ impl SparseFamily {
                         sorted.push((f64::INFINITY, 0));
                     }
                     let bucket = format!("{name}_bucket");
-                    let mut cumulative = 0;
+                    let mut cumulative = 0u64;
                     for (bound, count) in sorted {
-                        cumulative += count;
+                        cumulative = cumulative.saturating_add(count);
                         let le = le_value(bound);
                         let mut with_le = pairs.clone();
                         with_le.push(("le", &le));
@@ -181,13 +181,13 @@ impl SparseFamily {
 fn combine(current: &mut Acc, value: Acc, mode: GaugeMode) {
     match (current, value) {
         (Acc::Counter { count, fraction }, Acc::Counter { count: c, fraction: f }) => {
-            *count = count.wrapping_add(c);
+            *count = count.saturating_add(c);
             *fraction += f;
         }
         (Acc::Histogram { buckets, sum }, Acc::Histogram { buckets: b, sum: s }) => {
             for (bound, n) in b {
                 match buckets.iter_mut().find(|(x, _)| *x == bound) {
-                    Some((_, count)) => *count += n,
+                    Some((_, count)) => *count = count.saturating_add(n),
                     None => buckets.push((bound, n)),
                 }
             }

@@ -24,6 +24,12 @@ pub(crate) use super::own::{Identity, identity, own_name};
 pub(crate) use super::format::EXTENSION;
 pub(crate) const ARCHIVE_NAME: &str = "archive.promshard";
 const DIR_LOCK: &str = ".promshard.lock";
+/// Held shared by every recording process of a run for its life, and by
+/// the children it forks (they inherit the descriptor, and so the lock):
+/// a start that cannot take it exclusively knows at once that the run is
+/// live, without asking each shard of the directory (a start after 2,000
+/// dead workers asked 2,000 files, one start at a time).
+const RUN_LOCK: &str = ".run.lock";
 /// Held shared by readers, exclusive by the compactor.
 pub(crate) const COMPACT_LOCK: &str = ".compact.lock";
 /// A shard is created as `.<final name>.tmp` and renamed when complete,
@@ -126,6 +132,41 @@ impl DirLock {
     pub(crate) fn start(dir: &Path) -> io::Result<DirLock> {
         Ok(Self::acquire(dir, DIR_LOCK, true, true)?.expect("a blocking lock is acquired"))
     }
+}
+
+/// Takes the run lock shared for the rest of this process (call under the
+/// start lock); returns whether another live process of the run holds it.
+pub(crate) fn join_run(dir: &Path) -> io::Result<bool> {
+    let path = dir.join(RUN_LOCK);
+    let file = match open_lock_file(&path, true) {
+        Err(e) if planted(&e) => {
+            set_aside(&path, &e)?;
+            open_lock_file(&path, true)?
+        }
+        other => other?,
+    };
+    // Kept for good, and inherited by forked children, which are part of
+    // the run: the fork handler must not close it as it does lock files.
+    let fd = crate::gate::locked(|| {
+        super::fork::forget_lock_fd(file.as_raw_fd());
+        std::os::fd::IntoRawFd::into_raw_fd(file)
+    });
+    let flock = |op| loop {
+        // SAFETY: our descriptor, never closed.
+        if unsafe { libc::flock(fd, op) } == 0 {
+            return Ok(true);
+        }
+        match io::Error::last_os_error() {
+            e if e.raw_os_error() == Some(libc::EINTR) => continue,
+            e if e.raw_os_error() == Some(libc::EWOULDBLOCK) => return Ok(false),
+            e => return Err(e),
+        }
+    };
+    let alone = flock(libc::LOCK_EX | libc::LOCK_NB)?;
+    // From exclusive (or nothing) to shared: other starts wait on the
+    // start lock meanwhile.
+    flock(libc::LOCK_SH)?;
+    Ok(!alone)
 }
 
 impl Drop for DirLock {

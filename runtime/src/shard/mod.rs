@@ -69,7 +69,17 @@ pub(crate) fn start(
 ) -> io::Result<ShardArena> {
     let (dir, dir_id) = file::prepare_dir(dir)?;
     let _start = file::DirLock::start(&dir)?;
-    clear_previous_run(&dir)?;
+    // A live process holds the run lock: the run is live, and nothing is
+    // cleared. Otherwise each shard is asked, as a process of an older
+    // version, which holds no run lock, may still be live.
+    match file::join_run(&dir) {
+        Ok(true) => {}
+        Ok(false) => clear_previous_run(&dir)?,
+        Err(e) => {
+            crate::notice::warn(format!("cannot take the run lock in {} ({e}); asking each shard", dir.display()));
+            clear_previous_run(&dir)?;
+        }
+    }
     // Readers take it shared; it must exist before any compaction can run.
     drop(file::DirLock::acquire(&dir, file::COMPACT_LOCK, false, false)?);
 
