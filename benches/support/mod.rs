@@ -13,32 +13,128 @@ use promshard::Format;
 
 use promshard::LabelValue;
 
-/// A label with 100 values.
+/// A label with 100 values: route-like strings declared in their numeric
+/// order, which is not their sorted order ("/…/10" sorts before "/…/2"),
+/// as real label lists are. Sorted values once hid a compaction that
+/// reordered them and sent every family to the slow merge by label text.
 #[derive(Clone, Copy)]
 pub struct Hundred(pub usize);
 
 impl LabelValue for Hundred {
     const VALUES: &'static [&'static str] = &[
-        "v000", "v001", "v002", "v003", "v004", "v005", "v006", "v007", "v008", "v009", "v010", "v011", "v012", "v013",
-        "v014", "v015", "v016", "v017", "v018", "v019", "v020", "v021", "v022", "v023", "v024", "v025", "v026", "v027",
-        "v028", "v029", "v030", "v031", "v032", "v033", "v034", "v035", "v036", "v037", "v038", "v039", "v040", "v041",
-        "v042", "v043", "v044", "v045", "v046", "v047", "v048", "v049", "v050", "v051", "v052", "v053", "v054", "v055",
-        "v056", "v057", "v058", "v059", "v060", "v061", "v062", "v063", "v064", "v065", "v066", "v067", "v068", "v069",
-        "v070", "v071", "v072", "v073", "v074", "v075", "v076", "v077", "v078", "v079", "v080", "v081", "v082", "v083",
-        "v084", "v085", "v086", "v087", "v088", "v089", "v090", "v091", "v092", "v093", "v094", "v095", "v096", "v097",
-        "v098", "v099",
+        "/api/v1/resource/0",
+        "/api/v1/resource/1",
+        "/api/v1/resource/2",
+        "/api/v1/resource/3",
+        "/api/v1/resource/4",
+        "/api/v1/resource/5",
+        "/api/v1/resource/6",
+        "/api/v1/resource/7",
+        "/api/v1/resource/8",
+        "/api/v1/resource/9",
+        "/api/v1/resource/10",
+        "/api/v1/resource/11",
+        "/api/v1/resource/12",
+        "/api/v1/resource/13",
+        "/api/v1/resource/14",
+        "/api/v1/resource/15",
+        "/api/v1/resource/16",
+        "/api/v1/resource/17",
+        "/api/v1/resource/18",
+        "/api/v1/resource/19",
+        "/api/v1/resource/20",
+        "/api/v1/resource/21",
+        "/api/v1/resource/22",
+        "/api/v1/resource/23",
+        "/api/v1/resource/24",
+        "/api/v1/resource/25",
+        "/api/v1/resource/26",
+        "/api/v1/resource/27",
+        "/api/v1/resource/28",
+        "/api/v1/resource/29",
+        "/api/v1/resource/30",
+        "/api/v1/resource/31",
+        "/api/v1/resource/32",
+        "/api/v1/resource/33",
+        "/api/v1/resource/34",
+        "/api/v1/resource/35",
+        "/api/v1/resource/36",
+        "/api/v1/resource/37",
+        "/api/v1/resource/38",
+        "/api/v1/resource/39",
+        "/api/v1/resource/40",
+        "/api/v1/resource/41",
+        "/api/v1/resource/42",
+        "/api/v1/resource/43",
+        "/api/v1/resource/44",
+        "/api/v1/resource/45",
+        "/api/v1/resource/46",
+        "/api/v1/resource/47",
+        "/api/v1/resource/48",
+        "/api/v1/resource/49",
+        "/api/v1/resource/50",
+        "/api/v1/resource/51",
+        "/api/v1/resource/52",
+        "/api/v1/resource/53",
+        "/api/v1/resource/54",
+        "/api/v1/resource/55",
+        "/api/v1/resource/56",
+        "/api/v1/resource/57",
+        "/api/v1/resource/58",
+        "/api/v1/resource/59",
+        "/api/v1/resource/60",
+        "/api/v1/resource/61",
+        "/api/v1/resource/62",
+        "/api/v1/resource/63",
+        "/api/v1/resource/64",
+        "/api/v1/resource/65",
+        "/api/v1/resource/66",
+        "/api/v1/resource/67",
+        "/api/v1/resource/68",
+        "/api/v1/resource/69",
+        "/api/v1/resource/70",
+        "/api/v1/resource/71",
+        "/api/v1/resource/72",
+        "/api/v1/resource/73",
+        "/api/v1/resource/74",
+        "/api/v1/resource/75",
+        "/api/v1/resource/76",
+        "/api/v1/resource/77",
+        "/api/v1/resource/78",
+        "/api/v1/resource/79",
+        "/api/v1/resource/80",
+        "/api/v1/resource/81",
+        "/api/v1/resource/82",
+        "/api/v1/resource/83",
+        "/api/v1/resource/84",
+        "/api/v1/resource/85",
+        "/api/v1/resource/86",
+        "/api/v1/resource/87",
+        "/api/v1/resource/88",
+        "/api/v1/resource/89",
+        "/api/v1/resource/90",
+        "/api/v1/resource/91",
+        "/api/v1/resource/92",
+        "/api/v1/resource/93",
+        "/api/v1/resource/94",
+        "/api/v1/resource/95",
+        "/api/v1/resource/96",
+        "/api/v1/resource/97",
+        "/api/v1/resource/98",
+        "/api/v1/resource/99",
     ];
     fn index(self) -> usize {
         self.0
     }
 }
 
-/// A label with 10 values.
+/// A label with 10 values, in no sorted order.
 #[derive(Clone, Copy)]
 pub struct Ten(pub usize);
 
 impl LabelValue for Ten {
-    const VALUES: &'static [&'static str] = &["t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8", "t9"];
+    const VALUES: &'static [&'static str] =
+        &["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "other"];
     fn index(self) -> usize {
         self.0
     }

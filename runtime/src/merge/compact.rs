@@ -18,7 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::read::Shard;
 use super::sparse::{Acc, SparseFamily, SparseKind, add_sparse, per_process};
-use crate::descriptor::{GaugeMode, Kind};
+use crate::descriptor::{Descriptor, GaugeMode, Kind};
+use crate::labels::LabelDomain;
 use crate::shard::file::{self, ARCHIVE_NAME, COMPACT_LOCK, DirLock};
 use crate::shard::format::{self, FLAG_ARCHIVE, Header, MetricSpec, ShardError};
 use crate::shard::log::{ABSORBED_POSITION, StringLog};
@@ -98,6 +99,11 @@ fn compact_locked(dir: &Path) -> io::Result<()> {
     // shards of two versions of a binary (a rolling deploy) may define a
     // metric differently, and each definition's counts are kept.
     let mut families: BTreeMap<ArchiveKey, SparseFamily> = BTreeMap::new();
+    // Each family's definition as the dead workers' binary declared it
+    // (the previous archive's, where no dead worker has the family): the
+    // archive keeps its label values in that order, so that it merges slot
+    // by slot with the live shards of that binary.
+    let mut declared: BTreeMap<ArchiveKey, &Descriptor> = BTreeMap::new();
     for shard in archive.iter().chain(dead.iter().map(|(_, s)| s)) {
         for (i, entry) in shard.schema.entries.iter().enumerate() {
             let desc = entry.desc;
@@ -106,6 +112,9 @@ fn compact_locked(dir: &Path) -> io::Result<()> {
                 labels.push("pid".to_owned());
             }
             let key = (desc.name.to_owned(), desc.kind.openmetrics_type(), desc.mode.as_str(), labels);
+            if !shard.archive || !declared.contains_key(&key) {
+                declared.insert(key.clone(), desc);
+            }
             let family = families.entry(key).or_insert_with(|| SparseFamily::of(desc));
             add_sparse(family, shard, i);
         }
@@ -117,7 +126,7 @@ fn compact_locked(dir: &Path) -> io::Result<()> {
     }
 
     let names: Vec<String> = dead.iter().map(|(_, s)| s.name.clone()).collect();
-    write_archive(dir, &families, &names)?;
+    write_archive(dir, &families, &declared, &names)?;
     crash_point(2);
     for (path, _) in &dead {
         if let Err(e) = std::fs::remove_file(path) {
@@ -169,11 +178,25 @@ struct Archived<'a> {
 }
 
 impl<'a> Archived<'a> {
-    fn new(family: &'a SparseFamily) -> Option<Archived<'a>> {
+    /// `declared`: the family's definition, whose fixed label lists give
+    /// the values and their order (values met beyond them follow).
+    fn new(family: &'a SparseFamily, declared: Option<&'a Descriptor>) -> Option<Archived<'a>> {
         let SparseKind::Metric(kind, mode) = family.kind else { return None };
         let first = family.series.keys().next()?;
         let label_names: Vec<&str> = first.iter().map(|(k, _)| k.as_str()).collect();
-        let mut values: Vec<Vec<&str>> = vec![Vec::new(); label_names.len()];
+        let mut values: Vec<Vec<&str>> = label_names
+            .iter()
+            .map(|name| {
+                let declared = declared.and_then(|d| {
+                    let position = d.label_names.iter().position(|n| n == name)?;
+                    match d.label_domains[position] {
+                        LabelDomain::Values(list) => Some(list.to_vec()),
+                        LabelDomain::Bounded { .. } => None,
+                    }
+                });
+                declared.unwrap_or_default()
+            })
+            .collect();
         let mut buckets = Vec::new();
         for (labels, acc) in &family.series {
             if labels.iter().map(|(k, _)| k.as_str()).ne(label_names.iter().copied()) {
@@ -262,8 +285,14 @@ impl<'a> Archived<'a> {
 /// What tells archived metrics apart: name, kind, gauge mode, label names.
 type ArchiveKey = (String, &'static str, &'static str, Vec<String>);
 
-fn write_archive(dir: &Path, families: &BTreeMap<ArchiveKey, SparseFamily>, absorbed: &[String]) -> io::Result<()> {
-    let archived: Vec<Archived<'_>> = families.values().filter_map(Archived::new).collect();
+fn write_archive(
+    dir: &Path,
+    families: &BTreeMap<ArchiveKey, SparseFamily>,
+    declared: &BTreeMap<ArchiveKey, &Descriptor>,
+    absorbed: &[String],
+) -> io::Result<()> {
+    let archived: Vec<Archived<'_>> =
+        families.iter().filter_map(|(key, family)| Archived::new(family, declared.get(key).copied())).collect();
     if archived.len() != families.len() {
         return Err(io::Error::other("a family cannot be archived; dead shards are kept"));
     }
