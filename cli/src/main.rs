@@ -8,9 +8,13 @@
 //!   fails when one cannot be read.
 //! - `serve` is a sidecar exporter: `GET /metrics` on a port of its own
 //!   (127.0.0.1:9100 unless told otherwise), on the runtime's HTTP server
-//!   (`promshard::http`) with its limits and optional authentication.
+//!   (`promshard::http`) with its limits and optional authentication; the
+//!   drop-in exporter of a Python pool's `PROMETHEUS_MULTIPROC_DIR`. With
+//!   `--prune-python` (and only then) it removes Python files that count
+//!   for nothing, the one change it ever makes to the directory.
 //!
-//! Everything goes through `promshard::multiprocess::{encode_dir, inspect}`,
+//! Everything goes through `promshard::multiprocess::{encode_dir, inspect,
+//! inspect_python, prune_python}`,
 //! which never lays out this process's registry: the CLI has no metrics of
 //! its own and never creates a shard.
 
@@ -31,7 +35,9 @@ Usage:
   promshard dump DIR [--openmetrics]   Print the merged exposition of DIR
                                        (Prometheus text 0.0.4 by default)
   promshard check DIR                  List DIR's shard files: pid, live/dead/archive,
-                                       series, problem; exit 1 if any is unreadable
+                                       series, problem; and its Python .db files: pid,
+                                       type, size, bytes used, series, live/dead, problem;
+                                       exit 1 if any is unreadable
   promshard serve DIR [OPTIONS]        Serve GET /metrics with the merged exposition of DIR,
                                        in the format the Accept header asks for, until killed
   promshard --help | --version
@@ -47,6 +53,11 @@ Options of `serve`:
                                 response (default 10)
   --max-connections N           Serve at most N connections at once; past that, answer
                                 503 and close (default 64)
+  --prune-python                After each scrape, remove the Python .db files that count
+                                for nothing: a previous run's, and dead workers' live-mode
+                                gauges (what mark_process_dead removes). Only when promshard
+                                is the only reader of DIR: Python's own collector would
+                                count a previous run's files
 
 Exit status: 0 on success, 1 when DIR cannot be read (or `check` finds a bad
 file, or `serve` cannot listen or read its secret), 2 on a usage error.
@@ -72,6 +83,8 @@ struct ServeArgs {
     auth: Option<AuthFile>,
     timeout: Option<Duration>,
     max_connections: Option<usize>,
+    /// `--prune-python`: remove Python files that count for nothing.
+    prune_python: bool,
 }
 
 /// Where `serve` reads the secret requests must present.
@@ -135,6 +148,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
     let mut auth: Option<AuthFile> = None;
     let mut timeout: Option<Duration> = None;
     let mut max_connections: Option<usize> = None;
+    let mut prune_python = false;
     let mut options_done = false;
     while let Some(arg) = args.next() {
         let text = arg.to_str();
@@ -163,6 +177,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
             (_, "-h" | "--help") if inline_value.is_none() => return Ok(Command::Help),
             (_, "--") if inline_value.is_none() => options_done = true,
             ("dump", "--openmetrics") if inline_value.is_none() => openmetrics = true,
+            ("serve", "--prune-python") if inline_value.is_none() => prune_python = true,
             ("serve", "--listen") => {
                 let what = "an address, like 127.0.0.1:9100";
                 listen = Some(value(what)?.into_string().map_err(|_| format!("`--listen` needs {what}"))?);
@@ -201,6 +216,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
                 auth,
                 timeout,
                 max_connections,
+                prune_python,
             },
         },
     })
@@ -232,6 +248,11 @@ fn dump(dir: &Path, format: Format) -> ExitCode {
             eprintln!("promshard: skipped {}: {problem}", dir.join(&status.file).display());
         }
     }
+    for status in multiprocess::inspect_python(dir).unwrap_or_default() {
+        if let Some(problem) = status.problem {
+            eprintln!("promshard: skipped {}: {problem}", dir.join(&status.file).display());
+        }
+    }
     ExitCode::SUCCESS
 }
 
@@ -245,7 +266,7 @@ fn check(dir: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let python = python_files(dir);
+    let python = multiprocess::inspect_python(dir).unwrap_or_default();
 
     let rows: Vec<[String; 5]> = statuses
         .iter()
@@ -298,12 +319,26 @@ fn check(dir: &Path) -> ExitCode {
             if n == 1 { "" } else { "s" }
         )),
     }
-    match python {
-        0 => {}
-        1 => out.push_str("; 1 Python .db file (merged, not checked)"),
-        n => out.push_str(&format!("; {n} Python .db files (merged, not checked)")),
+    if !python.is_empty() {
+        let bad_python = python.iter().filter(|p| p.problem.is_some()).count();
+        let live_python = python.iter().filter(|p| p.live).count();
+        out.push_str(&format!(
+            "; {} Python .db file{}: {live_python} live, {} dead, {bad_python} with a problem",
+            python.len(),
+            if python.len() == 1 { "" } else { "s" },
+            python.len() - live_python,
+        ));
     }
     out.push('\n');
+    if !python.is_empty() {
+        out.push('\n');
+        out.push_str(&python_table(&python));
+        let bytes: u64 = python.iter().map(|p| p.used).sum();
+        let series: usize = python.iter().map(|p| p.series).sum();
+        let on_disk: u64 = python.iter().map(|p| p.size).sum();
+        out.push_str(&format!("Python files hold {series} series in {bytes} bytes ({on_disk} bytes on disk)\n"));
+    }
+    let bad = bad + python.iter().filter(|p| p.problem.is_some()).count();
     let mut stdout = io::stdout().lock();
     match stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()) {
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
@@ -315,17 +350,40 @@ fn check(dir: &Path) -> ExitCode {
     if bad > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
-/// The Python prometheus_client files a merge would read: `*.db`.
-fn python_files(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter(|e| e.path().extension().is_some_and(|x| x == "db"))
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-                .count()
+/// One line per Python file: name, pid, type, state, size, bytes used,
+/// series, problem.
+fn python_table(files: &[multiprocess::PythonFileStatus]) -> String {
+    let header = ["PYTHON FILE", "PID", "TYPE", "SIZE", "USED", "SERIES", "STATE", "PROBLEM"].map(String::from);
+    let rows: Vec<[String; 8]> = files
+        .iter()
+        .map(|p| {
+            [
+                p.file.clone(),
+                p.pid.map_or_else(|| "-".into(), |pid| pid.to_string()),
+                p.kind.clone().unwrap_or_else(|| "-".into()),
+                p.size.to_string(),
+                p.used.to_string(),
+                p.series.to_string(),
+                p.state.to_owned(),
+                p.problem.clone().unwrap_or_else(|| "-".into()),
+            ]
         })
-        .unwrap_or(0)
+        .collect();
+    let mut widths = [0usize; 7];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let [file, pid, kind, size, used, series, state, problem] = row;
+        let [w0, w1, w2, w3, w4, w5, w6] = widths;
+        out.push_str(&format!(
+            "{file:<w0$}  {pid:>w1$}  {kind:<w2$}  {size:>w3$}  {used:>w4$}  {series:>w5$}  {state:<w6$}  {problem}\n"
+        ));
+    }
+    out
 }
 
 /// `promshard serve`: answers until the process is killed.
@@ -358,9 +416,14 @@ fn serve(dir: PathBuf, args: &ServeArgs) -> ExitCode {
     }
     let server = {
         let dir = dir.clone();
+        let prune = args.prune_python;
         options.serve_with(args.listen.as_str(), move |accept| {
             let format = Format::from_accept(accept);
-            (multiprocess::encode_dir(&dir, format), format.content_type())
+            let body = multiprocess::encode_dir(&dir, format);
+            if prune {
+                multiprocess::prune_python(&dir);
+            }
+            (body, format.content_type())
         })
     };
     let server = match server {
@@ -412,7 +475,8 @@ mod tests {
         assert_eq!(parse_strs(&["check", "d"]), Ok(Command::Check { dir: dir() }));
         assert_eq!(parse_strs(&["check", "--", "-d"]), Ok(Command::Check { dir: PathBuf::from("-d") }));
         let serve = |listen: &str, auth, timeout, max_connections| {
-            Ok(Command::Serve { dir: dir(), args: ServeArgs { listen: listen.into(), auth, timeout, max_connections } })
+            let args = ServeArgs { listen: listen.into(), auth, timeout, max_connections, prune_python: false };
+            Ok(Command::Serve { dir: dir(), args })
         };
         assert_eq!(parse_strs(&["serve", "d", "--listen", "127.0.0.1:0"]), serve("127.0.0.1:0", None, None, None));
         assert_eq!(parse_strs(&["serve", "--listen=127.0.0.1:0", "d"]), serve("127.0.0.1:0", None, None, None));
@@ -427,6 +491,14 @@ mod tests {
         assert_eq!(parse_strs(&["serve", "--basic-auth-file=pw", "d"]), serve(DEFAULT_LISTEN, basic, None, None));
         let limits = serve(DEFAULT_LISTEN, None, Some(Duration::from_millis(300)), Some(3));
         assert_eq!(parse_strs(&["serve", "d", "--timeout", "0.3", "--max-connections=3"]), limits);
+        let pruning = ServeArgs {
+            listen: DEFAULT_LISTEN.into(),
+            auth: None,
+            timeout: None,
+            max_connections: None,
+            prune_python: true,
+        };
+        assert_eq!(parse_strs(&["serve", "--prune-python", "d"]), Ok(Command::Serve { dir: dir(), args: pruning }));
         assert_eq!(
             parse_strs(&["serve", "d", "--timeout=10", "--listen", "[::1]:0"]),
             serve("[::1]:0", None, Some(Duration::from_secs(10)), None)
@@ -458,6 +530,8 @@ mod tests {
             &["dump", "d", "--timeout", "1"],
             &["check", "d", "--bearer-token-file", "f"],
             &["dump", "d", "--openmetrics=yes"],
+            &["serve", "d", "--prune-python=yes"],
+            &["dump", "d", "--prune-python"],
         ] {
             assert!(parse_strs(args).is_err(), "{args:?}");
         }

@@ -337,7 +337,7 @@ fn bad_files_fail_check_but_not_dump() {
     let mut foreign = b"NOTASHARD".to_vec();
     foreign.resize(4096, 0);
     fs::write(dir.join("foreign.promshard"), &foreign).unwrap();
-    // Python's files are merged but not checked; a bad one is skipped.
+    // A bad Python file fails `check` too, and is skipped by `dump`.
     fs::write(dir.join("counter_123.db"), &random).unwrap();
 
     let check = scratch.run(&["check", path(&dir)], &[]);
@@ -358,6 +358,7 @@ fn bad_files_fail_check_but_not_dump() {
     assert_has_values(&dump.stdout);
     assert!(dump.stderr.contains("garbage.promshard"), "skipped files are named: {}", dump.stderr);
     assert!(dump.stderr.contains("foreign.promshard"), "skipped files are named: {}", dump.stderr);
+    assert!(dump.stderr.contains("counter_123.db"), "skipped files are named: {}", dump.stderr);
     drop(worker);
 }
 
@@ -714,4 +715,83 @@ fn serve_caps_connections() {
         assert!(Instant::now() < deadline, "still turned away: {status}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A prometheus_client `.db` file (`MmapedDict`'s layout) holding one
+/// series of `metric` with `value`, preallocated to 64 KiB as Python's are.
+fn python_db(path: &Path, metric: &str, sample: &str, value: f64) -> fs::File {
+    let key = format!("[\"{metric}\", \"{sample}\", {{}}, \"Help.\"]");
+    let mut bytes = vec![0u8; 8];
+    bytes.extend_from_slice(&(key.len() as i32).to_ne_bytes());
+    bytes.extend_from_slice(key.as_bytes());
+    bytes.resize(bytes.len() + 8 - (key.len() + 4) % 8, b' ');
+    bytes.extend_from_slice(&value.to_ne_bytes());
+    bytes.extend_from_slice(&0f64.to_ne_bytes());
+    let used = bytes.len() as i32;
+    bytes[..4].copy_from_slice(&used.to_ne_bytes());
+    fs::write(path, &bytes).unwrap();
+    let file = fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    file.set_len(65536).unwrap();
+    file
+}
+
+/// Python files of a live writer (this test process, holding them open as
+/// prometheus_client does) and of a dead one (a pid no process can have):
+/// `check` tells them apart with no hook; `serve --prune-python` removes
+/// the dead writer's live-mode gauge (what `mark_process_dead` would have)
+/// and nothing that still counts; plain `serve` removes nothing.
+#[test]
+fn python_files_are_checked_and_pruned_only_when_asked() {
+    let scratch = Scratch::new("python");
+    let dir = scratch.shards();
+    fs::create_dir_all(&dir).unwrap();
+    let me = std::process::id();
+    // Above Linux's largest pid_max: no process has it.
+    let gone = 4_194_400;
+    let _held = [
+        python_db(&dir.join(format!("counter_{me}.db")), "py_jobs", "py_jobs_total", 2.0),
+        python_db(&dir.join(format!("gauge_livesum_{me}.db")), "py_inflight", "py_inflight", 3.0),
+    ];
+    drop(python_db(&dir.join(format!("counter_{gone}.db")), "py_jobs", "py_jobs_total", 5.0));
+    drop(python_db(&dir.join(format!("gauge_livesum_{gone}.db")), "py_inflight", "py_inflight", 7.0));
+    fs::write(dir.join(format!("histogram_{}.db", gone + 1)), [40, 0, 0, 0, 0, 0, 0, 0, 9]).unwrap();
+
+    let check = scratch.run(&["check", path(&dir)], &[]);
+    assert_eq!(check.code, Some(1), "a file with a problem fails check: {check:?}");
+    assert!(check.stdout.contains("; 5 Python .db files: 2 live, 3 dead, 1 with a problem"), "{}", check.stdout);
+    let row = check_row(&check.stdout, &format!("counter_{me}.db"));
+    assert_eq!(row[1..3], [me.to_string().as_str(), "counter"], "{}", check.stdout);
+    assert_eq!(row[3], "65536", "{}", check.stdout);
+    assert_eq!(row[5..7], ["1", "live"], "{}", check.stdout);
+    let row = check_row(&check.stdout, &format!("gauge_livesum_{gone}.db"));
+    assert_eq!(row[2], "gauge_livesum", "{}", check.stdout);
+    assert_eq!(row[6], "dead-live-gauge", "{}", check.stdout);
+    assert_eq!(check_row(&check.stdout, &format!("counter_{gone}.db"))[6], "dead-folded", "{}", check.stdout);
+    let row = check_row(&check.stdout, &format!("histogram_{}.db", gone + 1));
+    assert_eq!(row[6], "dead-unreadable", "{}", check.stdout);
+    assert!(row.len() > 7 && row[7] != "-", "the problem is named: {}", check.stdout);
+    assert!(check.stdout.contains("Python files hold"), "{}", check.stdout);
+
+    let names = || {
+        let mut names: Vec<String> =
+            fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        names
+    };
+    let before = names();
+    let plain = Server::start(&dir);
+    let (_, _, body) = plain.get("GET", "/metrics", None);
+    assert!(body.lines().any(|l| l == "py_jobs_total 7"), "the dead writer's counter counts: {body}");
+    assert!(body.lines().any(|l| l == "py_inflight 3"), "its live-mode gauge does not: {body}");
+    drop(plain);
+    assert_eq!(names(), before, "plain serve removes nothing");
+
+    let pruning = Server::start_with(&dir, &["--prune-python"]);
+    let (_, _, body) = pruning.get("GET", "/metrics", None);
+    assert!(body.lines().any(|l| l == "py_inflight 3"), "{body}");
+    let after: Vec<String> = before.iter().filter(|n| **n != format!("gauge_livesum_{gone}.db")).cloned().collect();
+    assert_eq!(names(), after, "only the dead writer's live-mode gauge is removed");
+    let (_, _, again) = pruning.get("GET", "/metrics", None);
+    assert!(again.lines().any(|l| l == "py_jobs_total 7") && again.lines().any(|l| l == "py_inflight 3"), "{again}");
+    drop(pruning);
 }

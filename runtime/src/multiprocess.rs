@@ -21,7 +21,20 @@
 //!   forking keeps it open while its workers are replaced. Processes that
 //!   only read ([`encode_dir`], the `promshard` CLI) never remove anything.
 //! - Python prometheus_client `.db` files in the directory are merged too,
-//!   as its `MultiProcessCollector` would.
+//!   as its `MultiProcessCollector` would, with no `child_exit` hook: a
+//!   file's writer is alive while the process its name names holds it
+//!   open or mapped (`/proc/<pid>/fd`, `/proc/<pid>/maps`; a pid reused by
+//!   another process does not hold it). A dead writer's file never
+//!   changes: it is read once and its counters, histograms, summaries and
+//!   non-live gauges folded into one set of series kept between scrapes,
+//!   so recycled workers cost scrapes nothing; its `live*` gauges count
+//!   for nothing, as if `mark_process_dead` had run; and once live writers
+//!   show the pool's master, a dead file last changed before that master
+//!   started is a previous run's and counts for nothing (no wipe at boot).
+//!   The reader must see the writers' `/proc` (the same pid namespace);
+//!   where it cannot (no `/proc` off Linux, another namespace) nothing is
+//!   proven dead and every file is read at every scrape, as Python reads
+//!   them. Python's files are never changed, except by [`prune_python`].
 //! - The `process_*` metrics (CPU, memory, descriptors, start time) come
 //!   for every live process of the directory, each under a `pid` label,
 //!   read from `/proc` by the process that serves the scrape (or by
@@ -108,6 +121,26 @@ pub fn encode_dir(dir: impl AsRef<Path>, format: Format) -> Vec<u8> {
     out
 }
 
+/// Removes the Python prometheus_client files of `dir` that count for
+/// nothing in [`encode_dir`]'s merge, as the last `encode_dir` of `dir` in
+/// this process classified them: a previous run's files (dead, last
+/// changed before the pool's master started) and dead writers' gauges of
+/// the `live*` modes (the files `mark_process_dead` removes). Returns how
+/// many it removed. Call it after `encode_dir`; it reads nothing itself.
+///
+/// Only for a directory that promshard alone reads: Python's own
+/// `MultiProcessCollector` would count a previous run's files again (that
+/// is what it does without a wipe), so removing them changes what it
+/// shows. `promshard serve --fold-python` calls this after each scrape.
+/// Files that still count (dead writers' counters, histograms, summaries
+/// and gauges of the other modes) are never removed: their values have
+/// nowhere else to live. A file is removed only while no process has its
+/// writer's pid and it is still the file that was classified; the window
+/// between that check and the removal is the one `mark_process_dead` has.
+pub fn prune_python(dir: impl AsRef<Path>) -> usize {
+    crate::merge::prune_python(&resolve(dir.as_ref()))
+}
+
 /// Folds the shards of dead processes in `dir` into its archive now,
 /// rather than at the next scrape of a recording process; safe while other
 /// processes record and scrape. Does nothing while another process is
@@ -182,4 +215,67 @@ pub fn inspect(dir: impl AsRef<Path>) -> std::io::Result<Vec<ShardStatus>> {
         });
     }
     Ok(out)
+}
+
+/// What [`inspect_python`] finds about one Python prometheus_client `.db`
+/// file of a directory.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct PythonFileStatus {
+    /// The file's name.
+    pub file: String,
+    /// The writer's pid, from the name (`counter_<pid>.db`); `None` when
+    /// the name is not one prometheus_client gives (such a file is not
+    /// merged).
+    pub pid: Option<u32>,
+    /// The metric type from the name: `counter`, `histogram`, `summary`,
+    /// or `gauge_<mode>` (`gauge_livesum`, …).
+    pub kind: Option<String>,
+    /// Whether its writer is alive: the process its name names holds it
+    /// open or mapped (see [the module docs](self)); also true where that
+    /// cannot be told (no `/proc`, no permission).
+    pub live: bool,
+    /// What it counts for in a merge: `live`; `counted` (no writer of the
+    /// directory in sight, so nothing is proven dead: read as Python's
+    /// collector reads it); `dead-folded` (read once, counted as Python
+    /// counts it); `dead-pid-reused` (counted the same way, its pid now
+    /// another process's); `dead-live-gauge` (a gauge of a `live*` mode:
+    /// not counted); `previous-run` (last changed before the pool's master
+    /// started: not counted); `dead-unreadable`.
+    pub state: &'static str,
+    /// Its size on disk, preallocated by Python (64 KiB at first).
+    pub size: u64,
+    /// The bytes its header says are in use.
+    pub used: u64,
+    /// The series (entries) it holds.
+    pub series: usize,
+    /// Why it cannot be parsed, if it cannot.
+    pub problem: Option<String>,
+}
+
+/// Lists the Python prometheus_client `.db` files of `dir`: writer pid,
+/// live or dead, type, size, bytes and series held, and any parse
+/// problem; reads only.
+///
+/// # Errors
+///
+/// When the directory cannot be listed.
+pub fn inspect_python(dir: impl AsRef<Path>) -> std::io::Result<Vec<PythonFileStatus>> {
+    let dir = resolve(dir.as_ref());
+    let listing = shard::file::list_all(&dir, None)?;
+    let statuses = crate::merge::python::PyCache::inspect(&dir, &listing.python);
+    Ok(statuses
+        .into_iter()
+        .map(|s| PythonFileStatus {
+            file: s.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            pid: s.meta.map(|m| m.pid),
+            kind: s.meta.map(|m| m.kind.name()),
+            live: s.live,
+            state: s.state.word(),
+            size: s.size,
+            used: s.used,
+            series: s.series,
+            problem: s.problem,
+        })
+        .collect())
 }

@@ -12,6 +12,8 @@
 // Each test crate that includes this module uses a different subset.
 #![allow(dead_code)]
 
+pub mod python;
+
 use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -66,10 +66,67 @@ pub(crate) fn write_f64(out: &mut Vec<u8>, v: f64) {
     }
 }
 
-/// A histogram bound as an `le` value: always a float (`1.0`, not `1`),
-/// `+Inf` for the last bucket.
+/// A histogram bound (or a quantile) as an `le` (`quantile`) value, in
+/// OpenMetrics' canonical form: Go's `strconv.FormatFloat(v, 'g', -1, 64)`
+/// (the shortest digits that read back exactly, in exponent form when the
+/// decimal exponent is below -4 or at least 6, with a signed exponent of
+/// at least two digits), plus `.0` when that has neither a point nor an
+/// exponent: `1.0`, `0.005`, `100000.0`, `1e+06`, `2.5e-07`, `+Inf`.
+///
+/// For every positive bound this is exactly the text of Python's
+/// `floatToGoString`, which prometheus_client writes into its `.db` files
+/// and exposition, so the same bucket reads the same on both sides. Python
+/// changes only positive values (its comment: "we only need to care about
+/// positive values for le/quantile") and keeps `repr` for negative ones
+/// (`-1000000.0` where Go writes `-1e+06`); here the sign is the only
+/// difference between `v` and `-v`. `-0.0` keeps its sign.
 pub(crate) fn le_value(bound: f64) -> String {
-    if bound.is_infinite() && bound > 0.0 { "+Inf".to_owned() } else { ryu::Buffer::new().format(bound).to_owned() }
+    if bound.is_nan() {
+        return "NaN".to_owned();
+    }
+    if bound.is_infinite() {
+        return if bound > 0.0 { "+Inf" } else { "-Inf" }.to_owned();
+    }
+    let mut out = String::with_capacity(24);
+    if bound.is_sign_negative() {
+        out.push('-');
+    }
+    // `{:e}` gives the shortest round-trip digits: `1.234567e6`, `5e-3`,
+    // `0e0`.
+    let sci = format!("{:e}", bound.abs());
+    let (mantissa, exp) = sci.split_once('e').expect("`{:e}` always writes an exponent");
+    let exp: i32 = exp.parse().expect("`{:e}` writes a decimal exponent");
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    if !(-4..6).contains(&exp) {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        out.push_str(if exp < 0 { "e-" } else { "e+" });
+        let magnitude = exp.unsigned_abs();
+        if magnitude < 10 {
+            out.push('0');
+        }
+        out.push_str(&magnitude.to_string());
+    } else if exp < 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-exp - 1) as usize));
+        out.push_str(&digits);
+    } else {
+        // 0 <= exp < 6: the point falls inside or right after the digits.
+        let point = exp as usize + 1;
+        if digits.len() > point {
+            out.push_str(&digits[..point]);
+            out.push('.');
+            out.push_str(&digits[point..]);
+        } else {
+            out.push_str(&digits);
+            out.extend(std::iter::repeat_n('0', point - digits.len()));
+            out.push_str(".0");
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -112,5 +169,103 @@ mod tests {
         assert_eq!(le_value(1.0), "1.0");
         assert_eq!(le_value(0.005), "0.005");
         assert_eq!(le_value(f64::INFINITY), "+Inf");
+    }
+
+    #[test]
+    fn canonical_bounds() {
+        let cases = [
+            (0.0, "0.0"),
+            (-0.0, "-0.0"),
+            (1.0, "1.0"),
+            (10.0, "10.0"),
+            (0.1, "0.1"),
+            (0.0001, "0.0001"),
+            (0.00012, "0.00012"),
+            (1e-5, "1e-05"),
+            (2.5e-7, "2.5e-07"),
+            (100000.0, "100000.0"),
+            (100000.5, "100000.5"),
+            (123456.0, "123456.0"),
+            (999999.0, "999999.0"),
+            (1e6, "1e+06"),
+            (1234567.0, "1.234567e+06"),
+            (1234567.5, "1.2345675e+06"),
+            (2.5e10, "2.5e+10"),
+            (1e16, "1e+16"),
+            (1e100, "1e+100"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
+            (5e-324, "5e-324"),
+            (-1e6, "-1e+06"),
+            (-0.25, "-0.25"),
+            (-3.0, "-3.0"),
+            (f64::INFINITY, "+Inf"),
+            (f64::NEG_INFINITY, "-Inf"),
+            (f64::NAN, "NaN"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(le_value(v), want, "{v:e}");
+            if v.is_finite() {
+                let back: f64 = want.parse().unwrap();
+                assert_eq!(back.to_bits(), v.to_bits(), "{want} reads back");
+            }
+        }
+    }
+
+    /// Python's own `floatToGoString` over thousands of positive values
+    /// (powers of ten and their neighbours, every decimal exponent, round
+    /// and random bit patterns): the text must be the same, byte for byte.
+    #[test]
+    fn le_text_is_pythons_float_to_go_string() {
+        use crate::merge::python_db::tests::{python, skip_or_fail};
+        let Some(python) = python() else {
+            return skip_or_fail("python3 with prometheus_client not found (PROMSHARD_PYTHON)");
+        };
+        let mut values = vec![0.0, 1.0, 0.5, 5e-324, f64::MAX, f64::MIN_POSITIVE, f64::INFINITY];
+        for e in -320..=308 {
+            let p = format!("1e{e}").parse::<f64>().unwrap();
+            if p == 0.0 {
+                continue;
+            }
+            values.extend([p, f64::from_bits(p.to_bits() + 1), f64::from_bits(p.to_bits() - 1), 2.5 * p, 1.234567 * p]);
+        }
+        for n in [1u64, 7, 99, 100_000, 999_999, 1_000_000, 1_000_001, 123_456_789, 1 << 53, u64::MAX] {
+            values.push(n as f64);
+            values.push(n as f64 + 0.5);
+        }
+        // A xorshift walk over bit patterns of positive finite floats.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        while values.len() < 6000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = f64::from_bits(x >> 1);
+            if v.is_finite() {
+                values.push(v);
+            }
+        }
+        let input: String = values.iter().map(|v| format!("{}\n", v.to_bits())).collect();
+        let code = "import sys, struct\nfrom prometheus_client.utils import floatToGoString\n\
+                    for line in sys.stdin:\n    \
+                    print(floatToGoString(struct.unpack('<d', struct.pack('<Q', int(line)))[0]))\n";
+        let mut child = std::process::Command::new(&python)
+            .args(["-c", code])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, input.as_bytes()));
+        let output = child.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        assert!(output.status.success());
+        let theirs = String::from_utf8(output.stdout).unwrap();
+        let theirs: Vec<&str> = theirs.lines().collect();
+        assert_eq!(theirs.len(), values.len());
+        for (v, text) in values.iter().zip(theirs) {
+            assert_eq!(le_value(*v), text, "bits {:#x}", v.to_bits());
+            // Python keeps `repr` for negatives; ours differs only by the sign.
+            let negative = if v.is_infinite() { "-Inf".to_owned() } else { format!("-{text}") };
+            assert_eq!(le_value(-v), negative, "bits {:#x}", (-v).to_bits());
+        }
     }
 }

@@ -16,11 +16,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub(crate) mod compact;
+pub(crate) mod python;
 pub(crate) mod python_db;
+pub(crate) mod python_live;
 pub(crate) mod read;
 pub(crate) mod sparse;
 
-use crate::descriptor::{Descriptor, GaugeMode, Kind, Opts};
+use crate::descriptor::{Descriptor, Kind, Opts};
 use crate::encode::format::Format;
 use crate::encode::plan::Source;
 use crate::encode::sample::Value;
@@ -29,9 +31,8 @@ use crate::labels::{LabelDomain, LabelValue};
 use crate::metric::MetricCore;
 use crate::shard::file::{self, COMPACT_LOCK};
 use crate::shard::format::{SchemaEntry, ShardError};
-use python_db::PyKind;
 use read::{Schema, Shard, ShardCache};
-use sparse::{Acc, SparseFamily, SparseKind, add_sparse, counts_shard, per_process};
+use sparse::{SparseFamily, add_sparse, counts_shard, per_process};
 
 /// Shard files a scrape of this process's directory skipped, by reason:
 /// counted in this process's shard, so that every process's scrape sums
@@ -177,15 +178,15 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static crate::shard::OwnSha
     }
     let mut seen = HashSet::new();
     let listed = cache.list(dir, own_name.as_deref());
-    let listing = match &listed {
-        Ok(listing) => listing.clone(),
+    let (listing, relisted) = match &listed {
+        Ok((listing, relisted)) => (listing.clone(), *relisted),
         Err(e) => {
             let error = match e.raw_os_error() {
                 Some(libc::EMFILE | libc::ENFILE) => ShardError::Descriptors,
                 _ => ShardError::Io,
             };
             report(&mut cache, dir, error);
-            cache.last_listing(dir)
+            (cache.last_listing(dir), false)
         }
     };
     // A file newly found empty or foreign may be one a creator of an older
@@ -213,19 +214,30 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static crate::shard::OwnSha
         }
         seen.insert(path.clone());
     }
-    seen.extend(listing.python.iter().cloned());
     for (path, e) in core::mem::take(&mut cache.problems) {
         report(&mut cache, &path, e);
     }
-    // A directory that could not be listed forgets nothing.
-    if listed.is_ok() {
+    // A directory that could not be listed forgets nothing; one listed as
+    // before has nothing to forget (and thousands of Python files cost
+    // nothing to pass over).
+    if listed.is_ok() && relisted {
+        seen.extend(listing.python.iter().cloned());
         cache.retain(dir, &seen);
     }
     let archives: Vec<Shard> = shards.iter().filter(|s| s.archive).cloned().collect();
     shards.retain(|s| !archives.iter().any(|a| a.absorbed(&s.name)));
     let dead = shards.iter().any(|s| !s.live && !s.archive);
     loop {
-        let python = read_python(&mut cache, &listing.python);
+        let python = {
+            let mut python = cache.take_python(dir);
+            let mut problems = Vec::new();
+            let families = python.scrape(dir, &listing.python, &mut |path, e| problems.push((path.to_owned(), e)));
+            cache.put_python(python);
+            for (path, e) in problems {
+                report(&mut cache, &path, e);
+            }
+            families
+        };
         let mut merged = merge(&shards, python);
         // A file that shrank under its mapping during the merge gave zeros
         // for the vanished pages: drop it and merge again without it.
@@ -246,6 +258,18 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static crate::shard::OwnSha
         }
         shards.retain(|s| !damaged.contains(&s.name));
     }
+}
+
+/// After a merge of `dir` by this process, removes its Python files that
+/// count for nothing (see [`python::PyCache::prune`]); 0 when another
+/// scrape has the cache right now.
+pub(crate) fn prune_python(dir: &Path) -> usize {
+    let mut cache = ShardCache::take();
+    let mut python = cache.take_python(dir);
+    let removed = python.prune(dir);
+    cache.put_python(python);
+    cache.put_back();
+    removed
 }
 
 fn merge(shards: &[Shard], python: BTreeMap<String, SparseFamily>) -> Merged {
@@ -352,72 +376,6 @@ fn fold(desc: &Descriptor, target: &mut [AtomicU64], slots: &[AtomicU64], seen: 
             }
             Kind::StateSet | Kind::Info => {}
         }
-    }
-}
-
-/// Python prometheus_client's `.db` files, merged as its
-/// `MultiProcessCollector` does. Files are only read, never changed.
-fn read_python(cache: &mut ShardCache, paths: &[std::path::PathBuf]) -> BTreeMap<String, SparseFamily> {
-    let mut families: BTreeMap<String, SparseFamily> = BTreeMap::new();
-    for path in paths {
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-        let Some(meta) = python_db::parse_file_name(name) else { continue };
-        let entries = match python_db::read(path) {
-            Ok(entries) => entries,
-            // A live-mode gauge file vanishes when Python marks its
-            // process dead; that is not an error.
-            Err(_) if !path.exists() => continue,
-            Err(_) => {
-                report(cache, path, ShardError::Python);
-                continue;
-            }
-        };
-        for entry in entries {
-            let (kind, mode) = match meta.kind {
-                PyKind::Counter => (SparseKind::Metric(Kind::Counter, GaugeMode::Sum), None),
-                PyKind::Histogram => (SparseKind::Metric(Kind::Histogram, GaugeMode::Sum), None),
-                PyKind::Summary => (SparseKind::Summary, None),
-                PyKind::Gauge { mode } => (SparseKind::Metric(Kind::Gauge, mode), Some(mode)),
-            };
-            let family = families
-                .entry(entry.metric.clone())
-                .or_insert_with(|| SparseFamily::new(&entry.metric, &entry.help, None, kind));
-            let mut labels = entry.labels.clone();
-            let suffix = entry.sample.strip_prefix(entry.metric.as_str()).unwrap_or("");
-            let acc = match (meta.kind, suffix) {
-                (PyKind::Counter, "_total") => Acc::Counter { count: 0, fraction: entry.value },
-                (PyKind::Gauge { .. }, "") => {
-                    if mode.is_some_and(GaugeMode::is_most_recent) && entry.timestamp == 0.0 {
-                        continue;
-                    }
-                    if mode.is_some_and(GaugeMode::is_per_process) {
-                        labels.push(("pid".to_owned(), meta.pid.to_string()));
-                    }
-                    Acc::Gauge { value: entry.value, stamp: entry.timestamp }
-                }
-                (PyKind::Histogram, "_bucket") => {
-                    let Some(at) = labels.iter().position(|(k, _)| k == "le") else { continue };
-                    let (_, le) = labels.remove(at);
-                    let Ok(bound) = le.parse::<f64>().or_else(|_| parse_go_float(&le)) else { continue };
-                    Acc::Histogram { buckets: vec![(bound, entry.value as u64)], sum: 0.0 }
-                }
-                (PyKind::Histogram, "_sum") => Acc::Histogram { buckets: Vec::new(), sum: entry.value },
-                (PyKind::Summary, "_count") => Acc::Summary { count: entry.value, sum: 0.0 },
-                (PyKind::Summary, "_sum") => Acc::Summary { count: 0.0, sum: entry.value },
-                _ => continue,
-            };
-            family.add(labels, acc);
-        }
-    }
-    families
-}
-
-fn parse_go_float(s: &str) -> Result<f64, ()> {
-    match s {
-        "+Inf" => Ok(f64::INFINITY),
-        "-Inf" => Ok(f64::NEG_INFINITY),
-        "NaN" => Ok(f64::NAN),
-        _ => Err(()),
     }
 }
 

@@ -75,6 +75,18 @@ pub(crate) enum PyKind {
     Summary,
 }
 
+impl PyKind {
+    /// The type as the file name spells it: `counter`, `gauge_livesum`, ….
+    pub(crate) fn name(self) -> String {
+        match self {
+            PyKind::Counter => "counter".to_owned(),
+            PyKind::Gauge { mode } => format!("gauge_{}", mode.as_str()),
+            PyKind::Histogram => "histogram".to_owned(),
+            PyKind::Summary => "summary".to_owned(),
+        }
+    }
+}
+
 /// Recognises `counter_<pid>.db`, `gauge_<mode>_<pid>.db`,
 /// `histogram_<pid>.db` and `summary_<pid>.db`. Anything else, including a
 /// pid that is not canonical decimal (a custom `process_identifier`), is
@@ -189,6 +201,21 @@ pub(crate) fn read(path: &Path) -> Result<Vec<Entry>, PyDbError> {
     parse(&buf)
 }
 
+/// Reads from `at` until `buf` is full or the file ends.
+fn read_at_most(file: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], at + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
 /// Parses a whole file (or at least its first `used` bytes). An empty file
 /// or a zero `used` is a file Python has created but not yet initialised
 /// (creating, sizing and writing the header are separate steps), so it
@@ -247,6 +274,65 @@ fn entries(data: &[u8], layout: Layout) -> Result<Vec<Entry>, PyDbError> {
     Ok(out)
 }
 
+/// One entry of a file in the current layout, its key left unparsed: the
+/// key's byte range in the file, the value and the timestamp.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct RawEntry {
+    pub(crate) key: (usize, usize),
+    pub(crate) value: f64,
+    pub(crate) timestamp: f64,
+}
+
+/// The entries of a whole file in the layout of prometheus_client 0.18
+/// and later, keys unparsed, for a reader that has parsed them before;
+/// `None` when the bytes are not that (the caller then parses them with
+/// [`parse`], which also knows the older layouts and says what is wrong).
+pub(crate) fn raw_entries(bytes: &[u8]) -> Option<Vec<RawEntry>> {
+    if bytes.is_empty() {
+        return Some(Vec::new());
+    }
+    let used = read_i32(bytes, 0).filter(|_| bytes.len() >= HEADER)?;
+    if used == 0 {
+        return Some(Vec::new());
+    }
+    let data = bytes.get(..usize::try_from(used).ok().filter(|&u| u >= HEADER)?)?;
+    let mut out = Vec::new();
+    let mut pos = HEADER;
+    while pos < data.len() {
+        let key_start = pos + 4;
+        let key_len =
+            usize::try_from(read_i32(data, pos)?).ok().filter(|&l| l <= data.len().saturating_sub(key_start))?;
+        let value_at = key_start + key_len + (8 - (key_len + 4) % 8);
+        let value = read_f64(data, value_at)?;
+        let timestamp = read_f64(data, value_at + 8)?;
+        out.push(RawEntry { key: (key_start, key_start + key_len), value, timestamp });
+        pos = value_at + 16;
+    }
+    Some(out)
+}
+
+/// Parses one key of the current layout (see [`raw_entries`]).
+pub(crate) fn parse_current_key(key: &[u8]) -> Option<Key> {
+    parse_key(std::str::from_utf8(key).ok()?, false).ok()
+}
+
+/// Reads a file's bytes through an open descriptor, with positioned
+/// reads: the first page (one read for most files, as Python's own reader
+/// does), and up to `used` more, bounded by the file's length whatever
+/// the header claims.
+pub(crate) fn read_bytes(file: &File) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 4096];
+    let n = read_at_most(file, &mut buf, 0)?;
+    buf.truncate(n);
+    if let Some(used) = read_i32(&buf, 0).and_then(|u| usize::try_from(u).ok()).filter(|&u| u > n && n == 4096) {
+        let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+        buf.resize(used.min(len).max(n), 0);
+        let got = read_at_most(file, &mut buf[n..], n as u64)?;
+        buf.truncate(n + got);
+    }
+    Ok(buf)
+}
+
 fn read_i32(data: &[u8], at: usize) -> Option<i32> {
     Some(i32::from_ne_bytes(data.get(at..at.checked_add(4)?)?.try_into().ok()?))
 }
@@ -255,7 +341,8 @@ fn read_f64(data: &[u8], at: usize) -> Option<f64> {
     Some(f64::from_ne_bytes(data.get(at..at.checked_add(8)?)?.try_into().ok()?))
 }
 
-type Key = (String, String, Vec<(String, String)>, String);
+/// A parsed key: metric, sample, labels (in the key's order), help.
+pub(crate) type Key = (String, String, Vec<(String, String)>, String);
 
 /// Parses exactly the JSON shape `mmap_key` produces, with any JSON
 /// whitespace and any string escapes, and nothing else (no numbers, no
@@ -418,7 +505,7 @@ impl Json<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::BTreeMap;
     use std::io::Write;
@@ -600,6 +687,52 @@ mod tests {
         }
     }
 
+    /// The raw scan finds what `parse` finds in a current file, refuses
+    /// what `parse` refuses, and never panics on a damaged file.
+    #[test]
+    fn raw_entries_agree_with_parse() {
+        let k = r#"["m", "m", {"a": "\u00e9", "b": "c"}, "h"]"#;
+        let es =
+            [entry(k, 1.0, Some(2.0)), entry(&key(""), 3.0, Some(0.0)), entry(&key(r#""x": "y""#), -4.5, Some(7.0))];
+        let full = file(&es);
+        let raw = raw_entries(&full).unwrap();
+        let parsed = parse(&full).unwrap();
+        assert_eq!(raw.len(), parsed.len());
+        for (r, p) in raw.iter().zip(&parsed) {
+            assert_eq!((r.value, r.timestamp), (p.value, p.timestamp));
+            let (metric, sample, labels, help) = parse_current_key(&full[r.key.0..r.key.1]).unwrap();
+            assert_eq!(
+                (metric, sample, labels, help),
+                (p.metric.clone(), p.sample.clone(), p.labels.clone(), p.help.clone())
+            );
+        }
+        assert!(
+            raw_entries(&file(&[entry(&key(""), 1.0, None)])).is_none()
+                || parse(&file(&[entry(&key(""), 1.0, None)])).is_ok()
+        );
+        let used = HEADER + es.iter().map(Vec::len).sum::<usize>();
+        let full = &full[..used];
+        for cut in 0..=used + 8 {
+            let bytes = with_used(full.to_vec(), cut as i32);
+            if let Some(raw) = raw_entries(&bytes) {
+                let keys_parse = raw.iter().all(|r| parse_current_key(&bytes[r.key.0..r.key.1]).is_some());
+                let p = parse(&bytes);
+                assert_eq!(keys_parse, p.as_ref().is_ok_and(|p| p.len() == raw.len()), "used = {cut}: {raw:?} {p:?}");
+            }
+        }
+        for at in 0..used {
+            for flip in [0x01, 0x80, 0xff] {
+                let mut f = full.to_vec();
+                f[at] ^= flip;
+                if let Some(raw) = raw_entries(&f) {
+                    for r in raw {
+                        let _ = parse_current_key(&f[r.key.0..r.key.1]);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn files_from_releases_before_0_18() {
         // 0.16 and 0.17: help text but no timestamp; one entry and several.
@@ -668,6 +801,37 @@ mod tests {
         assert!(matches!(read(&dir.0.join("gone.db")), Err(PyDbError::Io(_))));
     }
 
+    /// The descriptor reader gives what the path reader gives: a small
+    /// file, one larger than a page (preallocated beyond `used`), one
+    /// whose header claims more than the file holds, an empty one.
+    #[test]
+    fn read_bytes_is_read() {
+        let dir = TempDir::new("read-file");
+        let path = dir.0.join("counter_2.db");
+        let many: Vec<Vec<u8>> =
+            (0..200).map(|i| entry(&key(&format!(r#""a": "{i}""#)), i as f64, Some(0.0))).collect();
+        let mut big = file(&many);
+        assert!(big.len() > 4096);
+        big.resize(1 << 16, 0);
+        let cases = [
+            file(&[entry(&key(""), 7.0, Some(0.0))]),
+            big,
+            with_used(vec![0; 16], i32::MAX),
+            with_used(vec![0; 8192], 9000),
+            Vec::new(),
+        ];
+        for bytes in cases {
+            std::fs::write(&path, &bytes).unwrap();
+            let by_path = format!("{:?}", read(&path));
+            let by_file = format!(
+                "{:?}",
+                read_bytes(&File::open(&path).unwrap()).map_err(PyDbError::from).and_then(|b| parse(&b))
+            );
+            assert_eq!(by_file, by_path, "{} bytes", bytes.len());
+        }
+        assert!(read_bytes(&File::open(&path).unwrap()).unwrap().is_empty());
+    }
+
     /// Two processes (a fork) record every file type; Python then prints,
     /// hex-encoded, what its own reader finds in each file and what
     /// `MultiProcessCollector` makes of the directory.
@@ -721,7 +885,7 @@ for m in registry.collect():
 "#;
 
     /// `PROMSHARD_PYTHON` or `python3`, if it can import prometheus_client.
-    fn python() -> Option<PathBuf> {
+    pub(crate) fn python() -> Option<PathBuf> {
         let python = std::env::var_os("PROMSHARD_PYTHON").filter(|p| !p.is_empty());
         let python = PathBuf::from(python.unwrap_or_else(|| "python3".into()));
         let status =
@@ -731,7 +895,7 @@ for m in registry.collect():
 
     /// A loud skip, or a failure under `PROMSHARD_ORACLES=require` (as the
     /// workspace's oracle tests do).
-    fn skip_or_fail(what: &str) {
+    pub(crate) fn skip_or_fail(what: &str) {
         let required = std::env::var("PROMSHARD_ORACLES");
         if required.is_ok_and(|v| v.trim().eq_ignore_ascii_case("require")) {
             panic!("oracle missing and PROMSHARD_ORACLES=require: {what}");

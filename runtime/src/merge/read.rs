@@ -295,7 +295,11 @@ impl Shard {
 #[derive(Default)]
 pub(crate) struct ShardCache {
     entries: BTreeMap<PathBuf, Cached>,
-    listing: Option<CachedListing>,
+    /// The listings of the last few directories read, most recent first.
+    listings: Vec<CachedListing>,
+    /// What the Python files of the last few directories read came to,
+    /// most recent first.
+    python: Vec<super::python::PyCache>,
     /// This process's own shard, parsed (its schema never changes; a
     /// forked child's file has another name, so it parses afresh).
     own: Option<Shard>,
@@ -305,6 +309,10 @@ pub(crate) struct ShardCache {
     /// Problems met while reusing cached shards, for the scrape to report.
     pub(crate) problems: Vec<(PathBuf, ShardError)>,
 }
+
+/// How many directories a process keeps listings and Python state for: a
+/// reader usually reads one; a few read in turn each keep theirs.
+const KEPT_DIRS: usize = 4;
 
 /// A directory listing, reused while the directory's mtime is unchanged.
 struct CachedListing {
@@ -345,23 +353,17 @@ pub(crate) struct KeptFor<'a> {
 /// scrape; pruned to the files still listed.
 static BAD: GateCell<BTreeMap<PathBuf, (file::Identity, ShardError)>> = GateCell::new(BTreeMap::new());
 
-static CACHE: GateCell<ShardCache> = GateCell::new(ShardCache {
-    entries: BTreeMap::new(),
-    listing: None,
-    own: None,
-    own_stat: (0, None),
-    problems: Vec::new(),
-});
+static CACHE: GateCell<Option<ShardCache>> = GateCell::new(None);
 
 impl ShardCache {
     /// Takes the process's cache out for one scrape.
     pub(crate) fn take() -> ShardCache {
-        CACHE.with(core::mem::take)
+        CACHE.with(Option::take).unwrap_or_default()
     }
 
     /// Puts the cache back after a scrape.
     pub(crate) fn put_back(self) {
-        CACHE.with(|cache| *cache = self);
+        CACHE.with(|cache| *cache = Some(self));
     }
 
     /// This process's own shard, read through its mapping (never by name:
@@ -441,32 +443,55 @@ impl ShardCache {
     /// directory's mtime stays the same. Timestamps can be coarse (a clock
     /// tick), so a listing is only kept once its mtime is a second old:
     /// any later change then moves the mtime forward.
-    pub(crate) fn list(&mut self, dir: &Path, own_name: Option<&str>) -> std::io::Result<file::Listing> {
+    /// Returns whether the listing is new (not the one kept from an
+    /// earlier scrape).
+    pub(crate) fn list(&mut self, dir: &Path, own_name: Option<&str>) -> std::io::Result<(file::Listing, bool)> {
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(dir)?;
         let mtime = (meta.mtime(), meta.mtime_nsec());
         let reusable =
             |l: &&CachedListing| l.settled && l.dir == dir && l.mtime == mtime && l.own_name.as_deref() == own_name;
-        if let Some(listing) = self.listing.as_ref().filter(reusable) {
-            return Ok(listing.files.clone());
+        if let Some(listing) = self.listings.iter().find(reusable) {
+            return Ok((listing.files.clone(), false));
         }
         let files = file::list_all(dir, own_name)?;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        self.listing = Some(CachedListing {
-            dir: dir.to_owned(),
-            own_name: own_name.map(str::to_owned),
-            mtime,
-            settled: now > mtime.0 + 1,
-            files: files.clone(),
-        });
-        Ok(files)
+        self.listings.retain(|l| l.dir != dir);
+        self.listings.truncate(KEPT_DIRS - 1);
+        self.listings.insert(
+            0,
+            CachedListing {
+                dir: dir.to_owned(),
+                own_name: own_name.map(str::to_owned),
+                mtime,
+                settled: now > mtime.0 + 1,
+                files: files.clone(),
+            },
+        );
+        Ok((files, true))
+    }
+
+    /// What the Python files of `dir` came to so far (empty if unknown),
+    /// taken out for a scrape; [`put_python`](Self::put_python) returns it.
+    pub(crate) fn take_python(&mut self, dir: &Path) -> super::python::PyCache {
+        match self.python.iter().position(|p| p.dir() == dir) {
+            Some(at) => self.python.remove(at),
+            None => super::python::PyCache::default(),
+        }
+    }
+
+    /// Keeps what a scrape learnt of a directory's Python files, for the
+    /// next scrape of that directory.
+    pub(crate) fn put_python(&mut self, python: super::python::PyCache) {
+        self.python.truncate(KEPT_DIRS - 1);
+        self.python.insert(0, python);
     }
 
     /// What `dir` held when it could last be listed, for a scrape that
     /// cannot list it now (out of descriptors): the last listing, else the
     /// files still mapped from it. Never an empty directory by mistake.
     pub(crate) fn last_listing(&self, dir: &Path) -> file::Listing {
-        match self.listing.as_ref().filter(|l| l.dir == dir) {
+        match self.listings.iter().find(|l| l.dir == dir) {
             Some(listing) => listing.files.clone(),
             None => file::Listing {
                 shards: self.entries.keys().filter(|p| p.parent() == Some(dir)).cloned().collect(),
@@ -512,16 +537,17 @@ fn held_by_someone(path: &Path, identity: file::Identity) -> Result<(bool, std::
     Ok((live, file))
 }
 
-/// A descriptor kept open between scrapes (a shard's, or its process's
-/// `stat` file), counted process-wide (concurrent scrapes each have a
-/// cache, and all of them together keep within the budget).
-pub(crate) struct KeptFile(std::fs::File);
+/// A descriptor kept open between scrapes (a shard's, its process's
+/// `stat` file, or a live Python writer's `.db` file), counted
+/// process-wide (concurrent scrapes each have a cache, and all of them
+/// together keep within the budget).
+pub(crate) struct KeptFile(pub(crate) std::fs::File);
 
 static KEPT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
 impl KeptFile {
     /// Takes a place in the budget, if one is free.
-    fn reserve() -> bool {
+    pub(crate) fn reserve() -> bool {
         let budget = descriptor_budget();
         KEPT.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < budget).then_some(n + 1)).is_ok()
     }

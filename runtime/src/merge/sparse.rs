@@ -48,6 +48,7 @@ pub(crate) enum Acc {
 
 pub(crate) type Labels = Vec<(String, String)>;
 
+#[derive(Clone)]
 pub(crate) struct SparseFamily {
     pub(crate) name: String,
     pub(crate) help: String,
@@ -87,6 +88,20 @@ impl SparseFamily {
         match self.series.get_mut(&labels) {
             None => {
                 self.series.insert(labels, value);
+            }
+            Some(current) => combine(current, value, mode),
+        }
+    }
+
+    /// As [`add`](Self::add), copying the labels only for a new series.
+    pub(crate) fn add_ref(&mut self, labels: &Labels, value: Acc) {
+        let mode = match self.kind {
+            SparseKind::Metric(_, mode) => mode,
+            SparseKind::Summary => GaugeMode::Sum,
+        };
+        match self.series.get_mut(labels) {
+            None => {
+                self.series.insert(labels.clone(), value);
             }
             Some(current) => combine(current, value, mode),
         }

@@ -301,8 +301,10 @@ pub(crate) fn open_for_read(path: &Path) -> Result<File, super::format::ShardErr
 pub(crate) struct Listing {
     /// `.promshard` files, sorted by name, without this process's own.
     pub(crate) shards: Vec<PathBuf>,
-    /// Python prometheus_client `.db` files, sorted by name.
-    pub(crate) python: Vec<PathBuf>,
+    /// Python prometheus_client `.db` files, sorted by name; shared, so
+    /// that a listing kept between scrapes is not copied file by file (a
+    /// Python pool can leave thousands).
+    pub(crate) python: std::sync::Arc<Vec<PathBuf>>,
     /// Shards being created, or left half made by a creator that died.
     pub(crate) half_made: Vec<PathBuf>,
 }
@@ -312,6 +314,7 @@ pub(crate) struct Listing {
 /// leaving out `own_name`.
 pub(crate) fn list_all(dir: &Path, own_name: Option<&str>) -> io::Result<Listing> {
     let mut listing = Listing::default();
+    let mut python = Vec::new();
     for entry in fs::read_dir(dir)?.filter_map(|e| e.ok()) {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
@@ -324,11 +327,12 @@ pub(crate) fn list_all(dir: &Path, own_name: Option<&str>) -> io::Result<Listing
         } else if name.ends_with(&format!(".{EXTENSION}")) && !name.starts_with('.') {
             listing.shards.push(path);
         } else if name.ends_with(".db") {
-            listing.python.push(path);
+            python.push(path);
         }
     }
     listing.shards.sort();
-    listing.python.sort();
+    python.sort();
+    listing.python = std::sync::Arc::new(python);
     Ok(listing)
 }
 
