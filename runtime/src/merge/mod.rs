@@ -226,6 +226,11 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static crate::shard::OwnSha
     }
     let archives: Vec<Shard> = shards.iter().filter(|s| s.archive).cloned().collect();
     shards.retain(|s| !archives.iter().any(|a| a.absorbed(&s.name)));
+    // One order for every scraper: float sums (a histogram's `_sum`, a
+    // counter's fractions) round by the order they are added in, and a
+    // scrape answered by another worker must not see one a last bit
+    // smaller, which Prometheus would take for a counter reset.
+    shards.sort_by(|a, b| a.name.cmp(&b.name));
     let dead = shards.iter().any(|s| !s.live && !s.archive);
     loop {
         let python = {
