@@ -67,7 +67,9 @@ fn encode_family(family: &Family, slots: &[AtomicU64], format: Format, out: &mut
 
 /// Renders the exposition a client asked for with its `Accept` header and
 /// returns it with its `Content-Type`: the one call a web framework's
-/// `/metrics` handler needs.
+/// `/metrics` handler needs. `Exposition::render` (feature `gzip`, which
+/// the default `http` brings) also compresses it for clients that accept
+/// gzip, as Prometheus does.
 ///
 /// ```
 /// let (body, content_type) = promshard::render(Some("application/openmetrics-text; version=1.0.0"));
