@@ -6,9 +6,10 @@
 //! adds authentication, or swaps in another renderer. The server answers
 //! `GET` and `HEAD` on `/metrics` (any query string), 404 on other paths and
 //! 405 for other methods. A `/metrics` body is gzip-compressed for clients
-//! whose `Accept-Encoding` allows it, as Prometheus' always does (see
-//! [`Exposition`](crate::Exposition)), and sent as rendered to the others.
-//! It is written to stay up when it faces the network:
+//! whose `Accept-Encoding` allows it (Prometheus always sends
+//! `Accept-Encoding: gzip`; see [`Exposition`](crate::Exposition)), and
+//! sent as rendered to the others. It is written to stay up when it faces
+//! the network:
 //!
 //! - every connection must send a complete request head within
 //!   [`ServerOptions::timeout`], and may stay idle between keep-alive

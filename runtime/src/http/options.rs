@@ -128,10 +128,10 @@ impl ServerOptions {
 
     /// Serves what `render` returns on `addr`: it gets the request's
     /// `Accept` header (`None` without one) and returns the body and its
-    /// `Content-Type`; the server compresses the body when the client's
-    /// `Accept-Encoding` allows gzip. It runs on the connection's thread, possibly on
-    /// several at once; when it panics, that request gets 500 and the
-    /// server carries on (unless the program is built with
+    /// `Content-Type`; the server gzips the body when the client's
+    /// `Accept-Encoding` allows. It runs on the connection's thread,
+    /// possibly on several at once; when it panics, that request gets 500
+    /// and the server carries on (unless the program is built with
     /// `panic = "abort"`).
     ///
     /// ```
