@@ -1,6 +1,7 @@
 //! Escaping and number formatting shared by both formats.
 
 use super::format::Format;
+use super::names::{Escaping, write_label_name};
 
 /// Whether a histogram's (or summary's) `_count` and `_sum` are written:
 /// always in the Prometheus text format; in OpenMetrics only when the sum
@@ -20,9 +21,9 @@ pub(crate) fn write_label_value(out: &mut Vec<u8>, value: &str) {
     out.push(b'"');
 }
 
-/// Writes `name="value"`.
-pub(crate) fn write_label(out: &mut Vec<u8>, name: &str, value: &str) {
-    out.extend_from_slice(name.as_bytes());
+/// Writes `name="value"`, the name quoted or escaped by `escaping`.
+pub(crate) fn write_label(out: &mut Vec<u8>, name: &str, value: &str, escaping: Escaping) {
+    write_label_name(out, name, escaping);
     out.push(b'=');
     write_label_value(out, value);
 }
