@@ -50,6 +50,8 @@ impl Collector for SpecExamples {
         out.gauge("my.dotted.metric", "Dotted.").sample(&[("error.message", "Not Found")], 4.0);
         out.counter("foodb.read.errors", "The number of errors in the read path for fooDb.")
             .sample(&[("service.name", "my_service")], 3482.0);
+        // Canonical bounds from a collector too (the spec's examples).
+        out.histogram("canonical.bounds", "Bounds.").histogram(&[], &[(1e-7, 1), (0.005, 1), (1.0, 2), (1e6, 3)], 1.5);
     }
 }
 
@@ -115,6 +117,9 @@ fn the_specs_examples_in_every_scheme() {
     // The text format page's example, without its blank after the comma.
     let utf8 = text(Exposition::new(Protocol::PrometheusText1_0_0, Escaping::AllowUtf8));
     assert!(utf8.contains("\n{\"my.dotted.metric\",\"error.message\"=\"Not Found\"} 4\n"), "{utf8}");
+    for le in ["1e-07", "0.005", "1.0", "1e+06", "+Inf"] {
+        assert!(underscores.contains(&format!("\ncanonical_bounds_bucket{{le=\"{le}\"}} ")), "{le}: {underscores}");
+    }
     // OpenMetrics 2.0's, with the 1.0 counter's `_total` sample.
     assert_eq!(
         family(

@@ -324,6 +324,36 @@ mod tests {
         assert_eq!(found, ["a.b", "q\"\\\n"]);
     }
 
+    /// A version older than the escaping codes writes nothing for them:
+    /// it is asked again with the bare format code.
+    #[test]
+    fn an_older_version_is_asked_again_without_escaping() {
+        use promshard_abi::{Bytes, Sink, Str, Version};
+        unsafe extern "C" fn old_render(code: u32, out: Sink) {
+            if code <= 1 {
+                super::write(out, format!("old:{code}").as_bytes());
+            }
+        }
+        unsafe extern "C" fn nothing(_: Sink) {}
+        unsafe extern "C" fn no_shard(_: Sink) -> Bytes {
+            Bytes { ptr: core::ptr::null(), len: 0 }
+        }
+        let old = Version {
+            version: Str::new("0.0.1"),
+            shard_format: 2,
+            render: old_render,
+            declared: nothing,
+            shard: no_shard,
+        };
+        use super::{Escaping, Exposition, Protocol, render};
+        for escaping in Escaping::ALL {
+            let x = Exposition::new(Protocol::OpenMetricsText1_0_0, escaping);
+            assert_eq!(render(&old, x), b"old:1", "{escaping:?}");
+            let x = Exposition::new(Protocol::PrometheusText1_0_0, escaping);
+            assert_eq!(render(&old, x), b"old:0", "{escaping:?}");
+        }
+    }
+
     #[test]
     fn format_codes_round_trip_and_old_codes_mean_underscores() {
         use super::{Escaping, Exposition, Format, Protocol, decode_format, format_code};

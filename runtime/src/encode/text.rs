@@ -172,6 +172,32 @@ mod tests {
         assert_eq!(le_value(f64::INFINITY), "+Inf");
     }
 
+    /// The OpenMetrics spec's "Canonical Numbers": its list of common
+    /// `le` and `quantile` values, and powers of ten from 1e-10 to 1e+10.
+    #[test]
+    fn the_openmetrics_canonical_table() {
+        for text in ["0.0", "0.001", "0.002", "0.01", "0.1", "0.9", "0.95", "0.99", "0.999", "1.0", "1.7", "10.0"] {
+            assert_eq!(le_value(text.parse().unwrap()), text);
+        }
+        let powers = ["1e-10", "1e-09", "1e-05", "0.0001", "0.1", "1.0", "100000.0", "1e+06", "1e+10"];
+        for text in powers {
+            assert_eq!(le_value(text.parse().unwrap()), text);
+        }
+        for e in -10i32..=10 {
+            let text = le_value(format!("1e{e}").parse().unwrap());
+            let want = match e {
+                -4..=-1 => format!("0.{}1", "0".repeat((-e - 1) as usize)),
+                0..=5 => format!("1{}.0", "0".repeat(e as usize)),
+                _ => format!("1e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs()),
+            };
+            assert_eq!(text, want);
+        }
+        // The spec's histogram example.
+        for (v, text) in [(1e23, "1e+23"), (1.1e23, "1.1e+23")] {
+            assert_eq!(le_value(v), text);
+        }
+    }
+
     #[test]
     fn canonical_bounds() {
         let cases = [

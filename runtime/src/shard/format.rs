@@ -549,3 +549,45 @@ impl<'a> Reader<'a> {
         Ok(keep(&mut self.store.strings, s.into()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec<'a>(name: &'a str, label: &'a str) -> MetricSpec<'a> {
+        MetricSpec {
+            name,
+            help: "h",
+            unit: None,
+            kind: Kind::Counter,
+            mode: GaugeMode::All,
+            sparse: false,
+            labels: vec![(label, Ok(vec!["v"]))],
+            buckets: &[],
+            states: &[],
+            offset: 0,
+            series: 1,
+            width: 2,
+        }
+    }
+
+    /// Older readers keep reading files with legacy names; a file with
+    /// any other name says it is version 3, and reads back.
+    #[test]
+    fn version_follows_the_names() {
+        let (_, legacy) = encode_specs(&[spec("jobs", "queue")]);
+        assert_eq!(legacy, VERSION_LEGACY_NAMES);
+        for (name, label) in [("http.server.requests", "queue"), ("jobs", "http.route"), ("jobs", "a:b")] {
+            let (schema, version) = encode_specs(&[spec("jobs", "queue"), spec(name, label)]);
+            assert_eq!(version, VERSION, "{name} {label}");
+            let mut store = SchemaStorage::default();
+            let entries = decode_schema(&schema, 4, &mut store).unwrap();
+            assert_eq!((entries[1].desc.name, entries[1].desc.label_names), (name, &[label][..]));
+        }
+        let header = Header::layout(0, 1, 2, 3, (&[], VERSION), 0, 0);
+        assert_eq!(Header::decode(&header.encode(), 4096).unwrap().version, VERSION);
+        let mut newer = header.encode();
+        newer[8] = (VERSION + 1) as u8;
+        assert_eq!(Header::decode(&newer, 4096), Err(ShardError::Version));
+    }
+}
