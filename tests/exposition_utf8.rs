@@ -82,6 +82,7 @@ fn record() {
         DURATION.with(("POST",)).observe(2.0);
         REQUESTS.with(("/users/{id}",)).inc();
         UTF8_LABELLED_ITEMS.with(("a:1",)).set(7.0);
+        PHASE.set(Phase::Starting);
         PHASE.set(Phase::Serving);
     });
 }
@@ -196,6 +197,7 @@ fn declared_families_in_every_scheme() {
     assert!(om.contains("\n{\"http.server.requests_total\",\"http.route\"=\"/users/{id}\"} 1\n"), "{om}");
     assert!(om.contains("\n# TYPE \"server.phase\" stateset\n"), "{om}");
     assert!(om.contains("\n{\"server.phase\",\"server.phase\"=\"serving\"} 1\n"), "{om}");
+    assert!(om.contains("\n{\"server.phase\",\"server.phase\"=\"starting\"} 0\n"), "{om}");
     let legacy = text(Exposition::from(Format::Prometheus));
     assert!(legacy.contains("\nutf8_labelled_items{server_address=\"a:1\"} 7\n"), "{legacy}");
     assert!(legacy.contains("\n# TYPE http_server_requests_total counter\n"), "{legacy}");
