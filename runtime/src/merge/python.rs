@@ -120,6 +120,50 @@ struct FileInfo {
     /// Kept open while it is read at every scrape (within the process's
     /// descriptor budget), so a scrape reads it with one `pread`.
     kept: Option<KeptFile>,
+    /// What the file's counting entries held when it was last seen dead,
+    /// for a new run's writer given its pid: prometheus_client reopens
+    /// `counter_<pid>.db` and goes on from the values in it, so only what
+    /// it adds beyond these belongs to the new run.
+    baseline: Option<Box<Baseline>>,
+}
+
+/// A dead file's counting values (counters, buckets, sums, counts) by key,
+/// as of its last change.
+struct Baseline {
+    /// The file's last change when the values were read.
+    changed: f64,
+    /// By the hash of the raw key, sorted.
+    values: Vec<(u64, f64)>,
+}
+
+impl Baseline {
+    /// The values of `bytes`, or `None` for a layout without raw keys
+    /// (prometheus_client before 0.18), which is then counted whole.
+    fn read(bytes: &[u8], changed: f64) -> Option<Baseline> {
+        let raw = python_db::raw_entries(bytes)?;
+        let mut values: Vec<(u64, f64)> = raw.iter().map(|e| (key_hash(&bytes[e.key.0..e.key.1]), e.value)).collect();
+        values.sort_unstable_by_key(|(hash, _)| *hash);
+        values.dedup_by_key(|(hash, _)| *hash);
+        values.shrink_to_fit();
+        Some(Baseline { changed, values })
+    }
+
+    fn get(&self, hash: u64) -> f64 {
+        self.values.binary_search_by_key(&hash, |(h, _)| *h).map_or(0.0, |at| self.values[at].1)
+    }
+
+    /// Whether these values were written before the run that started at
+    /// `run_start`, so that none of them is the run's.
+    fn before(&self, run_start: Option<f64>) -> bool {
+        run_start.is_some_and(|start| self.changed < start - START_MARGIN)
+    }
+}
+
+fn key_hash(raw: &[u8]) -> u64 {
+    use core::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    raw.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// What a directory's Python files came to, kept between scrapes.
@@ -305,23 +349,39 @@ impl PyCache {
             // Counted as a dead writer's: proven gone (`New` here), or its
             // pid taken by a process that does not hold it.
             let dead = self.seen_live && matches!(info.state, State::New | State::Reused);
+            if dead && previous && info.baseline.as_ref().is_none_or(|b| b.changed != info.changed) {
+                // Its pid may go to a writer of this run, which would go
+                // on from the values in it.
+                info.baseline =
+                    read_bytes(&path, info).ok().and_then(|b| Baseline::read(&b, info.changed)).map(Box::new);
+                info.kept = None;
+            }
             if dead && (live_gauge || previous) {
                 if info.state == State::New {
                     info.state = if previous { State::PreviousRun } else { State::DeadLiveGauge };
                 }
             } else {
                 let folding = dead && info.state == State::New;
+                let run_start = self.run_start;
                 let read = read_bytes(&path, info).map_err(python_db::PyDbError::from).and_then(|bytes| {
                     if folding {
                         // Read once: no key worth keeping.
-                        let entries = python_db::parse(&bytes)?;
-                        add_entries(&mut self.fold, &info.meta, &entries);
-                        add_entries(&mut families, &info.meta, &entries);
+                        if info.baseline.as_ref().is_some_and(|b| b.before(run_start)) {
+                            // A writer of this run went on from an earlier
+                            // run's values: only its own count.
+                            add_bytes(&mut self.fold, info, &bytes, run_start)?;
+                            add_bytes(&mut families, info, &bytes, run_start)?;
+                        } else {
+                            let entries = python_db::parse(&bytes)?;
+                            add_entries(&mut self.fold, &info.meta, &entries);
+                            add_entries(&mut families, &info.meta, &entries);
+                            info.baseline = Baseline::read(&bytes, info.changed).map(Box::new);
+                        }
                         info.last = None;
                         info.keys = Vec::new();
                         return Ok(());
                     }
-                    add_bytes(&mut families, info, &bytes)?;
+                    add_bytes(&mut families, info, &bytes, run_start)?;
                     info.last = Some(bytes);
                     Ok(())
                 });
@@ -335,7 +395,7 @@ impl PyCache {
                         // file's: count what it held last, never fold it.
                         report(&path, ShardError::Descriptors);
                         if let Some(last) = info.last.take() {
-                            let _ = add_bytes(&mut families, info, &last);
+                            let _ = add_bytes(&mut families, info, &last, run_start);
                             info.last = Some(last);
                         }
                         if info.state == State::New {
@@ -394,6 +454,7 @@ impl PyCache {
                     last: None,
                     keys: Vec::new(),
                     kept: None,
+                    baseline: None,
                 },
             );
             self.active.push(path.clone());
@@ -502,7 +563,14 @@ impl PyCache {
             .map(move |path| {
                 let meta = path.file_name().and_then(|n| n.to_str()).and_then(python_db::parse_file_name);
                 let info = cache.files.get(path);
-                let state = info.map_or(State::New, |i| i.state);
+                let state = info.map_or(State::New, |i| match i.state {
+                    // A previous run's file whose pid a process has now:
+                    // it counts for nothing still.
+                    State::Reused if cache.run_start.is_some_and(|s| i.changed < s - START_MARGIN) => {
+                        State::PreviousRun
+                    }
+                    state => state,
+                });
                 let live = info.is_some_and(|i| {
                     matches!(cache.live.holds(i.meta.pid, i.identity), Holder::Live | Holder::Unknown)
                 });
@@ -539,6 +607,8 @@ pub(crate) struct Prepared {
     /// The key's bytes, to tell that the entry at this position is still
     /// this key.
     raw: Box<[u8]>,
+    /// The raw key's hash, to find it in a [`Baseline`].
+    hash: u64,
     metric: String,
     help: String,
     kind: SparseKind,
@@ -560,6 +630,17 @@ enum What {
     SummarySum,
     /// Not a sample the merge shows (`_created`, an unknown suffix).
     Nothing,
+}
+
+impl What {
+    /// Whether prometheus_client accumulates the value from what the file
+    /// held when its writer opened it: a count or a sum.
+    fn counts(self) -> bool {
+        matches!(
+            self,
+            What::CounterTotal | What::Bucket(_) | What::HistogramSum | What::SummaryCount | What::SummarySum
+        )
+    }
 }
 
 impl Prepared {
@@ -590,7 +671,7 @@ impl Prepared {
             (PyKind::Summary, "_sum") => What::SummarySum,
             _ => What::Nothing,
         };
-        Some(Prepared { raw: raw.into(), metric, help, kind, labels, what })
+        Some(Prepared { raw: raw.into(), hash: key_hash(raw), metric, help, kind, labels, what })
     }
 
     /// Adds the entry's value, as [`add_entries`] would: the family is
@@ -620,11 +701,15 @@ impl Prepared {
 /// Adds a file read at every scrape, parsing only the keys it did not
 /// hold last time; a file not in the current layout, or with a key that
 /// does not parse, goes through [`python_db::parse`] (which says why).
+/// Counting values less the file's baseline when that was written before
+/// the run that started at `run_start`.
 fn add_bytes(
     families: &mut BTreeMap<String, SparseFamily>,
     info: &mut FileInfo,
     bytes: &[u8],
+    run_start: Option<f64>,
 ) -> Result<(), python_db::PyDbError> {
+    let base = info.baseline.as_deref().filter(|b| b.before(run_start));
     let fast = python_db::raw_entries(bytes).and_then(|raw| {
         let mut keys = core::mem::take(&mut info.keys);
         keys.truncate(raw.len());
@@ -644,7 +729,16 @@ fn add_bytes(
     match fast {
         Some((raw, keys)) => {
             for (entry, key) in raw.iter().zip(&keys) {
-                key.add(families, entry.value, entry.timestamp);
+                let value = match base {
+                    Some(base) if key.what.counts() => {
+                        let own = entry.value - base.get(key.hash);
+                        // A count never below zero, whatever the file
+                        // holds; a sum may be (negative observations).
+                        if matches!(key.what, What::HistogramSum | What::SummarySum) { own } else { own.max(0.0) }
+                    }
+                    _ => entry.value,
+                };
+                key.add(families, value, entry.timestamp);
             }
             info.keys = keys;
             Ok(())
