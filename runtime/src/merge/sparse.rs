@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use core::sync::atomic::Ordering;
 
 use super::read::Shard;
-use crate::descriptor::{Descriptor, GaugeMode, Kind};
+use crate::descriptor::{Descriptor, GaugeMode, Kind, is_legacy_label_name};
 use crate::encode::format::Exposition;
 use crate::encode::names;
 use crate::encode::plan::{self, Source, write_header, write_typed_header};
@@ -133,6 +133,12 @@ impl SparseFamily {
         self.visit_series(|labels, name, pairs, value| {
             let left_out = match current {
                 Some((seen, left_out)) if core::ptr::eq(seen, labels) => left_out,
+                // Legacy names are written as they are (and a series'
+                // names are distinct): the common case costs no allocation.
+                _ if labels.iter().all(|(k, _)| is_legacy_label_name(k)) => {
+                    current = Some((labels, false));
+                    false
+                }
                 _ => {
                     let keys: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
                     let clash = names::label_clash_in(&keys, escaping);
