@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, measurement::WallTime};
-use promshard::{Counter, Exposition, Format, Gauge, Histogram, LabelValue, Opts};
+use promshard::{Counter, Format, Gauge, Histogram, LabelValue, Opts};
 
 // ---------------------------------------------------------------------------
 // Inputs
@@ -441,14 +441,17 @@ fn encode(c: &mut Criterion) {
     // sends it): encoding, then gzip at the level promshard chose.
     let content_type = Format::Prometheus.content_type();
     group.bench_function("promshard_gzip", |b| {
-        b.iter(|| Exposition::new(promshard::encode(Format::Prometheus), content_type, Some("gzip")).into_body())
+        b.iter(|| {
+            promshard::MetricsResponse::new(promshard::encode(Format::Prometheus), content_type, Some("gzip"))
+                .into_body()
+        })
     });
     // The same at gzip's default level, the alternative to the level
     // promshard chose.
     group.bench_function("promshard_gzip_level_6", |b| b.iter(|| gzip(&promshard::encode(Format::Prometheus), 6)));
     group.finish();
 
-    let sent = Exposition::new(ours.clone().into_bytes(), content_type, Some("gzip")).into_body();
+    let sent = promshard::MetricsResponse::new(ours.clone().into_bytes(), content_type, Some("gzip")).into_body();
     let level_6 = gzip(ours.as_bytes(), 6);
     let mut decoded = Vec::new();
     flate2::read::GzDecoder::new(&sent[..]).read_to_end(&mut decoded).unwrap();

@@ -481,7 +481,7 @@ fn answer(mut stream: TcpStream) {
         // counted in the request families, so that a scrape does not
         // change what it reads.
         let exposition =
-            promshard::Exposition::render(header("accept").as_deref(), header("accept-encoding").as_deref());
+            promshard::MetricsResponse::render(header("accept").as_deref(), header("accept-encoding").as_deref());
         let (content_type, headers) = (exposition.content_type(), exposition.headers().collect::<Vec<_>>());
         return respond_with(&mut stream, head_only, 200, content_type, &headers, exposition.body());
     }

@@ -2,7 +2,7 @@
 //! choice from an HTTP `Accept-Encoding` header, gzip, and the headers
 //! that describe the result. Every endpoint promshard serves (the
 //! built-in server, `promshard serve`, the axum handler) and the examples
-//! go through [`Exposition`], so they make one choice and send one set of
+//! go through [`MetricsResponse`], so they make one choice and send one set of
 //! headers.
 
 use std::io::Write;
@@ -138,16 +138,16 @@ fn qvalue(text: &str) -> Option<u16> {
 
 /// A `/metrics` response ready to send: the exposition in the format the
 /// client's `Accept` asked for, compressed as its `Accept-Encoding`
-/// allows, and the headers that say so. Send [`content_type`](Exposition::content_type)
-/// as `Content-Type`, every pair of [`headers`](Exposition::headers), and
-/// [`body`](Exposition::body) with its length as `Content-Length` (for a
+/// allows, and the headers that say so. Send [`content_type`](MetricsResponse::content_type)
+/// as `Content-Type`, every pair of [`headers`](MetricsResponse::headers), and
+/// [`body`](MetricsResponse::body) with its length as `Content-Length` (for a
 /// `HEAD` request too, so that it matches `GET`).
 ///
 /// ```
-/// use promshard::{ContentEncoding, Exposition};
+/// use promshard::{ContentEncoding, MetricsResponse};
 ///
 /// // What Prometheus sends.
-/// let exposition = Exposition::render(Some("application/openmetrics-text;version=1.0.0"), Some("gzip"));
+/// let exposition = MetricsResponse::render(Some("application/openmetrics-text;version=1.0.0"), Some("gzip"));
 /// assert!(exposition.content_type().starts_with("application/openmetrics-text"));
 /// assert_eq!(exposition.content_encoding(), ContentEncoding::Gzip);
 /// let headers: Vec<_> = exposition.headers().collect();
@@ -155,26 +155,26 @@ fn qvalue(text: &str) -> Option<u16> {
 /// assert!(exposition.body().starts_with(&[0x1f, 0x8b])); // gzip's magic number
 ///
 /// // A client that does not ask for gzip gets the text.
-/// let exposition = Exposition::render(None, None);
+/// let exposition = MetricsResponse::render(None, None);
 /// assert_eq!(exposition.content_encoding(), ContentEncoding::Identity);
 /// assert_eq!(exposition.headers().collect::<Vec<_>>(), [("vary", "Accept, Accept-Encoding")]);
 /// assert!(std::str::from_utf8(exposition.body()).is_ok());
 /// ```
-pub struct Exposition {
+pub struct MetricsResponse {
     body: Vec<u8>,
     content_type: &'static str,
     encoding: ContentEncoding,
 }
 
-impl Exposition {
+impl MetricsResponse {
     /// Renders this process's metrics (what [`render`](crate::render)
     /// returns for `accept`, merged over the shard directory in
     /// multiprocess mode) and compresses them as `accept_encoding` allows.
     /// Pass each header's value, several headers of one name joined with
     /// `, `, or `None` for a header the request does not have.
-    pub fn render(accept: Option<&str>, accept_encoding: Option<&str>) -> Exposition {
+    pub fn render(accept: Option<&str>, accept_encoding: Option<&str>) -> MetricsResponse {
         let (body, content_type) = crate::render(accept);
-        Exposition::new(body, content_type, accept_encoding)
+        MetricsResponse::new(body, content_type, accept_encoding)
     }
 
     /// Compresses a body rendered elsewhere (by
@@ -182,26 +182,26 @@ impl Exposition {
     /// as `accept_encoding` allows.
     ///
     /// ```
-    /// use promshard::{ContentEncoding, Exposition, Format};
+    /// use promshard::{ContentEncoding, MetricsResponse, Format};
     ///
-    /// let exposition = Exposition::new(b"up 1\n".to_vec(), Format::Prometheus.content_type(), Some("x-gzip"));
+    /// let exposition = MetricsResponse::new(b"up 1\n".to_vec(), Format::Prometheus.content_type(), Some("x-gzip"));
     /// assert_eq!(exposition.content_encoding(), ContentEncoding::Gzip);
     /// ```
-    pub fn new(body: Vec<u8>, content_type: &'static str, accept_encoding: Option<&str>) -> Exposition {
+    pub fn new(body: Vec<u8>, content_type: &'static str, accept_encoding: Option<&str>) -> MetricsResponse {
         let encoding = ContentEncoding::from_accept_encoding(accept_encoding);
         match encoding {
-            ContentEncoding::Identity => Exposition { body, content_type, encoding },
+            ContentEncoding::Identity => MetricsResponse { body, content_type, encoding },
             ContentEncoding::Gzip => match gzip(&body) {
-                Ok(compressed) => Exposition { body: compressed, content_type, encoding },
+                Ok(compressed) => MetricsResponse { body: compressed, content_type, encoding },
                 // Writing into memory cannot fail; were it to, the text
                 // is still a correct answer.
-                Err(_) => Exposition { body, content_type, encoding: ContentEncoding::Identity },
+                Err(_) => MetricsResponse { body, content_type, encoding: ContentEncoding::Identity },
             },
         }
     }
 
     /// The body to send: compressed when
-    /// [`content_encoding`](Exposition::content_encoding) says so.
+    /// [`content_encoding`](MetricsResponse::content_encoding) says so.
     pub fn body(&self) -> &[u8] {
         &self.body
     }
@@ -216,7 +216,7 @@ impl Exposition {
         self.content_type
     }
 
-    /// How [`body`](Exposition::body) is encoded.
+    /// How [`body`](MetricsResponse::body) is encoded.
     pub fn content_encoding(&self) -> ContentEncoding {
         self.encoding
     }
@@ -232,10 +232,10 @@ impl Exposition {
     }
 }
 
-impl std::fmt::Debug for Exposition {
+impl std::fmt::Debug for MetricsResponse {
     // The body can be megabytes.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Exposition")
+        f.debug_struct("MetricsResponse")
             .field("content_type", &self.content_type)
             .field("content_encoding", &self.encoding)
             .field("body_len", &self.body.len())
@@ -354,11 +354,11 @@ mod tests {
     #[test]
     fn exposition_headers_and_round_trip() {
         let text = b"# TYPE up gauge\nup 1\n".repeat(1000);
-        let plain = Exposition::new(text.clone(), "text/plain", Some("gzip;q=0"));
+        let plain = MetricsResponse::new(text.clone(), "text/plain", Some("gzip;q=0"));
         assert_eq!(plain.body(), &text[..]);
         assert_eq!(plain.headers().collect::<Vec<_>>(), [("vary", VARY)]);
 
-        let compressed = Exposition::new(text.clone(), "text/plain", Some("gzip"));
+        let compressed = MetricsResponse::new(text.clone(), "text/plain", Some("gzip"));
         assert_eq!(compressed.content_encoding(), Gzip);
         assert_eq!(compressed.headers().collect::<Vec<_>>(), [("content-encoding", "gzip"), ("vary", VARY)]);
         assert!(compressed.body().len() < text.len() / 10);
@@ -367,7 +367,7 @@ mod tests {
         assert_eq!(decoded, text);
 
         // Even an empty body is a complete gzip stream.
-        let empty = Exposition::new(Vec::new(), "text/plain", Some("gzip"));
+        let empty = MetricsResponse::new(Vec::new(), "text/plain", Some("gzip"));
         let mut decoded = Vec::new();
         std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(empty.body()), &mut decoded).unwrap();
         assert!(decoded.is_empty());

@@ -77,12 +77,12 @@ mod versions;
 pub use collector::register_collector;
 pub use collector::{Collector, FamilyWriter, MetricWriter};
 #[cfg(feature = "gzip")]
-pub use content_encoding::{ContentEncoding, Exposition};
+pub use content_encoding::{ContentEncoding, MetricsResponse};
 pub use descriptor::{
-    DEFAULT_BUCKETS, Descriptor, GaugeMode, Kind, Opts, exponential_buckets, is_label_name, is_metric_name,
-    linear_buckets,
+    DEFAULT_BUCKETS, Descriptor, GaugeMode, Kind, Opts, exponential_buckets, is_label_name, is_legacy_label_name,
+    is_legacy_metric_name, is_metric_name, linear_buckets,
 };
-pub use expose::{Format, encode, encode_into, render};
+pub use expose::{Escaping, Exposition, Format, Protocol, encode, encode_into, render};
 pub use handler::{
     DEFAULT_STATUS_CODES, FUNCTION_BUCKETS, HandlerFamilies, HandlerKind, HandlerOutcome, Outcome, STANDARD_METHODS,
     StatusLabel,

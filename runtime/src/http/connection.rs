@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::auth::Credentials;
 use super::head::{Head, HeadError, Method, read_head};
 use super::response::{self, Response};
-use crate::Exposition;
+use crate::MetricsResponse;
 use std::time::Duration;
 
 /// What a renderer returns: the body and its `Content-Type`.
@@ -90,7 +90,7 @@ fn answer(head: &Head, service: &Service) -> Response {
     // write: a bug there must cost one response, not the endpoint.
     let rendered = catch_unwind(AssertUnwindSafe(|| {
         let (body, content_type) = (service.render)(head.accept.as_deref());
-        Exposition::new(body, content_type, head.accept_encoding.as_deref())
+        MetricsResponse::new(body, content_type, head.accept_encoding.as_deref())
     }));
     match rendered {
         Ok(exposition) => Response {

@@ -7,7 +7,7 @@
 //! `GET` and `HEAD` on `/metrics` (any query string), 404 on other paths and
 //! 405 for other methods. A `/metrics` body is gzip-compressed for clients
 //! whose `Accept-Encoding` allows it (Prometheus always sends
-//! `Accept-Encoding: gzip`; see [`Exposition`](crate::Exposition)), and
+//! `Accept-Encoding: gzip`; see [`MetricsResponse`](crate::MetricsResponse)), and
 //! sent as rendered to the others. It is written to stay up when it faces
 //! the network:
 //!

@@ -135,14 +135,14 @@ impl ServerOptions {
     /// `panic = "abort"`).
     ///
     /// ```
-    /// use promshard::{Format, multiprocess};
+    /// use promshard::{Exposition, multiprocess};
     ///
     /// // A sidecar exporting a shard directory, as `promshard serve` does.
     /// let dir = std::env::temp_dir().join("promshard-doc-serve-with");
     /// let server = promshard::http::ServerOptions::new()
     ///     .serve_with("127.0.0.1:0", move |accept| {
-    ///         let format = Format::from_accept(accept);
-    ///         (multiprocess::encode_dir(&dir, format), format.content_type())
+    ///         let chosen = Exposition::from_accept(accept);
+    ///         (multiprocess::encode_dir(&dir, chosen), chosen.content_type())
     ///     })
     ///     .unwrap();
     /// server.shutdown();

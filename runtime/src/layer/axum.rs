@@ -4,7 +4,7 @@
 use axum_core::response::{IntoResponse, Response};
 use http::header::{ACCEPT, ACCEPT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
-use crate::Exposition;
+use crate::MetricsResponse;
 
 /// `/metrics` for an axum app: the exposition in the format the scraper
 /// asks for in `Accept` (OpenMetrics or Prometheus text), gzip-compressed
@@ -19,7 +19,7 @@ use crate::Exposition;
 pub async fn metrics(headers: HeaderMap) -> Response {
     let accept = joined(&headers, ACCEPT);
     let accept_encoding = joined(&headers, ACCEPT_ENCODING);
-    let exposition = Exposition::render(accept.as_deref(), accept_encoding.as_deref());
+    let exposition = MetricsResponse::render(accept.as_deref(), accept_encoding.as_deref());
     let mut response_headers = HeaderMap::new();
     response_headers.insert(CONTENT_TYPE, HeaderValue::from_static(exposition.content_type()));
     for (name, value) in exposition.headers() {
