@@ -32,7 +32,8 @@
 //!    `.db` files);
 //! 5. exposition: `expose` (encode and render);
 //! 6. serving: `http`, `layer` (the tower/axum layer), `multiprocess`,
-//!    `testing` and `versions` (this version's entry for the others).
+//!    `push` (to a Pushgateway), `testing` and `versions` (this version's
+//!    entry for the others).
 
 // 0. support
 mod gate;
@@ -67,6 +68,8 @@ pub mod http;
 #[cfg(feature = "tower")]
 pub mod layer;
 pub mod multiprocess;
+#[cfg(feature = "push")]
+pub mod push;
 pub mod testing;
 mod versions;
 
