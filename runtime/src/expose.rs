@@ -35,6 +35,7 @@ pub fn encode(format: Format) -> Vec<u8> {
 /// merge of every shard in the directory; the collectors' families (the
 /// process metrics among them) are this process's own.
 pub fn encode_into(format: Format, out: &mut Vec<u8>) {
+    crate::instruments::callback::refresh();
     let start = out.len();
     let registry = registry::get();
     match crate::shard::own() {
@@ -82,6 +83,7 @@ pub fn render(accept: Option<&str>) -> (Vec<u8>, &'static str) {
 /// Calls `f(sample name, labels, value)` for every sample, in exposition
 /// order. Slow (it allocates per sample); for tests and tools.
 pub(crate) fn for_each_sample(mut f: impl FnMut(&str, &[(&str, &str)], f64)) {
+    crate::instruments::callback::refresh();
     let registry = registry::get();
     match crate::shard::own() {
         Some(own) => crate::merge::scrape(own).for_each_sample(&mut f),

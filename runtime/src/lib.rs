@@ -86,6 +86,7 @@ pub use handler::{
 };
 #[cfg(feature = "http")]
 pub use http::{MetricsServer, serve};
+pub use instruments::callback::{interval as callback_interval, set_interval as set_callback_interval};
 pub use instruments::counter::{Counter, CounterSeries, InvalidIncrement};
 pub use instruments::gauge::{Gauge, GaugeSeries, InProgress};
 pub use instruments::histogram::{Histogram, HistogramSeries, HistogramTimer};

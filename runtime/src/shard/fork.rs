@@ -57,6 +57,15 @@ pub(crate) fn forget_lock_fd(fd: i32) {
     LOCK_FDS.with(|fds| fds.retain(|f| *f != fd));
 }
 
+/// Called in a forked child after the handler's own work, with the gate
+/// released: restarts what threads a layer above keeps (0: nothing).
+static CHILD_HOOK: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Sets the function a forked child calls once the fork handler is done.
+pub(crate) fn after_fork_in_child(hook: fn()) {
+    CHILD_HOOK.store(hook as usize, Ordering::Release);
+}
+
 /// Registers the fork handlers once. The gate handlers are needed even in
 /// memory mode; the shard switch only when `own()` is set.
 pub(crate) fn install(_shard: &'static OwnShard) -> io::Result<()> {
@@ -100,6 +109,12 @@ extern "C" fn child() {
         }
     }
     gate::unlock();
+    let hook = CHILD_HOOK.load(Ordering::Acquire);
+    if hook != 0 {
+        // SAFETY: only ever stored from a `fn()` in `after_fork_in_child`.
+        let hook: fn() = unsafe { core::mem::transmute::<usize, fn()>(hook) };
+        hook();
+    }
 }
 
 /// Creates, locks and fills the child's shard under a temporary name,
