@@ -32,7 +32,7 @@
 //!    `.db` files);
 //! 5. exposition: `expose` (encode and render);
 //! 6. serving: `http`, `layer` (the tower/axum layer), `multiprocess`,
-//!    `push` (to a Pushgateway), `testing` and `versions` (this version's
+//!    `push` (to a Pushgateway), `redis` (metrics kept in Redis), `testing` and `versions` (this version's
 //!    entry for the others).
 
 // 0. support
@@ -70,6 +70,8 @@ pub mod layer;
 pub mod multiprocess;
 #[cfg(feature = "push")]
 pub mod push;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod testing;
 mod versions;
 

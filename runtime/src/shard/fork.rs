@@ -58,12 +58,27 @@ pub(crate) fn forget_lock_fd(fd: i32) {
 }
 
 /// Called in a forked child after the handler's own work, with the gate
-/// released: restarts what threads a layer above keeps (0: nothing).
-static CHILD_HOOK: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+/// released: each restarts what threads a module above keeps (0: none).
+/// One place per module that has threads, not per call.
+static CHILD_HOOKS: [core::sync::atomic::AtomicUsize; 4] = [const { core::sync::atomic::AtomicUsize::new(0) }; 4];
 
-/// Sets the function a forked child calls once the fork handler is done.
+/// Adds `hook` to what a forked child calls once the fork handler is
+/// done; adding one twice keeps one.
 pub(crate) fn after_fork_in_child(hook: fn()) {
-    CHILD_HOOK.store(hook as usize, Ordering::Release);
+    // The handlers may not be there yet: a process that has laid nothing
+    // out (only Redis metrics, say) installed none.
+    if let Err(e) = install_gate_handlers() {
+        crate::notice::warn(format!("no fork handler ({e}): forked children start no threads of their own"));
+    }
+    let hook = hook as usize;
+    for place in &CHILD_HOOKS {
+        match place.compare_exchange(0, hook, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return,
+            Err(current) if current == hook => return,
+            Err(_) => {}
+        }
+    }
+    panic!("more modules with fork hooks than places for them: raise CHILD_HOOKS");
 }
 
 /// Registers the fork handlers once. The gate handlers are needed even in
@@ -109,11 +124,13 @@ extern "C" fn child() {
         }
     }
     gate::unlock();
-    let hook = CHILD_HOOK.load(Ordering::Acquire);
-    if hook != 0 {
-        // SAFETY: only ever stored from a `fn()` in `after_fork_in_child`.
-        let hook: fn() = unsafe { core::mem::transmute::<usize, fn()>(hook) };
-        hook();
+    for place in &CHILD_HOOKS {
+        let hook = place.load(Ordering::Acquire);
+        if hook != 0 {
+            // SAFETY: only ever stored from a `fn()` in `after_fork_in_child`.
+            let hook: fn() = unsafe { core::mem::transmute::<usize, fn()>(hook) };
+            hook();
+        }
     }
 }
 
