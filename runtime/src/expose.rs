@@ -64,6 +64,7 @@ pub fn encode_into(how: impl Into<Exposition>, out: &mut Vec<u8>) {
     });
     let mut writer = MetricWriter::new(Target::Text { out, x }, &registry.sample_names);
     for_each_collector(|c| crate::collector::run(c, &mut writer));
+    crate::worker_collector::write(&mut writer);
     drop(writer);
     append_others(x, start, out);
     if x.format() == Format::OpenMetrics {
@@ -122,6 +123,7 @@ pub(crate) fn for_each_sample(mut f: impl FnMut(&str, &[(&str, &str)], f64)) {
     }
     let mut writer = MetricWriter::new(Target::Samples(&mut f), &registry.sample_names);
     for_each_collector(|c| crate::collector::run(c, &mut writer));
+    crate::worker_collector::write(&mut writer);
 }
 
 /// Calls `f` with every collector: built-in, static, then those

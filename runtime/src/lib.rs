@@ -27,7 +27,8 @@
 //!    its families, built by `handler::layout`, which the registry calls
 //!    and which imports nothing above the instruments, and the per-call
 //!    guard, which may lay the registry out);
-//! 4. collection: `collector`, `process`, `builtin` and `merge`
+//! 4. collection: `collector`, `worker_collector` (collectors run in
+//!    every worker of a pool), `process`, `builtin` and `merge`
 //!    (reading, merging and compacting a shard directory, and Python's
 //!    `.db` files);
 //! 5. exposition: `expose` (encode and render) and `content_encoding`
@@ -62,6 +63,7 @@ mod builtin;
 mod collector;
 mod merge;
 mod process;
+mod worker_collector;
 // 5. exposition
 #[cfg(feature = "gzip")]
 mod content_encoding;
@@ -105,6 +107,7 @@ pub use labels::{LabelDomain, LabelValue, OTHER};
 pub use metric::MetricCore;
 pub use process::ProcessCollector;
 pub use registry::{RegistryError, check_registry};
+pub use worker_collector::register_worker_collector;
 
 /// Not a stable API: entry points for the fuzz targets in `fuzz/`.
 #[doc(hidden)]

@@ -34,11 +34,12 @@
 
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::collector::{Collector, MetricWriter};
 use crate::descriptor::{Descriptor, Kind, Opts};
+use crate::gate::GateCell;
 use crate::instruments::counter::Counter;
 use crate::label_set::LabelSet;
 use crate::labels::LabelDomain;
@@ -78,13 +79,16 @@ impl Config {
     }
 }
 
-static CONFIG: Mutex<Option<Config>> = Mutex::new(None);
+/// Under the gate, which a fork holds: a child never finds it locked.
+static CONFIG: GateCell<Option<Config>> = GateCell::new(None);
 
 /// Whether this process's flusher thread runs (reset in a forked child).
 static FLUSHER: AtomicBool = AtomicBool::new(false);
 
-/// Sends at most one flush at a time, so two cannot apply one delta twice.
-static FLUSHING: Mutex<()> = Mutex::new(());
+/// Set while a flush is under way (reset in a forked child, whose copy
+/// may say so of its parent's): one at a time, so that two cannot take
+/// the same deltas, and never a lock a child could inherit held.
+static FLUSHING: AtomicBool = AtomicBool::new(false);
 
 // `REDIS_METRICS`, declared under this version's own name (see build.rs).
 include!(concat!(env!("OUT_DIR"), "/redis_slice.rs"));
@@ -92,13 +96,14 @@ include!(concat!(env!("OUT_DIR"), "/redis_slice.rs"));
 /// Sets where this process's Redis metrics live; call once at start,
 /// before forking workers (they inherit it).
 pub fn configure(config: Config) {
-    *CONFIG.lock().unwrap_or_else(|e| e.into_inner()) = Some(config);
+    let old = CONFIG.with(|c| c.replace(config));
+    drop(old);
     crate::shard::fork::after_fork_in_child(after_fork_in_child);
     start_flusher();
 }
 
 fn config() -> Option<Config> {
-    CONFIG.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    CONFIG.with(|c| c.clone())
 }
 
 /// Errors of scrape-time collectors, by collector.
@@ -440,8 +445,18 @@ fn connect(config: &Config) -> redis::RedisResult<redis::Connection> {
 /// that nothing waits for a flush that will not come.
 pub fn flush() -> Result<(), String> {
     let Some(config) = config() else { return Ok(()) };
-    let _one = FLUSHING.lock().unwrap_or_else(|e| e.into_inner());
-    let prefix = prefix(&config);
+    if FLUSHING.swap(true, Ordering::AcqRel) {
+        // Another thread is sending: what this one would send waits for
+        // the next flush.
+        return Ok(());
+    }
+    let result = flush_with(&config);
+    FLUSHING.store(false, Ordering::Release);
+    result
+}
+
+fn flush_with(config: &Config) -> Result<(), String> {
+    let prefix = prefix(config);
     let mut taken: Vec<(&'static dyn RedisMetric, usize, Pending)> = Vec::new();
     for metric in REDIS_METRICS {
         let mut pending = Vec::new();
@@ -473,7 +488,7 @@ pub fn flush() -> Result<(), String> {
             };
         }
     }
-    let sent = connect(&config).and_then(|mut c| pipe.query::<()>(&mut c));
+    let sent = connect(config).and_then(|mut c| pipe.query::<()>(&mut c));
     match sent {
         Ok(()) => Ok(()),
         Err(e) => {
@@ -524,6 +539,7 @@ fn after_fork_in_child() {
     for metric in REDIS_METRICS {
         metric.clear();
     }
+    FLUSHING.store(false, Ordering::Release);
     FLUSHER.store(false, Ordering::Release);
     start_flusher();
 }
