@@ -9,13 +9,10 @@
 mod harness;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use harness::{TempDir, Worker, isolated, own_text, value_in};
+use harness::{POOL, TempDir, Worker, eventually, isolated, own_text, pool_worker, value_in};
 use promshard::{Gauge, LabelValue, metric};
-
-/// Idle connections of this process's pool.
-static POOL: AtomicU64 = AtomicU64::new(0);
 
 /// Idle connections, summed over live workers.
 #[metric(mode = livesum)]
@@ -51,31 +48,6 @@ fn register() {
     FN_POOL_BUSY.with((Pool::Write,)).set_function(|| 1.0);
 }
 
-fn worker(command: &str) -> String {
-    let (verb, arg) = command.split_once(' ').unwrap_or((command, ""));
-    match verb {
-        "pool" => {
-            POOL.store(arg.parse().unwrap(), Ordering::SeqCst);
-            "ok".to_owned()
-        }
-        "pid" => std::process::id().to_string(),
-        other => panic!("unknown command {other:?}"),
-    }
-}
-
-/// Waits until `check(scrape)` holds (the refreshers run every 20 ms).
-fn eventually(what: &str, check: impl Fn(&str) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = own_text();
-        if check(&text) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: never held; last scrape:\n{text}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn pool_scenario() {
     let dir = TempDir::new("gauge-fn");
     promshard::multiprocess::init(dir.path()).unwrap();
@@ -84,7 +56,7 @@ fn pool_scenario() {
     register();
     POOL.store(1, Ordering::SeqCst);
     let wait = Duration::from_secs(20);
-    let mut workers: Vec<Worker> = (0..3).map(|_| Worker::spawn(worker)).collect();
+    let mut workers: Vec<Worker> = (0..3).map(|_| Worker::spawn(pool_worker)).collect();
     let pids: Vec<String> = workers.iter_mut().map(|w| w.ask("pid", wait)).collect();
     for (i, worker) in workers.iter_mut().enumerate() {
         assert_eq!(worker.ask(&format!("pool {}", 10 * (i + 1)), wait), "ok");
@@ -190,7 +162,7 @@ fn fork_storm() {
     // Forks while the refresher is calling functions: every child answers
     // and runs its own refresher.
     for round in 0..30 {
-        let mut child = Worker::spawn(worker);
+        let mut child = Worker::spawn(pool_worker);
         assert_eq!(child.ask(&format!("pool {}", 1000 + round), wait), "ok", "round {round}");
         let want = 1.0 + 1000.0 + round as f64;
         eventually("the child's refresher writes its shard", |t| value_in(t, "fn_pool_idle", &[]) == Some(want));

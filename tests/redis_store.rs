@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use harness::{TempDir, Worker, isolated, own_text, value_in};
+use harness::{TempDir, Worker, eventually, isolated, own_text, value_in};
 use promshard::redis::Config;
 use promshard::{Counter, Gauge, LabelValue, metric};
 
@@ -148,18 +148,6 @@ fn worker(command: &str) -> String {
             Err(e) => e,
         },
         other => panic!("unknown command {other:?}"),
-    }
-}
-
-fn eventually(what: &str, check: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = own_text();
-        if check(&text) {
-            return text;
-        }
-        assert!(Instant::now() < deadline, "{what}: never held; last scrape:\n{text}");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -7,14 +7,11 @@
 
 mod harness;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use harness::{TempDir, Worker, isolated, own_text, value_in};
+use harness::{POOL, TempDir, Worker, eventually, isolated, own_text, pool_worker, value_in};
 use promshard::{Collector, GaugeMode, MetricWriter};
-
-/// This process's pool size; a worker sets its own.
-static POOL: AtomicU64 = AtomicU64::new(0);
 
 struct PerWorker;
 
@@ -47,30 +44,6 @@ impl Collector for Largest {
     }
 }
 
-fn worker(command: &str) -> String {
-    let (verb, arg) = command.split_once(' ').unwrap_or((command, ""));
-    match verb {
-        "pool" => {
-            POOL.store(arg.parse().unwrap(), Ordering::SeqCst);
-            "ok".to_owned()
-        }
-        "pid" => std::process::id().to_string(),
-        other => panic!("unknown command {other:?}"),
-    }
-}
-
-fn eventually(what: &str, check: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = own_text();
-        if check(&text) {
-            return text;
-        }
-        assert!(Instant::now() < deadline, "{what}: never held; last scrape:\n{text}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn side_files(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
         .unwrap()
@@ -88,7 +61,7 @@ fn pool_scenario() {
     promshard::register_worker_collector(Largest, GaugeMode::LiveMax);
     POOL.store(1, Ordering::SeqCst);
     let wait = Duration::from_secs(20);
-    let mut workers: Vec<Worker> = (0..3).map(|_| Worker::spawn(worker)).collect();
+    let mut workers: Vec<Worker> = (0..3).map(|_| Worker::spawn(pool_worker)).collect();
     let pids: Vec<String> = workers.iter_mut().map(|w| w.ask("pid", wait)).collect();
     for (i, w) in workers.iter_mut().enumerate() {
         assert_eq!(w.ask(&format!("pool {}", 10 * (i + 1)), wait), "ok");
@@ -123,7 +96,7 @@ fn pool_scenario() {
 
     // Churn: workers that come and go leave no files behind.
     for round in 0..20 {
-        let mut w = Worker::spawn(worker);
+        let mut w = Worker::spawn(pool_worker);
         assert_eq!(w.ask(&format!("pool {}", 100 + round), wait), "ok");
         eventually("a new worker shows", |t| value_in(t, "wc_queue_max", &[]) == Some(100.0 + round as f64));
         w.exit(wait).expect("the worker exits");
