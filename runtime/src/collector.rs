@@ -61,7 +61,7 @@ type OwnedSample = (String, Vec<(String, String)>, f64);
 /// and logged, and the scrape goes on.
 pub(crate) fn run(collector: &dyn Collector, writer: &mut MetricWriter<'_>) {
     let result = match &mut writer.target {
-        Target::Text { .. } => {
+        Target::Text { .. } | Target::Capture(_) => {
             let mark = writer.mark();
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| collector.collect(writer)));
             if result.is_err() {
@@ -107,10 +107,32 @@ pub(crate) fn run(collector: &dyn Collector, writer: &mut MetricWriter<'_>) {
     }
 }
 
-/// Where a sample goes: rendered text, or a callback (tests).
+/// Where a sample goes: rendered text, a callback (tests), or families
+/// kept as written (a worker's collectors, published for other
+/// processes' scrapes).
 pub(crate) enum Target<'a> {
     Text { out: &'a mut Vec<u8>, x: Exposition },
     Samples(&'a mut SampleFn<'a>),
+    Capture(&'a mut Vec<Captured>),
+}
+
+/// A family as a collector wrote it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Captured {
+    pub(crate) kind: Kind,
+    pub(crate) name: String,
+    pub(crate) help: String,
+    /// Suffix (`_total`, `_bucket` …), labels, `le`, value.
+    pub(crate) samples: Vec<CapturedSample>,
+}
+
+/// One sample of a [`Captured`] family.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct CapturedSample {
+    pub(crate) suffix: String,
+    pub(crate) labels: Vec<(String, String)>,
+    pub(crate) le: Option<String>,
+    pub(crate) value: f64,
 }
 
 /// What a [`Collector`] writes its families into.
@@ -134,6 +156,7 @@ impl<'a> MetricWriter<'a> {
         let len = match &self.target {
             Target::Text { out, .. } => out.len(),
             Target::Samples(_) => 0,
+            Target::Capture(families) => families.len(),
         };
         (len, self.written.clone())
     }
@@ -141,8 +164,10 @@ impl<'a> MetricWriter<'a> {
     /// Takes back what was written since `mark` (text output only: a
     /// sample callback has seen its samples already).
     fn rewind(&mut self, (len, written): (usize, HashSet<String>)) {
-        if let Target::Text { out, .. } = &mut self.target {
-            out.truncate(len);
+        match &mut self.target {
+            Target::Text { out, .. } => out.truncate(len),
+            Target::Capture(families) => families.truncate(len),
+            Target::Samples(_) => {}
         }
         self.written = written;
     }
@@ -274,7 +299,7 @@ impl FamilyWriter<'_, '_> {
         }
         let shown = match &self.writer.target {
             Target::Text { x, .. } => crate::encode::text::sum_shown(x.format(), sum),
-            Target::Samples(_) => true,
+            Target::Samples(_) | Target::Capture(_) => true,
         };
         if shown {
             self.emit("_count", labels, None, count as f64);
@@ -295,8 +320,17 @@ impl FamilyWriter<'_, '_> {
     /// Writes the header if needed; false when the family is skipped.
     fn start(&mut self) -> bool {
         if self.state == State::Pending {
-            if let Target::Text { out, x } = &mut self.writer.target {
-                write_header(out, &self.name, self.kind, &self.help, self.unit.as_deref(), x.format(), x.escaping());
+            match &mut self.writer.target {
+                Target::Text { out, x } => {
+                    write_header(out, &self.name, self.kind, &self.help, self.unit.as_deref(), x.format(), x.escaping())
+                }
+                Target::Capture(families) => families.push(Captured {
+                    kind: self.kind,
+                    name: self.name.clone(),
+                    help: self.help.clone(),
+                    samples: Vec::new(),
+                }),
+                Target::Samples(_) => {}
             }
             self.state = State::Started;
         }
@@ -316,6 +350,16 @@ impl FamilyWriter<'_, '_> {
                 let mut all: Vec<(&str, &str)> = labels.to_vec();
                 all.extend(le.map(|le| ("le", le)));
                 f(&format!("{}{suffix}", self.name), &all, value);
+            }
+            Target::Capture(families) => {
+                if let Some(family) = families.last_mut() {
+                    family.samples.push(CapturedSample {
+                        suffix: suffix.to_owned(),
+                        labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+                        le: le.map(str::to_owned),
+                        value,
+                    });
+                }
             }
         }
     }
