@@ -5,7 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::descriptor::{Kind, Opts, is_label_name, is_legacy_label_name, is_metric_name};
-use crate::encode::format::Exposition;
+use crate::encode::format::{Exposition, Format};
+use crate::encode::proto::{self, ProtoWriter};
 use crate::encode::names::{self, label_clash, spellings};
 use crate::encode::plan::{SampleFn, write_header};
 use crate::encode::sample;
@@ -61,7 +62,7 @@ type OwnedSample = (String, Vec<(String, String)>, f64);
 /// and logged, and the scrape goes on.
 pub(crate) fn run(collector: &dyn Collector, writer: &mut MetricWriter<'_>) {
     let result = match &mut writer.target {
-        Target::Text { .. } => {
+        Target::Text { .. } | Target::Proto { .. } => {
             let mark = writer.mark();
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| collector.collect(writer)));
             if result.is_err() {
@@ -107,10 +108,21 @@ pub(crate) fn run(collector: &dyn Collector, writer: &mut MetricWriter<'_>) {
     }
 }
 
-/// Where a sample goes: rendered text, or a callback (tests).
+/// Where a sample goes: rendered text or protobuf, or a callback (tests).
 pub(crate) enum Target<'a> {
     Text { out: &'a mut Vec<u8>, x: Exposition },
+    Proto { out: &'a mut Vec<u8>, w: ProtoWriter },
     Samples(&'a mut SampleFn<'a>),
+}
+
+impl<'a> Target<'a> {
+    /// Rendered output in `x`'s format.
+    pub(crate) fn output(out: &'a mut Vec<u8>, x: Exposition) -> Target<'a> {
+        match x.format() {
+            Format::Protobuf => Target::Proto { out, w: ProtoWriter::new(x.escaping()) },
+            _ => Target::Text { out, x },
+        }
+    }
 }
 
 /// What a [`Collector`] writes its families into.
@@ -132,7 +144,7 @@ impl<'a> MetricWriter<'a> {
     /// Where the output stands, to [`rewind`](Self::rewind) to.
     fn mark(&self) -> (usize, HashSet<String>) {
         let len = match &self.target {
-            Target::Text { out, .. } => out.len(),
+            Target::Text { out, .. } | Target::Proto { out, .. } => out.len(),
             Target::Samples(_) => 0,
         };
         (len, self.written.clone())
@@ -141,7 +153,7 @@ impl<'a> MetricWriter<'a> {
     /// Takes back what was written since `mark` (text output only: a
     /// sample callback has seen its samples already).
     fn rewind(&mut self, (len, written): (usize, HashSet<String>)) {
-        if let Target::Text { out, .. } = &mut self.target {
+        if let Target::Text { out, .. } | Target::Proto { out, .. } = &mut self.target {
             out.truncate(len);
         }
         self.written = written;
@@ -237,7 +249,15 @@ impl FamilyWriter<'_, '_> {
         } else if self.kind == Kind::Counter && (value.is_nan() || value < 0.0) {
             warn_once(&format!("collector counter `{}`: negative or NaN value dropped", self.name));
         } else if self.labels_ok(labels, None) && self.start() {
-            self.emit(self.kind.sample_suffix(), labels, None, value);
+            if let Target::Proto { out, w } = &mut self.writer.target {
+                w.labels(labels.iter().copied());
+                match self.kind {
+                    Kind::Counter => w.counter(out, value),
+                    _ => w.gauge(out, value),
+                }
+            } else {
+                self.emit(self.kind.sample_suffix(), labels, None, value);
+            }
         }
         self
     }
@@ -264,6 +284,11 @@ impl FamilyWriter<'_, '_> {
         if !self.labels_ok(labels, Some("le")) || !self.start() {
             return self;
         }
+        if let Target::Proto { out, w } = &mut self.writer.target {
+            let count = buckets.last().map_or(0, |b| b.1);
+            w.labels(labels.iter().copied()).histogram(out, buckets.iter().copied(), count, sum);
+            return self;
+        }
         let mut count = 0;
         for &(bound, cumulative) in buckets {
             count = cumulative;
@@ -274,7 +299,7 @@ impl FamilyWriter<'_, '_> {
         }
         let shown = match &self.writer.target {
             Target::Text { x, .. } => crate::encode::text::sum_shown(x.format(), sum),
-            Target::Samples(_) => true,
+            Target::Proto { .. } | Target::Samples(_) => true,
         };
         if shown {
             self.emit("_count", labels, None, count as f64);
@@ -295,8 +320,16 @@ impl FamilyWriter<'_, '_> {
     /// Writes the header if needed; false when the family is skipped.
     fn start(&mut self) -> bool {
         if self.state == State::Pending {
-            if let Target::Text { out, x } = &mut self.writer.target {
-                write_header(out, &self.name, self.kind, &self.help, self.unit.as_deref(), x.format(), x.escaping());
+            match &mut self.writer.target {
+                Target::Text { out, x } => {
+                    let (format, escaping) = (x.format(), x.escaping());
+                    write_header(out, &self.name, self.kind, &self.help, self.unit.as_deref(), format, escaping);
+                }
+                Target::Proto { out, w } => {
+                    let (kind, suffix) = proto::type_of(self.kind);
+                    w.begin(out, &self.name, suffix, &self.help, kind, self.unit.as_deref());
+                }
+                Target::Samples(_) => {}
             }
             self.state = State::Started;
         }
@@ -312,6 +345,8 @@ impl FamilyWriter<'_, '_> {
                 let name = names::sample_name(&self.name, suffix, x.escaping());
                 sample::write(out, &name, &parts, sample::Value::of_f64(value), x.escaping());
             }
+            // Whole series are written by `sample` and `histogram`.
+            Target::Proto { .. } => unreachable!("protobuf series are written whole"),
             Target::Samples(f) => {
                 let mut all: Vec<(&str, &str)> = labels.to_vec();
                 all.extend(le.map(|le| ("le", le)));
@@ -323,7 +358,11 @@ impl FamilyWriter<'_, '_> {
 
 impl Drop for FamilyWriter<'_, '_> {
     fn drop(&mut self) {
-        self.start();
+        if self.start() {
+            if let Target::Proto { out, w } = &mut self.writer.target {
+                w.end(out);
+            }
+        }
     }
 }
 
