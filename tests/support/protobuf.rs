@@ -12,6 +12,17 @@ use std::process::{Command, Stdio};
 
 use super::{run_with_stdin_bytes, tool_from_env};
 
+/// What Prometheus 2.42 started with `--enable-feature=native-histograms`
+/// sends.
+pub const PROMETHEUS_PROTOBUF_ACCEPT: &str =
+    "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,\
+     application/openmetrics-text;version=1.0.0;q=0.8,application/openmetrics-text;version=0.0.1;q=0.75,\
+     text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// The `Content-Type` of a protobuf answer with legacy names.
+pub const PROTOBUF_CONTENT_TYPE: &str =
+    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited; escaping=underscores";
+
 /// Explains how to get the decoder, for [`super::skip_or_fail`].
 pub const PROTOBUF_MISSING: &str = "python3 with prometheus_client and protobuf not found; \
      run `python3 -m pip install prometheus_client protobuf` or set PROMSHARD_PYTHON";
@@ -186,19 +197,30 @@ pub fn decode(python: &Path, work: &Path, proto: &[u8], text: &str) -> Decoded {
 /// families (name, type, help) and samples, leaving out the names that
 /// start with one of `skip`.
 pub fn assert_same(what: &str, decoded: &Decoded, skip: &[&str]) {
-    assert_parts_same(what, decoded, skip, &["families", "samples"]);
+    assert_parts_same(what, decoded, skip, &[], &["families", "samples"]);
+}
+
+/// [`assert_same`], also leaving out the samples with a label of one of
+/// `values` (a server's `/metrics` series, which count each scrape).
+pub fn assert_same_but(what: &str, decoded: &Decoded, skip: &[&str], values: &[&str]) {
+    assert_parts_same(what, decoded, skip, values, &["families", "samples"]);
 }
 
 /// [`assert_same`] for the samples only (a text without `# TYPE` lines
 /// has no families to compare).
 pub fn assert_same_samples(what: &str, decoded: &Decoded, skip: &[&str]) {
-    assert_parts_same(what, decoded, skip, &["samples"]);
+    assert_parts_same(what, decoded, skip, &[], &["samples"]);
 }
 
-fn assert_parts_same(what: &str, decoded: &Decoded, skip: &[&str], parts: &[&str]) {
+fn assert_parts_same(what: &str, decoded: &Decoded, skip: &[&str], values: &[&str], parts: &[&str]) {
     let kept = |side: &serde_json::Value| -> Vec<serde_json::Value> {
         let name = |x: &serde_json::Value| x[0].as_str().unwrap_or_default().to_owned();
-        side.as_array().unwrap().iter().filter(|x| !skip.iter().any(|s| name(x).starts_with(s))).cloned().collect()
+        // A sample's labels are its second item, `[[name, value]…]`.
+        let labelled = |x: &serde_json::Value| {
+            x[1].as_array().is_some_and(|l| l.iter().any(|p| values.iter().any(|v| p[1] == *v)))
+        };
+        let all = side.as_array().unwrap().iter();
+        all.filter(|x| !skip.iter().any(|s| name(x).starts_with(s)) && !labelled(x)).cloned().collect()
     };
     for part in parts {
         let (ours, theirs) = (kept(&decoded.proto[part]), kept(&decoded.text[part]));
