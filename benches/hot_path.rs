@@ -455,7 +455,9 @@ fn encode(c: &mut Criterion) {
     group.bench_function("promshard_protobuf", |b| b.iter(|| promshard::encode(Format::Protobuf)));
     let proto_type = Format::Protobuf.content_type();
     group.bench_function("promshard_protobuf_gzip", |b| {
-        b.iter(|| promshard::MetricsResponse::new(promshard::encode(Format::Protobuf), proto_type, Some("gzip")).into_body())
+        b.iter(|| {
+            promshard::MetricsResponse::new(promshard::encode(Format::Protobuf), proto_type, Some("gzip")).into_body()
+        })
     });
     group.finish();
 

@@ -86,12 +86,17 @@ impl Rng {
     }
 }
 
+/// A series' labels.
+type Labels = Vec<(&'static str, String)>;
+/// Cumulative counts by upper bound.
+type Buckets = Vec<(f64, u64)>;
+
 /// One collector family: kind, name, help, and series as (labels,
 /// value) or (labels, buckets, sum).
 #[derive(Clone)]
 enum Spec {
-    Plain { kind: u8, name: String, help: String, series: Vec<(Vec<(&'static str, String)>, f64)> },
-    Histogram { name: String, series: Vec<(Vec<(&'static str, String)>, Vec<(f64, u64)>, f64)> },
+    Plain { kind: u8, name: String, help: String, series: Vec<(Labels, f64)> },
+    Histogram { name: String, series: Vec<(Labels, Buckets, f64)> },
 }
 
 static SPECS: Mutex<Vec<Spec>> = Mutex::new(Vec::new());
@@ -101,7 +106,6 @@ struct Random;
 impl Collector for Random {
     fn collect(&self, out: &mut MetricWriter<'_>) {
         for spec in SPECS.lock().unwrap().iter() {
-            let borrow = |labels: &[(&'static str, String)]| -> Vec<(&str, String)> { labels.to_vec() };
             match spec {
                 Spec::Plain { kind, name, help, series } => {
                     let mut family = match kind {
@@ -110,8 +114,7 @@ impl Collector for Random {
                         _ => out.info(name, help),
                     };
                     for (labels, value) in series {
-                        let owned = borrow(labels);
-                        let pairs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                        let pairs: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
                         family.sample(&pairs, *value);
                     }
                 }
@@ -134,8 +137,8 @@ fn random_specs(rng: &mut Rng, round: u64) -> Vec<Spec> {
     for i in 0..2 + rng.below(5) {
         let name = if rng.below(3) == 0 { format!("pb.rand.r{round}.f{i}") } else { format!("pb_rand_r{round}_f{i}") };
         let names: Vec<&'static str> = LABELS.iter().copied().filter(|_| rng.below(2) == 0).collect();
-        let labels = |rng: &mut Rng, n: u64| -> Vec<(&'static str, String)> {
-            let mut labels: Vec<(&'static str, String)> = names.iter().map(|k| (*k, rng.pick(&ODD).to_owned())).collect();
+        let labels = |rng: &mut Rng, n: u64| -> Labels {
+            let mut labels: Labels = names.iter().map(|k| (*k, rng.pick(&ODD).to_owned())).collect();
             labels.push(("series", n.to_string()));
             labels
         };

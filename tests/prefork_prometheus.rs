@@ -368,7 +368,10 @@ fn relay(mut client: TcpStream, upstream: SocketAddr) -> Option<Exchange> {
         response.extend_from_slice(&chunk[..n]);
         let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
         let head = String::from_utf8_lossy(&response[..end]).into_owned();
-        if header_in(&head, "content-length").and_then(|l| l.parse::<usize>().ok()).is_some_and(|l| response.len() >= end + 4 + l) {
+        if header_in(&head, "content-length")
+            .and_then(|l| l.parse::<usize>().ok())
+            .is_some_and(|l| response.len() >= end + 4 + l)
+        {
             break;
         }
     }
@@ -508,9 +511,12 @@ for worker in range(3):
     os.waitpid(pid, 0)
 "#;
 
+/// Samples by (name, sorted labels).
+type Keyed = BTreeMap<(String, Vec<(String, String)>), f64>;
+
 /// Every sample of `text` but those named with one of `skip`'s prefixes
 /// or labelled `/metrics`, by (name, sorted labels).
-fn text_samples(text: &str, skip: &[&str]) -> BTreeMap<(String, Vec<(String, String)>), f64> {
+fn text_samples(text: &str, skip: &[&str]) -> Keyed {
     harness::parse_samples(text)
         .into_iter()
         .filter(|s| !skip.iter().any(|p| s.name.starts_with(p)) && !s.labels.iter().any(|(_, v)| v == "/metrics"))
@@ -523,7 +529,7 @@ fn text_samples(text: &str, skip: &[&str]) -> BTreeMap<(String, Vec<(String, Str
 }
 
 /// What Prometheus holds now for `instance`, as [`text_samples`] keys it.
-fn stored(prometheus: &Prometheus, instance: SocketAddr, skip: &[&str]) -> BTreeMap<(String, Vec<(String, String)>), f64> {
+fn stored(prometheus: &Prometheus, instance: SocketAddr, skip: &[&str]) -> Keyed {
     let mut out = BTreeMap::new();
     for series in prometheus.query(&format!("{{instance=\"{instance}\"}}"), None) {
         let metric = series["metric"].as_object().unwrap();
@@ -545,7 +551,7 @@ fn stored(prometheus: &Prometheus, instance: SocketAddr, skip: &[&str]) -> BTree
     out
 }
 
-fn assert_stored_as_text(what: &str, text: &BTreeMap<(String, Vec<(String, String)>), f64>, prom: &BTreeMap<(String, Vec<(String, String)>), f64>) {
+fn assert_stored_as_text(what: &str, text: &Keyed, prom: &Keyed) {
     let same = |a: f64, b: f64| a == b || (a.is_nan() && b.is_nan());
     let differ: Vec<_> = text.iter().filter(|(k, v)| !prom.get(*k).is_some_and(|p| same(**v, *p))).collect();
     let extra: Vec<_> = prom.keys().filter(|k| !text.contains_key(*k)).collect();
@@ -616,7 +622,8 @@ fn prometheus_reads_protobuf_from_memory_mode_and_a_pool_with_dead_workers_and_p
     }
     // The texts to compare with, then two more scrapes of each after them.
     let skip = ["process_", "promshard_"];
-    let memory_text = text_samples(&String::from_utf8(promshard::encode(promshard::Format::Prometheus)).unwrap(), &skip);
+    let memory_text =
+        text_samples(&String::from_utf8(promshard::encode(promshard::Format::Prometheus)).unwrap(), &skip);
     let pool_text = text_samples(&prefork::scrape(pool.addr).unwrap().text, &skip);
     let (seen_memory, seen_pool) = (scrapes(&memory), scrapes(&pooled));
     while scrapes(&memory) < seen_memory + 2 || scrapes(&pooled) < seen_pool + 2 {
@@ -630,13 +637,17 @@ fn prometheus_reads_protobuf_from_memory_mode_and_a_pool_with_dead_workers_and_p
         for exchange in recorder.exchanges.lock().unwrap().iter() {
             let accept = header_in(&exchange.request, "accept").unwrap_or_default();
             assert!(
-                accept.starts_with("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited"),
+                accept.starts_with(
+                    "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited"
+                ),
                 "Prometheus' request:\n{}",
                 exchange.request
             );
             let content_type = header_in(&exchange.response_head, "content-type").unwrap_or_default();
             assert!(
-                content_type.starts_with("application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"),
+                content_type.starts_with(
+                    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
+                ),
                 "the answer:\n{}",
                 exchange.response_head
             );
@@ -647,7 +658,14 @@ fn prometheus_reads_protobuf_from_memory_mode_and_a_pool_with_dead_workers_and_p
     // Prometheus stored exactly what the text shows.
     assert!(memory_text.len() >= 16 && memory_text.keys().any(|(n, _)| n == "pbx_phase"), "{memory_text:?}");
     assert_stored_as_text("memory mode", &memory_text, &stored(&prometheus, memory.addr, &skip));
-    for family in ["http_requests_total", "http_request_duration_seconds_bucket", "pyx_jobs_total", "pyx_payload_bytes_count", "pyx_latency_seconds_bucket", "prefork_worker_exits_total"] {
+    for family in [
+        "http_requests_total",
+        "http_request_duration_seconds_bucket",
+        "pyx_jobs_total",
+        "pyx_payload_bytes_count",
+        "pyx_latency_seconds_bucket",
+        "prefork_worker_exits_total",
+    ] {
         assert!(pool_text.keys().any(|(n, _)| n == family), "{family} missing from the pool's text");
     }
     assert_stored_as_text("the pool", &pool_text, &stored(&prometheus, pooled.addr, &skip));
@@ -657,9 +675,9 @@ fn prometheus_reads_protobuf_from_memory_mode_and_a_pool_with_dead_workers_and_p
         ("http_request_duration_seconds_bucket{handler=\"/users/{id}\"}", pooled.addr),
         ("pyx_latency_seconds_bucket", pooled.addr),
     ] {
-        let selector = expr.strip_suffix('}').map_or(format!("{expr}{{instance=\"{instance}\"}}"), |open| {
-            format!("{open},instance=\"{instance}\"}}")
-        });
+        let selector = expr
+            .strip_suffix('}')
+            .map_or(format!("{expr}{{instance=\"{instance}\"}}"), |open| format!("{open},instance=\"{instance}\"}}"));
         let q = prometheus.value(&format!("histogram_quantile(0.5, sum by (le) ({selector}))"), None);
         assert!(q.is_finite() && q > 0.0, "{selector}: {q}");
     }

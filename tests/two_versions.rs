@@ -320,7 +320,8 @@ impl Running {
                 current = name.to_owned();
                 expositions.insert(current.clone(), Vec::new());
             } else if current == "protobuf" {
-                protobuf = (0..line.len()).step_by(2).map(|i| u8::from_str_radix(&line[i..i + 2], 16).unwrap()).collect();
+                protobuf =
+                    (0..line.len()).step_by(2).map(|i| u8::from_str_radix(&line[i..i + 2], 16).unwrap()).collect();
             } else if !line.starts_with('#') && !line.is_empty() {
                 let (sample, value) = line.rsplit_once(' ').unwrap();
                 expositions.get_mut(&current).unwrap().push((sample.to_owned(), value.to_owned()));

@@ -572,7 +572,8 @@ fn serve_gzips_metrics_for_clients_that_accept_it() {
     match support::protobuf::python_with_protobuf() {
         None => support::skip_or_fail(support::protobuf::PROTOBUF_MISSING),
         Some(python) => {
-            let decoded = support::protobuf::decode(&python, &scratch.root, &proto, std::str::from_utf8(&text).unwrap());
+            let decoded =
+                support::protobuf::decode(&python, &scratch.root, &proto, std::str::from_utf8(&text).unwrap());
             support::protobuf::assert_same("promshard serve", &decoded, &[]);
         }
     }

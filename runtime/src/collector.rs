@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use crate::descriptor::{Kind, Opts, is_label_name, is_legacy_label_name, is_metric_name};
 use crate::encode::format::{Exposition, Format};
-use crate::encode::proto::{self, ProtoWriter};
 use crate::encode::names::{self, label_clash, spellings};
 use crate::encode::plan::{SampleFn, write_header};
+use crate::encode::proto::{self, ProtoWriter};
 use crate::encode::sample;
 use crate::encode::text::le_value;
 use crate::gate::GateCell;
@@ -111,7 +111,7 @@ pub(crate) fn run(collector: &dyn Collector, writer: &mut MetricWriter<'_>) {
 /// Where a sample goes: rendered text or protobuf, or a callback (tests).
 pub(crate) enum Target<'a> {
     Text { out: &'a mut Vec<u8>, x: Exposition },
-    Proto { out: &'a mut Vec<u8>, w: ProtoWriter },
+    Proto { out: &'a mut Vec<u8>, w: Box<ProtoWriter> },
     Samples(&'a mut SampleFn<'a>),
 }
 
@@ -119,7 +119,7 @@ impl<'a> Target<'a> {
     /// Rendered output in `x`'s format.
     pub(crate) fn output(out: &'a mut Vec<u8>, x: Exposition) -> Target<'a> {
         match x.format() {
-            Format::Protobuf => Target::Proto { out, w: ProtoWriter::new(x.escaping()) },
+            Format::Protobuf => Target::Proto { out, w: Box::new(ProtoWriter::new(x.escaping())) },
             _ => Target::Text { out, x },
         }
     }

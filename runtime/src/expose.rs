@@ -10,8 +10,8 @@ pub use crate::encode::format::{Exposition, Format, Protocol};
 pub use crate::encode::names::Escaping;
 
 use crate::collector::{Collector, MetricWriter, Target};
-use crate::encode::proto::ProtoWriter;
 use crate::encode::plan::visit_family;
+use crate::encode::proto::ProtoWriter;
 use crate::registry::{self, Family};
 
 /// Renders every metric as `how` says: declared metrics sorted by name,
@@ -74,7 +74,13 @@ pub fn encode_into(how: impl Into<Exposition>, out: &mut Vec<u8>) {
     }
 }
 
-fn encode_family(family: &Family, slots: &[AtomicU64], x: Exposition, proto: Option<&mut ProtoWriter>, out: &mut Vec<u8>) {
+fn encode_family(
+    family: &Family,
+    slots: &[AtomicU64],
+    x: Exposition,
+    proto: Option<&mut ProtoWriter>,
+    out: &mut Vec<u8>,
+) {
     let slots = &slots[..family.core.descriptor().slots()];
     match proto {
         Some(w) => family.plan.encode_proto(family.core, slots, w, out),

@@ -14,14 +14,12 @@ use super::{run_with_stdin_bytes, tool_from_env};
 
 /// What Prometheus 2.42 started with `--enable-feature=native-histograms`
 /// sends.
-pub const PROMETHEUS_PROTOBUF_ACCEPT: &str =
-    "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,\
+pub const PROMETHEUS_PROTOBUF_ACCEPT: &str = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,\
      application/openmetrics-text;version=1.0.0;q=0.8,application/openmetrics-text;version=0.0.1;q=0.75,\
      text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
 
 /// The `Content-Type` of a protobuf answer with legacy names.
-pub const PROTOBUF_CONTENT_TYPE: &str =
-    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited; escaping=underscores";
+pub const PROTOBUF_CONTENT_TYPE: &str = "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited; escaping=underscores";
 
 /// Explains how to get the decoder, for [`super::skip_or_fail`].
 pub const PROTOBUF_MISSING: &str = "python3 with prometheus_client and protobuf not found; \

@@ -86,10 +86,7 @@ impl Protocol {
     /// hold UTF-8 names: the text formats from version 1.0.0 on, and
     /// protobuf (as client_golang negotiates it).
     pub const fn negotiates_escaping(self) -> bool {
-        matches!(
-            self,
-            Protocol::PrometheusText1_0_0 | Protocol::OpenMetricsText1_0_0 | Protocol::PrometheusProtobuf
-        )
+        matches!(self, Protocol::PrometheusText1_0_0 | Protocol::OpenMetricsText1_0_0 | Protocol::PrometheusProtobuf)
     }
 
     fn media_type(self) -> &'static str {
@@ -407,7 +404,11 @@ mod tests {
                 PrometheusText0_0_4,
                 Underscores,
             ),
-            ("application/vnd.google.protobuf;proto=other.Message;encoding=delimited", PrometheusText0_0_4, Underscores),
+            (
+                "application/vnd.google.protobuf;proto=other.Message;encoding=delimited",
+                PrometheusText0_0_4,
+                Underscores,
+            ),
             ("application/vnd.google.protobuf", PrometheusText0_0_4, Underscores),
             // Equal q: protobuf first.
             (

@@ -25,9 +25,9 @@ pub(crate) mod sparse;
 
 use crate::descriptor::{Descriptor, Kind, Opts};
 use crate::encode::format::{Exposition, Format};
-use crate::encode::proto::ProtoWriter;
 use crate::encode::names::{Role, escaped};
 use crate::encode::plan::Source;
+use crate::encode::proto::ProtoWriter;
 use crate::encode::sample::Value;
 use crate::instruments::counter::Counter;
 use crate::labels::{LabelDomain, LabelValue};

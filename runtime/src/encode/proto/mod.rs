@@ -155,7 +155,8 @@ impl ProtoWriter {
     /// A summary: `(quantile, value)` pairs, count and sum.
     pub(crate) fn summary(&mut self, out: &mut Vec<u8>, quantiles: &[(f64, f64)], count: u64, sum: f64) {
         let quantile = quantiles.iter().map(|&(q, v)| Quantile { quantile: Some(q), value: Some(v) }).collect();
-        self.metric.summary = Some(Summary { sample_count: Some(count), sample_sum: Some(sum), quantile, ..Default::default() });
+        self.metric.summary =
+            Some(Summary { sample_count: Some(count), sample_sum: Some(sum), quantile, ..Default::default() });
         self.write(out);
     }
 

@@ -10,6 +10,10 @@ use super::{MetricType, ProtoWriter};
 /// One sample line: name, labels, value.
 type Sample = (String, Vec<(String, String)>, f64);
 
+/// A histogram's or summary's series: labels, (bound or quantile, value)
+/// points, count, sum.
+type Series = (Vec<(String, String)>, Vec<(f64, f64)>, f64, f64);
+
 /// Appends family `text` (its `# HELP`/`# TYPE` lines and samples, as
 /// [`crate::linked::families`] splits an exposition) to `out`; a family
 /// that does not parse is left out, and the reason returned.
@@ -81,7 +85,7 @@ fn write_samples(
             // Series by their labels (without `le` or `quantile`), in the
             // order they first appear.
             let magic = if kind == MetricType::Histogram { "le" } else { "quantile" };
-            let mut series: Vec<(Vec<(String, String)>, Vec<(f64, f64)>, f64, f64)> = Vec::new();
+            let mut series: Vec<Series> = Vec::new();
             for (name, labels, value) in samples {
                 let what = name.strip_prefix(family).unwrap_or("?");
                 let mut labels = labels.clone();
