@@ -10,7 +10,7 @@ use syn::{Expr, ExprLit, ExprUnary, Ident, Lit, LitInt, LitStr, Token, Type, UnO
 
 use crate::ctxt::Ctxt;
 
-const KEYS: &str = "name, help, unit, labels, buckets, mode, max_series, crate";
+const KEYS: &str = "name, help, unit, labels, buckets, mode, store, max_series, crate";
 
 #[derive(Default)]
 pub(crate) struct Args {
@@ -21,6 +21,8 @@ pub(crate) struct Args {
     pub(crate) labels: Option<Labels>,
     pub(crate) buckets: Option<Buckets>,
     pub(crate) mode: Option<Ident>,
+    /// `store = redis`: the value lives in Redis, not in this process.
+    pub(crate) store: Option<Ident>,
     pub(crate) max_series: Option<LitInt>,
 }
 
@@ -125,6 +127,12 @@ fn parse_arg(input: ParseStream, args: &mut Args) -> syn::Result<()> {
         "mode" => {
             input.parse::<Token![=]>()?;
             if args.mode.replace(input.parse()?).is_some() {
+                return Err(duplicate());
+            }
+        }
+        "store" => {
+            input.parse::<Token![=]>()?;
+            if args.store.replace(input.parse()?).is_some() {
                 return Err(duplicate());
             }
         }

@@ -37,6 +37,8 @@ pub(crate) struct Metric {
     /// Whether the series count depends on items the macro cannot see, so
     /// the expansion must check the budget in a `const`.
     pub(crate) budget_unchecked: bool,
+    /// `store = redis`.
+    pub(crate) redis: bool,
 }
 
 pub(crate) fn check(decl: &Static, args: &Args, cx: &mut Ctxt) -> Option<Metric> {
@@ -121,6 +123,31 @@ pub(crate) fn check(decl: &Static, args: &Args, cx: &mut Ctxt) -> Option<Metric>
         (None, _) => None,
     };
 
+    let redis = match &args.store {
+        None => false,
+        Some(store) if store != "redis" => {
+            cx.error(store.span(), format!("unknown store `{store}`; the one store besides this process is `redis`"));
+            false
+        }
+        Some(store) => {
+            if !matches!(kind, Kind::Counter | Kind::Gauge) {
+                cx.error(store.span(), "`store = redis` applies to counters and gauges");
+            }
+            if let Some(mode) = &args.mode {
+                cx.error(mode.span(), "a Redis metric has one value for every process: it takes no `mode`");
+            }
+            for label in args.labels.iter().flat_map(|l| &l.list) {
+                if let Source::Bounded { span, .. } = &label.source {
+                    cx.error(
+                        *span,
+                        "a Redis metric's labels need fixed lists of values (a scrape reads every key with one MGET): use a list or a LabelValue type",
+                    );
+                }
+            }
+            true
+        }
+    };
+
     let max_series = match &args.max_series {
         Some(lit) => match lit.base10_parse::<usize>() {
             Ok(n) if n > 0 => n,
@@ -152,7 +179,7 @@ pub(crate) fn check(decl: &Static, args: &Args, cx: &mut Ctxt) -> Option<Metric>
         }
     }
 
-    Some(Metric { name, help, max_series, mode, budget_unchecked })
+    Some(Metric { name, help, max_series, mode, budget_unchecked, redis })
 }
 
 fn check_name(name: &str, span: Span, kind: &Kind, cx: &mut Ctxt) {

@@ -42,8 +42,15 @@ fn expand(decl: &Static, args: &Args, metric: &Metric, krate: &TokenStream) -> T
     let Static { attrs, vis, static_token, ident, .. } = decl;
     let kind = decl.kind.as_ref().expect("checked");
     let (label_types, tuple) = label_types(decl, args, krate);
-    let ty = instrument_type(decl, kind, &tuple);
-    let constructor = format_ident!("{}", kind.type_name());
+    let (ty, constructor) = if metric.redis {
+        // The declared `Counter` or `Gauge` becomes its Redis kind.
+        let redis = format_ident!("Redis{}", kind.type_name());
+        let generics = (!tuple.is_empty()).then(|| quote!(<(#tuple)>));
+        (quote!(#krate::redis::#redis #generics), quote!(redis::#redis))
+    } else {
+        let constructor = format_ident!("{}", kind.type_name());
+        (instrument_type(decl, kind, &tuple), quote!(#constructor))
+    };
 
     let (name, help) = (&metric.name, &metric.help);
     let mut opts = quote!(#krate::Opts::new(#name, #help));
@@ -103,12 +110,23 @@ fn expand(decl: &Static, args: &Args, metric: &Metric, krate: &TokenStream) -> T
             );
         }
     });
-    let registration = quote_spanned! {span=>
-        #(#cfgs)*
-        const _: () = {
+    let entry = if metric.redis {
+        quote_spanned! {span=>
+            #[#krate::__private::linkme::distributed_slice(#krate::redis::REDIS_METRICS)]
+            #[linkme(crate = #krate::__private::linkme)]
+            static ENTRY: &dyn #krate::redis::RedisMetric = &#ident;
+        }
+    } else {
+        quote_spanned! {span=>
             #[#krate::__private::linkme::distributed_slice(#krate::__private::METRICS)]
             #[linkme(crate = #krate::__private::linkme)]
             static ENTRY: &#krate::__private::MetricCore = #ident.core();
+        }
+    };
+    let registration = quote_spanned! {span=>
+        #(#cfgs)*
+        const _: () = {
+            #entry
             #budget
         };
     };

@@ -62,7 +62,7 @@ type OwnedSample = (String, Vec<(String, String)>, f64);
 /// and logged, and the scrape goes on.
 pub(crate) fn run(collector: &dyn Collector, writer: &mut MetricWriter<'_>) {
     let result = match &mut writer.target {
-        Target::Text { .. } | Target::Proto { .. } => {
+        Target::Text { .. } | Target::Proto { .. } | Target::Capture(_) => {
             let mark = writer.mark();
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| collector.collect(writer)));
             if result.is_err() {
@@ -108,11 +108,33 @@ pub(crate) fn run(collector: &dyn Collector, writer: &mut MetricWriter<'_>) {
     }
 }
 
-/// Where a sample goes: rendered text or protobuf, or a callback (tests).
+/// Where a sample goes: rendered text or protobuf, a callback (tests),
+/// or families kept as written (a worker's collectors, published for
+/// other processes' scrapes).
 pub(crate) enum Target<'a> {
     Text { out: &'a mut Vec<u8>, x: Exposition },
     Proto { out: &'a mut Vec<u8>, w: Box<ProtoWriter> },
     Samples(&'a mut SampleFn<'a>),
+    Capture(&'a mut Vec<Captured>),
+}
+
+/// A family as a collector wrote it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Captured {
+    pub(crate) kind: Kind,
+    pub(crate) name: String,
+    pub(crate) help: String,
+    /// Suffix (`_total`, `_bucket` …), labels, `le`, value.
+    pub(crate) samples: Vec<CapturedSample>,
+}
+
+/// One sample of a [`Captured`] family.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct CapturedSample {
+    pub(crate) suffix: String,
+    pub(crate) labels: Vec<(String, String)>,
+    pub(crate) le: Option<String>,
+    pub(crate) value: f64,
 }
 
 impl<'a> Target<'a> {
@@ -146,6 +168,7 @@ impl<'a> MetricWriter<'a> {
         let len = match &self.target {
             Target::Text { out, .. } | Target::Proto { out, .. } => out.len(),
             Target::Samples(_) => 0,
+            Target::Capture(families) => families.len(),
         };
         (len, self.written.clone())
     }
@@ -153,8 +176,10 @@ impl<'a> MetricWriter<'a> {
     /// Takes back what was written since `mark` (text output only: a
     /// sample callback has seen its samples already).
     fn rewind(&mut self, (len, written): (usize, HashSet<String>)) {
-        if let Target::Text { out, .. } | Target::Proto { out, .. } = &mut self.target {
-            out.truncate(len);
+        match &mut self.target {
+            Target::Text { out, .. } | Target::Proto { out, .. } => out.truncate(len),
+            Target::Capture(families) => families.truncate(len),
+            Target::Samples(_) => {}
         }
         self.written = written;
     }
@@ -299,7 +324,7 @@ impl FamilyWriter<'_, '_> {
         }
         let shown = match &self.writer.target {
             Target::Text { x, .. } => crate::encode::text::sum_shown(x.format(), sum),
-            Target::Proto { .. } | Target::Samples(_) => true,
+            Target::Proto { .. } | Target::Samples(_) | Target::Capture(_) => true,
         };
         if shown {
             self.emit("_count", labels, None, count as f64);
@@ -329,6 +354,12 @@ impl FamilyWriter<'_, '_> {
                     let (kind, suffix) = proto::type_of(self.kind);
                     w.begin(out, &self.name, suffix, &self.help, kind, self.unit.as_deref());
                 }
+                Target::Capture(families) => families.push(Captured {
+                    kind: self.kind,
+                    name: self.name.clone(),
+                    help: self.help.clone(),
+                    samples: Vec::new(),
+                }),
                 Target::Samples(_) => {}
             }
             self.state = State::Started;
@@ -351,6 +382,16 @@ impl FamilyWriter<'_, '_> {
                 let mut all: Vec<(&str, &str)> = labels.to_vec();
                 all.extend(le.map(|le| ("le", le)));
                 f(&format!("{}{suffix}", self.name), &all, value);
+            }
+            Target::Capture(families) => {
+                if let Some(family) = families.last_mut() {
+                    family.samples.push(CapturedSample {
+                        suffix: suffix.to_owned(),
+                        labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+                        le: le.map(str::to_owned),
+                        value,
+                    });
+                }
             }
         }
     }

@@ -48,6 +48,7 @@ pub fn encode(how: impl Into<Exposition>) -> Vec<u8> {
 /// process metrics among them) are this process's own.
 pub fn encode_into(how: impl Into<Exposition>, out: &mut Vec<u8>) {
     let x = how.into();
+    crate::instruments::callback::refresh();
     let start = out.len();
     let registry = registry::get();
     let mut proto = (x.format() == Format::Protobuf).then(|| ProtoWriter::new(x.escaping()));
@@ -67,6 +68,7 @@ pub fn encode_into(how: impl Into<Exposition>, out: &mut Vec<u8>) {
     });
     let mut writer = MetricWriter::new(Target::output(out, x), &registry.sample_names);
     for_each_collector(|c| crate::collector::run(c, &mut writer));
+    crate::worker_collector::write(&mut writer);
     drop(writer);
     append_others(x, start, out);
     if x.format() == Format::OpenMetrics {
@@ -110,6 +112,7 @@ pub fn render(accept: Option<&str>) -> (Vec<u8>, &'static str) {
 /// Calls `f(sample name, labels, value)` for every sample, in exposition
 /// order. Slow (it allocates per sample); for tests and tools.
 pub(crate) fn for_each_sample(mut f: impl FnMut(&str, &[(&str, &str)], f64)) {
+    crate::instruments::callback::refresh();
     let registry = registry::get();
     match crate::shard::own() {
         Some(own) => crate::merge::scrape(own).for_each_sample(&mut f),
@@ -133,6 +136,7 @@ pub(crate) fn for_each_sample(mut f: impl FnMut(&str, &[(&str, &str)], f64)) {
     }
     let mut writer = MetricWriter::new(Target::Samples(&mut f), &registry.sample_names);
     for_each_collector(|c| crate::collector::run(c, &mut writer));
+    crate::worker_collector::write(&mut writer);
 }
 
 /// Calls `f` with every collector: built-in, static, then those

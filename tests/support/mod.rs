@@ -67,6 +67,21 @@ pub fn prometheus() -> Option<PathBuf> {
     runs.then_some(candidate)
 }
 
+/// Explains how to get the Pushgateway, for [`skip_or_fail`].
+pub const PUSHGATEWAY_MISSING: &str = "the Pushgateway not found; install Debian's `prometheus-pushgateway` \
+     package or set PROMSHARD_PUSHGATEWAY";
+
+/// The Pushgateway, from `PROMSHARD_PUSHGATEWAY`, or `prometheus-pushgateway`
+/// (Debian's name) or `pushgateway` on `PATH`, if it runs.
+pub fn pushgateway() -> Option<PathBuf> {
+    let candidate = tool_from_env("PROMSHARD_PUSHGATEWAY")
+        .or_else(|| find_in_path("prometheus-pushgateway"))
+        .or_else(|| find_in_path("pushgateway"))?;
+    let runs =
+        Command::new(&candidate).arg("--version").stdin(Stdio::null()).output().is_ok_and(|o| o.status.success());
+    runs.then_some(candidate)
+}
+
 /// A Python 3 that can `import prometheus_client`, from `PROMSHARD_PYTHON`
 /// or `python3` on `PATH`.
 pub fn python_with_prometheus_client() -> Option<PathBuf> {
