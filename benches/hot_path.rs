@@ -1,7 +1,8 @@
 //! Recording and exposition costs of promshard against a bare atomic (the
-//! floor) and against the `prometheus` crate, in one criterion run; and
-//! what gzip adds to a scrape of 100,000 series, at promshard's level and
-//! at gzip's default (the bytes of each are printed).
+//! floor) and against the `prometheus` crate, in one criterion run; what
+//! gzip adds to a scrape of 100,000 series, at promshard's level and at
+//! gzip's default; and the protobuf exposition of the same series (the
+//! bytes of each are printed).
 //!
 //! ```sh
 //! cargo bench --bench hot_path
@@ -449,6 +450,15 @@ fn encode(c: &mut Criterion) {
     // The same at gzip's default level, the alternative to the level
     // promshard chose.
     group.bench_function("promshard_gzip_level_6", |b| b.iter(|| gzip(&promshard::encode(Format::Prometheus), 6)));
+    // The protobuf exposition of the same series (what Prometheus asks
+    // for first with native histograms on), plain and as sent gzipped.
+    group.bench_function("promshard_protobuf", |b| b.iter(|| promshard::encode(Format::Protobuf)));
+    let proto_type = Format::Protobuf.content_type();
+    group.bench_function("promshard_protobuf_gzip", |b| {
+        b.iter(|| {
+            promshard::MetricsResponse::new(promshard::encode(Format::Protobuf), proto_type, Some("gzip")).into_body()
+        })
+    });
     group.finish();
 
     let sent = promshard::MetricsResponse::new(ours.clone().into_bytes(), content_type, Some("gzip")).into_body();
@@ -465,6 +475,15 @@ fn encode(c: &mut Criterion) {
         level_6.len(),
         ratio(level_6.len()),
         sent.len() as f64 / level_6.len() as f64,
+    );
+    let proto = promshard::encode(Format::Protobuf);
+    let proto_sent = promshard::MetricsResponse::new(proto.clone(), proto_type, Some("gzip")).into_body();
+    println!(
+        "encode_100k_series bytes: protobuf {} ({:.3} of the text), gzip as sent {} ({:.3} of the text)",
+        proto.len(),
+        ratio(proto.len()),
+        proto_sent.len(),
+        ratio(proto_sent.len()),
     );
 }
 

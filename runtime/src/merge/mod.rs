@@ -24,9 +24,10 @@ pub(crate) mod read;
 pub(crate) mod sparse;
 
 use crate::descriptor::{Descriptor, Kind, Opts};
-use crate::encode::format::Exposition;
+use crate::encode::format::{Exposition, Format};
 use crate::encode::names::{Role, escaped};
 use crate::encode::plan::Source;
+use crate::encode::proto::ProtoWriter;
 use crate::encode::sample::Value;
 use crate::instruments::counter::Counter;
 use crate::labels::{LabelDomain, LabelValue};
@@ -392,6 +393,7 @@ impl Merged {
     /// would make two families of one name: the first by name is
     /// rendered, the others are left out of that scrape with a warning.
     pub(crate) fn encode(&self, x: Exposition, out: &mut Vec<u8>) {
+        let mut proto = (x.format() == Format::Protobuf).then(|| ProtoWriter::new(x.escaping()));
         let mut written: HashMap<String, &str> = HashMap::new();
         for family in &self.families {
             let name = match family {
@@ -412,14 +414,23 @@ impl Merged {
                     slot.insert(name);
                 }
             }
-            match family {
-                Family::Sparse(sparse) => sparse.encode(x, out),
-                Family::Dense(dense) => {
+            match (family, &mut proto) {
+                (Family::Sparse(sparse), None) => sparse.encode(x, out),
+                (Family::Sparse(sparse), Some(w)) => sparse.encode_proto(w, out),
+                (Family::Dense(dense), None) => {
                     let plan = &dense.schema.plans[dense.entry];
                     plan.encode_header(x, out);
                     for set in dense.merged.iter().chain(&dense.per_process) {
                         plan.encode_samples(&set.source, &set.slots, x, out);
                     }
+                }
+                (Family::Dense(dense), Some(w)) => {
+                    let plan = &dense.schema.plans[dense.entry];
+                    plan.begin_proto(dense.schema.entries[dense.entry].desc, w, out);
+                    for set in dense.merged.iter().chain(&dense.per_process) {
+                        plan.encode_proto_series(&set.source, &set.slots, w, out);
+                    }
+                    w.end(out);
                 }
             }
         }

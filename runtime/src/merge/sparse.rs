@@ -12,6 +12,7 @@ use crate::descriptor::{Descriptor, GaugeMode, Kind, is_legacy_label_name};
 use crate::encode::format::Exposition;
 use crate::encode::names;
 use crate::encode::plan::{self, Source, write_header, write_typed_header};
+use crate::encode::proto::{self, MetricType, ProtoWriter};
 use crate::encode::sample::{self, Value};
 use crate::encode::text::{le_value, sum_shown};
 
@@ -166,6 +167,54 @@ impl SparseFamily {
             let token = written.iter().find(|(raw, _)| raw == name).map_or(name, |(_, token)| token.as_str());
             sample::write(out, token, &[sample::Labels::Pairs(pairs)], value, escaping);
         });
+    }
+
+    /// Renders the family in protobuf: one `MetricFamily`, one `Metric`
+    /// per series, with the same series left out as in text.
+    pub(crate) fn encode_proto(&self, w: &mut ProtoWriter, out: &mut Vec<u8>) {
+        let escaping = w.escaping();
+        let (kind, suffix) = match self.kind {
+            SparseKind::Summary => (MetricType::Summary, ""),
+            SparseKind::Metric(kind, _) => proto::type_of(kind),
+        };
+        w.begin(out, &self.name, suffix, &self.help, kind, self.unit.as_deref());
+        for (labels, acc) in &self.series {
+            if !labels.iter().all(|(k, _)| is_legacy_label_name(k)) {
+                let keys: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
+                if let Some((a, b)) = names::label_clash_in(&keys, escaping) {
+                    crate::notice::warn_once(&format!(
+                        "family `{}`: series left out of `escaping={}` scrapes, its labels `{a}` and `{b}` \
+                         are written alike there",
+                        self.name,
+                        escaping.as_str()
+                    ));
+                    continue;
+                }
+            }
+            w.labels(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            match acc {
+                Acc::Counter { count, fraction } => w.counter(out, *count as f64 + fraction),
+                Acc::Gauge { value, .. } | Acc::Value(value) => w.gauge(out, *value),
+                // Python's multiprocess summaries have no quantiles; their
+                // count is a whole number kept as a float.
+                Acc::Summary { count, sum } => w.summary(out, &[], *count as u64, *sum),
+                Acc::Histogram { buckets, sum } => {
+                    let mut sorted = buckets.clone();
+                    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    let mut cumulative = 0u64;
+                    let cumulative: Vec<(f64, u64)> = sorted
+                        .into_iter()
+                        .map(|(bound, n)| {
+                            cumulative = cumulative.saturating_add(n);
+                            (bound, cumulative)
+                        })
+                        .collect();
+                    let count = cumulative.last().map_or(0, |b| b.1);
+                    w.histogram(out, cumulative, count, *sum);
+                }
+            }
+        }
+        w.end(out);
     }
 
     /// Calls `f(sample name, labels, value)` for every sample.
