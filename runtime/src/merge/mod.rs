@@ -150,7 +150,9 @@ impl Source for PlainSource {
 /// for the scrape, and the directory locks are `flock`s, which a fork
 /// handler lets go of in the child.
 pub(crate) fn scrape(own: &'static crate::shard::OwnShard) -> Merged {
-    let merged = collect_with(&own.dir, Some(own));
+    // A forked child whose file could not be made reads the directory as
+    // a process without a shard does: its parent's file is not its own.
+    let merged = collect_with(&own.dir, crate::shard::own_file());
     if merged.compactable {
         compact::compact(&own.dir);
     }

@@ -93,7 +93,10 @@ extern "C" fn child() {
     }
     // No allocation: the child keeps the capacity.
     fds.clear();
-    if let Some(shard) = own::own() {
+    // A child of a process that records in private memory (its own
+    // shard could not be made) keeps a private copy: the mapping holds no
+    // header or schema to make a file from.
+    if let Some(shard) = own::own().filter(|_| !FAILED.load(Ordering::Relaxed)) {
         // SAFETY: we are the only thread of the child; see `switch`.
         if !unsafe { switch(shard) } {
             FAILED.store(true, Ordering::Relaxed);
