@@ -159,14 +159,56 @@ pub(crate) fn scrape(own: &'static crate::shard::OwnShard) -> Merged {
     merged
 }
 
+/// How many times a scrape reads the directory without the compaction
+/// lock, while a compactor holds it, before it waits for the lock.
+const UNLOCKED_READS: u32 = 20;
+
 /// The merge of `dir` for a reader that may hold no shard (the CLI, a
 /// sidecar), or holds `own` there.
+///
+/// Read under `.compact.lock` shared: compaction (exclusive) never swaps
+/// the archive and deletes absorbed shards in the middle of the read. The
+/// lock is not waited for while a compactor holds it: a compactor that is
+/// stopped (SIGSTOP, a debugger, a frozen cgroup) would hold every scrape
+/// for as long as it stays stopped. The read goes on without it, and is
+/// kept only if the archive is the same file at its end as at its start:
+/// a compactor deletes the shards it absorbed only after renaming the new
+/// archive into place, so a read that saw no rename saw each dead shard
+/// either in its file or in the archive it read (which lists the shards it
+/// absorbed, skipped if read too). A stopped compactor renames nothing,
+/// wherever it stopped; one that runs finishes soon, and the read is done
+/// again (after a few tries, waiting for the lock).
 pub(crate) fn collect_with(dir: &Path, own: Option<&'static crate::shard::OwnShard>) -> Merged {
-    // Shared: compaction (exclusive) never swaps the archive and deletes
-    // absorbed shards in the middle of our read.
-    // The lock file is created by every recording process when it starts,
-    // before any compaction can happen; a reader never creates it.
-    let _read = file::DirLock::acquire_with(dir, COMPACT_LOCK, false, true, false).ok().flatten();
+    let mut tries = 0;
+    loop {
+        // The lock file is created by every recording process when it
+        // starts, before any compaction can happen; a reader never
+        // creates it. Without it, the read goes on unlocked as before.
+        let (lock, checked) = match file::DirLock::acquire_with(dir, COMPACT_LOCK, false, false, false) {
+            Ok(Some(lock)) => (Some(lock), false),
+            Ok(None) if tries < UNLOCKED_READS => (None, true),
+            Ok(None) => (file::DirLock::acquire_with(dir, COMPACT_LOCK, false, true, false).ok().flatten(), false),
+            Err(_) => (None, false),
+        };
+        if let Some(merged) = collect_once(dir, own, checked) {
+            return merged;
+        }
+        drop(lock);
+        tries += 1;
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// The identity of `dir`'s archive, `None` when it has none.
+fn archive_identity(dir: &Path) -> Option<file::Identity> {
+    std::fs::symlink_metadata(dir.join(file::ARCHIVE_NAME)).ok().map(|meta| file::identity(&meta))
+}
+
+/// One read of `dir`; with `checked` (read without the compaction lock),
+/// `None` when a compaction renamed its archive into place meanwhile, and
+/// the read must be done again.
+fn collect_once(dir: &Path, own: Option<&'static crate::shard::OwnShard>, checked: bool) -> Option<Merged> {
+    let archive_before = checked.then(|| archive_identity(dir));
     let own_name = own.map(|o| o.file_name());
     let mut cache = ShardCache::take();
     let mut shards = Vec::new();
@@ -194,6 +236,7 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static crate::shard::OwnSha
     // A file newly found empty or foreign may be one a creator of an older
     // version left half made: compaction looks at it once.
     let mut suspect = false;
+    let mut failed = Vec::new();
     let siblings = crate::linked::siblings();
     for path in &listing.shards {
         // Another promshard version of this process: read through its
@@ -210,11 +253,24 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static crate::shard::OwnSha
         }
         match cache.open(path) {
             Ok(shard) => shards.push(shard),
-            Err(e) => {
-                suspect |= report(&mut cache, path, e) && matches!(e, ShardError::Truncated | ShardError::Foreign)
-            }
+            Err(e) => failed.push((path.clone(), e)),
         }
         seen.insert(path.clone());
+    }
+    if let Some(before) = archive_before {
+        if archive_identity(dir) != before {
+            cache.problems.clear();
+            cache.put_back();
+            return None;
+        }
+    }
+    for (path, e) in failed {
+        // Read unlocked, a shard that vanished was folded and deleted by
+        // a compactor, or removed as blank: not a bad file.
+        if checked && e == ShardError::Io && std::fs::symlink_metadata(&path).is_err() {
+            continue;
+        }
+        suspect |= report(&mut cache, &path, e) && matches!(e, ShardError::Truncated | ShardError::Foreign);
     }
     for (path, e) in core::mem::take(&mut cache.problems) {
         report(&mut cache, &path, e);
@@ -256,7 +312,7 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static crate::shard::OwnSha
                 report(&mut cache, &path, e);
             }
             cache.put_back();
-            return merged;
+            return Some(merged);
         }
         for name in &damaged {
             let path = dir.join(name);
