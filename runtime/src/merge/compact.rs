@@ -243,7 +243,9 @@ impl<'a> Archived<'a> {
             match acc {
                 Acc::Counter { count, fraction } => {
                     s[0] = *count;
-                    s[1] = fraction.to_bits();
+                    // Rounded up: added again at every scrape, the
+                    // archive's value is never below its terms.
+                    s[1] = fraction.value_up().to_bits();
                 }
                 Acc::Gauge { value, stamp } => {
                     s[0] = value.to_bits();
@@ -256,7 +258,7 @@ impl<'a> Archived<'a> {
                         let b = self.buckets.iter().position(|x| x == bound).unwrap_or(self.buckets.len());
                         s[b] = s[b].saturating_add(*n);
                     }
-                    s[self.width - 1] = sum.to_bits();
+                    s[self.width - 1] = sum.value_up().to_bits();
                 }
                 Acc::Summary { .. } | Acc::Value(_) => {}
             }

@@ -16,6 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub(crate) mod compact;
+pub(crate) mod exact;
 pub(crate) mod python;
 pub(crate) mod python_db;
 pub(crate) mod python_live;
@@ -31,6 +32,7 @@ use crate::labels::{LabelDomain, LabelValue};
 use crate::metric::MetricCore;
 use crate::shard::file::{self, COMPACT_LOCK};
 use crate::shard::format::{SchemaEntry, ShardError};
+use exact::ExactSum;
 use read::{Schema, Shard, ShardCache};
 use sparse::{SparseFamily, add_sparse, counts_shard, per_process};
 
@@ -382,6 +384,9 @@ fn merge_dense(first: &Shard, entry: usize, contributions: &[(&Shard, usize)]) -
     let desc = first.schema.entries[entry].desc;
     let zeroed = || (0..desc.slots()).map(|_| AtomicU64::new(0)).collect::<Vec<_>>();
     let mut merged: Option<Vec<AtomicU64>> = None;
+    // The float totals of counters and histograms, exact whatever the
+    // grouping of the shards (see `exact`).
+    let mut sums: Vec<ExactSum> = Vec::new();
     let mut copies = Vec::new();
     let mut stamps_seen = false;
     let mut declared = Vec::new();
@@ -400,32 +405,46 @@ fn merge_dense(first: &Shard, entry: usize, contributions: &[(&Shard, usize)]) -
         }
         declared.extend_from_slice(shard.declared_ranges(*i));
         let target = merged.get_or_insert_with(zeroed);
-        fold(desc, target, slots, stamps_seen);
+        fold(desc, target, slots, stamps_seen, &mut sums);
         stamps_seen = true;
+    }
+    if let Some(target) = &mut merged {
+        let at = match desc.kind {
+            Kind::Counter => 1,
+            _ => desc.width - 1,
+        };
+        for (series, sum) in sums.iter().enumerate() {
+            *target[series * desc.width + at].get_mut() = sum.value().to_bits();
+        }
     }
     crate::encode::plan::normalize_ranges(&mut declared);
     let merged = merged.map(|slots| SlotSet { source: PlainSource { desc, extra: String::new(), declared }, slots });
     Dense { merged, per_process: copies, schema: first.schema.clone(), entry }
 }
 
-/// Adds one shard's slots into `target`, by kind and gauge mode.
-fn fold(desc: &Descriptor, target: &mut [AtomicU64], slots: &[AtomicU64], seen: bool) {
+/// Adds one shard's slots into `target`, by kind and gauge mode; the
+/// float totals of counters and histograms go to `sums` (one per series,
+/// written into `target` once every shard is added).
+fn fold(desc: &Descriptor, target: &mut [AtomicU64], slots: &[AtomicU64], seen: bool, sums: &mut Vec<ExactSum>) {
     let get = |s: &AtomicU64| s.load(Ordering::Relaxed);
     let float = |s: &AtomicU64| f64::from_bits(get(s));
     let width = desc.width;
+    if matches!(desc.kind, Kind::Counter | Kind::Histogram) && sums.is_empty() {
+        sums.resize_with(desc.series, ExactSum::default);
+    }
     for series in 0..desc.series {
         let base = series * width;
         let (t, s) = (&mut target[base..base + width], &slots[base..base + width]);
         match desc.kind {
             Kind::Counter => {
                 *t[0].get_mut() = get(&t[0]).saturating_add(get(&s[0]));
-                *t[1].get_mut() = (float(&t[1]) + float(&s[1])).to_bits();
+                sums[series].add(float(&s[1]));
             }
             Kind::Histogram => {
                 for b in 0..width - 1 {
                     *t[b].get_mut() = get(&t[b]).saturating_add(get(&s[b]));
                 }
-                *t[width - 1].get_mut() = (float(&t[width - 1]) + float(&s[width - 1])).to_bits();
+                sums[series].add(float(&s[width - 1]));
             }
             Kind::Gauge => {
                 let stamped = desc.mode.is_most_recent();

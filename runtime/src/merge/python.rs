@@ -51,6 +51,7 @@ use std::sync::Arc;
 use super::python_db::{self, Entry, PyFile, PyKind};
 use super::python_live::{self, Holder, Liveness};
 use super::read::KeptFile;
+use super::exact::ExactSum;
 use super::sparse::{Acc, SparseFamily, SparseKind};
 use crate::descriptor::{GaugeMode, Kind};
 use crate::shard::file::{self, Identity};
@@ -685,13 +686,13 @@ impl Prepared {
                 .or_insert_with(|| SparseFamily::new(&self.metric, &self.help, None, self.kind)),
         };
         let acc = match self.what {
-            What::CounterTotal => Acc::Counter { count: 0, fraction: value },
+            What::CounterTotal => Acc::Counter { count: 0, fraction: value.into() },
             What::Gauge { skip_unset: true } if timestamp == 0.0 => return,
             What::Gauge { .. } => Acc::Gauge { value, stamp: timestamp },
-            What::Bucket(bound) => Acc::Histogram { buckets: vec![(bound, value as u64)], sum: 0.0 },
-            What::HistogramSum => Acc::Histogram { buckets: Vec::new(), sum: value },
-            What::SummaryCount => Acc::Summary { count: value, sum: 0.0 },
-            What::SummarySum => Acc::Summary { count: 0.0, sum: value },
+            What::Bucket(bound) => Acc::Histogram { buckets: vec![(bound, value as u64)], sum: ExactSum::default() },
+            What::HistogramSum => Acc::Histogram { buckets: Vec::new(), sum: value.into() },
+            What::SummaryCount => Acc::Summary { count: value.into(), sum: ExactSum::default() },
+            What::SummarySum => Acc::Summary { count: ExactSum::default(), sum: value.into() },
             What::Nothing => return,
         };
         family.add_ref(&self.labels, acc);
@@ -794,7 +795,7 @@ pub(crate) fn add_entries(families: &mut BTreeMap<String, SparseFamily>, meta: &
         let mut labels = entry.labels.clone();
         let suffix = entry.sample.strip_prefix(entry.metric.as_str()).unwrap_or("");
         let acc = match (meta.kind, suffix) {
-            (PyKind::Counter, "_total") => Acc::Counter { count: 0, fraction: entry.value },
+            (PyKind::Counter, "_total") => Acc::Counter { count: 0, fraction: entry.value.into() },
             (PyKind::Gauge { .. }, "") => {
                 if mode.is_some_and(GaugeMode::is_most_recent) && entry.timestamp == 0.0 {
                     continue;
@@ -808,11 +809,11 @@ pub(crate) fn add_entries(families: &mut BTreeMap<String, SparseFamily>, meta: &
                 let Some(at) = labels.iter().position(|(k, _)| k == "le") else { continue };
                 let (_, le) = labels.remove(at);
                 let Ok(bound) = le.parse::<f64>().or_else(|_| parse_go_float(&le)) else { continue };
-                Acc::Histogram { buckets: vec![(bound, entry.value as u64)], sum: 0.0 }
+                Acc::Histogram { buckets: vec![(bound, entry.value as u64)], sum: ExactSum::default() }
             }
-            (PyKind::Histogram, "_sum") => Acc::Histogram { buckets: Vec::new(), sum: entry.value },
-            (PyKind::Summary, "_count") => Acc::Summary { count: entry.value, sum: 0.0 },
-            (PyKind::Summary, "_sum") => Acc::Summary { count: 0.0, sum: entry.value },
+            (PyKind::Histogram, "_sum") => Acc::Histogram { buckets: Vec::new(), sum: entry.value.into() },
+            (PyKind::Summary, "_count") => Acc::Summary { count: entry.value.into(), sum: ExactSum::default() },
+            (PyKind::Summary, "_sum") => Acc::Summary { count: ExactSum::default(), sum: entry.value.into() },
             _ => continue,
         };
         family.add(labels, acc);
