@@ -13,7 +13,7 @@
 //! is smaller than one before it.
 
 /// Partials held without allocating; more go to the heap.
-const INLINE: usize = 2;
+const INLINE: usize = 4;
 
 /// At most this many partials are kept: past it (only with terms spread
 /// over hundreds of binary orders of magnitude) the two smallest are
@@ -23,11 +23,12 @@ const MAX_PARTIALS: usize = 64;
 /// An exact sum of `f64` terms.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ExactSum {
-    /// The partials while they fit, in increasing magnitude; zeros are
-    /// unused places (a partial is never zero).
+    /// The partials while they fit, in increasing magnitude: the first
+    /// `len` (then `heap` is `None`).
     inline: [f64; INLINE],
-    /// The partials once they do not fit (then `inline` is unused).
-    heap: Vec<f64>,
+    len: u8,
+    /// The partials once they do not fit.
+    heap: Option<Box<Vec<f64>>>,
     /// The sum of the non-finite terms (infinities, NaN), which partials
     /// cannot hold; 0 when there is none (a non-finite sum is never 0).
     special: f64,
@@ -58,34 +59,39 @@ impl ExactSum {
         if x == 0.0 {
             return;
         }
-        if self.heap.is_empty() {
-            let mut small = [0.0f64; INLINE + 1];
-            let n = self.inline.iter().take_while(|p| **p != 0.0).count();
-            small[..n].copy_from_slice(&self.inline[..n]);
-            match grow(&mut small, n, x) {
-                Some(kept) if kept <= INLINE => {
-                    self.inline = [0.0; INLINE];
-                    self.inline[..kept].copy_from_slice(&small[..kept]);
+        if let Some(heap) = &mut self.heap {
+            let n = heap.len();
+            heap.push(0.0);
+            match grow(heap, n, x) {
+                Some(kept) => {
+                    heap.truncate(kept);
+                    if kept > MAX_PARTIALS {
+                        let smallest = heap[0] + heap[1];
+                        heap.remove(0);
+                        heap[0] = smallest;
+                    }
                 }
-                Some(kept) => self.heap.extend_from_slice(&small[..kept]),
                 None => self.special += overflow(x),
             }
             return;
         }
-        let n = self.heap.len();
-        self.heap.push(0.0);
-        match grow(&mut self.heap, n, x) {
-            Some(kept) => {
-                self.heap.truncate(kept);
-                if kept > MAX_PARTIALS {
-                    let smallest = self.heap[0] + self.heap[1];
-                    self.heap.remove(0);
-                    self.heap[0] = smallest;
-                }
+        let n = usize::from(self.len);
+        if n < INLINE {
+            match grow(&mut self.inline[..=n], n, x) {
+                Some(kept) => self.len = kept as u8,
+                None => self.special += overflow(x),
             }
-            None => {
-                self.special += overflow(x);
+            return;
+        }
+        let mut buf = [0.0f64; INLINE + 1];
+        buf[..n].copy_from_slice(&self.inline);
+        match grow(&mut buf, n, x) {
+            Some(kept) if kept <= INLINE => {
+                self.inline.copy_from_slice(&buf[..INLINE]);
+                self.len = kept as u8;
             }
+            Some(kept) => self.heap = Some(Box::new(buf[..kept].to_vec())),
+            None => self.special += overflow(x),
         }
     }
 
@@ -119,11 +125,9 @@ impl ExactSum {
 
     /// The partials, in increasing magnitude.
     fn partials(&self) -> &[f64] {
-        if self.heap.is_empty() {
-            let n = self.inline.iter().take_while(|p| **p != 0.0).count();
-            &self.inline[..n]
-        } else {
-            &self.heap
+        match &self.heap {
+            Some(heap) => heap,
+            None => &self.inline[..usize::from(self.len)],
         }
     }
 }
@@ -146,6 +150,7 @@ fn grow(partials: &mut [f64], n: usize, mut x: f64) -> Option<usize> {
         if x.abs() < y.abs() {
             core::mem::swap(&mut x, &mut y);
         }
+        // Dekker's fast two-sum (|x| >= |y|): `hi + lo` is exactly `x + y`.
         let hi = x + y;
         let lo = y - (hi - x);
         if lo != 0.0 {
