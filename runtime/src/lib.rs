@@ -30,7 +30,9 @@
 //! 4. collection: `collector`, `process`, `builtin` and `merge`
 //!    (reading, merging and compacting a shard directory, and Python's
 //!    `.db` files);
-//! 5. exposition: `expose` (encode and render);
+//! 5. exposition: `expose` (encode and render) and `content_encoding`
+//!    (the choice of gzip from `Accept-Encoding`, compression, and the
+//!    headers every `/metrics` endpoint sends);
 //! 6. serving: `http`, `layer` (the tower/axum layer), `multiprocess`,
 //!    `testing` and `versions` (this version's entry for the others).
 
@@ -60,6 +62,8 @@ mod collector;
 mod merge;
 mod process;
 // 5. exposition
+#[cfg(feature = "gzip")]
+mod content_encoding;
 mod expose;
 // 6. serving
 #[cfg(feature = "http")]
@@ -72,11 +76,13 @@ mod versions;
 
 pub use collector::register_collector;
 pub use collector::{Collector, FamilyWriter, MetricWriter};
+#[cfg(feature = "gzip")]
+pub use content_encoding::{ContentEncoding, MetricsResponse};
 pub use descriptor::{
-    DEFAULT_BUCKETS, Descriptor, GaugeMode, Kind, Opts, exponential_buckets, is_label_name, is_metric_name,
-    linear_buckets,
+    DEFAULT_BUCKETS, Descriptor, GaugeMode, Kind, Opts, exponential_buckets, is_label_name, is_legacy_label_name,
+    is_legacy_metric_name, is_metric_name, linear_buckets,
 };
-pub use expose::{Format, encode, encode_into, render};
+pub use expose::{Escaping, Exposition, Format, Protocol, encode, encode_into, render};
 pub use handler::{
     DEFAULT_STATUS_CODES, FUNCTION_BUCKETS, HandlerFamilies, HandlerKind, HandlerOutcome, Outcome, STANDARD_METHODS,
     StatusLabel,
