@@ -90,7 +90,10 @@ fn a_fn_returning_impl_future_is_timed_and_classified_by_its_future() {
         "one ok and one error: the futures' outputs, not the futures (counted ok when made)"
     );
     assert_eq!((count, in_flight), (2.0, 0.0));
-    assert!(sum >= 2.0 * pause.as_secs_f64(), "each call lasted its future's life (over {pause:?}), not {sum} s in all");
+    assert!(
+        sum >= 2.0 * pause.as_secs_f64(),
+        "each call lasted its future's life (over {pause:?}), not {sum} s in all"
+    );
 
     // Made but never polled: no call. Polled, then dropped: cancelled,
     // and in flight meanwhile.

@@ -20,6 +20,7 @@
 mod harness;
 mod support;
 
+use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -59,7 +60,10 @@ fn sums(text: &str) -> (f64, f64) {
 
 fn shard_name_of(dir: &Path, pid: libc::pid_t) -> String {
     let prefix = format!("p{pid}-");
-    harness::shard_files(dir).into_iter().find(|name| name.starts_with(&prefix)).unwrap_or_else(|| panic!("no shard for {pid}: {:?}", harness::shard_files(dir)))
+    harness::shard_files(dir)
+        .into_iter()
+        .find(|name| name.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no shard for {pid}: {:?}", harness::shard_files(dir)))
 }
 
 fn scenario() {
@@ -108,12 +112,12 @@ fn folding_a_dead_worker_never_lowers_a_float_sum() {
     isolated("folding_a_dead_worker_never_lowers_a_float_sum", Duration::from_secs(60), scenario);
 }
 
-/// A Python writer that sets its counter and histogram, says `ready`, and
-/// exits when its stdin closes.
+/// A Python writer that reads a value, adds it to its counter and
+/// histogram, says `ready`, and exits when its stdin closes.
 const PYTHON_WRITER: &str = r#"
 import sys
 from prometheus_client import Counter, Histogram
-value = float(sys.argv[1])
+value = float(sys.stdin.readline())
 Counter("regroup_py_work", "Work.").inc(value)
 Histogram("regroup_py_seconds", "Seconds.", buckets=[1.0]).observe(value)
 print("ready", flush=True)
@@ -127,33 +131,30 @@ fn python_sums(text: &str) -> (Option<f64>, Option<f64>) {
 
 fn python_scenario(python: &Path) {
     let dir = TempDir::new("float-regroup-python");
-    let spawn = |value: &str| {
-        let mut child = std::process::Command::new(python)
-            .args(["-c", PYTHON_WRITER, value])
-            .env("PROMETHEUS_MULTIPROC_DIR", dir.path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("python runs");
+    let mut writers: Vec<std::process::Child> = (0..3)
+        .map(|_| {
+            std::process::Command::new(python)
+                .args(["-c", PYTHON_WRITER])
+                .env("PROMETHEUS_MULTIPROC_DIR", dir.path())
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("python runs")
+        })
+        .collect();
+    // Files are read in name order: the writer whose files sort last adds
+    // 2^53, the others 1 each.
+    writers.sort_by_key(|w| format!("counter_{}.db", w.id()));
+    for (i, writer) in writers.iter_mut().enumerate() {
+        let value = if i == 2 { BIG } else { 1.0 };
+        writeln!(writer.stdin.as_mut().unwrap(), "{value}").unwrap();
         let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(writer.stdout.as_mut().unwrap()), &mut line).unwrap();
         assert_eq!(line.trim(), "ready");
-        child
-    };
-    // Files are read in name order; the writer of 2^53 gets the largest
-    // pid-named files when it is started last (or the names are checked).
-    let mut ones = vec![spawn("1"), spawn("1")];
-    let big = spawn(&format!("{BIG}"));
-    let name = |pid: u32| format!("counter_{pid}.db");
-    let mut names: Vec<String> = ones.iter().map(|c| name(c.id())).chain([name(big.id())]).collect();
-    names.sort();
-    if names.last() != Some(&name(big.id())) {
-        support::skip_or_fail("the 2^53 writer's pid did not sort last (pids wrapped); cannot set up the order");
-        return;
     }
     let exact = (Some(BIG + 2.0), Some(BIG + 2.0));
     let live = python_sums(&encode_dir_text(dir.path()));
-    let mut big = big;
+    let mut big = writers.pop().unwrap();
     drop(big.stdin.take());
     big.wait().unwrap();
     let folded = python_sums(&encode_dir_text(dir.path()));
@@ -168,9 +169,9 @@ fn python_scenario(python: &Path) {
         folded.1
     );
     assert_eq!((live, folded), (exact, exact), "1 + 1 + 2^53, exactly, before and after");
-    for child in &mut ones {
-        drop(child.stdin.take());
-        child.wait().unwrap();
+    for writer in &mut writers {
+        drop(writer.stdin.take());
+        writer.wait().unwrap();
     }
 }
 
@@ -180,9 +181,7 @@ fn python_files_folded_after_their_writer_exits_never_lower_a_float_sum() {
         support::skip_or_fail(support::PYTHON_MISSING);
         return;
     };
-    isolated(
-        "python_files_folded_after_their_writer_exits_never_lower_a_float_sum",
-        Duration::from_secs(60),
-        || python_scenario(&python),
-    );
+    isolated("python_files_folded_after_their_writer_exits_never_lower_a_float_sum", Duration::from_secs(60), || {
+        python_scenario(&python)
+    });
 }

@@ -28,7 +28,7 @@ pub(crate) struct ExactSum {
     inline: [f64; INLINE],
     len: u8,
     /// The partials once they do not fit.
-    heap: Option<Box<Vec<f64>>>,
+    heap: Option<Vec<f64>>,
     /// The sum of the non-finite terms (infinities, NaN), which partials
     /// cannot hold; 0 when there is none (a non-finite sum is never 0).
     special: f64,
@@ -90,7 +90,7 @@ impl ExactSum {
                 self.inline.copy_from_slice(&buf[..INLINE]);
                 self.len = kept as u8;
             }
-            Some(kept) => self.heap = Some(Box::new(buf[..kept].to_vec())),
+            Some(kept) => self.heap = Some(buf[..kept].to_vec()),
             None => self.special += overflow(x),
         }
     }

@@ -434,19 +434,22 @@ fn fold(desc: &Descriptor, target: &mut [AtomicU64], slots: &[AtomicU64], seen: 
     if matches!(desc.kind, Kind::Counter | Kind::Histogram) && sums.is_empty() {
         sums.resize_with(desc.series, ExactSum::default);
     }
+    // One float total per series for counters and histograms; none for
+    // the other kinds.
+    let mut totals = sums.iter_mut();
     for series in 0..desc.series {
         let base = series * width;
         let (t, s) = (&mut target[base..base + width], &slots[base..base + width]);
         match desc.kind {
             Kind::Counter => {
                 *t[0].get_mut() = get(&t[0]).saturating_add(get(&s[0]));
-                sums[series].add(float(&s[1]));
+                totals.next().expect("a total per series").add(float(&s[1]));
             }
             Kind::Histogram => {
                 for b in 0..width - 1 {
                     *t[b].get_mut() = get(&t[b]).saturating_add(get(&s[b]));
                 }
-                sums[series].add(float(&s[width - 1]));
+                totals.next().expect("a total per series").add(float(&s[width - 1]));
             }
             Kind::Gauge => {
                 let stamped = desc.mode.is_most_recent();

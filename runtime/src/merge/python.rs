@@ -48,10 +48,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::exact::ExactSum;
 use super::python_db::{self, Entry, PyFile, PyKind};
 use super::python_live::{self, Holder, Liveness};
 use super::read::KeptFile;
-use super::exact::ExactSum;
 use super::sparse::{Acc, SparseFamily, SparseKind};
 use crate::descriptor::{GaugeMode, Kind};
 use crate::shard::file::{self, Identity};
@@ -744,8 +744,7 @@ fn add_bytes(
         for (i, entry) in raw.iter().enumerate() {
             let key = &bytes[entry.key.0..entry.key.1];
             if keys.get(i).is_none_or(|k| *k.raw != *key) {
-                let prepared =
-                    Arc::new(Prepared::new(&info.meta, key).or_else(|| Prepared::skipped(&info.meta, key))?);
+                let prepared = Arc::new(Prepared::new(&info.meta, key).or_else(|| Prepared::skipped(&info.meta, key))?);
                 if i < keys.len() {
                     keys[i] = prepared;
                 } else {
