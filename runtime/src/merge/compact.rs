@@ -1,9 +1,9 @@
 //! Folding dead workers' shards into one archive shard, so a scrape reads
 //! a file per live worker plus one, however many workers came and went.
 //!
-//! Under the exclusive compaction lock (readers hold it shared, or, while
-//! a compactor holds it, check that no archive was renamed during their
-//! read: see `collect_with`): read the archive and the dead shards, write a
+//! Under the exclusive compaction lock (readers take no lock: they check
+//! that no archive was renamed during their read, see `collect_with`):
+//! read the archive and the dead shards, write a
 //! new archive that lists the files it absorbed, fsync it, rename it over
 //! the old one, then delete the absorbed files. A crash before the rename
 //! leaves the old archive and every dead shard; a crash after it leaves

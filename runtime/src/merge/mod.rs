@@ -163,56 +163,52 @@ pub(crate) fn scrape(own: &'static crate::shard::OwnShard) -> Merged {
     merged
 }
 
-/// How many times a scrape reads the directory without the compaction
-/// lock, while a compactor holds it, before it waits for the lock.
+/// How many reads a scrape tries before it holds compactions off with
+/// the compaction lock: each try that fails saw a compaction finish.
 const UNLOCKED_READS: u32 = 20;
 
 /// The merge of `dir` for a reader that may hold no shard (the CLI, a
 /// sidecar), or holds `own` there.
 ///
-/// Read under `.compact.lock` shared: compaction (exclusive) never swaps
-/// the archive and deletes absorbed shards in the middle of the read. The
-/// lock is not waited for while a compactor holds it: a compactor that is
-/// stopped (SIGSTOP, a debugger, a frozen cgroup) would hold every scrape
-/// for as long as it stays stopped. The read goes on without it, and is
-/// kept only if the archive is the same file at its end as at its start:
-/// a compactor deletes the shards it absorbed only after renaming the new
-/// archive into place, so a read that saw no rename saw each dead shard
-/// either in its file or in the archive it read (which lists the shards it
-/// absorbed, skipped if read too). A stopped compactor renames nothing,
-/// wherever it stopped; one that runs finishes soon, and the read is done
-/// again (after a few tries, waiting for the lock).
+/// Read without `.compact.lock`. A compactor deletes the shards it
+/// absorbed only after renaming the new archive (which lists them) into
+/// place, so a read during which no archive was renamed saw each dead
+/// shard once: in its own file, or in the archive it read (which lists the
+/// shards it absorbed, skipped if read too). A read that saw the archive
+/// change is done again. Readers never hold the lock: a compaction then
+/// never waits for them (readers that overlap, as a sidecar answering
+/// several scrapers does, held it shared all the time, and dead shards
+/// piled up), and a compactor that is stopped mid-compaction (SIGSTOP, a
+/// debugger, a frozen cgroup) holds up no read. Only after
+/// [`UNLOCKED_READS`] reads that each saw a compaction finish does a read
+/// wait for the lock shared, which holds compactions off.
 pub(crate) fn collect_with(dir: &Path, own: Option<&'static crate::shard::OwnShard>) -> Merged {
-    let mut tries = 0;
-    loop {
-        // The lock file is created by every recording process when it
-        // starts, before any compaction can happen; a reader never
-        // creates it. Without it, the read goes on unlocked as before.
-        let (lock, checked) = match file::DirLock::acquire_with(dir, COMPACT_LOCK, false, false, false) {
-            Ok(Some(lock)) => (Some(lock), false),
-            Ok(None) if tries < UNLOCKED_READS => (None, true),
-            Ok(None) => (file::DirLock::acquire_with(dir, COMPACT_LOCK, false, true, false).ok().flatten(), false),
-            Err(_) => (None, false),
-        };
-        if let Some(merged) = collect_once(dir, own, checked) {
+    for _ in 0..UNLOCKED_READS {
+        if let Some(merged) = collect_once(dir, own, true) {
             return merged;
         }
-        drop(lock);
-        tries += 1;
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
+    // The lock file is created by every recording process when it starts,
+    // before any compaction can happen; a reader never creates it.
+    let _lock = file::DirLock::acquire_with(dir, COMPACT_LOCK, false, true, false).ok().flatten();
+    collect_once(dir, own, false).expect("a read that is not checked is kept")
 }
 
-/// The identity of `dir`'s archive, `None` when it has none.
-fn archive_identity(dir: &Path) -> Option<file::Identity> {
-    std::fs::symlink_metadata(dir.join(file::ARCHIVE_NAME)).ok().map(|meta| file::identity(&meta))
+/// What tells one archive file from the next: its identity, and its
+/// change time and size (an archive's inode may be reused by a later one
+/// once no one holds it).
+fn archive_stamp(dir: &Path) -> Option<(file::Identity, i64, i64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(dir.join(file::ARCHIVE_NAME)).ok()?;
+    Some((file::identity(&meta), meta.ctime(), meta.ctime_nsec(), meta.size()))
 }
 
 /// One read of `dir`; with `checked` (read without the compaction lock),
 /// `None` when a compaction renamed its archive into place meanwhile, and
 /// the read must be done again.
 fn collect_once(dir: &Path, own: Option<&'static crate::shard::OwnShard>, checked: bool) -> Option<Merged> {
-    let archive_before = checked.then(|| archive_identity(dir));
+    let archive_before = checked.then(|| archive_stamp(dir));
     let own_name = own.map(|o| o.file_name());
     let mut cache = ShardCache::take();
     let mut shards = Vec::new();
@@ -262,7 +258,7 @@ fn collect_once(dir: &Path, own: Option<&'static crate::shard::OwnShard>, checke
         seen.insert(path.clone());
     }
     if let Some(before) = archive_before {
-        if archive_identity(dir) != before {
+        if archive_stamp(dir) != before {
             cache.problems.clear();
             cache.put_back();
             return None;
