@@ -411,8 +411,8 @@ def encode_table():
 
 
 MEMORY_ROWS = [
-    ("promshard", "memory", "**promshard**, memory mode", "slots (16 B a counter series) + each series' label text, rendered once for the scrape"),
-    ("promshard", "shard_file", "**promshard** shard file (multiprocess mode)", "the file every process maps: header, schema, label values once, 16 B a series"),
+    ("promshard", "memory", "**promshard**, memory mode", "the slots, and each series' label text rendered once for the scrape"),
+    ("promshard", "shard_file", "**promshard** shard file (multiprocess mode)", "the file every process maps: header, schema with each label value once, the slots"),
     ("promshard", "shard_heap", "**promshard** heap beside the shard (multiprocess mode)", "the label text rendered for the scrape, as in memory mode"),
     ("prometheus", "memory", "prometheus", "a child per series in a hash map: label pairs as owned `String`s, the protobuf label structs"),
     ("prometheus_client", "memory", "prometheus-client", "a hash map of label struct (two `&'static str` here) → `Arc` counter"),
@@ -641,8 +641,8 @@ WHY = {
         "and the reason its encoding leads. measured keeps each label value once (interned) and a series as a "
         "pair of indices, and formats the text at every scrape; prometheus-client keeps one label struct per "
         "series, here two `&'static str` pointing at the program's own strings (owned `String` labels, its "
-        "README's other form, would cost their text too). A promshard shard file holds 16 bytes a series "
-        "plus each label value once; it is the rendered text beside it, in each process's heap, that costs. "
+        "README's other form, would cost their text too). A promshard shard file "
+        "costs little (its row above); it is the rendered text beside it, in each process's heap, that costs. "
         "Rendering from per-value text at scrape time would trade some encoding speed for that memory."
     ),
     "histogram_observe": (
