@@ -280,15 +280,16 @@ pub fn python_dir(name: &str, workers: usize, entries: impl Fn(usize) -> Vec<(St
 }
 
 /// Python prometheus_client's `MultiProcessCollector` + `generate_latest`
-/// on `dir`, best of `repeat`, in milliseconds; `None` (and why, on
+/// on `dir`, the median of `repeat` runs, in milliseconds (as criterion
+/// gives promshard's median); `None` (and why, on
 /// stderr) without a Python that has prometheus_client (see
 /// [`results::python`](crate::results::python)).
 pub fn python_scrape_ms(dir: &Path, repeat: usize) -> Option<f64> {
-    let script = "import sys, timeit\n\
+    let script = "import statistics, sys, timeit\n\
                   from prometheus_client import CollectorRegistry, generate_latest\n\
                   from prometheus_client.multiprocess import MultiProcessCollector\n\
                   def scrape():\n    r = CollectorRegistry()\n    MultiProcessCollector(r, path=sys.argv[1])\n    return generate_latest(r)\n\
-                  print(min(timeit.repeat(scrape, number=1, repeat=int(sys.argv[2]))) * 1000)\n";
+                  print(statistics.median(timeit.repeat(scrape, number=1, repeat=int(sys.argv[2]))) * 1000)\n";
     let out = Command::new(crate::results::python())
         .args(["-c", script])
         .arg(dir)
@@ -423,7 +424,7 @@ pub fn growth(g: Growth) {
                     ("workers", workers.into()),
                     ("name", name.into()),
                     ("ms", ms.into()),
-                    ("best_of", repeat.into()),
+                    ("median_of", repeat.into()),
                 ],
             );
         }
