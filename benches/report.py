@@ -627,11 +627,22 @@ def targets_table():
 # ---------------------------------------------------------------------------
 # Where a peer is ahead
 
+METRICS_QUEUE = (
+        "metrics-exporter-prometheus's histograms do not count buckets when a value is observed: `record` "
+        "pushes the raw f64 onto a lock-free queue, and the exporter's upkeep (or the next scrape) drains it "
+        "into buckets. The recording row is cheap because the work is moved, not saved: the queue grows by "
+        "one f64 an observation between upkeeps, and its draining costs a thread and the scrape."
+    )
+SAME_F64 = (
+        "an f64 behind compare-and-swap too, the same work as promshard's, so the gap "
+        "is code layout and the machine's noise."
+    )
+
 WHY = {
     "gauge_inc_dec": (
         "The peers ahead use integer gauges: one `fetch_add` each way. promshard's gauges hold an f64, "
-        "as Prometheus values are (a gauge may be set to 0.25 or NaN), so `inc`/`dec` is a compare-and-swap "
-        "loop each way, the same cost as prometheus' own f64 `Gauge` in the row above. Closing it takes an "
+        "as Prometheus values are (a gauge may be set to a fraction or NaN), so `inc`/`dec` is a compare-and-swap "
+        "loop each way, the same cost as prometheus' own f64 `Gauge` in the table above. Closing it takes an "
         "integer gauge type (a new instrument, not a local fix); until then a count that only goes up and "
         "down by whole numbers pays the f64's compare-and-swap."
     ),
@@ -645,12 +656,34 @@ WHY = {
         "costs little (its row above); it is the rendered text beside it, in each process's heap, that costs. "
         "Rendering from per-value text at scrape time would trade some encoding speed for that memory."
     ),
-    "histogram_observe": (
-        "metrics-exporter-prometheus's histograms do not count buckets when a value is observed: `record` "
-        "pushes the raw f64 onto a lock-free queue, and the exporter's upkeep (or the next scrape) drains it "
-        "into buckets. The recording row is cheap because the work is moved, not saved: the queue grows by "
-        "8 bytes an observation between upkeeps, and its draining costs a thread and the scrape."
+    "counter_inc": (
+        "Every one of these does the same single `fetch_add`; a difference between them is where the "
+        "compiler put the loop and the machine's noise, not work one library skips."
     ),
+    "counter_inc_2_threads": (
+        "Every variant does the same single `fetch_add` on one cache line that moves between the two "
+        "cores; with two threads on a two-core machine shared with other work, a difference here is how "
+        "often a thread was descheduled, not the library."
+    ),
+    "labelled_counter_inc": (
+        "A cached handle is a pointer per combination, picked by the table index: the floor's own shape. "
+        "promshard computes the slot from the enum indices (a multiply-add on the label values) behind the "
+        "same call, and needs no handle kept by hand."
+    ),
+    "gauge_set": (
+        "A set is a plain store in every library but prometheus-client (a swap); a difference between "
+        "stores is the code around them: promshard reads its slot's address from the metric (laid out on "
+        "first use), prometheus from its `Arc`."
+    ),
+    ("labelled_counter_inc", "measured"): (
+        "the same work as promshard's on this path (the index by arithmetic on the enum values, a check that "
+        "the series exists, one `fetch_add`), with each series padded to a cache line of its own; no "
+        "instruction separates the two, so the gap is code layout and the machine's noise."
+    ),
+    ("histogram_observe", "metrics_macro"): METRICS_QUEUE,
+    ("histogram_observe", "metrics_cached"): METRICS_QUEUE,
+    ("gauge_inc_dec", "prometheus_f64"): SAME_F64,
+    ("gauge_inc_dec", "metrics_cached"): SAME_F64,
 }
 
 
@@ -661,15 +694,21 @@ def ahead():
         if ours is None:
             continue
         winners = []
+        whys = []
         for function, label, _ in rows:
             if function in ("floor", "floor_cycled", "promshard", "hand_written_atomic"):
                 continue
             ns = C.get((group, function))
             if ns is not None and ns * NOISE < ours:
                 winners.append(f"{label} ({x(ns / ours)} promshard's time)")
+                if (group, function) in WHY:
+                    whys.append(f"{label}: {WHY[(group, function)]}")
+                else:
+                    why = WHY.get(group) or "See the row's note for what it does differently."
+                    if why not in whys:
+                        whys.insert(0, why)
         if winners:
-            why = WHY.get(group, "Within this table the difference is beyond the 15% noise margin; see the row's note for what each does.")
-            notes.append(f"- **{title}**: " + "; ".join(winners) + ". " + why)
+            notes.append(f"- **{title}**: " + "; ".join(winners) + ". " + " ".join(whys))
     for size, _ in SIZES:
         ours = per_series("promshard", size)
         for p in PEER_ENCODERS:

@@ -36,7 +36,9 @@ cargo bench "${bench_args[@]}" --no-run
 
 {
     echo "date=$(date -u +%Y-%m-%dT%H:%MZ)"
-    echo "commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- . 2>/dev/null || echo '+changes')"
+    # "+changes": the benches ran on uncommitted changes (this script's own
+    # outputs aside).
+    echo "commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- . ':!BENCHMARKS.md' ':!README.md' ':!benches/plots' 2>/dev/null || echo '+changes')"
     echo "rustc=$(rustc --version)"
     echo "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
     echo "cores=$(nproc)"
