@@ -16,5 +16,5 @@ static REQUESTS: encode::Requests<100, 1000> = encode::requests();
 promshard::register!(REQUESTS);
 
 fn main() {
-    encode::run(encode::Size { name: "100k", routes: 100, tenants: 1000 }, &REQUESTS);
+    encode::run(encode::Size { name: "100k", routes: 100, tenants: 1000, gzip: true }, &REQUESTS);
 }

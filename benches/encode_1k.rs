@@ -16,5 +16,5 @@ static REQUESTS: encode::Requests<100, 10> = encode::requests();
 promshard::register!(REQUESTS);
 
 fn main() {
-    encode::run(encode::Size { name: "1k", routes: 100, tenants: 10 }, &REQUESTS);
+    encode::run(encode::Size { name: "1k", routes: 100, tenants: 10, gzip: false }, &REQUESTS);
 }

@@ -16,5 +16,5 @@ static REQUESTS: encode::Requests<1000, 1000> = encode::requests();
 promshard::register!(REQUESTS);
 
 fn main() {
-    encode::run(encode::Size { name: "1m", routes: 1000, tenants: 1000 }, &REQUESTS);
+    encode::run(encode::Size { name: "1m", routes: 1000, tenants: 1000, gzip: false }, &REQUESTS);
 }

@@ -92,6 +92,7 @@ C = criterion_medians()
 MEMORY = jsonl("memory.jsonl")
 SCRAPE = jsonl("scrape.jsonl")
 PYTHON = {r["case"]: r for r in jsonl("python.jsonl")}
+GZIP = jsonl("gzip.jsonl")
 META = keyvalues("meta.txt")
 DURATIONS = durations()
 LOADS = loads()
@@ -407,6 +408,31 @@ def encode_table():
         table(header, rows)
         + "\n\nGrowth of the time of one scrape (100× the series each step; 100× is linear):\n\n"
         + table(["library", "1k → 100k", "100k → 1M"], growth)
+        + "\n\n"
+        + gzip_table()
+    )
+
+
+def gzip_figures():
+    for r in GZIP:
+        if r["size"] == "100k":
+            return r
+    return None
+
+
+def gzip_table():
+    plain = C.get(("encode_100k", "promshard_fresh_vec"))
+    level_1 = C.get(("encode_100k", "promshard_gzip"))
+    level_6 = C.get(("encode_100k", "promshard_gzip_level_6"))
+    g = gzip_figures()
+    share = (lambda n: NA) if g is None else (lambda n: f"{100 * n / g['text_bytes']:.1f}% of the text")
+    rows = [
+        ["**promshard** `encode()`, plain text", t(plain), "1.00×", share(g["text_bytes"]) if g else NA, code(ENCODE, "promshard_fresh_vec")],
+        ["**promshard**, gzip as sent (`MetricsResponse`, promshard's level)", t(level_1), x(ratio(level_1, plain)), share(g["sent_bytes"]) if g else NA, code(ENCODE, "promshard_gzip")],
+        ["the same at gzip's default level 6", t(level_6), x(ratio(level_6, plain)), share(g["level_6_bytes"]) if g else NA, code(ENCODE, "promshard_gzip_level_6")],
+    ]
+    return "A scrape asking for gzip (Prometheus always does), 100,000 series:\n\n" + table(
+        ["scrape", "median", "× plain encoding", "bytes", "code"], rows
     )
 
 
@@ -905,6 +931,10 @@ def summary():
         if ours is not None and peers:
             best = min(peers, key=peers.get)
             rows.append([f"text encoding, {n:,} series", "1×" if LOADED else f"{t(ours)} a series", f"{PEER_NAMES.get(best, best)} {x(peers[best] / ours)} promshard's time"])
+    plain, level_1 = C.get(("encode_100k", "promshard_fresh_vec")), C.get(("encode_100k", "promshard_gzip"))
+    g = gzip_figures()
+    if plain is not None and level_1 is not None and g is not None:
+        rows.append(["the same, gzipped as sent", f"{x(level_1 / plain)} the plain encoding, for {100 * g['sent_bytes'] / g['text_bytes']:.1f}% of its bytes", "–"])
     ours = memory_lookup("promshard", "memory", "100k")
     shard = memory_lookup("promshard", "shard_file", "100k")
     peers = {lib: memory_lookup(lib, "memory", "100k") for lib in PEER_ENCODERS}

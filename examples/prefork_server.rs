@@ -456,11 +456,17 @@ fn answer(mut stream: TcpStream) {
     let mut lines = head.split("\r\n");
     let mut request_line = lines.next().unwrap_or("").split(' ');
     let (method, target) = (request_line.next().unwrap_or(""), request_line.next().unwrap_or(""));
+    // A header sent several times is one list: its values joined
+    // (Prometheus sends one of each, but proxies may split them).
     let header = |name: &str| {
-        lines.clone().find_map(|l| {
-            let (key, value) = l.split_once(':')?;
-            key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
-        })
+        let values: Vec<&str> = lines
+            .clone()
+            .filter_map(|l| {
+                let (key, value) = l.split_once(':')?;
+                key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+            })
+            .collect();
+        (!values.is_empty()).then(|| values.join(", "))
     };
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let param = |name: &str| query.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='));
@@ -471,10 +477,13 @@ fn answer(mut stream: TcpStream) {
             return respond(&mut stream, false, 405, "text/plain", b"use GET\n");
         }
         // The merged view: every shard in the directory, whichever worker
-        // this is. Not counted in the request families, so that a scrape
-        // does not change what it reads.
-        let (body, content_type) = promshard::render(header("accept"));
-        return respond(&mut stream, head_only, 200, content_type, &body);
+        // this is, gzip-compressed for Prometheus (which asks for it). Not
+        // counted in the request families, so that a scrape does not
+        // change what it reads.
+        let exposition =
+            promshard::MetricsResponse::render(header("accept").as_deref(), header("accept-encoding").as_deref());
+        let (content_type, headers) = (exposition.content_type(), exposition.headers().collect::<Vec<_>>());
+        return respond_with(&mut stream, head_only, 200, content_type, &headers, exposition.body());
     }
     if method != "GET" {
         return respond(&mut stream, false, 405, "text/plain", b"use GET\n");
@@ -495,6 +504,19 @@ fn answer(mut stream: TcpStream) {
 }
 
 fn respond(stream: &mut TcpStream, head_only: bool, status: u16, content_type: &str, body: &[u8]) {
+    respond_with(stream, head_only, status, content_type, &[], body);
+}
+
+/// Sends a response with `headers` besides the usual ones; a `HEAD`
+/// response (`head_only`) has the `Content-Length` of the body it omits.
+fn respond_with(
+    stream: &mut TcpStream,
+    head_only: bool,
+    status: u16,
+    content_type: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) {
     let reason = match status {
         200 => "OK",
         404 => "Not Found",
@@ -503,8 +525,9 @@ fn respond(stream: &mut TcpStream, head_only: bool, status: u16, content_type: &
         500 => "Internal Server Error",
         _ => "",
     };
+    let extra: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
     let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}\
          X-Worker-Pid: {}\r\nConnection: close\r\n\r\n",
         body.len(),
         std::process::id()

@@ -29,6 +29,12 @@ fn main() {
             "Every function instrumented with `#[instrument_handler]`.",
         ),
         (
+            "redis_slice.rs",
+            "REDIS_METRICS",
+            "&'static dyn crate::redis::RedisMetric",
+            "Every metric declared with `#[metric(store = redis)]`.",
+        ),
+        (
             "collectors_slice.rs",
             "COLLECTORS",
             "&'static dyn crate::collector::Collector",

@@ -32,6 +32,9 @@ mod handler_check;
 #[allow(dead_code)]
 #[path = "../macros/src/handler_expand.rs"]
 mod handler_expand;
+#[allow(dead_code)]
+#[path = "../macros/src/names.rs"]
+mod names;
 
 use std::path::Path;
 

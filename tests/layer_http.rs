@@ -617,3 +617,60 @@ fn the_served_exposition_passes_promtool_and_the_strict_openmetrics_parser() {
 fn hex(text: &str) -> String {
     text.bytes().map(|b| format!("{b:02x}")).collect()
 }
+
+// ---------------------------------------------------------------------
+// gzip
+// ---------------------------------------------------------------------
+
+/// The axum handler answers every `Accept-Encoding` as the built-in
+/// server does (the same cases as `tests/gzip.rs`): the same series,
+/// compressed or not, for `GET` and `HEAD`.
+#[test]
+fn metrics_is_gzipped_for_clients_that_accept_it() {
+    let _turn = turn();
+    let server = Server::start(app());
+    let addr = server.addr;
+    // The first GET and HEAD add `/metrics`' own series. (No `/h1/`
+    // route: another test counts those exactly.)
+    scrape(addr);
+    fetch(addr, "HEAD", "/metrics", &[]);
+    let plain = series(&scrape(addr));
+    // hyper's default limit on a request head is about 400 KiB.
+    for (accept_encoding, gzip) in support::gzip::cases(64 * 1024) {
+        let what = format!("Accept-Encoding {:.80?} ({} lines)", accept_encoding.first(), accept_encoding.len());
+        let headers: Vec<(&str, &str)> =
+            accept_encoding.iter().map(|value| ("Accept-Encoding", value.as_str())).collect();
+        let response = fetch(addr, "GET", "/metrics", &headers);
+        assert_eq!(response.status, 200, "{what}");
+        assert_eq!(response.header("content-type"), Some(PROMETHEUS_TEXT), "{what}");
+        let decoded = support::gzip::decode(&what, &response.headers, &response.body, gzip);
+        assert_eq!(series(&String::from_utf8(decoded).unwrap()), plain, "{what}");
+
+        let head = fetch(addr, "HEAD", "/metrics", &headers);
+        assert_eq!(head.status, 200, "HEAD, {what}");
+        assert_eq!(head.header("content-encoding"), response.header("content-encoding"), "HEAD, {what}");
+        assert_eq!(head.header("vary"), response.header("vary"), "HEAD, {what}");
+        // Not equal to the GET's: every scrape counts itself.
+        assert!(head.header("content-length").is_some_and(|l| l != "0"), "HEAD, {what}");
+    }
+
+    match python_with_prometheus_client() {
+        None => skip_or_fail(PYTHON_MISSING),
+        Some(python) => {
+            let scrape = support::gzip::python_scrape(&python, addr, support::gzip::PROMETHEUS_ACCEPT);
+            assert!(scrape.content_type.starts_with("application/openmetrics-text"), "{}", scrape.content_type);
+            let text = String::from_utf8(scrape.body).unwrap();
+            assert!(text.contains("http_requests_total{handler=\"/metrics\",method=\"GET\",status=\"200\"}"));
+            assert!(scrape.samples > 0);
+        }
+    }
+    match support::gzip::curl() {
+        None => skip_or_fail(support::gzip::CURL_MISSING),
+        Some(curl) => {
+            let (headers, body) = support::gzip::curl_scrape(&curl, addr, "text/plain");
+            assert!(headers.iter().any(|(name, value)| name == "content-encoding" && value == "gzip"), "{headers:?}");
+            assert_eq!(series(&String::from_utf8(body).unwrap()), plain);
+        }
+    }
+    server.stop();
+}

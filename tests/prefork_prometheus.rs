@@ -12,6 +12,9 @@
 //!   `sum by (handler)` over both is the total of what their clients saw
 //!   answered. Beyond one host the path is the same: more targets, and
 //!   Prometheus' own federation or remote-write.
+//! - through a recording proxy: Prometheus asks for gzip, the pool
+//!   answers with it, and Prometheus reads what it got (Python's `gzip`
+//!   and strict OpenMetrics parser read the same bytes).
 //!
 //! Without a `prometheus` binary the tests print SKIPPED, or fail under
 //! `PROMSHARD_ORACLES=require`.
@@ -21,8 +24,10 @@ mod prefork;
 mod support;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prefork::{Pool, Prometheus, deploy_dir, get, serial, unix_now};
@@ -278,4 +283,166 @@ fn two_pools_are_two_targets_of_one_prometheus() {
         let stopped = pool.stop();
         assert!(stopped.status.success(), "{}\n{}", stopped.status, stopped.stderr);
     }
+}
+
+/// One exchange a [`Recorder`] relayed: the request's head, and the
+/// response's head and body as they went over the wire.
+struct Exchange {
+    request: String,
+    response_head: String,
+    response_body: Vec<u8>,
+}
+
+/// A TCP proxy on loopback in front of one upstream, keeping every
+/// exchange it relays (one per connection: the pool closes each after
+/// its response). Stopped by pid-free means: a flag and a connection of
+/// its own to wake the acceptor.
+struct Recorder {
+    addr: SocketAddr,
+    exchanges: Arc<Mutex<Vec<Exchange>>>,
+    stop: Arc<AtomicBool>,
+    acceptor: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Recorder {
+    fn start(upstream: SocketAddr) -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let exchanges = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let acceptor = std::thread::spawn({
+            let (exchanges, stop) = (Arc::clone(&exchanges), Arc::clone(&stop));
+            move || {
+                for client in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let Ok(client) = client else { continue };
+                    let exchanges = Arc::clone(&exchanges);
+                    std::thread::spawn(move || {
+                        if let Some(exchange) = relay(client, upstream) {
+                            exchanges.lock().unwrap().push(exchange);
+                        }
+                    });
+                }
+            }
+        });
+        Recorder { addr, exchanges, stop, acceptor: Some(acceptor) }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+    }
+}
+
+/// Relays one connection: the client's bytes up, the upstream's down
+/// until it closes, then closes the client's side.
+fn relay(mut client: TcpStream, upstream: SocketAddr) -> Option<Exchange> {
+    let mut server = TcpStream::connect_timeout(&upstream, Duration::from_secs(5)).ok()?;
+    for stream in [&client, &server] {
+        stream.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    }
+    let (mut client_reader, mut server_writer) = (client.try_clone().ok()?, server.try_clone().ok()?);
+    let up = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut chunk = [0u8; 8192];
+        while let Ok(n @ 1..) = client_reader.read(&mut chunk) {
+            seen.extend_from_slice(&chunk[..n]);
+            if server_writer.write_all(&chunk[..n]).is_err() {
+                break;
+            }
+        }
+        seen
+    });
+    let mut response = Vec::new();
+    let _ = server.read_to_end(&mut response);
+    let _ = client.write_all(&response);
+    let _ = client.shutdown(Shutdown::Both);
+    let request = up.join().ok()?;
+    let request_end = request.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let response_end = response.windows(4).position(|w| w == b"\r\n\r\n")?;
+    Some(Exchange {
+        request: String::from_utf8_lossy(&request[..request_end]).into_owned(),
+        response_head: String::from_utf8_lossy(&response[..response_end]).into_owned(),
+        response_body: response[response_end + 4..].to_vec(),
+    })
+}
+
+/// The value of header `name` in a head (status or request line first).
+fn header_in<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}
+
+#[test]
+fn prometheus_asks_for_gzip_and_reads_the_pools_gzipped_scrapes() {
+    let Some(binary) = support::prometheus() else {
+        support::skip_or_fail(support::PROMETHEUS_MISSING);
+        return;
+    };
+    let _serial = serial();
+    let pool = Pool::start(&["--workers", "2", "--threads", "2"]);
+    for n in 0..5 {
+        get(pool.addr, &format!("/users/{n}")).expect("an answer");
+    }
+    let recorder = Recorder::start(pool.addr);
+    let prometheus = Prometheus::start(&binary, &[recorder.addr], &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while recorder.exchanges.lock().unwrap().len() < 3 || prometheus.query("up{job=\"prefork\"} == 1", None).is_empty()
+    {
+        assert!(Instant::now() < deadline, "Prometheus never scraped through the proxy:\n{}", prometheus.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Prometheus read the gzipped bodies: the pool's own counts.
+    let users = "sum(http_requests_total{job=\"prefork\",handler=\"/users/{id}\",status=\"200\"})";
+    assert_eq!(prometheus.value(users, None), 5.0);
+    assert_eq!(prometheus.value("sum(prefork_workers{job=\"prefork\"})", None), 2.0);
+
+    let exchanges = std::mem::take(&mut *recorder.exchanges.lock().unwrap());
+    for exchange in &exchanges {
+        let (request, response) = (&exchange.request, &exchange.response_head);
+        assert!(request.starts_with("GET /metrics "), "{request}");
+        let accept_encoding = header_in(request, "accept-encoding").unwrap_or_default();
+        assert_eq!(accept_encoding, "gzip", "Prometheus' request:\n{request}");
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert_eq!(header_in(response, "content-encoding"), Some("gzip"), "the pool's answer:\n{response}");
+        let vary = header_in(response, "vary").unwrap_or_default().to_ascii_lowercase();
+        assert!(vary.contains("accept-encoding"), "{response}");
+        let length: usize = header_in(response, "content-length").unwrap().parse().unwrap();
+        assert_eq!(length, exchange.response_body.len(), "{response}");
+    }
+    eprintln!("{} scrapes relayed; Prometheus asked with:\n{}", exchanges.len(), exchanges[0].request);
+
+    // The bytes Prometheus received, decoded by Python's gzip and read by
+    // the strict OpenMetrics parser (Prometheus 2.42 asks for OpenMetrics).
+    match support::python_with_prometheus_client() {
+        None => support::skip_or_fail(support::PYTHON_MISSING),
+        Some(python) => {
+            let exchange = &exchanges[0];
+            assert!(
+                header_in(&exchange.response_head, "content-type").unwrap().starts_with("application/openmetrics-text")
+            );
+            let script = "import gzip, sys\n\
+                from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse\n\
+                text = gzip.decompress(sys.stdin.buffer.read()).decode('utf-8')\n\
+                print(sum(len(f.samples) for f in parse(text)))\n";
+            let output =
+                support::run_with_stdin_bytes(&python, &["-c".as_ref(), script.as_ref()], &exchange.response_body);
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            let samples: usize = String::from_utf8(output.stdout).unwrap().trim().parse().unwrap();
+            assert!(samples > 50, "{samples} samples");
+        }
+    }
+    drop(prometheus);
+    drop(recorder);
+    let stopped = pool.stop();
+    assert!(stopped.status.success(), "{}\n{}", stopped.status, stopped.stderr);
 }

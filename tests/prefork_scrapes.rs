@@ -15,8 +15,11 @@
 //!   many workers came and went.
 //! - SIGINT lets accepted requests finish before everything exits 0; a
 //!   SIGKILLed master leaves no worker serving on alone.
+//! - Every worker gzips `/metrics` for clients that accept it, and only
+//!   for them, whatever `Accept-Encoding` they send.
 
 mod harness;
+mod http_client;
 mod prefork;
 mod support;
 
@@ -370,4 +373,49 @@ fn a_stop_lets_requests_finish_and_a_dead_master_leaves_no_worker() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(std::net::TcpStream::connect(pool.addr).is_err(), "nobody listens any more");
+}
+
+/// Each line of a text exposition that is a sample, without its value.
+fn series(text: &[u8]) -> BTreeSet<String> {
+    let text = std::str::from_utf8(text).expect("a UTF-8 exposition");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.rsplit_once(' ').map_or(l, |(series, _)| series).to_owned())
+        .collect()
+}
+
+#[test]
+fn workers_gzip_metrics_for_the_clients_that_accept_it() {
+    let _serial = serial();
+    let pool = Pool::start(&["--workers", "2", "--threads", "2"]);
+    get(pool.addr, "/users/7").expect("an answer");
+    let plain = series(scrape(pool.addr).expect("a scrape").text.as_bytes());
+    // The example reads request heads of up to 16 KiB.
+    for (accept_encoding, gzip) in support::gzip::cases(8 * 1024) {
+        let what = format!("Accept-Encoding {:.80?} ({} lines)", accept_encoding.first(), accept_encoding.len());
+        let mut headers: Vec<(&str, &str)> = accept_encoding.iter().map(|v| ("Accept-Encoding", v.as_str())).collect();
+        headers.push(("Accept", "text/plain"));
+        let response = http_client::fetch(pool.addr, "GET", "/metrics", &headers);
+        assert_eq!(response.status, 200, "{what}");
+        let decoded = support::gzip::decode(&what, &response.headers, &response.body, gzip);
+        assert_eq!(series(&decoded), plain, "{what}");
+
+        let head = http_client::fetch(pool.addr, "HEAD", "/metrics", &headers);
+        assert_eq!(head.status, 200, "HEAD, {what}");
+        assert_eq!(head.header("content-encoding"), response.header("content-encoding"), "HEAD, {what}");
+        assert_eq!(head.header("vary"), response.header("vary"), "HEAD, {what}");
+        // Not equal to the GET's: process metrics move between scrapes.
+        assert!(head.header("content-length").is_some_and(|l| l != "0"), "HEAD, {what}");
+    }
+    match support::python_with_prometheus_client() {
+        None => support::skip_or_fail(support::PYTHON_MISSING),
+        Some(python) => {
+            let scrape = support::gzip::python_scrape(&python, pool.addr, support::gzip::PROMETHEUS_ACCEPT);
+            assert!(scrape.content_type.starts_with("application/openmetrics-text"), "{}", scrape.content_type);
+            let text = String::from_utf8(scrape.body).unwrap();
+            assert!(text.contains("http_requests_total{handler=\"/users/{id}\",method=\"GET\",status=\"200\"} 1"));
+        }
+    }
+    let stopped = pool.stop();
+    assert!(stopped.status.success(), "{}\n{}", stopped.status, stopped.stderr);
 }

@@ -179,8 +179,13 @@ fn enum_and_info() {
     assert_eq!(sample_value("phase", &[("phase", "put")]), Some(1.0));
 
     assert_eq!(sample_value("build_info", &[]), None, "nothing exposed before set");
-    BUILD_INFO.set(&[("version", "1.2.3"), ("bad-name", "x"), ("commit", "abc")]);
-    assert_eq!(sample_value("build_info", &[("version", "1.2.3"), ("commit", "abc")]), Some(1.0));
+    // A control character, a reserved name, and a name that scrapers
+    // without UTF-8 support read as an earlier one (`git_sha`): dropped.
+    let pairs =
+        [("version", "1.2.3"), ("bad\nname", "x"), ("__x", "y"), ("commit", "abc"), ("git.sha", "s"), ("git_sha", "t")];
+    BUILD_INFO.set(&pairs);
+    let kept = [("version", "1.2.3"), ("commit", "abc"), ("git.sha", "s")];
+    assert_eq!(sample_value("build_info", &kept), Some(1.0));
 }
 
 #[test]

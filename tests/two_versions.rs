@@ -184,8 +184,20 @@ fn write_next_version(dest: &Path, bump_format: bool) {
                     .find_map(|l| l.strip_prefix("pub(crate) const VERSION: u32 = ")?.strip_suffix(';'))
                     .expect("the shard format version");
                 let newer = version.parse::<u32>().unwrap() + 1;
-                replace_once(&text, &format!("VERSION: u32 = {version};"), &format!("VERSION: u32 = {newer};"))
-                    .into_bytes()
+                let text =
+                    replace_once(&text, &format!("VERSION: u32 = {version};"), &format!("VERSION: u32 = {newer};"));
+                // The oldest version read and written (for legacy names)
+                // is the new one too: neither version reads the other's.
+                let oldest = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("pub(crate) const VERSION_LEGACY_NAMES: u32 = ")?.strip_suffix(';'))
+                    .expect("the oldest shard format version");
+                replace_once(
+                    &text,
+                    &format!("VERSION_LEGACY_NAMES: u32 = {oldest};"),
+                    &format!("VERSION_LEGACY_NAMES: u32 = {newer};"),
+                )
+                .into_bytes()
             }
             _ => bytes,
         }

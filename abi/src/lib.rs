@@ -74,6 +74,20 @@ pub const FORMAT_PROMETHEUS: u32 = 0;
 /// Exposition format code for [`Version::render`]: OpenMetrics 1.0.0.
 pub const FORMAT_OPENMETRICS: u32 = 1;
 
+/// Added to a format code for [`Version::render`]: metric and label names
+/// outside the legacy character set quoted, as Prometheus' `allow-utf-8`
+/// escaping writes them. A code without an `ESCAPING_*` value asks for
+/// `underscores`, the only escaping versions before 1.1 of this crate
+/// knew. A version that does not know a code writes nothing: whoever asks
+/// with an escaping value and gets nothing asks again without it (a
+/// version that knows no escaping declares legacy names only, which every
+/// escaping writes alike).
+pub const ESCAPING_ALLOW_UTF8: u32 = 1 << 8;
+/// Added to a format code: names escaped as Prometheus' `dots` does.
+pub const ESCAPING_DOTS: u32 = 2 << 8;
+/// Added to a format code: names escaped as Prometheus' `values` does.
+pub const ESCAPING_VALUES: u32 = 3 << 8;
+
 /// One promshard version linked into this binary.
 ///
 /// The functions never unwind and are safe to call from any thread, at any
@@ -86,8 +100,8 @@ pub struct Version {
     /// The version of the shard file format this version writes and reads.
     pub shard_format: u32,
     /// Writes this version's whole exposition in the format with the given
-    /// code (nothing for an unknown code), without the other versions'
-    /// metrics.
+    /// code (`FORMAT_*`, plus an `ESCAPING_*` value; nothing for an
+    /// unknown code), without the other versions' metrics.
     pub render: unsafe extern "C" fn(format: u32, out: Sink),
     /// Writes one line per declared metric: its name, a tab, `file:line`
     /// of the declaration, a newline.

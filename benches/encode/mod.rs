@@ -31,6 +31,8 @@
 //!   same call in multiprocess mode, which merges the directory (here its
 //!   own shard) before it encodes. Both include promshard's process
 //!   metrics (`/proc/self` read at every scrape), which no peer here adds.
+//!   At 100,000 series, `promshard_gzip` adds what a scrape asking for
+//!   gzip costs (at promshard's level, and at gzip's default level 6).
 //!
 //! Memory: a counting global allocator sums the bytes requested from the
 //! allocator (not its own overhead) and not yet freed, from before a
@@ -245,6 +247,8 @@ pub struct Size {
     pub name: &'static str,
     pub routes: usize,
     pub tenants: usize,
+    /// Whether to measure what gzip adds to promshard's scrape too.
+    pub gzip: bool,
 }
 
 impl Size {
@@ -371,6 +375,9 @@ pub fn run<const R: usize, const T: usize>(size: Size, metric: &'static Requests
             })
         });
         group.bench_function("promshard_fresh_vec", |b| b.iter(|| promshard::encode(Format::Prometheus)));
+        if size.gzip {
+            gzip(&mut group, &size);
+        }
         group.finish();
     }
 
@@ -379,6 +386,42 @@ pub fn run<const R: usize, const T: usize>(size: Size, metric: &'static Requests
     measured(&mut c, &size);
     metrics_exporter(&mut c, &size);
     c.final_summary();
+}
+
+/// What a scrape with `Accept-Encoding: gzip` costs (Prometheus always
+/// sends it): encoding, then gzip at the level promshard chose
+/// (`runtime/src/content_encoding.rs`); and the same at gzip's default
+/// level 6, the alternative. The bytes of each are recorded beside.
+fn gzip(group: &mut BenchmarkGroup<'_, WallTime>, size: &Size) {
+    use std::io::{Read, Write};
+    let content_type = Format::Prometheus.content_type();
+    let level_6 = |body: &[u8]| {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        encoder.write_all(body).unwrap();
+        encoder.finish().unwrap()
+    };
+    group.bench_function("promshard_gzip", |b| {
+        b.iter(|| {
+            promshard::MetricsResponse::new(promshard::encode(Format::Prometheus), content_type, Some("gzip"))
+                .into_body()
+        })
+    });
+    group.bench_function("promshard_gzip_level_6", |b| b.iter(|| level_6(&promshard::encode(Format::Prometheus))));
+
+    let text = promshard::encode(Format::Prometheus);
+    let sent = promshard::MetricsResponse::new(text.clone(), content_type, Some("gzip")).into_body();
+    let mut decoded = Vec::new();
+    flate2::read::GzDecoder::new(&sent[..]).read_to_end(&mut decoded).unwrap();
+    assert!(decoded == text, "gzip round trip");
+    record(
+        "gzip.jsonl",
+        &[
+            ("size", size.name.into()),
+            ("text_bytes", text.len().into()),
+            ("sent_bytes", sent.len().into()),
+            ("level_6_bytes", level_6(&text).len().into()),
+        ],
+    );
 }
 
 fn prometheus(c: &mut Criterion, size: &Size) {

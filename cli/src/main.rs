@@ -24,9 +24,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use promshard::Format;
 use promshard::http::ServerOptions;
 use promshard::multiprocess;
+use promshard::{Exposition, Format};
 
 const USAGE: &str = "\
 promshard: read a promshard multiprocess shard directory (without recording into it)
@@ -418,12 +418,12 @@ fn serve(dir: PathBuf, args: &ServeArgs) -> ExitCode {
         let dir = dir.clone();
         let prune = args.prune_python;
         options.serve_with(args.listen.as_str(), move |accept| {
-            let format = Format::from_accept(accept);
-            let body = multiprocess::encode_dir(&dir, format);
+            let chosen = Exposition::from_accept(accept);
+            let body = multiprocess::encode_dir(&dir, chosen);
             if prune {
                 multiprocess::prune_python(&dir);
             }
-            (body, format.content_type())
+            (body, chosen.content_type())
         })
     };
     let server = match server {

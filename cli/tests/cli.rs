@@ -15,6 +15,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use promshard::{Counter, Gauge, instrument_handler, metric};
 
+// The workspace's helpers for HTTP responses and outside tools.
+#[path = "../../tests/http_client/mod.rs"]
+mod http_client;
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
 const BIN: &str = env!("CARGO_BIN_EXE_promshard");
 const WORKER_ENV: &str = "PROMSHARD_CLI_TEST_WORKER";
 const READY: &str = "PROMSHARD_CLI_TEST_WORKER_READY";
@@ -510,6 +516,53 @@ fn serve_answers_metrics_requests() {
     server.child.kill().unwrap();
     let status = wait_bounded(&mut server.child, TIMEOUT).expect("the server dies when killed");
     assert!(!status.success());
+}
+
+#[test]
+fn serve_gzips_metrics_for_clients_that_accept_it() {
+    let scratch = Scratch::new("serve-gzip");
+    let dir = scratch.shards();
+    // A dead worker's counts: every scrape has the same bytes.
+    Worker::start(&dir).finish();
+    let server = Server::start(&dir);
+    let plain = |accept: &str| {
+        let response = http_client::fetch(server.addr, "GET", "/metrics", &[("Accept", accept)]);
+        assert_eq!(response.header("content-encoding"), None);
+        response.body
+    };
+    let (text, openmetrics) = (plain("text/plain"), plain(support::gzip::PROMETHEUS_ACCEPT));
+    assert_has_values(std::str::from_utf8(&text).unwrap());
+
+    for (accept_encoding, gzip) in support::gzip::cases(4 * 1024) {
+        let what = format!("Accept-Encoding {:.80?} ({} lines)", accept_encoding.first(), accept_encoding.len());
+        let mut headers: Vec<(&str, &str)> = accept_encoding.iter().map(|v| ("Accept-Encoding", v.as_str())).collect();
+        headers.push(("Accept", "text/plain"));
+        let response = http_client::fetch(server.addr, "GET", "/metrics", &headers);
+        assert_eq!(response.status, 200, "{what}");
+        assert!(support::gzip::decode(&what, &response.headers, &response.body, gzip) == text, "{what}");
+        let head = http_client::fetch(server.addr, "HEAD", "/metrics", &headers);
+        assert_eq!(head.header("content-length"), response.header("content-length"), "HEAD, {what}");
+        assert_eq!(head.header("content-encoding"), response.header("content-encoding"), "HEAD, {what}");
+    }
+
+    match support::python_with_prometheus_client() {
+        None => support::skip_or_fail(support::PYTHON_MISSING),
+        Some(python) => {
+            for (accept, plain) in [(support::gzip::PROMETHEUS_ACCEPT, &openmetrics), ("text/plain", &text)] {
+                let scrape = support::gzip::python_scrape(&python, server.addr, accept);
+                assert!(scrape.body == *plain, "{accept}: Python's gunzip is not the exposition");
+                assert!(scrape.samples >= EXPECTED.len(), "{accept}: {} samples", scrape.samples);
+            }
+        }
+    }
+    match support::gzip::curl() {
+        None => support::skip_or_fail(support::gzip::CURL_MISSING),
+        Some(curl) => {
+            let (headers, body) = support::gzip::curl_scrape(&curl, server.addr, "text/plain");
+            assert!(headers.iter().any(|(name, value)| name == "content-encoding" && value == "gzip"), "{headers:?}");
+            assert!(body == text, "curl's decoding is not the exposition");
+        }
+    }
 }
 
 /// The `pid` labels of `name`'s samples in a text exposition; panics on

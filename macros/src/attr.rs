@@ -10,7 +10,7 @@ use syn::{Expr, ExprLit, ExprUnary, Ident, Lit, LitInt, LitStr, Token, Type, UnO
 
 use crate::ctxt::Ctxt;
 
-const KEYS: &str = "name, help, unit, labels, buckets, mode, max_series, crate";
+const KEYS: &str = "name, help, unit, labels, buckets, mode, store, max_series, crate";
 
 #[derive(Default)]
 pub(crate) struct Args {
@@ -21,6 +21,8 @@ pub(crate) struct Args {
     pub(crate) labels: Option<Labels>,
     pub(crate) buckets: Option<Buckets>,
     pub(crate) mode: Option<Ident>,
+    /// `store = redis`: the value lives in Redis, not in this process.
+    pub(crate) store: Option<Ident>,
     pub(crate) max_series: Option<LitInt>,
 }
 
@@ -30,8 +32,21 @@ pub(crate) struct Labels {
 }
 
 pub(crate) struct Label {
-    pub(crate) name: Ident,
+    pub(crate) name: LabelName,
     pub(crate) source: Source,
+}
+
+/// A label's name: an identifier (`method`) or a string for a name that
+/// is not one (`"http.request.method"`).
+pub(crate) struct LabelName {
+    pub(crate) text: String,
+    pub(crate) span: Span,
+}
+
+impl std::fmt::Display for LabelName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
 }
 
 /// Where a label's values come from.
@@ -115,6 +130,12 @@ fn parse_arg(input: ParseStream, args: &mut Args) -> syn::Result<()> {
                 return Err(duplicate());
             }
         }
+        "store" => {
+            input.parse::<Token![=]>()?;
+            if args.store.replace(input.parse()?).is_some() {
+                return Err(duplicate());
+            }
+        }
         "max_series" => {
             input.parse::<Token![=]>()?;
             if args.max_series.replace(input.parse()?).is_some() {
@@ -166,14 +187,20 @@ fn parse_arg(input: ParseStream, args: &mut Args) -> syn::Result<()> {
 }
 
 fn parse_label(input: ParseStream) -> syn::Result<Label> {
-    let name: Ident = input.parse()?;
+    let name = if input.peek(LitStr) {
+        let lit: LitStr = input.parse()?;
+        LabelName { text: lit.value(), span: lit.span() }
+    } else {
+        let ident: Ident = input.parse()?;
+        LabelName { text: ident.to_string(), span: ident.span() }
+    };
     if input.peek(Token![:]) {
         input.parse::<Token![:]>()?;
         return Ok(Label { name, source: Source::Type(Box::new(input.parse()?)) });
     }
     let eq = input.parse::<Token![=]>().map_err(|_| {
         syn::Error::new(
-            name.span(),
+            name.span,
             format!(
                 "label `{name}` needs its values: `{name}: SomeEnum`, `{name} = [\"a\", \"b\"]` or `{name} = bounded(N)`"
             ),

@@ -8,6 +8,7 @@ use syn::{Ident, Type};
 use crate::ast::{Kind, Static};
 use crate::attr::{Args, BucketSpec, Label, Source};
 use crate::ctxt::Ctxt;
+use crate::names;
 
 /// The default series budget of one metric.
 pub(crate) const DEFAULT_MAX_SERIES: usize = 1000;
@@ -36,6 +37,8 @@ pub(crate) struct Metric {
     /// Whether the series count depends on items the macro cannot see, so
     /// the expansion must check the budget in a `const`.
     pub(crate) budget_unchecked: bool,
+    /// `store = redis`.
+    pub(crate) redis: bool,
 }
 
 pub(crate) fn check(decl: &Static, args: &Args, cx: &mut Ctxt) -> Option<Metric> {
@@ -120,6 +123,31 @@ pub(crate) fn check(decl: &Static, args: &Args, cx: &mut Ctxt) -> Option<Metric>
         (None, _) => None,
     };
 
+    let redis = match &args.store {
+        None => false,
+        Some(store) if store != "redis" => {
+            cx.error(store.span(), format!("unknown store `{store}`; the one store besides this process is `redis`"));
+            false
+        }
+        Some(store) => {
+            if !matches!(kind, Kind::Counter | Kind::Gauge) {
+                cx.error(store.span(), "`store = redis` applies to counters and gauges");
+            }
+            if let Some(mode) = &args.mode {
+                cx.error(mode.span(), "a Redis metric has one value for every process: it takes no `mode`");
+            }
+            for label in args.labels.iter().flat_map(|l| &l.list) {
+                if let Source::Bounded { span, .. } = &label.source {
+                    cx.error(
+                        *span,
+                        "a Redis metric's labels need fixed lists of values (a scrape reads every key with one MGET): use a list or a LabelValue type",
+                    );
+                }
+            }
+            true
+        }
+    };
+
     let max_series = match &args.max_series {
         Some(lit) => match lit.base10_parse::<usize>() {
             Ok(n) if n > 0 => n,
@@ -151,19 +179,14 @@ pub(crate) fn check(decl: &Static, args: &Args, cx: &mut Ctxt) -> Option<Metric>
         }
     }
 
-    Some(Metric { name, help, max_series, mode, budget_unchecked })
+    Some(Metric { name, help, max_series, mode, budget_unchecked, redis })
 }
 
 fn check_name(name: &str, span: Span, kind: &Kind, cx: &mut Ctxt) {
-    let valid = !name.is_empty()
-        && name
-            .bytes()
-            .enumerate()
-            .all(|(i, b)| b.is_ascii_alphabetic() || b == b'_' || b == b':' || (i > 0 && b.is_ascii_digit()));
-    if !valid {
+    if !names::is_valid(name) {
         cx.error(
             span,
-            format!("`{name}` is not a valid metric name: use letters, digits, `_` and `:`, not starting with a digit"),
+            format!("{name:?} is not a valid metric name: a name is UTF-8 text, not empty, with no control character"),
         );
         return;
     }
@@ -173,7 +196,10 @@ fn check_name(name: &str, span: Span, kind: &Kind, cx: &mut Ctxt) {
         Kind::Histogram => &["_total", "_created", "_bucket", "_count", "_sum"],
         _ => &["_total", "_created"],
     };
-    if let Some(suffix) = reserved.iter().find(|s| name.ends_with(*s)) {
+    // Also as scrapers without UTF-8 support read it: `a.total` is their
+    // `a_total`.
+    let legacy = names::legacy_form(name);
+    if let Some(suffix) = reserved.iter().find(|s| name.ends_with(*s) || legacy.ends_with(*s)) {
         let advice = match (*suffix, kind) {
             ("_total", _) => format!("only counters end in `_total`; a {type_name} would render as a counter's sample"),
             ("_total_total", _) => "a counter's `_total` is added once: drop one".to_owned(),
@@ -184,19 +210,44 @@ fn check_name(name: &str, span: Span, kind: &Kind, cx: &mut Ctxt) {
 }
 
 fn check_label(label: &Label, before: &[Label], kind: &Kind, metric: &str, cx: &mut Ctxt) {
-    let name = label.name.to_string();
-    let span = label.name.span();
-    if name.starts_with("__") {
+    let name = label.name.text.clone();
+    let span = label.name.span;
+    if !names::is_valid(&name) {
+        cx.error(
+            span,
+            format!("{name:?} is not a valid label name: a name is UTF-8 text, not empty, with no control character"),
+        );
+    } else if name.starts_with("__") {
         cx.error(span, format!("label names starting with `__` are reserved for Prometheus: rename `{name}`"));
+    } else if names::is_reserved_label(&name) {
+        let [underscores, dots, _] = names::escaped(&name, false);
+        let seen = if underscores.starts_with("__") { underscores } else { dots };
+        cx.error(
+            span,
+            format!(
+                "label `{name}` is `{seen}` to a scraper that asks for escaped names, and names starting with `__` \
+                 are reserved for Prometheus: start it with a letter"
+            ),
+        );
     } else if name == "quantile" {
         cx.error(span, "the label name `quantile` is reserved for summaries");
     } else if name == "le" && matches!(kind, Kind::Histogram) {
         cx.error(span, "the label name `le` is reserved for histogram buckets");
-    } else if name == metric && matches!(kind, Kind::Enum(_)) {
+    } else if names::labels_clash(&name, metric) && matches!(kind, Kind::Enum(_)) {
         cx.error(span, "an Enum metric uses its own name as the state label: rename this label");
     }
-    if before.iter().any(|b| b.name == label.name) {
-        cx.error(span, format!("duplicate label `{name}`"));
+    if let Some(other) = before.iter().find(|b| names::labels_clash(&b.name.text, &name)) {
+        if other.name.text == name {
+            cx.error(span, format!("duplicate label `{name}`"));
+        } else {
+            cx.error(
+                span,
+                format!(
+                    "labels `{}` and `{name}` are one label to a scraper that asks for escaped names: rename one",
+                    other.name
+                ),
+            );
+        }
     }
     match &label.source {
         Source::Type(ty) => {

@@ -42,8 +42,15 @@ fn expand(decl: &Static, args: &Args, metric: &Metric, krate: &TokenStream) -> T
     let Static { attrs, vis, static_token, ident, .. } = decl;
     let kind = decl.kind.as_ref().expect("checked");
     let (label_types, tuple) = label_types(decl, args, krate);
-    let ty = instrument_type(decl, kind, &tuple);
-    let constructor = format_ident!("{}", kind.type_name());
+    let (ty, constructor) = if metric.redis {
+        // The declared `Counter` or `Gauge` becomes its Redis kind.
+        let redis = format_ident!("Redis{}", kind.type_name());
+        let generics = (!tuple.is_empty()).then(|| quote!(<(#tuple)>));
+        (quote!(#krate::redis::#redis #generics), quote!(redis::#redis))
+    } else {
+        let constructor = format_ident!("{}", kind.type_name());
+        (instrument_type(decl, kind, &tuple), quote!(#constructor))
+    };
 
     let (name, help) = (&metric.name, &metric.help);
     let mut opts = quote!(#krate::Opts::new(#name, #help));
@@ -51,7 +58,7 @@ fn expand(decl: &Static, args: &Args, metric: &Metric, krate: &TokenStream) -> T
         opts.extend(quote!(.unit(#unit)));
     }
     if let Some(labels) = &args.labels {
-        let names = labels.list.iter().map(|l| l.name.to_string());
+        let names = labels.list.iter().map(|l| l.name.text.as_str());
         opts.extend(quote!(.labels(&[#(#names),*])));
     }
     let bucket_count = match args.buckets.as_ref().map(|b| &b.spec) {
@@ -103,12 +110,23 @@ fn expand(decl: &Static, args: &Args, metric: &Metric, krate: &TokenStream) -> T
             );
         }
     });
-    let registration = quote_spanned! {span=>
-        #(#cfgs)*
-        const _: () = {
+    let entry = if metric.redis {
+        quote_spanned! {span=>
+            #[#krate::__private::linkme::distributed_slice(#krate::redis::REDIS_METRICS)]
+            #[linkme(crate = #krate::__private::linkme)]
+            static ENTRY: &dyn #krate::redis::RedisMetric = &#ident;
+        }
+    } else {
+        quote_spanned! {span=>
             #[#krate::__private::linkme::distributed_slice(#krate::__private::METRICS)]
             #[linkme(crate = #krate::__private::linkme)]
             static ENTRY: &#krate::__private::MetricCore = #ident.core();
+        }
+    };
+    let registration = quote_spanned! {span=>
+        #(#cfgs)*
+        const _: () = {
+            #entry
             #budget
         };
     };
@@ -148,7 +166,7 @@ fn label_types(decl: &Static, args: &Args, krate: &TokenStream) -> (TokenStream,
     let cfgs = cfg_attrs(&decl.attrs);
     let mut items = TokenStream::new();
     let mut elements = Vec::new();
-    for label in &labels.list {
+    for (position, label) in labels.list.iter().enumerate() {
         match &label.source {
             // An unbounded type was reported by `check`; a string label
             // stands in for it so the rest of the expansion type-checks.
@@ -159,7 +177,15 @@ fn label_types(decl: &Static, args: &Args, krate: &TokenStream) -> (TokenStream,
                 elements.push(quote_spanned!(*span=> #krate::Bounded<#capacity>));
             }
             Source::List { values, fallback, span } => {
-                let type_name = format_ident!("__{}_{}", decl.ident, label.name, span = Span::mixed_site());
+                // A string label name (`"url.scheme"`) as an identifier,
+                // with its position: `url_scheme` may be another label.
+                let type_name = match syn::parse_str::<syn::Ident>(&label.name.text) {
+                    Ok(ident) => format_ident!("__{}_{}", decl.ident, ident, span = Span::mixed_site()),
+                    Err(_) => {
+                        let [in_ident, _, _] = crate::names::escaped(&label.name.text, false);
+                        format_ident!("__{}_{}_{}", decl.ident, position, in_ident, span = Span::mixed_site())
+                    }
+                };
                 let mut texts: Vec<String> = values.iter().map(|v| v.value()).collect();
                 let arms = texts.iter().enumerate().map(|(i, v)| {
                     let i = unsuffixed(i);

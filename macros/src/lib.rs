@@ -18,6 +18,7 @@ mod expand;
 mod handler_attr;
 mod handler_check;
 mod handler_expand;
+mod names;
 
 use proc_macro::TokenStream;
 

@@ -4,8 +4,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::descriptor::{Kind, Opts, is_label_name, is_metric_name, is_user_label_name};
-use crate::encode::format::Format;
+use crate::descriptor::{Kind, Opts, is_label_name, is_legacy_label_name, is_metric_name};
+use crate::encode::format::Exposition;
+use crate::encode::names::{self, label_clash, spellings};
 use crate::encode::plan::{SampleFn, write_header};
 use crate::encode::sample;
 use crate::encode::text::le_value;
@@ -60,7 +61,7 @@ type OwnedSample = (String, Vec<(String, String)>, f64);
 /// and logged, and the scrape goes on.
 pub(crate) fn run(collector: &dyn Collector, writer: &mut MetricWriter<'_>) {
     let result = match &mut writer.target {
-        Target::Text { .. } => {
+        Target::Text { .. } | Target::Capture(_) => {
             let mark = writer.mark();
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| collector.collect(writer)));
             if result.is_err() {
@@ -106,18 +107,42 @@ pub(crate) fn run(collector: &dyn Collector, writer: &mut MetricWriter<'_>) {
     }
 }
 
-/// Where a sample goes: rendered text, or a callback (tests).
+/// Where a sample goes: rendered text, a callback (tests), or families
+/// kept as written (a worker's collectors, published for other
+/// processes' scrapes).
 pub(crate) enum Target<'a> {
-    Text { out: &'a mut Vec<u8>, format: Format },
+    Text { out: &'a mut Vec<u8>, x: Exposition },
     Samples(&'a mut SampleFn<'a>),
+    Capture(&'a mut Vec<Captured>),
+}
+
+/// A family as a collector wrote it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Captured {
+    pub(crate) kind: Kind,
+    pub(crate) name: String,
+    pub(crate) help: String,
+    /// Suffix (`_total`, `_bucket` …), labels, `le`, value.
+    pub(crate) samples: Vec<CapturedSample>,
+}
+
+/// One sample of a [`Captured`] family.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct CapturedSample {
+    pub(crate) suffix: String,
+    pub(crate) labels: Vec<(String, String)>,
+    pub(crate) le: Option<String>,
+    pub(crate) value: f64,
 }
 
 /// What a [`Collector`] writes its families into.
 pub struct MetricWriter<'a> {
     target: Target<'a>,
-    /// Sample names of the declared metrics.
+    /// Sample names of the declared metrics, each in every spelling a
+    /// scraper may see.
     reserved: &'a HashMap<String, usize>,
-    /// Family names already written by collectors in this scrape.
+    /// Family names already written by collectors in this scrape, each in
+    /// every spelling.
     written: HashSet<String>,
 }
 
@@ -131,6 +156,7 @@ impl<'a> MetricWriter<'a> {
         let len = match &self.target {
             Target::Text { out, .. } => out.len(),
             Target::Samples(_) => 0,
+            Target::Capture(families) => families.len(),
         };
         (len, self.written.clone())
     }
@@ -138,8 +164,10 @@ impl<'a> MetricWriter<'a> {
     /// Takes back what was written since `mark` (text output only: a
     /// sample callback has seen its samples already).
     fn rewind(&mut self, (len, written): (usize, HashSet<String>)) {
-        if let Target::Text { out, .. } = &mut self.target {
-            out.truncate(len);
+        match &mut self.target {
+            Target::Text { out, .. } => out.truncate(len),
+            Target::Capture(families) => families.truncate(len),
+            Target::Samples(_) => {}
         }
         self.written = written;
     }
@@ -168,14 +196,17 @@ impl<'a> MetricWriter<'a> {
 
     fn family(&mut self, kind: Kind, name: &str, help: &str) -> FamilyWriter<'_, 'a> {
         let base = kind.family_name(name).to_owned();
+        // Compared in every spelling: `a.b` and `a_b` are one name to a
+        // scraper that asked for escaped names.
+        let spelled = spellings(&base);
         let problem = if !is_metric_name(&base) {
             Some("invalid metric name")
-        } else if self.reserved.contains_key(&base)
-            || self.reserved.contains_key(&sample_name(kind, &base))
-            || !self.written.insert(base.clone())
+        } else if spelled.iter().chain(&spellings(&sample_name(kind, &base))).any(|n| self.reserved.contains_key(n))
+            || spelled.iter().any(|n| self.written.contains(n))
         {
             Some("name already exposed")
         } else {
+            self.written.extend(spelled);
             None
         };
         if let Some(problem) = problem {
@@ -213,7 +244,7 @@ pub struct FamilyWriter<'w, 'a> {
 impl FamilyWriter<'_, '_> {
     /// Sets the unit; the family name must end with `_<unit>`.
     pub fn unit(mut self, unit: &str) -> Self {
-        if self.name.ends_with(&format!("_{unit}")) && is_label_name(unit) {
+        if self.name.ends_with(&format!("_{unit}")) && is_legacy_label_name(unit) {
             self.unit = Some(unit.to_owned());
         } else {
             warn_once(&format!("collector family `{}`: unit `{unit}` ignored, not a suffix of the name", self.name));
@@ -226,13 +257,12 @@ impl FamilyWriter<'_, '_> {
     /// negative or NaN counter value is dropped too.
     pub fn sample(&mut self, labels: &[(&str, &str)], value: f64) -> &mut Self {
         let value = if self.kind == Kind::Info { 1.0 } else { value };
-        let name = sample_name(self.kind, &self.name);
         if self.kind == Kind::Histogram {
             warn_once(&format!("collector family `{}`: use histogram() for histogram samples", self.name));
         } else if self.kind == Kind::Counter && (value.is_nan() || value < 0.0) {
             warn_once(&format!("collector counter `{}`: negative or NaN value dropped", self.name));
         } else if self.labels_ok(labels, None) && self.start() {
-            self.emit(&name, labels, None, value);
+            self.emit(self.kind.sample_suffix(), labels, None, value);
         }
         self
     }
@@ -259,30 +289,28 @@ impl FamilyWriter<'_, '_> {
         if !self.labels_ok(labels, Some("le")) || !self.start() {
             return self;
         }
-        let bucket = format!("{}_bucket", self.name);
         let mut count = 0;
         for &(bound, cumulative) in buckets {
             count = cumulative;
-            self.emit(&bucket, labels, Some(&le_value(bound)), cumulative as f64);
+            self.emit("_bucket", labels, Some(&le_value(bound)), cumulative as f64);
         }
         if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
-            self.emit(&bucket, labels, Some("+Inf"), count as f64);
+            self.emit("_bucket", labels, Some("+Inf"), count as f64);
         }
         let shown = match &self.writer.target {
-            Target::Text { format, .. } => crate::encode::text::sum_shown(*format, sum),
-            Target::Samples(_) => true,
+            Target::Text { x, .. } => crate::encode::text::sum_shown(x.format(), sum),
+            Target::Samples(_) | Target::Capture(_) => true,
         };
         if shown {
-            self.emit(&format!("{}_count", self.name), labels, None, count as f64);
-            self.emit(&format!("{}_sum", self.name), labels, None, sum);
+            self.emit("_count", labels, None, count as f64);
+            self.emit("_sum", labels, None, sum);
         }
         self
     }
 
     fn labels_ok(&self, labels: &[(&str, &str)], reserved: Option<&str>) -> bool {
-        let ok = labels.iter().enumerate().all(|(i, (k, _))| {
-            is_user_label_name(k) && Some(*k) != reserved && labels[..i].iter().all(|(j, _)| j != k)
-        });
+        let keys: Vec<&str> = labels.iter().map(|(k, _)| *k).collect();
+        let ok = keys.iter().all(|k| is_label_name(k) && Some(*k) != reserved) && label_clash(&keys).is_none();
         if !ok {
             warn_once(&format!("collector family `{}`: sample with invalid label names dropped", self.name));
         }
@@ -292,33 +320,46 @@ impl FamilyWriter<'_, '_> {
     /// Writes the header if needed; false when the family is skipped.
     fn start(&mut self) -> bool {
         if self.state == State::Pending {
-            if let Target::Text { out, format } = &mut self.writer.target {
-                let name = match (*format, self.kind) {
-                    (Format::Prometheus, Kind::Counter | Kind::Info) => sample_name(self.kind, &self.name),
-                    _ => self.name.clone(),
-                };
-                let kind = match format {
-                    Format::Prometheus => self.kind.prometheus_type(),
-                    Format::OpenMetrics => self.kind.openmetrics_type(),
-                };
-                write_header(out, &name, &self.help, kind, self.unit.as_deref(), *format);
+            match &mut self.writer.target {
+                Target::Text { out, x } => {
+                    write_header(out, &self.name, self.kind, &self.help, self.unit.as_deref(), x.format(), x.escaping())
+                }
+                Target::Capture(families) => families.push(Captured {
+                    kind: self.kind,
+                    name: self.name.clone(),
+                    help: self.help.clone(),
+                    samples: Vec::new(),
+                }),
+                Target::Samples(_) => {}
             }
             self.state = State::Started;
         }
         self.state == State::Started
     }
 
-    fn emit(&mut self, name: &str, labels: &[(&str, &str)], le: Option<&str>, value: f64) {
+    /// Writes the family's sample with `suffix`.
+    fn emit(&mut self, suffix: &str, labels: &[(&str, &str)], le: Option<&str>, value: f64) {
         match &mut self.writer.target {
-            Target::Text { out, .. } => {
+            Target::Text { out, x } => {
                 let le = le.map(|le| [("le", le)]);
                 let parts = [sample::Labels::Pairs(labels), sample::Labels::Pairs(le.as_ref().map_or(&[], |l| &l[..]))];
-                sample::write(out, name, &parts, sample::Value::of_f64(value));
+                let name = names::sample_name(&self.name, suffix, x.escaping());
+                sample::write(out, &name, &parts, sample::Value::of_f64(value), x.escaping());
             }
             Target::Samples(f) => {
                 let mut all: Vec<(&str, &str)> = labels.to_vec();
                 all.extend(le.map(|le| ("le", le)));
-                f(name, &all, value);
+                f(&format!("{}{suffix}", self.name), &all, value);
+            }
+            Target::Capture(families) => {
+                if let Some(family) = families.last_mut() {
+                    family.samples.push(CapturedSample {
+                        suffix: suffix.to_owned(),
+                        labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+                        le: le.map(str::to_owned),
+                        value,
+                    });
+                }
             }
         }
     }

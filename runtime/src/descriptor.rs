@@ -361,7 +361,7 @@ impl Descriptor {
         series: usize,
         states: &'static [&'static str],
     ) -> Descriptor {
-        assert!(is_metric_name(opts.name), "invalid metric name: use [a-zA-Z_:][a-zA-Z0-9_:]*");
+        assert!(is_metric_name(opts.name), "invalid metric name: empty, or with a control character");
         assert!(
             opts.label_names.len() == label_domains.len(),
             "the number of label names differs from the number of labels in the label tuple"
@@ -369,8 +369,8 @@ impl Descriptor {
         let mut i = 0;
         while i < opts.label_names.len() {
             let label = opts.label_names[i];
-            assert!(is_label_name(label), "invalid label name: use [a-zA-Z_][a-zA-Z0-9_]*");
-            assert!(!starts_with(label, "__"), "label names starting with __ are reserved");
+            assert!(is_metric_name(label), "invalid label name: empty, or with a control character");
+            assert!(is_label_name(label), "label names starting with __ (as written or once escaped) are reserved");
             assert!(!eq(label, "quantile"), "the label name `quantile` is reserved for summaries");
             if matches!(kind, Kind::Histogram) {
                 assert!(!eq(label, "le"), "the label name `le` is reserved for histogram buckets");
@@ -384,7 +384,7 @@ impl Descriptor {
         }
         let name = kind.family_name(opts.name);
         if let Some(unit) = opts.unit {
-            assert!(is_label_name(unit), "invalid unit: use [a-zA-Z0-9_]");
+            assert!(is_legacy_label_name(unit), "invalid unit: use [a-zA-Z0-9_]");
             assert!(
                 ends_with_unit(name, unit),
                 "the metric name must end with `_<unit>` (before `_total` for counters)"
@@ -435,7 +435,10 @@ impl Descriptor {
 }
 
 pub(crate) const fn eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
+    bytes_eq(a.as_bytes(), b.as_bytes())
+}
+
+const fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -449,12 +452,14 @@ pub(crate) const fn eq(a: &str, b: &str) -> bool {
     true
 }
 
+// On bytes: a UTF-8 name's byte at `prefix.len()` (or `len - suffix.len()`)
+// may fall inside a character.
 const fn starts_with(s: &str, prefix: &str) -> bool {
-    s.len() >= prefix.len() && eq(slice(s, 0, prefix.len()), prefix)
+    s.len() >= prefix.len() && bytes_eq(s.as_bytes().split_at(prefix.len()).0, prefix.as_bytes())
 }
 
 const fn ends_with(s: &str, suffix: &str) -> bool {
-    s.len() >= suffix.len() && eq(slice(s, s.len() - suffix.len(), s.len()), suffix)
+    s.len() >= suffix.len() && bytes_eq(s.as_bytes().split_at(s.len() - suffix.len()).1, suffix.as_bytes())
 }
 
 const fn slice(s: &str, start: usize, end: usize) -> &str {
@@ -478,28 +483,39 @@ const fn ends_with_unit(name: &str, unit: &str) -> bool {
     name.len() > unit.len() && ends_with(name, unit) && name.as_bytes()[name.len() - unit.len() - 1] == b'_'
 }
 
-/// Whether `name` is a valid Prometheus metric name.
+/// Whether `name` may name a metric: any non-empty UTF-8 text without
+/// control characters.
+///
+/// Prometheus 3 accepts any UTF-8 name; a name outside the legacy
+/// character set ([`is_legacy_metric_name`]) is quoted for scrapers that
+/// ask for UTF-8 names and escaped for the others (see
+/// [`Escaping`](crate::Escaping)). Control characters are refused on top
+/// of Prometheus' rule: no one means them in a name, and no one could see
+/// or type the series they would make.
+///
+/// ```
+/// assert!(promshard::is_metric_name("http_requests_total"));
+/// assert!(promshard::is_metric_name("http.server.request.duration"));
+/// assert!(!promshard::is_metric_name(""));
+/// assert!(!promshard::is_metric_name("two\nlines"));
+/// ```
 pub const fn is_metric_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    if b.is_empty() {
-        return false;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        let ok = c.is_ascii_alphabetic() || c == b'_' || c == b':' || (i > 0 && c.is_ascii_digit());
-        if !ok {
-            return false;
-        }
-        i += 1;
-    }
-    true
+    !name.is_empty() && !has_control(name)
 }
 
-/// Whether `name` may name a label a user sets: a valid label name that
-/// is not reserved for Prometheus (`__` prefix).
-pub(crate) fn is_user_label_name(name: &str) -> bool {
-    is_label_name(name) && !name.starts_with("__")
+/// Whether `name` may name a label: a valid name ([`is_metric_name`]'s
+/// rule) that does not start with `__`, reserved for Prometheus, neither
+/// as written nor as a scraper that asked for escaped names would see it.
+///
+/// ```
+/// assert!(promshard::is_label_name("method"));
+/// assert!(promshard::is_label_name("http.request.method"));
+/// assert!(!promshard::is_label_name("__name__"));
+/// // `_` + `.` escape to `__` for a scraper without UTF-8 support.
+/// assert!(!promshard::is_label_name("_.name"));
+/// ```
+pub const fn is_label_name(name: &str) -> bool {
+    is_metric_name(name) && !starts_with(name, "__") && !escapes_to_reserved(name)
 }
 
 /// The longest bounded label value (or string-log entry) kept, in bytes;
@@ -507,21 +523,93 @@ pub(crate) fn is_user_label_name(name: &str) -> bool {
 /// every kept value.
 pub(crate) const MAX_LABEL_VALUE: usize = 256;
 
-/// Whether `name` is a valid Prometheus label name.
-pub const fn is_label_name(name: &str) -> bool {
+/// Whether `name` is a metric name of the legacy character set,
+/// `[a-zA-Z_:][a-zA-Z0-9_:]*`, which every scraper takes as it is.
+pub const fn is_legacy_metric_name(name: &str) -> bool {
+    legacy(name, true)
+}
+
+/// Whether `name` is a label name of the legacy character set,
+/// `[a-zA-Z_][a-zA-Z0-9_]*`, which every scraper takes as it is.
+pub const fn is_legacy_label_name(name: &str) -> bool {
+    legacy(name, false)
+}
+
+const fn legacy(name: &str, colon: bool) -> bool {
     let b = name.as_bytes();
     if b.is_empty() {
         return false;
     }
     let mut i = 0;
     while i < b.len() {
-        let c = b[i];
-        if !(c.is_ascii_alphabetic() || c == b'_' || (i > 0 && c.is_ascii_digit())) {
+        if !legacy_byte(b[i], i, colon) {
             return false;
         }
         i += 1;
     }
     true
+}
+
+/// Whether byte `c` at byte position `i` belongs to a legacy name (a
+/// non-ASCII byte never does).
+pub(crate) const fn legacy_byte(c: u8, i: usize, colon: bool) -> bool {
+    c.is_ascii_alphabetic() || c == b'_' || (colon && c == b':') || (i > 0 && c.is_ascii_digit())
+}
+
+/// Whether `name` holds a control character (Unicode `Cc`: U+0000 to
+/// U+001F, U+007F to U+009F).
+const fn has_control(name: &str) -> bool {
+    let b = name.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        // U+0080..U+009F are encoded as C2 80..C2 9F.
+        if b[i] < 0x20 || b[i] == 0x7F || (b[i] == 0xC2 && i + 1 < b.len() && b[i + 1] <= 0x9F) {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Whether a label name outside the legacy set starts with `__` once
+/// escaped with `underscores` or `dots` (see `encode::names`), which
+/// would make it one of Prometheus' reserved labels for those scrapers.
+/// Only the first two characters decide.
+const fn escapes_to_reserved(name: &str) -> bool {
+    if is_legacy_label_name(name) {
+        return false;
+    }
+    let b = name.as_bytes();
+    // Non-ASCII characters escape like any other character outside the
+    // legacy set: they are "other" here.
+    let first = b[0];
+    let first_legacy = legacy_byte(first, 0, false);
+    // `dots`: `_` becomes `__`, `.` becomes `_dot_`, any other character
+    // outside the set `__`.
+    if first == b'_' || (!first_legacy && first != b'.') {
+        return true;
+    }
+    // `underscores`: each character outside the set becomes one `_`.
+    let second_at = if first < 0x80 {
+        1
+    } else if first >= 0xF0 {
+        4
+    } else if first >= 0xE0 {
+        3
+    } else {
+        2
+    };
+    if second_at >= b.len() {
+        return false;
+    }
+    let second = b[second_at];
+    escapes_to_underscore(first, 0) && escapes_to_underscore(second, second_at)
+}
+
+/// Whether byte `c` (at `i`, a character's first byte) is written `_`
+/// by the `underscores` escaping of a label name.
+const fn escapes_to_underscore(c: u8, i: usize) -> bool {
+    c == b'_' || !legacy_byte(c, i, false)
 }
 
 #[cfg(test)]
@@ -530,13 +618,27 @@ mod tests {
 
     #[test]
     fn names() {
-        assert!(is_metric_name("http_requests_total"));
-        assert!(is_metric_name("job:rate5m"));
-        assert!(!is_metric_name("9lives"));
-        assert!(!is_metric_name("a-b"));
-        assert!(!is_metric_name(""));
-        assert!(is_label_name("_x1"));
-        assert!(!is_label_name("a:b"));
+        for legacy in ["http_requests_total", "job:rate5m", "_x1"] {
+            assert!(is_metric_name(legacy) && is_legacy_metric_name(legacy), "{legacy}");
+        }
+        for utf8 in ["9lives", "a-b", "http.server.request.duration", "λ", "a b", "\"q\""] {
+            assert!(is_metric_name(utf8) && !is_legacy_metric_name(utf8), "{utf8}");
+        }
+        for bad in ["", "a\nb", "\t", "a\u{7f}", "a\u{85}b", "\u{9f}"] {
+            assert!(!is_metric_name(bad) && !is_label_name(bad), "{bad:?}");
+        }
+        // U+00A0 is encoded C2 A0: not a control character.
+        assert!(is_metric_name("a\u{a0}b"));
+        assert!(is_label_name("_x1") && is_legacy_label_name("_x1"));
+        assert!(is_label_name("a:b") && !is_legacy_label_name("a:b"));
+        assert!(is_label_name("http.request.method") && is_label_name(".x") && is_label_name("método"));
+        assert!(is_label_name("a.") && is_label_name("aé") && is_label_name("a"));
+        // Reserved as written, or once escaped by `underscores` (two
+        // characters that become `_`) or `dots` (a leading `_`, or a
+        // leading character other than a letter or `.`).
+        for reserved in ["__x", "__", "_.x", ".-x", "é", "é1", "-x", "_é", "1.x", "_x.y", "..x"] {
+            assert!(!is_label_name(reserved), "{reserved}");
+        }
     }
 
     #[test]

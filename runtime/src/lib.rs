@@ -27,12 +27,16 @@
 //!    its families, built by `handler::layout`, which the registry calls
 //!    and which imports nothing above the instruments, and the per-call
 //!    guard, which may lay the registry out);
-//! 4. collection: `collector`, `process`, `builtin` and `merge`
+//! 4. collection: `collector`, `worker_collector` (collectors run in
+//!    every worker of a pool), `process`, `builtin` and `merge`
 //!    (reading, merging and compacting a shard directory, and Python's
 //!    `.db` files);
-//! 5. exposition: `expose` (encode and render);
+//! 5. exposition: `expose` (encode and render) and `content_encoding`
+//!    (the choice of gzip from `Accept-Encoding`, compression, and the
+//!    headers every `/metrics` endpoint sends);
 //! 6. serving: `http`, `layer` (the tower/axum layer), `multiprocess`,
-//!    `testing` and `versions` (this version's entry for the others).
+//!    `push` (to a Pushgateway), `redis` (metrics kept in Redis), `testing` and `versions` (this version's
+//!    entry for the others).
 
 // 0. support
 mod gate;
@@ -59,7 +63,10 @@ mod builtin;
 mod collector;
 mod merge;
 mod process;
+mod worker_collector;
 // 5. exposition
+#[cfg(feature = "gzip")]
+mod content_encoding;
 mod expose;
 // 6. serving
 #[cfg(feature = "http")]
@@ -67,22 +74,29 @@ pub mod http;
 #[cfg(feature = "tower")]
 pub mod layer;
 pub mod multiprocess;
+#[cfg(feature = "push")]
+pub mod push;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod testing;
 mod versions;
 
 pub use collector::register_collector;
 pub use collector::{Collector, FamilyWriter, MetricWriter};
+#[cfg(feature = "gzip")]
+pub use content_encoding::{ContentEncoding, MetricsResponse};
 pub use descriptor::{
-    DEFAULT_BUCKETS, Descriptor, GaugeMode, Kind, Opts, exponential_buckets, is_label_name, is_metric_name,
-    linear_buckets,
+    DEFAULT_BUCKETS, Descriptor, GaugeMode, Kind, Opts, exponential_buckets, is_label_name, is_legacy_label_name,
+    is_legacy_metric_name, is_metric_name, linear_buckets,
 };
-pub use expose::{Format, encode, encode_into, render};
+pub use expose::{Escaping, Exposition, Format, Protocol, encode, encode_into, render};
 pub use handler::{
     DEFAULT_STATUS_CODES, FUNCTION_BUCKETS, HandlerFamilies, HandlerKind, HandlerOutcome, Outcome, STANDARD_METHODS,
     StatusLabel,
 };
 #[cfg(feature = "http")]
 pub use http::{MetricsServer, serve};
+pub use instruments::callback::{interval as callback_interval, set_interval as set_callback_interval};
 pub use instruments::counter::{Counter, CounterSeries, InvalidIncrement};
 pub use instruments::gauge::{Gauge, GaugeSeries, InProgress};
 pub use instruments::histogram::{Histogram, HistogramSeries, HistogramTimer};
@@ -93,6 +107,7 @@ pub use labels::{LabelDomain, LabelValue, OTHER};
 pub use metric::MetricCore;
 pub use process::ProcessCollector;
 pub use registry::{RegistryError, check_registry};
+pub use worker_collector::register_worker_collector;
 
 /// Not a stable API: entry points for the fuzz targets in `fuzz/`.
 #[doc(hidden)]

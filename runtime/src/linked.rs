@@ -14,15 +14,19 @@
 
 use core::cell::Cell;
 use core::ffi::c_void;
+use std::borrow::Cow;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use promshard_abi::{FORMAT_OPENMETRICS, FORMAT_PROMETHEUS, Sink, VERSIONS, Version};
+use promshard_abi::{
+    ESCAPING_ALLOW_UTF8, ESCAPING_DOTS, ESCAPING_VALUES, FORMAT_OPENMETRICS, FORMAT_PROMETHEUS, Sink, VERSIONS, Version,
+};
 
 use crate::descriptor::Descriptor;
-use crate::encode::format::Format;
+use crate::encode::format::{Exposition, Format, Protocol};
+use crate::encode::names::Escaping;
 
 /// This crate's version.
 pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -80,14 +84,53 @@ pub(crate) fn write(out: Sink, bytes: &[u8]) {
     unsafe { (out.write)(out.ctx, bytes.as_ptr(), bytes.len()) }
 }
 
-/// Another version's exposition in `format`, without the other versions'.
-pub(crate) fn render(other: &Version, format: Format) -> Vec<u8> {
-    let code = match format {
+/// The ABI's code for `x`: the format, plus the escaping unless it is
+/// `underscores`, which a bare format code has always meant. The text
+/// version is not in it: 0.0.4 and 1.0.0 bodies differ only by escaping.
+pub(crate) fn format_code(x: Exposition) -> u32 {
+    let format = match x.format() {
         Format::Prometheus => FORMAT_PROMETHEUS,
         Format::OpenMetrics => FORMAT_OPENMETRICS,
     };
+    let escaping = match x.escaping() {
+        Escaping::Underscores => 0,
+        Escaping::AllowUtf8 => ESCAPING_ALLOW_UTF8,
+        Escaping::Dots => ESCAPING_DOTS,
+        Escaping::Values => ESCAPING_VALUES,
+    };
+    format | escaping
+}
+
+/// The exposition a code of [`format_code`] (or of an older version)
+/// asks for; `None` for a code this version does not know.
+pub(crate) fn decode_format(code: u32) -> Option<Exposition> {
+    let protocol = match code & 0xFF {
+        FORMAT_PROMETHEUS => Protocol::PrometheusText1_0_0,
+        FORMAT_OPENMETRICS => Protocol::OpenMetricsText1_0_0,
+        _ => return None,
+    };
+    let escaping = match code & !0xFF {
+        0 => Escaping::Underscores,
+        ESCAPING_ALLOW_UTF8 => Escaping::AllowUtf8,
+        ESCAPING_DOTS => Escaping::Dots,
+        ESCAPING_VALUES => Escaping::Values,
+        _ => return None,
+    };
+    Some(Exposition::new(protocol, escaping))
+}
+
+/// Another version's exposition as `x` writes it, without the other
+/// versions'. A version older than the escaping codes writes nothing for
+/// them: it is asked again for its (legacy-named) exposition as it is.
+pub(crate) fn render(other: &Version, x: Exposition) -> Vec<u8> {
+    let code = format_code(x);
     // SAFETY: a sink of ours, valid for the call.
-    collect(|sink| unsafe { (other.render)(code, sink) }).0
+    let text = collect(|sink| unsafe { (other.render)(code, sink) }).0;
+    if text.is_empty() && code > 0xFF {
+        // SAFETY: as above.
+        return collect(|sink| unsafe { (other.render)(code & 0xFF, sink) }).0;
+    }
+    text
 }
 
 /// The metrics another version declares: name and `file:line`.
@@ -155,8 +198,10 @@ pub(crate) fn report(declared: &[&Descriptor], shard_format: u32, multiprocess: 
             c.name, c.here, c.version, c.there
         ));
     }
+    // This version reads version 2 files too (see `shard::format`).
+    let readable = crate::shard::format::VERSION_LEGACY_NAMES..=shard_format;
     let formats: Vec<String> = others()
-        .filter(|o| o.shard_format != shard_format)
+        .filter(|o| !readable.contains(&o.shard_format))
         .map(|o| format!("{} (format {})", version_of(o), o.shard_format))
         .collect();
     if !formats.is_empty() && multiprocess {
@@ -169,11 +214,11 @@ pub(crate) fn report(declared: &[&Descriptor], shard_format: u32, multiprocess: 
     }
 }
 
-/// The families of an exposition, each with its text: a family starts at
-/// a `# HELP`, `# TYPE` or `# UNIT` line of a new name and holds the
-/// sample lines that follow. `# EOF` ends it all.
-pub(crate) fn families(text: &str) -> impl Iterator<Item = (&str, &str)> {
-    let mut blocks: Vec<(&str, usize, usize)> = Vec::new();
+/// The families of an exposition, each with its name (unquoted) and its
+/// text: a family starts at a `# HELP`, `# TYPE` or `# UNIT` line of a new
+/// name and holds the sample lines that follow. `# EOF` ends it all.
+pub(crate) fn families(text: &str) -> impl Iterator<Item = (Cow<'_, str>, &str)> {
+    let mut blocks: Vec<(Cow<'_, str>, usize, usize)> = Vec::new();
     let mut offset = 0;
     for line in text.split_inclusive('\n') {
         let at = offset;
@@ -183,8 +228,9 @@ pub(crate) fn families(text: &str) -> impl Iterator<Item = (&str, &str)> {
         }
         let meta = ["# HELP ", "# TYPE ", "# UNIT "].iter().find_map(|p| line.strip_prefix(p));
         let name = match meta {
-            Some(rest) => rest.split([' ', '\n']).next().unwrap_or(""),
-            None => line.split(['{', ' ', '\n']).next().unwrap_or(""),
+            Some(rest) => leading_name(rest),
+            // A sample line: `name{…} v`, or `{"name",…} v`.
+            None => leading_name(line.strip_prefix('{').filter(|l| l.starts_with('"')).unwrap_or(line)),
         };
         match blocks.last_mut() {
             Some((current, _, end)) if meta.is_none() || *current == name => *end = offset,
@@ -192,6 +238,28 @@ pub(crate) fn families(text: &str) -> impl Iterator<Item = (&str, &str)> {
         }
     }
     blocks.into_iter().map(move |(name, from, to)| (name, &text[from..to]))
+}
+
+/// The name `s` starts with: a legacy name up to a space or `{`, or a
+/// quoted one, unescaped.
+fn leading_name(s: &str) -> Cow<'_, str> {
+    let Some(quoted) = s.strip_prefix('"') else {
+        return Cow::Borrowed(s.split([' ', '{', '\n']).next().unwrap_or(""));
+    };
+    let mut name = String::new();
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => break,
+            '\\' => match chars.next() {
+                Some('n') => name.push('\n'),
+                Some(other) => name.push(other),
+                None => break,
+            },
+            c => name.push(c),
+        }
+    }
+    Cow::Owned(name)
 }
 
 /// The shard files the other versions of this process map.
@@ -238,13 +306,70 @@ mod tests {
     fn families_split_at_new_names() {
         let text = "# HELP a_total A.\n# TYPE a_total counter\na_total 1\n# HELP h H.\n# TYPE h histogram\n\
                     h_bucket{le=\"+Inf\"} 1\nh_count 1\n# EOF\n";
-        let found: Vec<(&str, &str)> = families(text).collect();
+        let found: Vec<(String, &str)> = families(text).map(|(n, t)| (n.into_owned(), t)).collect();
         assert_eq!(
             found,
             [
-                ("a_total", "# HELP a_total A.\n# TYPE a_total counter\na_total 1\n"),
-                ("h", "# HELP h H.\n# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\nh_count 1\n"),
+                ("a_total".to_owned(), "# HELP a_total A.\n# TYPE a_total counter\na_total 1\n"),
+                ("h".to_owned(), "# HELP h H.\n# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\nh_count 1\n"),
             ]
         );
+    }
+
+    #[test]
+    fn quoted_names_are_read_unescaped() {
+        let text = "# HELP \"a.b\" A.\n# TYPE \"a.b\" counter\n{\"a.b_total\",\"x.y\"=\"1\"} 1\n\
+                    # TYPE \"q\\\"\\\\\\n\" gauge\n{\"q\\\"\\\\\\n\"} 2\n# EOF\n";
+        let found: Vec<String> = families(text).map(|(n, _)| n.into_owned()).collect();
+        assert_eq!(found, ["a.b", "q\"\\\n"]);
+    }
+
+    /// A version older than the escaping codes writes nothing for them:
+    /// it is asked again with the bare format code.
+    #[test]
+    fn an_older_version_is_asked_again_without_escaping() {
+        use promshard_abi::{Bytes, Sink, Str, Version};
+        unsafe extern "C" fn old_render(code: u32, out: Sink) {
+            if code <= 1 {
+                super::write(out, format!("old:{code}").as_bytes());
+            }
+        }
+        unsafe extern "C" fn nothing(_: Sink) {}
+        unsafe extern "C" fn no_shard(_: Sink) -> Bytes {
+            Bytes { ptr: core::ptr::null(), len: 0 }
+        }
+        let old = Version {
+            version: Str::new("0.0.1"),
+            shard_format: 2,
+            render: old_render,
+            declared: nothing,
+            shard: no_shard,
+        };
+        use super::{Escaping, Exposition, Protocol, render};
+        for escaping in Escaping::ALL {
+            let x = Exposition::new(Protocol::OpenMetricsText1_0_0, escaping);
+            assert_eq!(render(&old, x), b"old:1", "{escaping:?}");
+            let x = Exposition::new(Protocol::PrometheusText1_0_0, escaping);
+            assert_eq!(render(&old, x), b"old:0", "{escaping:?}");
+        }
+    }
+
+    #[test]
+    fn format_codes_round_trip_and_old_codes_mean_underscores() {
+        use super::{Escaping, Exposition, Format, Protocol, decode_format, format_code};
+        for protocol in [Protocol::PrometheusText1_0_0, Protocol::OpenMetricsText1_0_0] {
+            for escaping in Escaping::ALL {
+                let x = Exposition::new(protocol, escaping);
+                assert_eq!(decode_format(format_code(x)), Some(x));
+            }
+        }
+        assert_eq!(
+            decode_format(0).map(|x| (x.format(), x.escaping())),
+            Some((Format::Prometheus, Escaping::Underscores))
+        );
+        assert_eq!(decode_format(1).map(|x| x.format()), Some(Format::OpenMetrics));
+        assert_eq!(decode_format(2), None);
+        assert_eq!(decode_format(4 << 8), None);
+        assert_eq!(format_code(Exposition::from(Format::OpenMetrics)), 1);
     }
 }

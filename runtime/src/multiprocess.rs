@@ -108,14 +108,16 @@ pub fn shard_dir() -> Option<PathBuf> {
 }
 
 /// Renders the merged exposition of a shard directory without recording
-/// into it: for a sidecar exporter or a tool. OpenMetrics output ends with
-/// `# EOF`.
-pub fn encode_dir(dir: impl AsRef<Path>, format: Format) -> Vec<u8> {
+/// into it: for a sidecar exporter or a tool. `how` is an
+/// [`Exposition`](crate::Exposition) or a [`Format`] (legacy names), as
+/// for [`encode`](crate::encode). OpenMetrics output ends with `# EOF`.
+pub fn encode_dir(dir: impl AsRef<Path>, how: impl Into<crate::Exposition>) -> Vec<u8> {
+    let x = how.into();
     let dir = resolve(dir.as_ref());
     let own = shard::own_in(&dir);
     let mut out = Vec::new();
-    crate::merge::collect_with(&dir, own).encode(format, &mut out);
-    if format == Format::OpenMetrics {
+    crate::merge::collect_with(&dir, own).encode(x, &mut out);
+    if x.format() == Format::OpenMetrics {
         out.extend_from_slice(b"# EOF\n");
     }
     out

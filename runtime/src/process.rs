@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::collector::{Collector, MetricWriter, Target};
-use crate::encode::format::Format;
+use crate::encode::format::Exposition;
 use crate::encode::plan::SampleFn;
 use crate::merge::read::{Shard, ShardCache};
 use crate::shard::OwnShard;
@@ -128,9 +128,9 @@ impl Workers {
         workers
     }
 
-    /// Appends the families in `format`.
-    pub(crate) fn encode(&self, format: Format, out: &mut Vec<u8>) {
-        self.write(&mut MetricWriter::new(Target::Text { out, format }, &self.declared));
+    /// Appends the families as `x` writes them.
+    pub(crate) fn encode(&self, x: Exposition, out: &mut Vec<u8>) {
+        self.write(&mut MetricWriter::new(Target::Text { out, x }, &self.declared));
     }
 
     /// Calls `f(sample name, labels, value)` for every sample.

@@ -113,7 +113,23 @@ fn layout(declared: &[&'static MetricCore]) -> Registry {
     let mut sample_names: HashMap<String, usize> = HashMap::new();
     let mut exposed: Vec<&'static MetricCore> = Vec::with_capacity(sorted.len());
     for core in sorted {
-        let names = sample_names_of(core.descriptor());
+        let desc = core.descriptor();
+        if let Some((first, second)) = crate::encode::names::label_clash(desc.label_names) {
+            let error = RegistryError::LabelNameClash {
+                metric: desc.name.to_owned(),
+                first: first.to_owned(),
+                second: second.to_owned(),
+                at: location(desc),
+            };
+            crate::notice::error(format!("{error}; the metric is not exposed"));
+            problems.push(error);
+            hidden.push(core);
+            continue;
+        }
+        // Every spelling a scraper may see: `a.b` and `a_b` are one name
+        // to one that asked for escaped names.
+        let names: Vec<String> =
+            sample_names_of(desc).iter().flat_map(|n| crate::encode::names::spellings(n)).collect();
         let clash = names.iter().find_map(|n| sample_names.get(n).map(|&i| (n, i)));
         if let Some((sample, first)) = clash {
             let error = RegistryError::DuplicateName {
@@ -442,9 +458,11 @@ fn location(desc: &Descriptor) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RegistryError {
-    /// Two declarations produce the same metric or sample name. The first
-    /// (by name, then file and line) is exposed; the second records into
-    /// slots of its own that are never exposed.
+    /// Two declarations produce the same metric or sample name, as
+    /// written or as a scraper that asked for escaped names sees it
+    /// (`a.b` and `a_b` are both `a_b` to a Prometheus 2 server). The
+    /// first (by name, then file and line) is exposed; the second records
+    /// into slots of its own that are never exposed.
     DuplicateName {
         /// The clashing name.
         sample: String,
@@ -452,6 +470,20 @@ pub enum RegistryError {
         first: String,
         /// `file:line` of the hidden declaration.
         second: String,
+    },
+    /// Two label names of one metric that a scraper asking for escaped
+    /// names would see as one (`a.b` and `a_b`): `#[metric]` refuses them
+    /// when it can see them. The metric records into slots of its own
+    /// that are never exposed.
+    LabelNameClash {
+        /// The metric.
+        metric: String,
+        /// The first of the two labels.
+        first: String,
+        /// The second.
+        second: String,
+        /// `file:line` of the declaration.
+        at: String,
     },
     /// `#[instrument_handler]` sites that disagree on their families'
     /// settings, or that do not fit a family's series budget (those
@@ -470,6 +502,11 @@ impl fmt::Display for RegistryError {
             RegistryError::DuplicateName { sample, first, second } => {
                 write!(f, "metric name `{sample}` is declared twice: at {first} and at {second}")
             }
+            RegistryError::LabelNameClash { metric, first, second, at } => write!(
+                f,
+                "metric `{metric}` (at {at}): labels `{first}` and `{second}` are written alike for scrapers \
+                 that ask for escaped names"
+            ),
             RegistryError::HandlerFamily { family, message } => write!(f, "handler family `{family}`: {message}"),
         }
     }

@@ -7,9 +7,8 @@ use std::fmt::Write as _;
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use promshard_abi::{Bytes, FORMAT_OPENMETRICS, FORMAT_PROMETHEUS, Sink, Str, Version};
+use promshard_abi::{Bytes, Sink, Str, Version};
 
-use crate::encode::format::Format;
 use crate::linked::{VERSION, write};
 use crate::metric::MetricCore;
 
@@ -17,14 +16,10 @@ promshard_abi::submit!(
     THIS = Version { version: Str::new(VERSION), shard_format: crate::shard::format::VERSION, render, declared, shard }
 );
 
-unsafe extern "C" fn render(format: u32, out: Sink) {
-    let format = match format {
-        FORMAT_PROMETHEUS => Format::Prometheus,
-        FORMAT_OPENMETRICS => Format::OpenMetrics,
-        _ => return,
-    };
+unsafe extern "C" fn render(code: u32, out: Sink) {
+    let Some(x) = crate::linked::decode_format(code) else { return };
     // An unwinding panic must not cross into the other version's frames.
-    let text = crate::linked::rendering_for_other(|| catch_unwind(|| crate::expose::encode(format)));
+    let text = crate::linked::rendering_for_other(|| catch_unwind(|| crate::expose::encode(x)));
     if let Ok(text) = text {
         write(out, &text);
     }

@@ -570,6 +570,37 @@ pub fn encode_dir_text(dir: &Path) -> String {
 }
 
 /// This process's own scrape as 0.0.4 text.
+/// A resource of this process (a pool's size): each worker of a
+/// [`pool_worker`] pool sets its own.
+pub static POOL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A worker's commands: `pool N` sets its [`POOL`], `pid` says its pid.
+pub fn pool_worker(command: &str) -> String {
+    let (verb, arg) = command.split_once(' ').unwrap_or((command, ""));
+    match verb {
+        "pool" => {
+            POOL.store(arg.parse().unwrap(), std::sync::atomic::Ordering::SeqCst);
+            "ok".to_owned()
+        }
+        "pid" => std::process::id().to_string(),
+        other => panic!("unknown command {other:?}"),
+    }
+}
+
+/// Scrapes this process until `check` holds of the text (10 s at most:
+/// workers publish on an interval), and returns that text.
+pub fn eventually(what: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = own_text();
+        if check(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{what}: never held; last scrape:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn own_text() -> String {
     String::from_utf8(promshard::encode(promshard::Format::Prometheus)).expect("UTF-8")
 }

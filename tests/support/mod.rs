@@ -1,6 +1,6 @@
 //! Helpers for tests that check our output with tools we did not write
-//! (`promtool`, Python's `prometheus_client`): finding them, skipping
-//! loudly when they are missing, and running them.
+//! (`promtool`, Python's `prometheus_client`, `curl`): finding them,
+//! skipping loudly when they are missing, and running them.
 //!
 //! A missing tool skips its test with a banner on stderr, so that a
 //! developer without the tools can still run `cargo test`; CI sets
@@ -12,6 +12,7 @@
 // Each test crate that includes this module uses a different subset.
 #![allow(dead_code)]
 
+pub mod gzip;
 pub mod python;
 
 use std::ffi::OsStr;
@@ -65,6 +66,21 @@ pub fn prometheus() -> Option<PathBuf> {
     runs.then_some(candidate)
 }
 
+/// Explains how to get the Pushgateway, for [`skip_or_fail`].
+pub const PUSHGATEWAY_MISSING: &str = "the Pushgateway not found; install Debian's `prometheus-pushgateway` \
+     package or set PROMSHARD_PUSHGATEWAY";
+
+/// The Pushgateway, from `PROMSHARD_PUSHGATEWAY`, or `prometheus-pushgateway`
+/// (Debian's name) or `pushgateway` on `PATH`, if it runs.
+pub fn pushgateway() -> Option<PathBuf> {
+    let candidate = tool_from_env("PROMSHARD_PUSHGATEWAY")
+        .or_else(|| find_in_path("prometheus-pushgateway"))
+        .or_else(|| find_in_path("pushgateway"))?;
+    let runs =
+        Command::new(&candidate).arg("--version").stdin(Stdio::null()).output().is_ok_and(|o| o.status.success());
+    runs.then_some(candidate)
+}
+
 /// A Python 3 that can `import prometheus_client`, from `PROMSHARD_PYTHON`
 /// or `python3` on `PATH`.
 pub fn python_with_prometheus_client() -> Option<PathBuf> {
@@ -93,6 +109,11 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
 
 /// Runs `program args…` with `stdin` written to its standard input.
 pub fn run_with_stdin(program: &Path, args: &[&OsStr], stdin: &str) -> Output {
+    run_with_stdin_bytes(program, args, stdin.as_bytes())
+}
+
+/// [`run_with_stdin`] with bytes that need not be text (a gzip stream).
+pub fn run_with_stdin_bytes(program: &Path, args: &[&OsStr], stdin: &[u8]) -> Output {
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::piped())
@@ -107,7 +128,7 @@ pub fn run_with_stdin(program: &Path, args: &[&OsStr], stdin: &str) -> Output {
     let writer = std::thread::spawn(move || {
         // A child that exits without reading everything closes the pipe;
         // its exit status tells the real story.
-        let _ = pipe.write_all(input.as_bytes());
+        let _ = pipe.write_all(&input);
     });
     let output = child.wait_with_output().unwrap_or_else(|e| panic!("waiting for {}: {e}", program.display()));
     writer.join().expect("stdin writer thread");

@@ -1,7 +1,7 @@
 use promshard::{metric, Counter};
 
 /// Jobs.
-#[metric(name = "9lives_total")]
+#[metric(name = "jobs\u{7}_total")]
 static JOBS: Counter;
 
 fn main() {}

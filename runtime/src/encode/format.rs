@@ -1,28 +1,28 @@
-//! The two exposition formats and the choice between them from an HTTP
-//! `Accept` header.
+//! The exposition protocols, and the choice of one (with the escaping of
+//! names) from an HTTP `Accept` header, by the rules of Prometheus'
+//! "Scrape protocol content negotiation".
 
-/// An exposition format.
+use super::names::Escaping;
+
+/// The syntax of an exposition: what the encoders write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Format {
-    /// The Prometheus text format, version 0.0.4.
+    /// The Prometheus text format (0.0.4, or 1.0.0 with UTF-8 names).
     Prometheus,
-    /// OpenMetrics 1.0.0 text.
+    /// OpenMetrics text.
     OpenMetrics,
 }
 
 impl Format {
-    /// The `Content-Type` of a response in this format.
+    /// The `Content-Type` of a response in this format with legacy
+    /// (`underscores`) names, as [`encode`](crate::encode) writes it.
     pub const fn content_type(self) -> &'static str {
-        match self {
-            Format::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
-            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        }
+        Exposition::from_format(self).content_type()
     }
 
-    /// Chooses the format a client asked for in its `Accept` header, by
-    /// quality value. OpenMetrics is chosen when the client ranks it at
-    /// least as high as the text format (Prometheus' own scrape header
-    /// does); anything else, including no header, gets the text format.
+    /// The format of [`Exposition::from_accept`]'s choice. A response
+    /// made with it has legacy names; use [`Exposition::from_accept`] to
+    /// honour the scraper's escaping too.
     ///
     /// ```
     /// use promshard::Format;
@@ -33,65 +33,330 @@ impl Format {
     /// assert_eq!(Format::from_accept(None), Format::Prometheus);
     /// ```
     pub fn from_accept(accept: Option<&str>) -> Format {
-        let mut openmetrics = None::<f32>;
-        let mut text = None::<f32>;
-        for range in accept.unwrap_or("").split(',') {
-            let mut parts = range.split(';').map(str::trim);
-            let media = parts.next().unwrap_or("").to_ascii_lowercase();
-            let mut q = 1.0f32;
-            let mut version = None;
-            for param in parts {
-                let (key, value) = param.split_once('=').unwrap_or((param, ""));
-                let value = value.trim().trim_matches('"');
-                match key.trim().to_ascii_lowercase().as_str() {
-                    "q" => q = value.parse().unwrap_or(0.0),
-                    "version" => version = Some(value.to_owned()),
-                    _ => {}
-                }
+        Exposition::from_accept(accept).format()
+    }
+}
+
+/// A protocol of Prometheus' content negotiation: a media type and its
+/// version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// `text/plain; version=0.0.4`: legacy names only.
+    PrometheusText0_0_4,
+    /// `text/plain; version=1.0.0`: 0.0.4's syntax, with quoted UTF-8
+    /// names under `escaping=allow-utf-8`.
+    PrometheusText1_0_0,
+    /// `application/openmetrics-text; version=0.0.1`: legacy names only.
+    OpenMetricsText0_0_1,
+    /// `application/openmetrics-text; version=1.0.0`, with quoted UTF-8
+    /// names under `escaping=allow-utf-8`.
+    OpenMetricsText1_0_0,
+}
+
+impl Protocol {
+    /// Every protocol, in the order an equal `q` prefers them.
+    const PREFERENCE: [Protocol; 4] = [
+        Protocol::OpenMetricsText1_0_0,
+        Protocol::OpenMetricsText0_0_1,
+        Protocol::PrometheusText1_0_0,
+        Protocol::PrometheusText0_0_4,
+    ];
+
+    /// The syntax the protocol's body is written in.
+    pub const fn format(self) -> Format {
+        match self {
+            Protocol::PrometheusText0_0_4 | Protocol::PrometheusText1_0_0 => Format::Prometheus,
+            Protocol::OpenMetricsText0_0_1 | Protocol::OpenMetricsText1_0_0 => Format::OpenMetrics,
+        }
+    }
+
+    /// Whether the protocol carries an `escaping` parameter, and so may
+    /// hold UTF-8 names: the text formats from version 1.0.0 on.
+    pub const fn negotiates_escaping(self) -> bool {
+        matches!(self, Protocol::PrometheusText1_0_0 | Protocol::OpenMetricsText1_0_0)
+    }
+
+    fn media_type(self) -> &'static str {
+        match self.format() {
+            Format::Prometheus => "text/plain",
+            Format::OpenMetrics => "application/openmetrics-text",
+        }
+    }
+
+    fn version(self) -> &'static str {
+        match self {
+            Protocol::PrometheusText0_0_4 => "0.0.4",
+            Protocol::OpenMetricsText0_0_1 => "0.0.1",
+            Protocol::PrometheusText1_0_0 | Protocol::OpenMetricsText1_0_0 => "1.0.0",
+        }
+    }
+}
+
+/// What a scrape is answered with: a [`Protocol`] and the [`Escaping`]
+/// of names outside the legacy character set. Built from `Accept` by
+/// [`from_accept`](Self::from_accept), or from a [`Format`] (legacy names).
+///
+/// ```
+/// use promshard::{Escaping, Exposition, Format, Protocol};
+///
+/// // Prometheus 3's default scrape header.
+/// let v3 = "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,\
+///           application/openmetrics-text;version=0.0.1;q=0.4,\
+///           text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,\
+///           text/plain;version=0.0.4;q=0.2,*/*;q=0.1";
+/// let chosen = Exposition::from_accept(Some(v3));
+/// assert_eq!((chosen.protocol(), chosen.escaping()), (Protocol::OpenMetricsText1_0_0, Escaping::AllowUtf8));
+/// assert_eq!(
+///     chosen.content_type(),
+///     "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=allow-utf-8"
+/// );
+/// // No header: text 0.0.4, whose names are always legacy ones.
+/// assert_eq!(Exposition::from_accept(None), Exposition::from(Format::Prometheus));
+/// assert_eq!(Exposition::from_accept(None).escaping(), Escaping::Underscores);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Exposition {
+    protocol: Protocol,
+    escaping: Escaping,
+}
+
+impl Exposition {
+    /// `protocol` with `escaping`; a protocol that cannot hold UTF-8
+    /// names ([`Protocol::negotiates_escaping`]) always gets
+    /// [`Escaping::Underscores`].
+    pub const fn new(protocol: Protocol, escaping: Escaping) -> Exposition {
+        let escaping = if protocol.negotiates_escaping() { escaping } else { Escaping::Underscores };
+        Exposition { protocol, escaping }
+    }
+
+    /// `format` in the protocol [`encode`](crate::encode) has always
+    /// written it in (text 0.0.4, OpenMetrics 1.0.0), with legacy names.
+    pub const fn from_format(format: Format) -> Exposition {
+        let protocol = match format {
+            Format::Prometheus => Protocol::PrometheusText0_0_4,
+            Format::OpenMetrics => Protocol::OpenMetricsText1_0_0,
+        };
+        Exposition { protocol, escaping: Escaping::Underscores }
+    }
+
+    /// The protocol.
+    pub const fn protocol(self) -> Protocol {
+        self.protocol
+    }
+
+    /// The protocol's syntax.
+    pub const fn format(self) -> Format {
+        self.protocol.format()
+    }
+
+    /// How names outside the legacy character set are written.
+    pub const fn escaping(self) -> Escaping {
+        self.escaping
+    }
+
+    /// The response's `Content-Type`: media type, version, `charset`, and
+    /// for the protocols that negotiate it the `escaping` parameter.
+    pub const fn content_type(self) -> &'static str {
+        use Escaping::*;
+        use Protocol::*;
+        match (self.protocol, self.escaping) {
+            (PrometheusText0_0_4, _) => "text/plain; version=0.0.4; charset=utf-8",
+            (OpenMetricsText0_0_1, _) => "application/openmetrics-text; version=0.0.1; charset=utf-8",
+            (PrometheusText1_0_0, AllowUtf8) => "text/plain; version=1.0.0; charset=utf-8; escaping=allow-utf-8",
+            (PrometheusText1_0_0, Underscores) => "text/plain; version=1.0.0; charset=utf-8; escaping=underscores",
+            (PrometheusText1_0_0, Dots) => "text/plain; version=1.0.0; charset=utf-8; escaping=dots",
+            (PrometheusText1_0_0, Values) => "text/plain; version=1.0.0; charset=utf-8; escaping=values",
+            (OpenMetricsText1_0_0, AllowUtf8) => {
+                "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=allow-utf-8"
             }
-            let slot = match media.as_str() {
-                "application/openmetrics-text" if matches!(version.as_deref(), None | Some("1.0.0" | "0.0.1")) => {
-                    &mut openmetrics
-                }
-                "text/plain" | "text/*" | "*/*" => &mut text,
-                _ => continue,
-            };
-            if q > 0.0 && slot.is_none_or(|best| q > best) {
-                *slot = Some(q);
+            (OpenMetricsText1_0_0, Underscores) => {
+                "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=underscores"
+            }
+            (OpenMetricsText1_0_0, Dots) => "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=dots",
+            (OpenMetricsText1_0_0, Values) => {
+                "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=values"
             }
         }
-        match (openmetrics, text) {
-            (Some(om), Some(t)) if om >= t => Format::OpenMetrics,
-            (Some(_), None) => Format::OpenMetrics,
-            _ => Format::Prometheus,
+    }
+
+    /// Chooses the exposition for a client's `Accept` header (several
+    /// headers joined with commas), as Prometheus' content negotiation
+    /// asks of a target:
+    ///
+    /// - each media range is matched against the protocols: a `version`
+    ///   must be one of the protocol's (`text/plain` without one, `text/*`
+    ///   and `*/*` mean 0.0.4; `application/openmetrics-text` without one
+    ///   means any, so 1.0.0); other parameters are ignored;
+    /// - the protocol with the highest `q` wins, a range with `q=0`
+    ///   (or an unreadable `q`) excludes nothing but counts for nothing;
+    ///   equal `q`s prefer OpenMetrics 1.0.0, then OpenMetrics 0.0.1,
+    ///   text 1.0.0, text 0.0.4;
+    /// - the winning range's `escaping` parameter gives the scheme
+    ///   (`allow-utf-8` or `allow-utf8`, `underscores`, `dots`,
+    ///   `values`); none, or an unknown value, gives `underscores`, and
+    ///   protocols before 1.0.0 always have it;
+    /// - when nothing matches (or there is no header), text 0.0.4.
+    ///
+    /// ```
+    /// use promshard::{Escaping, Exposition, Protocol};
+    ///
+    /// let chosen = Exposition::from_accept(Some("text/plain;version=1.0.0;escaping=dots"));
+    /// assert_eq!((chosen.protocol(), chosen.escaping()), (Protocol::PrometheusText1_0_0, Escaping::Dots));
+    /// assert_eq!(chosen.content_type(), "text/plain; version=1.0.0; charset=utf-8; escaping=dots");
+    /// let legacy = Exposition::from_accept(Some("text/plain;version=0.0.4;escaping=allow-utf-8"));
+    /// assert_eq!((legacy.protocol(), legacy.escaping()), (Protocol::PrometheusText0_0_4, Escaping::Underscores));
+    /// ```
+    pub fn from_accept(accept: Option<&str>) -> Exposition {
+        // (q, preference rank, escaping) of the best range so far.
+        let mut best: Option<(f32, usize, Exposition)> = None;
+        for range in accept.unwrap_or("").split(',') {
+            let Some(range) = MediaRange::parse(range) else { continue };
+            if range.q <= 0.0 {
+                continue;
+            }
+            for (rank, protocol) in Protocol::PREFERENCE.into_iter().enumerate() {
+                if !range.matches(protocol) {
+                    continue;
+                }
+                let better = match best {
+                    None => true,
+                    Some((q, best_rank, _)) => range.q > q || (range.q == q && rank < best_rank),
+                };
+                if better {
+                    let escaping = range.escaping.unwrap_or(Escaping::Underscores);
+                    best = Some((range.q, rank, Exposition::new(protocol, escaping)));
+                }
+            }
+        }
+        best.map_or(Exposition::from_format(Format::Prometheus), |(_, _, chosen)| chosen)
+    }
+}
+
+impl From<Format> for Exposition {
+    fn from(format: Format) -> Exposition {
+        Exposition::from_format(format)
+    }
+}
+
+/// One media range of an `Accept` header, with the parameters that
+/// matter here.
+struct MediaRange<'a> {
+    /// Lowercase `type/subtype`.
+    media: String,
+    version: Option<&'a str>,
+    escaping: Option<Escaping>,
+    q: f32,
+}
+
+impl<'a> MediaRange<'a> {
+    fn parse(range: &'a str) -> Option<MediaRange<'a>> {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next()?.to_ascii_lowercase();
+        if media.is_empty() {
+            return None;
+        }
+        let mut out = MediaRange { media, version: None, escaping: None, q: 1.0 };
+        for param in parts {
+            let (key, value) = param.split_once('=').unwrap_or((param, ""));
+            let value = value.trim().trim_matches('"');
+            match key.trim().to_ascii_lowercase().as_str() {
+                // A `q` that is no number in 0..=1 gives nothing a weight.
+                "q" => out.q = value.parse().ok().filter(|q: &f32| (0.0..=1.0).contains(q)).unwrap_or(0.0),
+                "version" => out.version = Some(value),
+                "escaping" => out.escaping = Escaping::from_param(value),
+                _ => {}
+            }
+        }
+        Some(out)
+    }
+
+    fn matches(&self, protocol: Protocol) -> bool {
+        let wildcard = match self.media.as_str() {
+            "*/*" => true,
+            "text/*" if protocol.format() == Format::Prometheus => true,
+            media if media == protocol.media_type() => false,
+            _ => return false,
+        };
+        match self.version {
+            Some(version) => version == protocol.version(),
+            // A bare `text/plain` (or a wildcard) is what scrapers older
+            // than the version parameter sent: the 0.0.4 format.
+            None if wildcard || protocol.format() == Format::Prometheus => protocol == Protocol::PrometheusText0_0_4,
+            None => true,
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Format::{self, *};
+    use super::*;
+    use Escaping::*;
+    use Protocol::*;
 
     #[test]
     fn negotiation() {
         let cases = [
-            ("application/openmetrics-text", OpenMetrics),
-            ("application/openmetrics-text; version=1.0.0; charset=utf-8", OpenMetrics),
-            ("application/openmetrics-text; version=2.0.0", Prometheus),
-            ("text/plain;q=0.9,application/openmetrics-text;q=0.5", Prometheus),
-            ("text/plain;q=0.5,application/openmetrics-text;q=0.9", OpenMetrics),
-            ("application/openmetrics-text;q=0", Prometheus),
-            ("application/json", Prometheus),
-            ("", Prometheus),
+            ("application/openmetrics-text", OpenMetricsText1_0_0, Underscores),
+            ("application/openmetrics-text; version=1.0.0; charset=utf-8", OpenMetricsText1_0_0, Underscores),
+            ("application/openmetrics-text; version=0.0.1", OpenMetricsText0_0_1, Underscores),
+            ("application/openmetrics-text; version=2.0.0", PrometheusText0_0_4, Underscores),
+            ("text/plain;q=0.9,application/openmetrics-text;q=0.5", PrometheusText0_0_4, Underscores),
+            ("text/plain;q=0.5,application/openmetrics-text;q=0.9", OpenMetricsText1_0_0, Underscores),
+            ("application/openmetrics-text;q=0", PrometheusText0_0_4, Underscores),
+            ("application/openmetrics-text;q=x", PrometheusText0_0_4, Underscores),
+            ("application/openmetrics-text;q=2", PrometheusText0_0_4, Underscores),
+            ("application/json", PrometheusText0_0_4, Underscores),
+            ("", PrometheusText0_0_4, Underscores),
+            ("*/*", PrometheusText0_0_4, Underscores),
+            ("text/*;escaping=allow-utf-8", PrometheusText0_0_4, Underscores),
+            ("text/plain;version=1.0.0", PrometheusText1_0_0, Underscores),
+            ("TEXT/Plain; Version=1.0.0; Escaping=allow-utf8", PrometheusText1_0_0, AllowUtf8),
+            ("text/plain;version=1.0.0;escaping=values", PrometheusText1_0_0, Values),
+            ("text/plain;version=1.0.0;escaping=bogus", PrometheusText1_0_0, Underscores),
+            ("text/plain;version=0.0.4;escaping=allow-utf-8", PrometheusText0_0_4, Underscores),
+            // Equal q: OpenMetrics first.
+            ("text/plain;version=1.0.0,application/openmetrics-text", OpenMetricsText1_0_0, Underscores),
             (
                 "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,\
                  application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;\
                  escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
-                OpenMetrics,
+                OpenMetricsText1_0_0,
+                AllowUtf8,
+            ),
+            // Prometheus 2.x's scrape header.
+            (
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,\
+                 text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+                OpenMetricsText1_0_0,
+                Underscores,
+            ),
+            // A protobuf-first header: protobuf is not ours (yet).
+            (
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.5,\
+                 application/openmetrics-text;version=1.0.0;escaping=dots;q=0.4,*/*;q=0.0",
+                OpenMetricsText1_0_0,
+                Dots,
             ),
         ];
-        for (header, want) in cases {
-            assert_eq!(Format::from_accept(Some(header)), want, "{header}");
+        for (header, protocol, escaping) in cases {
+            let chosen = Exposition::from_accept(Some(header));
+            assert_eq!((chosen.protocol(), chosen.escaping()), (protocol, escaping), "{header}");
+        }
+    }
+
+    #[test]
+    fn content_types_carry_escaping_from_1_0_0_on() {
+        for protocol in Protocol::PREFERENCE {
+            for escaping in Escaping::ALL {
+                let chosen = Exposition::new(protocol, escaping);
+                let content_type = chosen.content_type();
+                assert!(content_type.starts_with(protocol.media_type()), "{content_type}");
+                assert!(content_type.contains(&format!("version={};", protocol.version())), "{content_type}");
+                let param = format!("; escaping={}", chosen.escaping().as_str());
+                assert_eq!(content_type.ends_with(&param), protocol.negotiates_escaping(), "{content_type}");
+                assert_eq!(Exposition::from_accept(Some(content_type)), chosen, "{content_type}");
+            }
         }
     }
 }

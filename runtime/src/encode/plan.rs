@@ -5,16 +5,27 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use super::format::Format;
+use super::format::{Exposition, Format};
+use super::names::{self, Escaping};
 use super::sample::{self, Labels, Value};
 use super::text::{le_value, sum_shown, write_help, write_label};
-use crate::descriptor::{Descriptor, Kind};
+use crate::descriptor::{Descriptor, Kind, is_legacy_label_name, is_legacy_metric_name};
 use crate::labels::LabelDomain;
 
 pub(crate) struct FamilyPlan {
+    /// The rendering for each escaping scheme, in [`Escaping::ALL`]'s
+    /// order; one for all when every name is a legacy one, which every
+    /// scheme writes alike.
+    variants: Vec<Variant>,
+}
+
+/// A family's rendering under one escaping scheme.
+struct Variant {
+    escaping: Escaping,
     /// `# HELP` / `# TYPE` (/ `# UNIT`) lines, per format.
     headers: [String; 2],
-    /// Sample names: the main one, then `_count` and `_sum` for histograms.
+    /// Sample names, as written: the main one, then `_count` and `_sum`
+    /// for histograms.
     sample: String,
     count: String,
     sum: String,
@@ -25,63 +36,90 @@ pub(crate) struct FamilyPlan {
     extra_labels: Vec<String>,
 }
 
+/// Which of a family's samples a [`Line`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Which {
+    /// The counter's `_total`, the gauge, a bucket, a state, the info.
+    Main,
+    Count,
+    Sum,
+}
+
 impl FamilyPlan {
     pub(crate) fn new(desc: &Descriptor) -> FamilyPlan {
-        let name = desc.name;
-        let sample = match desc.kind {
-            Kind::Histogram => format!("{name}_bucket"),
-            kind => format!("{name}{}", kind.sample_suffix()),
-        };
-        let extra_labels = match desc.kind {
-            Kind::Histogram => {
-                desc.buckets.iter().chain(&[f64::INFINITY]).map(|&b| label_text("le", &le_value(b))).collect()
-            }
-            Kind::StateSet => desc.states.iter().map(|s| label_text(name, s)).collect(),
-            _ => Vec::new(),
-        };
-        FamilyPlan {
-            headers: [header(desc, Format::Prometheus), header(desc, Format::OpenMetrics)],
-            count: format!("{name}_count"),
-            sum: format!("{name}_sum"),
-            sample,
-            series_labels: series_labels(desc),
-            extra_labels,
+        let legacy = is_legacy_metric_name(desc.name) && desc.label_names.iter().all(|n| is_legacy_label_name(n));
+        let schemes: &[Escaping] = if legacy { &[Escaping::Underscores] } else { &Escaping::ALL };
+        FamilyPlan { variants: schemes.iter().map(|&escaping| Variant::new(desc, escaping)).collect() }
+    }
+
+    fn variant(&self, escaping: Escaping) -> &Variant {
+        match self.variants.as_slice() {
+            [only] => only,
+            all => &all[Escaping::ALL.iter().position(|e| *e == escaping).expect("every scheme is listed")],
         }
     }
 
     /// Renders the family from its slots (`desc.slots()` of them).
-    pub(crate) fn encode(&self, core: &dyn Source, slots: &[AtomicU64], format: Format, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.headers[format as usize].as_bytes());
-        self.encode_samples(core, slots, format, out);
+    pub(crate) fn encode(&self, core: &dyn Source, slots: &[AtomicU64], x: Exposition, out: &mut Vec<u8>) {
+        self.encode_header(x, out);
+        self.encode_samples(core, slots, x, out);
     }
 
-    /// Calls `f` with every sample of the family, in exposition order.
     /// Writes the HELP/TYPE lines only.
-    pub(crate) fn encode_header(&self, format: Format, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.headers[format as usize].as_bytes());
+    pub(crate) fn encode_header(&self, x: Exposition, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.variant(x.escaping()).headers[x.format() as usize].as_bytes());
     }
 
     /// Writes the samples only.
-    pub(crate) fn encode_samples(&self, core: &dyn Source, slots: &[AtomicU64], format: Format, out: &mut Vec<u8>) {
+    pub(crate) fn encode_samples(&self, core: &dyn Source, slots: &[AtomicU64], x: Exposition, out: &mut Vec<u8>) {
+        let variant = self.variant(x.escaping());
         // `_count` comes before `_sum`: written, then taken back if the
-        // sum is not shown. (The names are compared by address: they are
-        // this plan's own strings.)
+        // sum is not shown.
         let mut count_at = 0;
-        self.visit(core, slots, |line| {
-            if core::ptr::eq(line.name, self.count.as_str()) {
-                count_at = out.len();
-            } else if core::ptr::eq(line.name, self.sum.as_str()) && !sum_shown(format, line.value.as_f64()) {
-                out.truncate(count_at);
-                return;
+        variant.visit(core, slots, |line| {
+            match line.which {
+                Which::Count => count_at = out.len(),
+                Which::Sum if !sum_shown(x.format(), line.value.as_f64()) => {
+                    out.truncate(count_at);
+                    return;
+                }
+                _ => {}
             }
-            line.write(&self.extra_labels, out);
+            line.write(&variant.extra_labels, variant.escaping, out);
         });
+    }
+}
+
+impl Variant {
+    fn new(desc: &Descriptor, escaping: Escaping) -> Variant {
+        let name = desc.name;
+        let sample = match desc.kind {
+            Kind::Histogram => names::sample_name(name, "_bucket", escaping),
+            kind => names::sample_name(name, kind.sample_suffix(), escaping),
+        };
+        let extra_labels = match desc.kind {
+            Kind::Histogram => {
+                desc.buckets.iter().chain(&[f64::INFINITY]).map(|&b| label_text("le", &le_value(b), escaping)).collect()
+            }
+            Kind::StateSet => desc.states.iter().map(|s| label_text(name, s, escaping)).collect(),
+            _ => Vec::new(),
+        };
+        Variant {
+            escaping,
+            headers: [header(desc, Format::Prometheus, escaping), header(desc, Format::OpenMetrics, escaping)],
+            count: names::sample_name(name, "_count", escaping),
+            sum: names::sample_name(name, "_sum", escaping),
+            sample,
+            series_labels: series_labels(desc, escaping),
+            extra_labels,
+        }
     }
 
     /// Calls `f` with every sample of the family, in exposition order.
-    pub(crate) fn visit(&self, core: &dyn Source, slots: &[AtomicU64], mut f: impl FnMut(Line<'_>)) {
+    fn visit(&self, core: &dyn Source, slots: &[AtomicU64], mut f: impl FnMut(Line<'_>)) {
         let desc = core.descriptor();
-        let extra_text = core.extra_pair().map(|(k, v)| label_text(k, v)).unwrap_or_default();
+        let escaping = self.escaping;
+        let extra_text = core.extra_pair().map(|(k, v)| label_text(k, v, escaping)).unwrap_or_default();
         let extra = extra_text.as_str();
         let load = |i: usize| slots[i].load(Ordering::Relaxed);
         let mut dynamic = String::new();
@@ -109,7 +147,7 @@ impl FamilyPlan {
                         if i > 0 {
                             dynamic.push(',');
                         }
-                        dynamic.push_str(&label_text(name, value));
+                        dynamic.push_str(&label_text(name, value, escaping));
                     }
                     if !extra.is_empty() {
                         if !dynamic.is_empty() {
@@ -121,7 +159,7 @@ impl FamilyPlan {
                 }
             };
             let base = series * desc.width;
-            let line = |name, extra: Option<usize>, value| Line { name, labels, extra, value, series };
+            let line = |which, name, extra: Option<usize>, value| Line { which, name, labels, extra, value, series };
             match desc.kind {
                 Kind::Counter => {
                     let (count, fraction) = (load(base), load(base + 1));
@@ -129,13 +167,13 @@ impl FamilyPlan {
                         0 => Value::Int(count),
                         bits => Value::Float(count as f64 + f64::from_bits(bits)),
                     };
-                    f(line(&self.sample, None, value));
+                    f(line(Which::Main, &self.sample, None, value));
                 }
-                Kind::Gauge => f(line(&self.sample, None, Value::Float(f64::from_bits(load(base))))),
+                Kind::Gauge => f(line(Which::Main, &self.sample, None, Value::Float(f64::from_bits(load(base))))),
                 Kind::StateSet => {
                     let current = load(base) as usize;
                     for state in 0..self.extra_labels.len() {
-                        f(line(&self.sample, Some(state), Value::Int((state == current) as u64)));
+                        f(line(Which::Main, &self.sample, Some(state), Value::Int((state == current) as u64)));
                     }
                 }
                 Kind::Histogram => {
@@ -144,19 +182,20 @@ impl FamilyPlan {
                         // Saturating: a hostile file's counts must not panic a scrape
                         // nor make the buckets go down.
                         cumulative = cumulative.saturating_add(load(base + bucket));
-                        f(line(&self.sample, Some(bucket), Value::Int(cumulative)));
+                        f(line(Which::Main, &self.sample, Some(bucket), Value::Int(cumulative)));
                     }
-                    f(line(&self.count, None, Value::Int(cumulative)));
+                    f(line(Which::Count, &self.count, None, Value::Int(cumulative)));
                     let sum = f64::from_bits(load(base + self.extra_labels.len()));
-                    f(line(&self.sum, None, Value::Float(sum)));
+                    f(line(Which::Sum, &self.sum, None, Value::Float(sum)));
                 }
                 Kind::Info => {
                     let text = core.info().map(|pairs| {
-                        let pairs = pairs.iter().map(|(k, v)| label_text(k, v));
+                        let pairs = pairs.iter().map(|(k, v)| label_text(k, v, escaping));
                         pairs.collect::<Vec<_>>().join(",")
                     });
                     if let Some(text) = text {
-                        f(Line { name: &self.sample, labels: &text, extra: None, value: Value::Int(1), series });
+                        let which = Which::Main;
+                        f(Line { which, name: &self.sample, labels: &text, extra: None, value: Value::Int(1), series });
                     }
                 }
             }
@@ -219,6 +258,8 @@ pub(crate) fn hidden(desc: &Descriptor, source: &dyn Source, slots: &[AtomicU64]
 
 /// One sample, with its label text already escaped.
 pub(crate) struct Line<'a> {
+    pub(crate) which: Which,
+    /// The sample's name as written.
     pub(crate) name: &'a str,
     pub(crate) labels: &'a str,
     /// The bucket (histograms) or state (state sets) of the sample.
@@ -229,15 +270,15 @@ pub(crate) struct Line<'a> {
 }
 
 impl Line<'_> {
-    fn write(&self, extra_labels: &[String], out: &mut Vec<u8>) {
+    fn write(&self, extra_labels: &[String], escaping: Escaping, out: &mut Vec<u8>) {
         let extra = self.extra.map_or("", |i| extra_labels[i].as_str());
-        sample::write(out, self.name, &[Labels::Text(self.labels), Labels::Text(extra)], self.value);
+        sample::write(out, self.name, &[Labels::Text(self.labels), Labels::Text(extra)], self.value, escaping);
     }
 }
 
-fn label_text(name: &str, value: &str) -> String {
+fn label_text(name: &str, value: &str, escaping: Escaping) -> String {
     let mut out = Vec::new();
-    write_label(&mut out, name, value);
+    write_label(&mut out, name, value, escaping);
     String::from_utf8(out).expect("escaping keeps UTF-8")
 }
 
@@ -262,13 +303,13 @@ pub(crate) fn series_values(core: &dyn Source, series: usize) -> Option<Vec<&str
 
 /// The label text of every series in dense index order, when every label
 /// is a fixed list.
-fn series_labels(desc: &Descriptor) -> Option<Vec<String>> {
+fn series_labels(desc: &Descriptor, escaping: Escaping) -> Option<Vec<String>> {
     let mut all = vec![String::new()];
     for (name, domain) in desc.label_names.iter().zip(desc.label_domains) {
         let LabelDomain::Values(values) = domain else {
             return None;
         };
-        let rendered: Vec<String> = values.iter().map(|v| label_text(name, v)).collect();
+        let rendered: Vec<String> = values.iter().map(|v| label_text(name, v, escaping)).collect();
         all = all
             .iter()
             .flat_map(|prefix| {
@@ -279,32 +320,58 @@ fn series_labels(desc: &Descriptor) -> Option<Vec<String>> {
     Some(all)
 }
 
-fn header(desc: &Descriptor, format: Format) -> String {
-    let (name, kind) = match format {
-        // 0.0.4 has no info type and names counter families after their
-        // `_total` sample; OpenMetrics uses the bare family name.
-        Format::Prometheus => (format!("{}{}", desc.name, desc.kind.sample_suffix()), desc.kind.prometheus_type()),
-        Format::OpenMetrics => (desc.name.to_owned(), desc.kind.openmetrics_type()),
-    };
+fn header(desc: &Descriptor, format: Format, escaping: Escaping) -> String {
     let mut out = Vec::new();
-    write_header(&mut out, &name, desc.help, kind, desc.unit, format);
+    write_header(&mut out, desc.name, desc.kind, desc.help, desc.unit, format, escaping);
     String::from_utf8(out).expect("escaping keeps UTF-8")
 }
 
-/// Writes the metadata lines of a family.
-pub(crate) fn write_header(out: &mut Vec<u8>, name: &str, help: &str, kind: &str, unit: Option<&str>, format: Format) {
+/// Writes the metadata lines of family `family` of `kind`.
+pub(crate) fn write_header(
+    out: &mut Vec<u8>,
+    family: &str,
+    kind: Kind,
+    help: &str,
+    unit: Option<&str>,
+    format: Format,
+    escaping: Escaping,
+) {
+    let (suffix, kind) = match format {
+        // 0.0.4 has no info type and names counter families after their
+        // `_total` sample; OpenMetrics uses the bare family name.
+        Format::Prometheus => (kind.sample_suffix(), kind.prometheus_type()),
+        Format::OpenMetrics => ("", kind.openmetrics_type()),
+    };
+    write_typed_header(out, family, suffix, kind, help, unit, format, escaping);
+}
+
+/// Writes the metadata lines of a family whose `# TYPE` word is `kind`
+/// and whose name in them is `family` followed by `suffix`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write_typed_header(
+    out: &mut Vec<u8>,
+    family: &str,
+    suffix: &str,
+    kind: &str,
+    help: &str,
+    unit: Option<&str>,
+    format: Format,
+    escaping: Escaping,
+) {
+    let mut name = Vec::with_capacity(family.len() + suffix.len() + 2);
+    names::write_sample_name(&mut name, family, suffix, escaping);
     out.extend_from_slice(b"# HELP ");
-    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(&name);
     out.push(b' ');
     write_help(out, help, format);
     out.extend_from_slice(b"\n# TYPE ");
-    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(&name);
     out.push(b' ');
     out.extend_from_slice(kind.as_bytes());
     out.push(b'\n');
     if let (Some(unit), Format::OpenMetrics) = (unit, format) {
         out.extend_from_slice(b"# UNIT ");
-        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&name);
         out.push(b' ');
         out.extend_from_slice(unit.as_bytes());
         out.push(b'\n');
@@ -319,7 +386,15 @@ pub(crate) fn visit_family(plan: &FamilyPlan, source: &dyn Source, slots: &[Atom
     let desc = source.descriptor();
     let info = source.info().unwrap_or_default();
     let extra = source.extra_pair();
-    plan.visit(source, slots, |line| {
+    // Any variant gives every sample; the names come from the descriptor.
+    let suffix = |which| match (which, desc.kind) {
+        (Which::Count, _) => "_count",
+        (Which::Sum, _) => "_sum",
+        (Which::Main, Kind::Histogram) => "_bucket",
+        (Which::Main, kind) => kind.sample_suffix(),
+    };
+    let names = [Which::Main, Which::Count, Which::Sum].map(|w| format!("{}{}", desc.name, suffix(w)));
+    plan.variants[0].visit(source, slots, |line| {
         let values = series_values(source, line.series).unwrap_or_default();
         let mut labels: Vec<(&str, &str)> = desc.label_names.iter().copied().zip(values).collect();
         labels.extend(info.iter().map(|(k, v)| (k.as_str(), v.as_str())));
@@ -333,7 +408,7 @@ pub(crate) fn visit_family(plan: &FamilyPlan, source: &dyn Source, slots: &[Atom
             (Kind::StateSet, Some(state)) => labels.push((desc.name, desc.states[state])),
             _ => {}
         }
-        f(line.name, &labels, line.value.as_f64());
+        f(&names[line.which as usize], &labels, line.value.as_f64());
     });
 }
 

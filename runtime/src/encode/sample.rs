@@ -1,6 +1,7 @@
 //! The one writer of sample lines: `name{labels} value`, for every
 //! encoder (declared metrics, merged shards, collectors).
 
+use super::names::{Escaping, is_quoted};
 use super::text::{write_f64, write_label, write_u64};
 
 /// A sample value as it is best written: counts as integers.
@@ -29,7 +30,8 @@ impl Value {
 pub(crate) enum Labels<'a> {
     /// Label text already escaped: `a="x",b="y"` (possibly empty).
     Text(&'a str),
-    /// Name and value pairs, escaped as they are written.
+    /// Name and value pairs, escaped as they are written (the names by
+    /// the scheme passed to [`write`]).
     Pairs(&'a [(&'a str, &'a str)]),
 }
 
@@ -41,7 +43,7 @@ impl Labels<'_> {
         }
     }
 
-    fn write(&self, out: &mut Vec<u8>, mut first: bool) -> bool {
+    fn write(&self, out: &mut Vec<u8>, mut first: bool, escaping: Escaping) -> bool {
         match self {
             Labels::Text(t) if !t.is_empty() => {
                 if !first {
@@ -56,7 +58,7 @@ impl Labels<'_> {
                     if !first {
                         out.push(b',');
                     }
-                    write_label(out, k, v);
+                    write_label(out, k, v, escaping);
                     first = false;
                 }
             }
@@ -65,15 +67,27 @@ impl Labels<'_> {
     }
 }
 
-/// Writes one sample line; `labels` parts are joined in order.
-pub(crate) fn write(out: &mut Vec<u8>, name: &str, labels: &[Labels<'_>], value: Value) {
+/// Writes one sample line; `labels` parts are joined in order. `name` is
+/// written as `names` wrote it: a quoted name goes inside the braces, as
+/// the first item (`{"a.b",le="1.0"} 3`).
+pub(crate) fn write(out: &mut Vec<u8>, name: &str, labels: &[Labels<'_>], value: Value, escaping: Escaping) {
+    let quoted = is_quoted(name);
+    if quoted {
+        out.push(b'{');
+    }
     out.extend_from_slice(name.as_bytes());
     if labels.iter().any(|l| !l.is_empty()) {
-        out.push(b'{');
+        if quoted {
+            out.push(b',');
+        } else {
+            out.push(b'{');
+        }
         let mut first = true;
         for part in labels {
-            first = part.write(out, first);
+            first = part.write(out, first, escaping);
         }
+        out.push(b'}');
+    } else if quoted {
         out.push(b'}');
     }
     out.push(b' ');
@@ -91,11 +105,20 @@ mod tests {
     #[test]
     fn joins_parts_and_escapes_pairs() {
         let mut out = Vec::new();
-        write(&mut out, "a", &[], Value::Int(1));
-        write(&mut out, "b", &[Labels::Text(""), Labels::Pairs(&[])], Value::Float(0.5));
-        write(&mut out, "c", &[Labels::Text("x=\"1\""), Labels::Pairs(&[("y", "q\"")])], Value::Int(2));
-        write(&mut out, "d", &[Labels::Pairs(&[("le", "+Inf")]), Labels::Text("")], Value::Int(3));
+        let u = Escaping::Underscores;
+        write(&mut out, "a", &[], Value::Int(1), u);
+        write(&mut out, "b", &[Labels::Text(""), Labels::Pairs(&[])], Value::Float(0.5), u);
+        write(&mut out, "c", &[Labels::Text("x=\"1\""), Labels::Pairs(&[("y", "q\"")])], Value::Int(2), u);
+        write(&mut out, "d", &[Labels::Pairs(&[("le", "+Inf")]), Labels::Text("")], Value::Int(3), u);
         assert_eq!(String::from_utf8(out).unwrap(), "a 1\nb 0.5\nc{x=\"1\",y=\"q\\\"\"} 2\nd{le=\"+Inf\"} 3\n");
+        let mut out = Vec::new();
+        let pairs = [("url.scheme", "https"), ("le", "0.1")];
+        write(&mut out, "\"a.b\"", &[], Value::Int(1), Escaping::AllowUtf8);
+        write(&mut out, "\"a.b\"", &[Labels::Pairs(&pairs)], Value::Int(2), Escaping::AllowUtf8);
+        write(&mut out, "a_b", &[Labels::Pairs(&pairs)], Value::Int(3), Escaping::Underscores);
+        let want =
+            "{\"a.b\"} 1\n{\"a.b\",\"url.scheme\"=\"https\",le=\"0.1\"} 2\na_b{url_scheme=\"https\",le=\"0.1\"} 3\n";
+        assert_eq!(String::from_utf8(out).unwrap(), want);
         assert!(matches!(Value::of_f64(3.0), Value::Int(3)));
         assert!(matches!(Value::of_f64(0.25), Value::Float(_)));
     }

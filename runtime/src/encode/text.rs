@@ -1,6 +1,7 @@
 //! Escaping and number formatting shared by both formats.
 
 use super::format::Format;
+use super::names::{Escaping, write_label_name};
 
 /// Whether a histogram's (or summary's) `_count` and `_sum` are written:
 /// always in the Prometheus text format; in OpenMetrics only when the sum
@@ -20,9 +21,9 @@ pub(crate) fn write_label_value(out: &mut Vec<u8>, value: &str) {
     out.push(b'"');
 }
 
-/// Writes `name="value"`.
-pub(crate) fn write_label(out: &mut Vec<u8>, name: &str, value: &str) {
-    out.extend_from_slice(name.as_bytes());
+/// Writes `name="value"`, the name quoted or escaped by `escaping`.
+pub(crate) fn write_label(out: &mut Vec<u8>, name: &str, value: &str, escaping: Escaping) {
+    write_label_name(out, name, escaping);
     out.push(b'=');
     write_label_value(out, value);
 }
@@ -169,6 +170,32 @@ mod tests {
         assert_eq!(le_value(1.0), "1.0");
         assert_eq!(le_value(0.005), "0.005");
         assert_eq!(le_value(f64::INFINITY), "+Inf");
+    }
+
+    /// The OpenMetrics spec's "Canonical Numbers": its list of common
+    /// `le` and `quantile` values, and powers of ten from 1e-10 to 1e+10.
+    #[test]
+    fn the_openmetrics_canonical_table() {
+        for text in ["0.0", "0.001", "0.002", "0.01", "0.1", "0.9", "0.95", "0.99", "0.999", "1.0", "1.7", "10.0"] {
+            assert_eq!(le_value(text.parse().unwrap()), text);
+        }
+        let powers = ["1e-10", "1e-09", "1e-05", "0.0001", "0.1", "1.0", "100000.0", "1e+06", "1e+10"];
+        for text in powers {
+            assert_eq!(le_value(text.parse().unwrap()), text);
+        }
+        for e in -10i32..=10 {
+            let text = le_value(format!("1e{e}").parse().unwrap());
+            let want = match e {
+                -4..=-1 => format!("0.{}1", "0".repeat((-e - 1) as usize)),
+                0..=5 => format!("1{}.0", "0".repeat(e as usize)),
+                _ => format!("1e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs()),
+            };
+            assert_eq!(text, want);
+        }
+        // The spec's histogram example.
+        for (v, text) in [(1e23, "1e+23"), (1.1e23, "1.1e+23")] {
+            assert_eq!(le_value(v), text);
+        }
     }
 
     #[test]

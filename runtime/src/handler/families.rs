@@ -142,7 +142,7 @@ impl HandlerFamilies {
 
     /// Prefixes every family name with `prefix_`.
     pub const fn prefix(self, prefix: &'static str) -> HandlerFamilies {
-        assert!(is_metric_name(prefix), "invalid prefix: use [a-zA-Z_:][a-zA-Z0-9_:]*");
+        assert!(is_metric_name(prefix), "invalid prefix: empty, or with a control character");
         HandlerFamilies { prefix, ..self }
     }
 

@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::auth::Credentials;
 use super::head::{Head, HeadError, Method, read_head};
 use super::response::{self, Response};
+use crate::MetricsResponse;
 use std::time::Duration;
 
 /// What a renderer returns: the body and its `Content-Type`.
@@ -87,8 +88,18 @@ fn answer(head: &Head, service: &Service) -> Response {
     }
     // The renderer is the caller's code, or ours over files other processes
     // write: a bug there must cost one response, not the endpoint.
-    match catch_unwind(AssertUnwindSafe(|| (service.render)(head.accept.as_deref()))) {
-        Ok((body, content_type)) => Response { status: 200, content_type, body, header: None, close: false },
+    let rendered = catch_unwind(AssertUnwindSafe(|| {
+        let (body, content_type) = (service.render)(head.accept.as_deref());
+        MetricsResponse::new(body, content_type, head.accept_encoding.as_deref())
+    }));
+    match rendered {
+        Ok(exposition) => Response {
+            status: 200,
+            content_type: exposition.content_type(),
+            headers: exposition.headers().collect(),
+            body: exposition.into_body(),
+            close: false,
+        },
         Err(_) => Response::text(500, "internal server error: rendering the metrics panicked\n", false),
     }
 }

@@ -15,6 +15,8 @@ pub(super) struct Head {
     pub(super) path: String,
     /// Every `Accept` header, joined as one list.
     pub(super) accept: Option<String>,
+    /// Every `Accept-Encoding` header, joined as one list.
+    pub(super) accept_encoding: Option<String>,
     pub(super) authorization: Vec<Vec<u8>>,
     /// HTTP/1.1 without `Connection: close`.
     pub(super) keep_alive: bool,
@@ -107,22 +109,16 @@ fn parse(bytes: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
     let path = target.split('?').next().unwrap_or("").to_owned();
 
     let mut accept: Option<String> = None;
+    let mut accept_encoding: Option<String> = None;
     let mut authorization = Vec::new();
     let mut close = request.version != Some(1);
     let mut has_body = false;
     for header in request.headers.iter() {
         let name = header.name;
         if name.eq_ignore_ascii_case("accept") {
-            // A value that is not UTF-8 cannot name a format; skip it.
-            if let Ok(value) = std::str::from_utf8(header.value) {
-                match &mut accept {
-                    Some(list) => {
-                        list.push_str(", ");
-                        list.push_str(value);
-                    }
-                    None => accept = Some(value.to_owned()),
-                }
-            }
+            join(&mut accept, header.value);
+        } else if name.eq_ignore_ascii_case("accept-encoding") {
+            join(&mut accept_encoding, header.value);
         } else if name.eq_ignore_ascii_case("authorization") {
             authorization.push(header.value.to_vec());
         } else if name.eq_ignore_ascii_case("connection") {
@@ -133,8 +129,22 @@ fn parse(bytes: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
             has_body = true;
         }
     }
-    let head = Head { method, path, accept, authorization, keep_alive: !close, has_body };
+    let head = Head { method, path, accept, accept_encoding, authorization, keep_alive: !close, has_body };
     Ok(Some((head, len)))
+}
+
+/// Adds one header's value to the list of its name's values (RFC 9110
+/// §5.3: repeated list headers mean their values joined with commas).
+fn join(list: &mut Option<String>, value: &[u8]) {
+    // A value that is not UTF-8 cannot name a format or a coding; skip it.
+    let Ok(value) = std::str::from_utf8(value) else { return };
+    match list {
+        Some(list) => {
+            list.push_str(", ");
+            list.push_str(value);
+        }
+        None => *list = Some(value.to_owned()),
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +160,12 @@ mod tests {
         let head = parsed("GET /metrics?a=b HTTP/1.1\r\nAccept: text/plain\r\naccept: */*\r\n\r\n");
         assert!(head.method == Method::Get && head.path == "/metrics" && head.keep_alive && !head.has_body);
         assert_eq!(head.accept.as_deref(), Some("text/plain, */*"));
+        assert_eq!(head.accept_encoding, None);
+        let head = parsed("GET / HTTP/1.1\r\nAccept-Encoding: br\r\nACCEPT-ENCODING: gzip;q=0\r\n\r\n");
+        assert_eq!(head.accept_encoding.as_deref(), Some("br, gzip;q=0"));
+        let bytes = b"GET / HTTP/1.1\r\naccept-encoding: \xff\r\naccept-encoding: gzip\r\n\r\n";
+        let head = parse(bytes).ok().flatten().expect("a complete head").0;
+        assert_eq!(head.accept_encoding.as_deref(), Some("gzip"));
 
         let head = parsed("HEAD /metrics HTTP/1.0\r\n\r\n");
         assert!(head.method == Method::Head && !head.keep_alive);

@@ -5,8 +5,11 @@
 //! [`serve`] starts it with the defaults; [`ServerOptions`] sets the limits,
 //! adds authentication, or swaps in another renderer. The server answers
 //! `GET` and `HEAD` on `/metrics` (any query string), 404 on other paths and
-//! 405 for other methods. It is written to stay up when it faces the
-//! network:
+//! 405 for other methods. A `/metrics` body is gzip-compressed for clients
+//! whose `Accept-Encoding` allows it (Prometheus always sends
+//! `Accept-Encoding: gzip`; see [`MetricsResponse`](crate::MetricsResponse)), and
+//! sent as rendered to the others. It is written to stay up when it faces
+//! the network:
 //!
 //! - every connection must send a complete request head within
 //!   [`ServerOptions::timeout`], and may stay idle between keep-alive
@@ -51,8 +54,9 @@ pub use listener::MetricsServer;
 pub use options::ServerOptions;
 
 /// Serves `GET /metrics` on `addr` from background threads, in the format
-/// the client's `Accept` header asks for, with the default limits of
-/// [`ServerOptions`]. Other paths get 404, other methods 405.
+/// the client's `Accept` header asks for, gzip-compressed when its
+/// `Accept-Encoding` allows, with the default limits of [`ServerOptions`].
+/// Other paths get 404, other methods 405.
 ///
 /// ```
 /// let server = promshard::serve("127.0.0.1:0").unwrap();

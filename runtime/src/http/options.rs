@@ -128,20 +128,21 @@ impl ServerOptions {
 
     /// Serves what `render` returns on `addr`: it gets the request's
     /// `Accept` header (`None` without one) and returns the body and its
-    /// `Content-Type`. It runs on the connection's thread, possibly on
-    /// several at once; when it panics, that request gets 500 and the
-    /// server carries on (unless the program is built with
+    /// `Content-Type`; the server gzips the body when the client's
+    /// `Accept-Encoding` allows. It runs on the connection's thread,
+    /// possibly on several at once; when it panics, that request gets 500
+    /// and the server carries on (unless the program is built with
     /// `panic = "abort"`).
     ///
     /// ```
-    /// use promshard::{Format, multiprocess};
+    /// use promshard::{Exposition, multiprocess};
     ///
     /// // A sidecar exporting a shard directory, as `promshard serve` does.
     /// let dir = std::env::temp_dir().join("promshard-doc-serve-with");
     /// let server = promshard::http::ServerOptions::new()
     ///     .serve_with("127.0.0.1:0", move |accept| {
-    ///         let format = Format::from_accept(accept);
-    ///         (multiprocess::encode_dir(&dir, format), format.content_type())
+    ///         let chosen = Exposition::from_accept(accept);
+    ///         (multiprocess::encode_dir(&dir, chosen), chosen.content_type())
     ///     })
     ///     .unwrap();
     /// server.shutdown();

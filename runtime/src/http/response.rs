@@ -17,8 +17,9 @@ pub(super) struct Response {
     pub(super) status: u16,
     pub(super) content_type: &'static str,
     pub(super) body: Vec<u8>,
-    /// One more header (`Allow`, `WWW-Authenticate`).
-    pub(super) header: Option<(&'static str, &'static str)>,
+    /// More headers (`Allow`, `WWW-Authenticate`, `Content-Encoding`,
+    /// `Vary`).
+    pub(super) headers: Vec<(&'static str, &'static str)>,
     /// Tells the client this connection carries no further request.
     pub(super) close: bool,
 }
@@ -30,18 +31,18 @@ impl Response {
             status,
             content_type: "text/plain; charset=utf-8",
             body: body.as_bytes().to_vec(),
-            header: None,
+            headers: Vec::new(),
             close,
         }
     }
 
     pub(super) fn with_header(mut self, name: &'static str, value: &'static str) -> Response {
-        self.header = Some((name, value));
+        self.headers.push((name, value));
         self
     }
 
-    /// Writes the response (without its body when `head_only`, for `HEAD`)
-    /// by `deadline`.
+    /// Writes the response (without its body when `head_only`, for `HEAD`,
+    /// but with the same `Content-Length`) by `deadline`.
     pub(super) fn write(&self, stream: &mut TcpStream, head_only: bool, deadline: Instant) -> io::Result<()> {
         let head = self.head();
         let body: &[u8] = if head_only { &[] } else { &self.body };
@@ -64,7 +65,7 @@ impl Response {
             self.content_type,
             self.body.len()
         );
-        if let Some((name, value)) = self.header {
+        for (name, value) in &self.headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
         if self.close {

@@ -54,6 +54,16 @@ impl<L: LabelSet> Gauge<L> {
     }
 }
 
+impl Gauge<()> {
+    /// Gives the gauge its value from `function`, called at every scrape
+    /// of this process and, in multiprocess mode, every
+    /// [`callback_interval`](crate::callback_interval) by each process for
+    /// its own shard; see [`GaugeSeries::set_function`].
+    pub fn set_function(&'static self, function: impl Fn() -> f64 + Send + Sync + 'static) {
+        self.with(()).set_function(function)
+    }
+}
+
 macro_rules! unlabelled {
     ($($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty)?) $(-> $ret:ty)?;)*) => {
         impl Gauge<()> {
@@ -148,6 +158,40 @@ impl GaugeSeries {
     /// The current value.
     pub fn get(self) -> f64 {
         float::load(self.value)
+    }
+
+    /// Gives this series its value from `function` from now on (replacing
+    /// an earlier function of the series): a pool's idle connections, a
+    /// queue's depth. This process calls it at each of its scrapes; in
+    /// multiprocess mode each process also calls its own functions every
+    /// [`callback_interval`](crate::callback_interval) (one second unless
+    /// set) and stores the values in its shard, so a scrape answered by any
+    /// worker combines every live worker's values by the gauge's mode
+    /// (declare one of the `live` modes, so dead workers drop out). A
+    /// forked child keeps its parent's functions and calls them itself.
+    ///
+    /// A function that panics leaves the series at its last value and is
+    /// counted in `promshard_set_function_panics_total`.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use promshard::{Gauge, Opts};
+    ///
+    /// static IDLE: AtomicUsize = AtomicUsize::new(3);
+    /// static POOL_IDLE: Gauge = Gauge::new(Opts::new("pool_idle_connections", "Idle connections."));
+    /// promshard::register!(POOL_IDLE);
+    ///
+    /// POOL_IDLE.set_function(|| IDLE.load(Ordering::Relaxed) as f64);
+    /// IDLE.store(5, Ordering::Relaxed);
+    /// assert_eq!(promshard::testing::sample_value("pool_idle_connections", &[]), Some(5.0));
+    /// ```
+    pub fn set_function(self, function: impl Fn() -> f64 + Send + Sync + 'static) {
+        super::callback::set(self, std::sync::Arc::new(function));
+    }
+
+    /// Whether both are the same series.
+    pub(crate) fn same_value_slot(self, other: GaugeSeries) -> bool {
+        core::ptr::eq(self.value, other.value)
     }
 
     #[inline(always)]

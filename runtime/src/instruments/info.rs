@@ -37,8 +37,11 @@ impl Info {
         let mut kept = Vec::with_capacity(pairs.len());
         for &(name, value) in pairs {
             // `le` and `quantile` belong to histograms and summaries.
-            let valid = crate::descriptor::is_user_label_name(name) && !matches!(name, "le" | "quantile");
-            if !valid || kept.iter().any(|(n, _): &(String, String)| n == name) {
+            let valid = crate::descriptor::is_label_name(name) && !matches!(name, "le" | "quantile");
+            // A name a scheme writes like a kept one (`a.b`, `a_b`) is a repeat.
+            let repeated =
+                kept.iter().any(|(n, _): &(String, String)| crate::encode::names::label_clash(&[n, name]).is_some());
+            if !valid || repeated {
                 crate::notice::warn(format!(
                     "info `{}`: label `{name}` dropped (invalid or repeated)",
                     self.core.descriptor().name

@@ -2,6 +2,7 @@
 //! owns a [`MetricCore`](crate::metric::MetricCore) and turns a typed label
 //! tuple into a slot address.
 
+pub(crate) mod callback;
 pub(crate) mod counter;
 pub(crate) mod float;
 pub(crate) mod gauge;

@@ -316,7 +316,9 @@ fn write_archive(
 
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let nonce = format::checksum(&nanos.to_le_bytes());
-    let header = Header::layout(FLAG_ARCHIVE, std::process::id(), nanos, nonce, &schema, log_len, slots.len());
+    let header =
+        Header::layout(FLAG_ARCHIVE, std::process::id(), nanos, nonce, (&schema.0, schema.1), log_len, slots.len());
+    let schema = schema.0;
     let (strings_offset, slots_offset) = (header.strings_offset as usize, header.slots_offset as usize);
     let mut bytes = Vec::with_capacity(slots_offset + slots.len() * 8);
     bytes.extend_from_slice(&header.encode());

@@ -11,7 +11,8 @@
 //! text.
 
 use core::sync::atomic::{AtomicU64, Ordering};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -23,7 +24,8 @@ pub(crate) mod read;
 pub(crate) mod sparse;
 
 use crate::descriptor::{Descriptor, Kind, Opts};
-use crate::encode::format::Format;
+use crate::encode::format::Exposition;
+use crate::encode::names::{Role, escaped};
 use crate::encode::plan::Source;
 use crate::encode::sample::Value;
 use crate::instruments::counter::Counter;
@@ -385,20 +387,43 @@ fn fold(desc: &Descriptor, target: &mut [AtomicU64], slots: &[AtomicU64], seen: 
 }
 
 impl Merged {
-    pub(crate) fn encode(&self, format: Format, out: &mut Vec<u8>) {
+    /// Renders the families. Families of different names (from different
+    /// binaries, or Python files) that the scraper's escaping writes alike
+    /// would make two families of one name: the first by name is
+    /// rendered, the others are left out of that scrape with a warning.
+    pub(crate) fn encode(&self, x: Exposition, out: &mut Vec<u8>) {
+        let mut written: HashMap<String, &str> = HashMap::new();
         for family in &self.families {
+            let name = match family {
+                Family::Sparse(sparse) => sparse.name.as_str(),
+                Family::Dense(dense) => dense.schema.entries[dense.entry].desc.name,
+            };
+            match written.entry(escaped(name, Role::Metric, x.escaping()).into_owned()) {
+                Entry::Occupied(first) => {
+                    crate::notice::warn_once(&format!(
+                        "family `{name}` left out of `escaping={}` scrapes: `{}` is written `{}` there too",
+                        x.escaping().as_str(),
+                        first.get(),
+                        first.key()
+                    ));
+                    continue;
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(name);
+                }
+            }
             match family {
-                Family::Sparse(sparse) => sparse.encode(format, out),
+                Family::Sparse(sparse) => sparse.encode(x, out),
                 Family::Dense(dense) => {
                     let plan = &dense.schema.plans[dense.entry];
-                    plan.encode_header(format, out);
+                    plan.encode_header(x, out);
                     for set in dense.merged.iter().chain(&dense.per_process) {
-                        plan.encode_samples(&set.source, &set.slots, format, out);
+                        plan.encode_samples(&set.source, &set.slots, x, out);
                     }
                 }
             }
         }
-        self.processes.encode(format, out);
+        self.processes.encode(x, out);
     }
 
     /// Calls `f(sample name, labels, value)` for every sample.

@@ -45,7 +45,7 @@ fn schema(bytes: &[u8], header: &Header) -> Result<Arc<Schema>, ShardError> {
     // Decoded outside the gate: it allocates and may be large.
     let mut storage = format::SchemaStorage::default();
     let entries = format::decode_schema(bytes, header.slots_count, &mut storage)?;
-    let fingerprints = entries.iter().map(|e| format::checksum(&format::encode_schema(&[(e.desc, 0)]))).collect();
+    let fingerprints = entries.iter().map(|e| format::checksum(&format::encode_schema(&[(e.desc, 0)]).0)).collect();
     let plans = entries.iter().map(|e| FamilyPlan::new(e.desc)).collect();
     let decoded = Arc::new(Schema { entries, fingerprints, plans, _storage: storage });
     Ok(SCHEMAS.with(|cache| {
@@ -609,7 +609,8 @@ mod tests {
             })
             .collect();
         let schema = format::encode_schema(&metrics);
-        let header = Header::layout(0, 1, 2, 3, &schema, 64, offset);
+        let header = Header::layout(0, 1, 2, 3, (&schema.0, schema.1), 64, offset);
+        let schema = schema.0;
         let (strings_offset, slots_offset) = (header.strings_offset as usize, header.slots_offset as usize);
         let mut bytes = header.encode().to_vec();
         bytes.extend_from_slice(&schema);

@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use core::sync::atomic::Ordering;
 
 use super::read::Shard;
-use crate::descriptor::{Descriptor, GaugeMode, Kind};
-use crate::encode::format::Format;
-use crate::encode::plan::write_header;
-use crate::encode::plan::{self, Source};
+use crate::descriptor::{Descriptor, GaugeMode, Kind, is_legacy_label_name};
+use crate::encode::format::Exposition;
+use crate::encode::names;
+use crate::encode::plan::{self, Source, write_header, write_typed_header};
 use crate::encode::sample::{self, Value};
 use crate::encode::text::{le_value, sum_shown};
 
@@ -107,34 +107,77 @@ impl SparseFamily {
         }
     }
 
-    pub(crate) fn encode(&self, format: Format, out: &mut Vec<u8>) {
-        let (kind_name, header_name) = match (self.kind, format) {
-            (SparseKind::Summary, _) => ("summary", self.name.clone()),
-            (SparseKind::Metric(kind, _), Format::Prometheus) => {
-                (kind.prometheus_type(), format!("{}{}", self.name, kind.sample_suffix()))
+    pub(crate) fn encode(&self, x: Exposition, out: &mut Vec<u8>) {
+        let (format, escaping) = (x.format(), x.escaping());
+        match self.kind {
+            SparseKind::Summary => {
+                write_typed_header(out, &self.name, "", "summary", &self.help, self.unit.as_deref(), format, escaping)
             }
-            (SparseKind::Metric(kind, _), Format::OpenMetrics) => (kind.openmetrics_type(), self.name.clone()),
-        };
-        write_header(out, &header_name, &self.help, kind_name, self.unit.as_deref(), format);
-        let (count, sum) = (format!("{}_count", self.name), format!("{}_sum", self.name));
+            SparseKind::Metric(kind, _) => {
+                write_header(out, &self.name, kind, &self.help, self.unit.as_deref(), format, escaping)
+            }
+        }
+        // Each sample name as written, by its raw spelling.
+        let written: Vec<(String, String)> = ["", "_total", "_info", "_bucket", "_count", "_sum"]
+            .iter()
+            .map(|suffix| (format!("{}{suffix}", self.name), names::sample_name(&self.name, suffix, escaping)))
+            .collect();
+        let (count, sum) = (&written[4].0, &written[5].0);
         let summed = matches!(self.kind, SparseKind::Summary | SparseKind::Metric(Kind::Histogram, _));
+        // Label names from other binaries and Python files were checked
+        // by no one: a series with two that this scheme writes alike
+        // would make the scrape invalid, and is left out of it.
+        let mut current: Option<(*const Labels, bool)> = None;
         // `_count` comes before `_sum`: taken back if the sum is not shown.
         let mut count_at = 0;
-        self.visit(|name, labels, value| {
+        self.visit_series(|labels, name, pairs, value| {
+            let left_out = match current {
+                Some((seen, left_out)) if core::ptr::eq(seen, labels) => left_out,
+                // Legacy names are written as they are (and a series'
+                // names are distinct): the common case costs no allocation.
+                _ if labels.iter().all(|(k, _)| is_legacy_label_name(k)) => {
+                    current = Some((labels, false));
+                    false
+                }
+                _ => {
+                    let keys: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
+                    let clash = names::label_clash_in(&keys, escaping);
+                    if let Some((a, b)) = clash {
+                        crate::notice::warn_once(&format!(
+                            "family `{}`: series left out of `escaping={}` scrapes, its labels `{a}` and `{b}` \
+                             are written alike there",
+                            self.name,
+                            escaping.as_str()
+                        ));
+                    }
+                    current = Some((labels, clash.is_some()));
+                    clash.is_some()
+                }
+            };
+            if left_out {
+                return;
+            }
             if summed && name == count {
                 count_at = out.len();
             } else if summed && name == sum && !sum_shown(format, value.as_f64()) {
                 out.truncate(count_at);
                 return;
             }
-            line(out, name, labels, value);
+            let token = written.iter().find(|(raw, _)| raw == name).map_or(name, |(_, token)| token.as_str());
+            sample::write(out, token, &[sample::Labels::Pairs(pairs)], value, escaping);
         });
     }
 
     /// Calls `f(sample name, labels, value)` for every sample.
     pub(crate) fn visit(&self, mut f: impl FnMut(&str, &[(&str, &str)], Value)) {
+        self.visit_series(|_, name, pairs, value| f(name, pairs, value));
+    }
+
+    /// As [`visit`](Self::visit), with each sample's series too.
+    fn visit_series(&self, mut f: impl FnMut(&Labels, &str, &[(&str, &str)], Value)) {
         let name = &self.name;
         for (labels, acc) in &self.series {
+            let mut f = |sample: &str, pairs: &[(&str, &str)], value| f(labels, sample, pairs, value);
             let pairs: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             match acc {
                 Acc::Counter { count, fraction } => {
@@ -204,10 +247,6 @@ fn combine(current: &mut Acc, value: Acc, mode: GaugeMode) {
         // A kind mismatch between processes: keep the first.
         _ => {}
     }
-}
-
-fn line(out: &mut Vec<u8>, name: &str, labels: &[(&str, &str)], value: Value) {
-    sample::write(out, name, &[sample::Labels::Pairs(labels)], value);
 }
 
 /// One shard's metric, seen through the shard's string log.

@@ -57,6 +57,30 @@ pub(crate) fn forget_lock_fd(fd: i32) {
     LOCK_FDS.with(|fds| fds.retain(|f| *f != fd));
 }
 
+/// Called in a forked child after the handler's own work, with the gate
+/// released: each restarts what threads a module above keeps (0: none).
+/// One place per module that has threads, not per call.
+static CHILD_HOOKS: [core::sync::atomic::AtomicUsize; 4] = [const { core::sync::atomic::AtomicUsize::new(0) }; 4];
+
+/// Adds `hook` to what a forked child calls once the fork handler is
+/// done; adding one twice keeps one.
+pub(crate) fn after_fork_in_child(hook: fn()) {
+    // The handlers may not be there yet: a process that has laid nothing
+    // out (only Redis metrics, say) installed none.
+    if let Err(e) = install_gate_handlers() {
+        crate::notice::warn(format!("no fork handler ({e}): forked children start no threads of their own"));
+    }
+    let hook = hook as usize;
+    for place in &CHILD_HOOKS {
+        match place.compare_exchange(0, hook, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return,
+            Err(current) if current == hook => return,
+            Err(_) => {}
+        }
+    }
+    panic!("more modules with fork hooks than places for them: raise CHILD_HOOKS");
+}
+
 /// Registers the fork handlers once. The gate handlers are needed even in
 /// memory mode; the shard switch only when `own()` is set.
 pub(crate) fn install(_shard: &'static OwnShard) -> io::Result<()> {
@@ -100,6 +124,14 @@ extern "C" fn child() {
         }
     }
     gate::unlock();
+    for place in &CHILD_HOOKS {
+        let hook = place.load(Ordering::Acquire);
+        if hook != 0 {
+            // SAFETY: only ever stored from a `fn()` in `after_fork_in_child`.
+            let hook: fn() = unsafe { core::mem::transmute::<usize, fn()>(hook) };
+            hook();
+        }
+    }
 }
 
 /// Creates, locks and fills the child's shard under a temporary name,

@@ -10,8 +10,16 @@ use crate::labels::LabelDomain;
 /// The extension of shard files (ours; Python's end in `.db`).
 pub(crate) const EXTENSION: &str = "promshard";
 pub(crate) const MAGIC: [u8; 8] = *b"PSHARD\0\0";
+/// The newest version, which this version reads and writes: 3, a
+/// schema with metric or label names outside the legacy character set
+/// (`http.server.request.duration`). A file whose names are all legacy
+/// ones is still written as [`VERSION_LEGACY_NAMES`], which readers
+/// older than version 3 read; they skip a version 3 file as one of a
+/// newer version, since their schema check would take its names for
+/// corruption.
+pub(crate) const VERSION: u32 = 3;
 /// 2: info pairs moved from the string log to the info metric's slots.
-pub(crate) const VERSION: u32 = 2;
+pub(crate) const VERSION_LEGACY_NAMES: u32 = 2;
 pub(crate) const HEADER_LEN: usize = 128;
 /// Bit 0 of `flags`: the file is the archive of dead workers.
 pub(crate) const FLAG_ARCHIVE: u32 = 1;
@@ -109,6 +117,8 @@ pub(crate) fn checksum(bytes: &[u8]) -> u64 {
 /// The fixed-size header at offset 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Header {
+    /// [`VERSION`] or [`VERSION_LEGACY_NAMES`].
+    pub(crate) version: u32,
     pub(crate) flags: u32,
     pub(crate) pid: u32,
     pub(crate) created_nanos: u64,
@@ -131,13 +141,14 @@ impl Header {
         pid: u32,
         created_nanos: u64,
         nonce: u64,
-        schema: &[u8],
+        (schema, version): (&[u8], u32),
         strings_len: usize,
         slots_count: usize,
     ) -> Header {
         let strings_offset = (HEADER_LEN + schema.len()).next_multiple_of(8);
         let strings_len = strings_len.next_multiple_of(8);
         Header {
+            version,
             flags,
             pid,
             created_nanos,
@@ -160,7 +171,7 @@ impl Header {
     pub(crate) fn encode(&self) -> [u8; HEADER_LEN] {
         let mut out = [0u8; HEADER_LEN];
         out[0..8].copy_from_slice(&MAGIC);
-        put_u32(&mut out, 8, VERSION);
+        put_u32(&mut out, 8, self.version);
         put_u32(&mut out, 12, HEADER_LEN as u32);
         put_u32(&mut out, 16, self.flags);
         put_u32(&mut out, 20, self.pid);
@@ -195,7 +206,8 @@ impl Header {
         if bytes[0..8] != MAGIC {
             return Err(ShardError::Foreign);
         }
-        if get_u32(bytes, 8) != VERSION {
+        let version = get_u32(bytes, 8);
+        if !(VERSION_LEGACY_NAMES..=VERSION).contains(&version) {
             return Err(ShardError::Version);
         }
         if bytes.len() < HEADER_LEN {
@@ -206,6 +218,7 @@ impl Header {
         }
         let word = |i: usize| get_u64(bytes, 24 + 8 * i);
         let header = Header {
+            version,
             flags: get_u32(bytes, 16),
             pid: get_u32(bytes, 20),
             created_nanos: word(0),
@@ -306,13 +319,24 @@ impl MetricSpec<'_> {
     }
 }
 
-/// Serialises the descriptions of `metrics`, each with its slot offset.
-pub(crate) fn encode_schema(metrics: &[(&Descriptor, usize)]) -> Vec<u8> {
+/// Serialises the descriptions of `metrics`, each with its slot offset;
+/// returns the schema and the format version a file holding it has.
+pub(crate) fn encode_schema(metrics: &[(&Descriptor, usize)]) -> (Vec<u8>, u32) {
     let specs: Vec<MetricSpec<'_>> = metrics.iter().map(|(d, o)| MetricSpec::of(d, *o)).collect();
     encode_specs(&specs)
 }
 
-pub(crate) fn encode_specs(metrics: &[MetricSpec<'_>]) -> Vec<u8> {
+/// As [`encode_schema`], from specs.
+pub(crate) fn encode_specs(metrics: &[MetricSpec<'_>]) -> (Vec<u8>, u32) {
+    let legacy = metrics.iter().all(|m| {
+        crate::descriptor::is_legacy_metric_name(m.name)
+            && m.labels.iter().all(|(name, _)| crate::descriptor::is_legacy_label_name(name))
+    });
+    let version = if legacy { VERSION_LEGACY_NAMES } else { VERSION };
+    (encode_spec_bytes(metrics), version)
+}
+
+fn encode_spec_bytes(metrics: &[MetricSpec<'_>]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&(metrics.len() as u32).to_le_bytes());
     for m in metrics {
@@ -523,5 +547,47 @@ impl<'a> Reader<'a> {
         let bytes = self.take(len)?;
         let s = std::str::from_utf8(bytes).map_err(|_| ShardError::Schema)?;
         Ok(keep(&mut self.store.strings, s.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec<'a>(name: &'a str, label: &'a str) -> MetricSpec<'a> {
+        MetricSpec {
+            name,
+            help: "h",
+            unit: None,
+            kind: Kind::Counter,
+            mode: GaugeMode::All,
+            sparse: false,
+            labels: vec![(label, Ok(vec!["v"]))],
+            buckets: &[],
+            states: &[],
+            offset: 0,
+            series: 1,
+            width: 2,
+        }
+    }
+
+    /// Older readers keep reading files with legacy names; a file with
+    /// any other name says it is version 3, and reads back.
+    #[test]
+    fn version_follows_the_names() {
+        let (_, legacy) = encode_specs(&[spec("jobs", "queue")]);
+        assert_eq!(legacy, VERSION_LEGACY_NAMES);
+        for (name, label) in [("http.server.requests", "queue"), ("jobs", "http.route"), ("jobs", "a:b")] {
+            let (schema, version) = encode_specs(&[spec("jobs", "queue"), spec(name, label)]);
+            assert_eq!(version, VERSION, "{name} {label}");
+            let mut store = SchemaStorage::default();
+            let entries = decode_schema(&schema, 4, &mut store).unwrap();
+            assert_eq!((entries[1].desc.name, entries[1].desc.label_names), (name, &[label][..]));
+        }
+        let header = Header::layout(0, 1, 2, 3, (&[], VERSION), 0, 0);
+        assert_eq!(Header::decode(&header.encode(), 4096).unwrap().version, VERSION);
+        let mut newer = header.encode();
+        newer[8] = (VERSION + 1) as u8;
+        assert_eq!(Header::decode(&newer, 4096), Err(ShardError::Version));
     }
 }

@@ -87,7 +87,8 @@ pub(crate) fn start(
     let pid = std::process::id();
     let created_nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let nonce = random_nonce(pid, created_nanos);
-    let header = Header::layout(0, pid, created_nanos, nonce, &schema, log_capacity, slots);
+    let header = Header::layout(0, pid, created_nanos, nonce, (&schema.0, schema.1), log_capacity, slots);
+    let schema = schema.0;
     let (strings_offset, strings_len) = (header.strings_offset as usize, header.strings_len as usize);
     let slots_offset = header.slots_offset as usize;
     let len = header.file_len();

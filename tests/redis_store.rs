@@ -1,0 +1,273 @@
+//! `#[metric(store = redis)]` against a real `redis-server` (Debian's
+//! package), started on loopback by each test and stopped by its pid:
+//! exact values across forked workers and a second application, Redis
+//! stopped (the scrape answers within its bound, the Redis families are
+//! left out and the error counted, recordings kept) and restarted (the
+//! kept recordings arrive, nothing lost), a Redis that accepts and never
+//! answers, and one `MGET` per scrape (Redis's own command statistics).
+
+mod harness;
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use harness::{TempDir, Worker, eventually, isolated, own_text, value_in};
+use promshard::redis::Config;
+use promshard::{Counter, Gauge, LabelValue, metric};
+
+#[allow(dead_code)]
+type Unused = Gauge;
+
+#[derive(Clone, Copy, LabelValue)]
+enum Plan {
+    Free,
+    Pro,
+}
+
+/// Signups, by plan, over every worker and host.
+#[metric(store = redis, labels(plan: Plan))]
+static SIGNUPS_TOTAL: Counter;
+
+/// Subscribers right now, by region.
+#[metric(store = redis, labels(region = ["eu", "us"]))]
+static ACTIVE_SUBSCRIBERS: Gauge;
+
+/// A local counter, beside them.
+#[metric]
+static LOCAL_REQUESTS_TOTAL: Counter;
+
+/// A Redis server on a free loopback port, killed when dropped.
+struct Redis {
+    child: Option<Child>,
+    binary: PathBuf,
+    port: u16,
+    dir: TempDir,
+}
+
+impl Redis {
+    fn start(binary: &Path) -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut redis = Redis { child: None, binary: binary.to_owned(), port, dir: TempDir::new("redis") };
+        redis.restart();
+        redis
+    }
+
+    fn restart(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("redis.log")).unwrap();
+        let child = Command::new(&self.binary)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.command("PING").as_deref() != Some("+PONG") {
+            assert!(Instant::now() < deadline, "redis-server never answered PING");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// One command (arguments split at spaces), its reply as Redis wrote
+    /// it.
+    fn command(&self, command: &str) -> Option<String> {
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let args: Vec<&str> = command.split(' ').collect();
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut reply = vec![0u8; 65536];
+        let n = stream.read(&mut reply).ok()?;
+        Some(String::from_utf8_lossy(&reply[..n]).trim_end().to_owned())
+    }
+
+    /// How many times Redis has run `command` (INFO commandstats).
+    fn calls(&self, command: &str) -> u64 {
+        let stats = self.command("INFO commandstats").unwrap_or_default();
+        let key = format!("cmdstat_{command}:calls=");
+        stats.lines().find_map(|l| l.strip_prefix(&key)?.split(',').next()?.parse().ok()).unwrap_or(0)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn redis_server() -> Option<PathBuf> {
+    let found = std::env::var_os("PROMSHARD_REDIS_SERVER").map(PathBuf::from).or_else(|| {
+        std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join("redis-server")).find(|p| p.is_file())
+    });
+    match found {
+        Some(path) if Command::new(&path).arg("--version").output().is_ok_and(|o| o.status.success()) => Some(path),
+        _ => {
+            support::skip_or_fail(
+                "redis-server not found; install Debian's `redis-server` package or set PROMSHARD_REDIS_SERVER",
+            );
+            None
+        }
+    }
+}
+
+fn worker(command: &str) -> String {
+    match command {
+        "signup" => {
+            for _ in 0..100 {
+                SIGNUPS_TOTAL.with((Plan::Pro,)).inc();
+            }
+            SIGNUPS_TOTAL.with((Plan::Free,)).inc_by(7);
+            ACTIVE_SUBSCRIBERS.with(("eu",)).add(2.0);
+            LOCAL_REQUESTS_TOTAL.inc();
+            "ok".to_owned()
+        }
+        "flush" => match promshard::redis::flush() {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => e,
+        },
+        other => panic!("unknown command {other:?}"),
+    }
+}
+
+fn pro(text: &str) -> Option<f64> {
+    value_in(text, "signups_total", &[("plan", "pro")])
+}
+
+fn errors(text: &str) -> f64 {
+    value_in(text, "promshard_collector_errors_total", &[("collector", "redis")]).unwrap_or(0.0)
+}
+
+fn across_processes_and_outages(binary: &Path) {
+    let mut redis = Redis::start(binary);
+    let dir = TempDir::new("redis-pool");
+    promshard::multiprocess::init(dir.path()).unwrap();
+    promshard::redis::configure(
+        Config::new(&redis.url(), "shop").timeout(Duration::from_millis(200)).flush_interval(Duration::from_millis(50)),
+    );
+    let wait = Duration::from_secs(20);
+    let mut workers: Vec<Worker> = (0..3).map(|_| Worker::spawn(worker)).collect();
+    for w in &mut workers {
+        assert_eq!(w.ask("signup", wait), "ok");
+    }
+    // Every worker's increments arrive by their own flushers; the parent
+    // never recorded any.
+    let text = eventually("three workers' signups", |t| pro(t) == Some(300.0));
+    assert_eq!(value_in(&text, "signups_total", &[("plan", "free")]), Some(21.0));
+    assert_eq!(value_in(&text, "active_subscribers", &[("region", "eu")]), Some(6.0));
+    assert_eq!(value_in(&text, "active_subscribers", &[("region", "us")]), Some(0.0));
+    // Stored under the application's namespace, one key per series.
+    assert_eq!(redis.command("GET metrics:shop:signups_total{plan=\"pro\"}").as_deref(), Some("$3\r\n300"));
+
+    // One MGET per scrape, never KEYS.
+    let before = redis.calls("mget");
+    for _ in 0..5 {
+        own_text();
+    }
+    assert_eq!(redis.calls("mget") - before, 5);
+    assert_eq!(redis.calls("keys"), 0);
+
+    // Redis stops: scrapes answer within the bound, without the Redis
+    // families, and count the error; the local metrics are unharmed.
+    redis.stop();
+    let errors_before = errors(&own_text());
+    for w in &mut workers {
+        assert_eq!(w.ask("signup", wait), "ok");
+    }
+    let started = Instant::now();
+    let text = own_text();
+    assert!(started.elapsed() < Duration::from_secs(2), "a scrape took {:?}", started.elapsed());
+    assert_eq!(pro(&text), None, "Redis families are left out");
+    assert!(errors(&text) > errors_before);
+    assert_eq!(value_in(&text, "local_requests_total", &[]), Some(6.0));
+    let failed = workers[0].ask("flush", wait);
+    assert_ne!(failed, "ok", "a flush with Redis down is an error");
+
+    // Redis is back (empty: it kept nothing): the workers' kept
+    // recordings from the outage arrive, exactly once.
+    redis.restart();
+    eventually("the outage's signups arrive", |t| pro(t) == Some(300.0));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(pro(&own_text()), Some(300.0), "and only once");
+    for w in &mut workers {
+        assert_eq!(w.ask("flush", wait), "ok");
+    }
+    // Last first: a later worker holds copies of the earlier ones' pipes.
+    for w in workers.iter_mut().rev() {
+        w.exit(wait).expect("the worker exits");
+    }
+    assert_eq!(pro(&own_text()), Some(300.0));
+}
+
+#[test]
+fn redis_metrics_are_exact_across_processes_and_outages() {
+    let Some(binary) = redis_server() else { return };
+    isolated("redis_metrics_are_exact_across_processes_and_outages", Duration::from_secs(90), || {
+        across_processes_and_outages(&binary)
+    });
+}
+
+fn two_applications(binary: &Path) {
+    let redis = Redis::start(binary);
+    // Another service, writing its own keys in the same Redis.
+    assert_eq!(redis.command("SET metrics:billing:signups_total{plan=\"pro\"} 5").as_deref(), Some("+OK"));
+    promshard::redis::configure(Config::new(&redis.url(), "shop"));
+    SIGNUPS_TOTAL.with((Plan::Pro,)).inc_by(2);
+    ACTIVE_SUBSCRIBERS.with(("us",)).set(10.0);
+    ACTIVE_SUBSCRIBERS.with(("us",)).add(0.5);
+    // The scrape sends its own process's changes first.
+    let text = own_text();
+    assert_eq!(pro(&text), Some(2.0), "another application's keys are not ours");
+    assert_eq!(value_in(&text, "active_subscribers", &[("region", "us")]), Some(10.5));
+    ACTIVE_SUBSCRIBERS.with(("us",)).set(3.0);
+    assert_eq!(value_in(&own_text(), "active_subscribers", &[("region", "us")]), Some(3.0));
+}
+
+#[test]
+fn applications_sharing_a_redis_never_collide() {
+    let Some(binary) = redis_server() else { return };
+    isolated("applications_sharing_a_redis_never_collide", Duration::from_secs(60), || two_applications(&binary));
+}
+
+fn silent_redis() {
+    // Accepts connections (the kernel's backlog) and never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://{}/", listener.local_addr().unwrap());
+    promshard::redis::configure(Config::new(&url, "shop").timeout(Duration::from_millis(200)));
+    SIGNUPS_TOTAL.with((Plan::Free,)).inc();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let text = own_text();
+        // A flush and a read, each bounded by the timeout per step.
+        assert!(started.elapsed() < Duration::from_secs(3), "a scrape took {:?}", started.elapsed());
+        assert!(value_in(&text, "signups_total", &[("plan", "free")]).is_none());
+    }
+    assert!(errors(&own_text()) >= 3.0);
+    drop(listener);
+}
+
+#[test]
+fn a_redis_that_never_answers_costs_a_bounded_time() {
+    isolated("a_redis_that_never_answers_costs_a_bounded_time", Duration::from_secs(60), silent_redis);
+}

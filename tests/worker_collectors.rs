@@ -1,0 +1,126 @@
+//! `register_worker_collector`: a collector registered before the fork
+//! reads each worker's own pool, and a scrape answered by one process
+//! shows every live worker's families combined by the registered mode,
+//! though the workers never scrape; dead workers drop out and leave no
+//! file behind after churn; a collector that panics in one worker costs
+//! only that worker's families.
+
+mod harness;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use harness::{POOL, TempDir, Worker, eventually, isolated, own_text, pool_worker, value_in};
+use promshard::{Collector, GaugeMode, MetricWriter};
+
+struct PerWorker;
+
+impl Collector for PerWorker {
+    fn collect(&self, out: &mut MetricWriter<'_>) {
+        let pool = POOL.load(Ordering::SeqCst) as f64;
+        if pool == 13.0 {
+            panic!("a collector bug in one worker");
+        }
+        out.gauge("wc_pool_size", "Connections of each worker's pool.").sample(&[("db", "main")], pool);
+    }
+}
+
+struct Summed;
+
+impl Collector for Summed {
+    fn collect(&self, out: &mut MetricWriter<'_>) {
+        let pool = POOL.load(Ordering::SeqCst) as f64;
+        out.counter("wc_jobs", "Jobs over live workers.").sample(&[], pool * 2.0);
+        out.histogram("wc_wait_seconds", "Waits over live workers.").histogram(&[], &[(0.5, 1), (2.0, 3)], pool);
+    }
+}
+
+struct Largest;
+
+impl Collector for Largest {
+    fn collect(&self, out: &mut MetricWriter<'_>) {
+        out.gauge("wc_queue_max", "The longest queue of any live worker.")
+            .sample(&[], POOL.load(Ordering::SeqCst) as f64);
+    }
+}
+
+fn side_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".collected-"))
+        .count()
+}
+
+fn pool_scenario() {
+    let dir = TempDir::new("worker-collectors");
+    promshard::multiprocess::init(dir.path()).unwrap();
+    promshard::set_callback_interval(Duration::from_millis(20));
+    promshard::register_worker_collector(PerWorker, GaugeMode::LiveAll);
+    promshard::register_worker_collector(Summed, GaugeMode::LiveSum);
+    promshard::register_worker_collector(Largest, GaugeMode::LiveMax);
+    POOL.store(1, Ordering::SeqCst);
+    let wait = Duration::from_secs(20);
+    let mut workers: Vec<Worker> = (0..3).map(|_| Worker::spawn(pool_worker)).collect();
+    let pids: Vec<String> = workers.iter_mut().map(|w| w.ask("pid", wait)).collect();
+    for (i, w) in workers.iter_mut().enumerate() {
+        assert_eq!(w.ask(&format!("pool {}", 10 * (i + 1)), wait), "ok");
+    }
+    let me = std::process::id().to_string();
+    let text = eventually("every live worker, by its mode", |t| {
+        value_in(t, "wc_jobs_total", &[]) == Some(2.0 * (1.0 + 10.0 + 20.0 + 30.0))
+            && value_in(t, "wc_queue_max", &[]) == Some(30.0)
+            && pids.iter().enumerate().all(|(i, pid)| {
+                value_in(t, "wc_pool_size", &[("db", "main"), ("pid", pid)]) == Some(10.0 * (i as f64 + 1.0))
+            })
+    });
+    assert_eq!(value_in(&text, "wc_pool_size", &[("db", "main"), ("pid", &me)]), Some(1.0));
+    assert_eq!(value_in(&text, "wc_wait_seconds_bucket", &[("le", "2.0")]), Some(12.0), "4 processes × 3");
+    assert_eq!(value_in(&text, "wc_wait_seconds_sum", &[]), Some(61.0));
+
+    // One worker's collector panics: only its families of that collector
+    // are missing; the rest of the scrape holds.
+    assert_eq!(workers[1].ask("pool 13", wait), "ok");
+    eventually("a panicking worker's family is left out", |t| {
+        value_in(t, "wc_pool_size", &[("db", "main"), ("pid", &pids[1])]).is_none()
+            && value_in(t, "wc_jobs_total", &[]) == Some(2.0 * (1.0 + 10.0 + 13.0 + 30.0))
+    });
+
+    // A killed worker drops out, and its file goes.
+    workers[2].kill();
+    eventually("a dead worker drops out", |t| {
+        value_in(t, "wc_queue_max", &[]) == Some(13.0)
+            && value_in(t, "wc_pool_size", &[("db", "main"), ("pid", &pids[2])]).is_none()
+    });
+    assert!(side_files(dir.path()) <= 3, "{} side files for 3 live processes", side_files(dir.path()));
+
+    // Churn: workers that come and go leave no files behind.
+    for round in 0..20 {
+        let mut w = Worker::spawn(pool_worker);
+        assert_eq!(w.ask(&format!("pool {}", 100 + round), wait), "ok");
+        eventually("a new worker shows", |t| value_in(t, "wc_queue_max", &[]) == Some(100.0 + round as f64));
+        w.exit(wait).expect("the worker exits");
+    }
+    eventually("the churned workers are gone", |t| value_in(t, "wc_queue_max", &[]) == Some(13.0));
+    assert!(side_files(dir.path()) <= 3, "{} side files after churn", side_files(dir.path()));
+    workers.remove(2);
+    for w in workers.iter_mut().rev() {
+        w.exit(wait).expect("the worker exits");
+    }
+}
+
+#[test]
+fn a_pool_shows_every_live_workers_collectors() {
+    isolated("a_pool_shows_every_live_workers_collectors", Duration::from_secs(120), pool_scenario);
+}
+
+#[test]
+fn in_memory_mode_worker_collectors_run_at_the_scrape() {
+    isolated("in_memory_mode_worker_collectors_run_at_the_scrape", Duration::from_secs(30), || {
+        promshard::register_worker_collector(Largest, GaugeMode::LiveMax);
+        POOL.store(5, Ordering::SeqCst);
+        assert_eq!(value_in(&own_text(), "wc_queue_max", &[]), Some(5.0));
+        POOL.store(6, Ordering::SeqCst);
+        assert_eq!(value_in(&own_text(), "wc_queue_max", &[]), Some(6.0));
+    });
+}
