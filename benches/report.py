@@ -922,7 +922,9 @@ def summary():
         floor = C.get((group, floor_name))
         ours, mmap = C.get((group, "promshard")), C.get((group + "_mmap", "promshard"))
         best, ns = fastest_peer(group)
-        peer = NA if best is None else f"{PEER_NAMES.get(best, best)} {x(ratio(ns, floor))}"
+        rows_of_group = next(r for g, _, _, r in HOT_GROUPS if g == group)
+        name = next((label for f, label, _ in rows_of_group if f == best), best)
+        peer = NA if best is None else f"{name} {x(ratio(ns, floor))}"
         rows.append([label, f"{x(ratio(ours, floor))} (multiprocess {x(ratio(mmap, C.get((group + '_mmap', floor_name))))})", peer])
     for size, n in SIZES[1:2]:
         ours = per_series("promshard", size)
