@@ -426,12 +426,18 @@ def gzip_table():
     level_6 = C.get(("encode_100k", "promshard_gzip_level_6"))
     g = gzip_figures()
     share = (lambda n: NA) if g is None else (lambda n: f"{100 * n / g['text_bytes']:.1f}% of the text")
+    proto = C.get(("encode_100k", "promshard_protobuf"))
+    proto_gzip = C.get(("encode_100k", "promshard_protobuf_gzip"))
+    p = next((r for r in GZIP if r["size"] == "100k_protobuf"), None)
+    pshare = (lambda n: NA) if p is None else (lambda n: f"{100 * n / p['text_bytes']:.1f}% of the text")
     rows = [
         ["**promshard** `encode()`, plain text", t(plain), "1.00×", share(g["text_bytes"]) if g else NA, code(ENCODE, "promshard_fresh_vec")],
         ["**promshard**, gzip as sent (`MetricsResponse`, promshard's level)", t(level_1), x(ratio(level_1, plain)), share(g["sent_bytes"]) if g else NA, code(ENCODE, "promshard_gzip")],
         ["the same at gzip's default level 6", t(level_6), x(ratio(level_6, plain)), share(g["level_6_bytes"]) if g else NA, code(ENCODE, "promshard_gzip_level_6")],
+        ["**promshard** `encode(Format::Protobuf)`", t(proto), x(ratio(proto, plain)), pshare(p["protobuf_bytes"]) if p else NA, code(ENCODE, "promshard_protobuf")],
+        ["**promshard** protobuf, gzip as sent", t(proto_gzip), x(ratio(proto_gzip, plain)), pshare(p["sent_bytes"]) if p else NA, code(ENCODE, "promshard_protobuf_gzip")],
     ]
-    return "A scrape asking for gzip (Prometheus always does), 100,000 series:\n\n" + table(
+    return "A scrape asking for gzip (Prometheus always does), and the protobuf exposition, 100,000 series:\n\n" + table(
         ["scrape", "median", "× plain encoding", "bytes", "code"], rows
     )
 

@@ -179,7 +179,7 @@ fn panics_exposed(text: &str) -> Option<f64> {
 /// `promshard_collector_panics_total` is there from the start, at zero,
 /// then counts each panicking collector once per scrape (not per family,
 /// not per scrape); what a panicking collector wrote never shows, in
-/// either format, while the others' families do.
+/// any format (protobuf included), while the others' families do.
 fn counting_panics(multiprocess: bool) {
     let _dir = multiprocess.then(|| {
         let base = TempDir::new("collector-count");
@@ -234,11 +234,51 @@ fn counting_panics(multiprocess: bool) {
         if format == Format::OpenMetrics {
             assert!(text.ends_with("# EOF\n") && text.matches("# EOF").count() == 1, "scrape {scrape}: one # EOF");
         }
+        // The same in protobuf, whose families are framed by their length:
+        // a family taken back leaves no frame behind. (Every scrape panics
+        // as often as the text's, so the count moves on.)
+        panicked += mode;
+        let families = protobuf_families(&promshard::encode(Format::Protobuf));
+        for family in ["switched_complete", "switched_partial", "any_partial"] {
+            assert!(!families.iter().any(|f| f.starts_with(family)), "scrape {scrape}: {families:?}");
+        }
+        assert!(families.iter().any(|f| f == "good_pool_size"), "scrape {scrape}: {families:?}");
+        assert_eq!(families.iter().any(|f| f.starts_with("switched_ok")), mode == 0, "scrape {scrape}: {families:?}");
     }
     // Read without a scrape of its own panicking: the final count.
     PANIC_MODE.store(0, Ordering::SeqCst);
     let text = String::from_utf8(promshard::encode(Format::Prometheus)).unwrap();
     assert_eq!(panics_exposed(&text), Some(panicked as f64), "the total after {} scrapes", modes.len());
+}
+
+/// The family names of a protobuf exposition, walking its frames: each
+/// is a varint length, then a `MetricFamily` whose first field is its
+/// name (field 1, length-delimited). Panics if a frame runs past the end.
+fn protobuf_families(mut bytes: &[u8]) -> Vec<String> {
+    fn varint(bytes: &mut &[u8]) -> usize {
+        let mut value = 0;
+        for shift in (0..64).step_by(7) {
+            let (byte, rest) = bytes.split_first().expect("a varint");
+            *bytes = rest;
+            value |= usize::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        value
+    }
+    let mut names = Vec::new();
+    while !bytes.is_empty() {
+        let len = varint(&mut bytes);
+        assert!(len <= bytes.len(), "a frame of {len} bytes in {} left", bytes.len());
+        let (mut family, rest) = bytes.split_at(len);
+        bytes = rest;
+        assert_eq!(family.first(), Some(&0x0a), "the name first");
+        family = &family[1..];
+        let name_len = varint(&mut family);
+        names.push(String::from_utf8(family[..name_len].to_vec()).unwrap());
+    }
+    names
 }
 
 #[test]

@@ -227,6 +227,7 @@ fn python_parse(python: &std::path::Path, x: Exposition, text: &str) -> Vec<serd
     let parser = match x.format() {
         Format::Prometheus => "prometheus",
         Format::OpenMetrics => "openmetrics",
+        Format::Protobuf => unreachable!("text formats only"),
     };
     let code = format!("import sys\nsys.argv = ['', {parser:?}]\n{PARSE}");
     let printed = run_python(python, &code, text);

@@ -117,7 +117,7 @@ fn fixed_server(options: ServerOptions) -> MetricsServer {
     let (text, openmetrics) = (Arc::new(text.clone()), Arc::new(openmetrics.clone()));
     options
         .serve_with("127.0.0.1:0", move |accept| match Format::from_accept(accept) {
-            Format::Prometheus => (text.to_vec(), Format::Prometheus.content_type()),
+            Format::Prometheus | Format::Protobuf => (text.to_vec(), Format::Prometheus.content_type()),
             Format::OpenMetrics => (openmetrics.to_vec(), Format::OpenMetrics.content_type()),
         })
         .unwrap()

@@ -672,5 +672,20 @@ fn metrics_is_gzipped_for_clients_that_accept_it() {
             assert_eq!(series(&String::from_utf8(body).unwrap()), plain);
         }
     }
+    // Protobuf, as Prometheus with native histograms asks for it: gzipped,
+    // and every sample the text's (but `/metrics`' own, which count each
+    // scrape).
+    let headers = [("Accept", support::protobuf::PROMETHEUS_PROTOBUF_ACCEPT), ("Accept-Encoding", "gzip")];
+    let response = fetch(addr, "GET", "/metrics", &headers);
+    assert_eq!(response.header("content-type"), Some(support::protobuf::PROTOBUF_CONTENT_TYPE));
+    let proto = support::gzip::decode("protobuf", &response.headers, &response.body, true);
+    match support::protobuf::python_with_protobuf() {
+        None => skip_or_fail(support::protobuf::PROTOBUF_MISSING),
+        Some(python) => {
+            let work = harness::TempDir::new("layer-protobuf");
+            let decoded = support::protobuf::decode(&python, work.path(), &proto, &scrape(addr));
+            support::protobuf::assert_same_but("the axum handler", &decoded, &["process_"], &["/metrics"]);
+        }
+    }
     server.stop();
 }

@@ -16,7 +16,8 @@ static REQUESTS: promshard::Counter;
 
 /// The protocols with their media type and version, in the order an equal
 /// `q` prefers them.
-const PROTOCOLS: [(Protocol, &str, &str); 4] = [
+const PROTOCOLS: [(Protocol, &str, &str); 5] = [
+    (Protocol::PrometheusProtobuf, "application/vnd.google.protobuf", ""),
     (Protocol::OpenMetricsText1_0_0, "application/openmetrics-text", "1.0.0"),
     (Protocol::OpenMetricsText0_0_1, "application/openmetrics-text", "0.0.1"),
     (Protocol::PrometheusText1_0_0, "text/plain", "1.0.0"),
@@ -28,6 +29,9 @@ const PROTOCOLS: [(Protocol, &str, &str); 4] = [
 struct Range {
     media: &'static str,
     version: Option<&'static str>,
+    /// protobuf's `proto` and `encoding`.
+    proto: Option<&'static str>,
+    encoding: Option<&'static str>,
     escaping: Option<&'static str>,
     /// `None`: no `q`; `Some(text)`: as written.
     q: Option<String>,
@@ -38,6 +42,12 @@ impl Range {
         let mut params = Vec::new();
         if let Some(v) = self.version {
             params.push(format!("version={v}"));
+        }
+        if let Some(p) = self.proto {
+            params.push(format!("proto={p}"));
+        }
+        if let Some(e) = self.encoding {
+            params.push(format!("encoding={e}"));
         }
         if let Some(e) = self.escaping {
             params.push(format!("escaping={e}"));
@@ -62,8 +72,15 @@ impl Range {
 
     /// Whether the range takes `protocol`, by the page's table: the
     /// version must be the protocol's; a bare `text/plain` and the
-    /// wildcards mean 0.0.4, a bare OpenMetrics type any version.
+    /// wildcards mean 0.0.4, a bare OpenMetrics type any version;
+    /// protobuf only by name, with its `proto` and `encoding` (the page's
+    /// table, as client_golang reads it).
     fn takes(&self, protocol: Protocol, media: &str, version: &str) -> bool {
+        if protocol == Protocol::PrometheusProtobuf {
+            return self.media == media
+                && self.proto == Some("io.prometheus.client.MetricFamily")
+                && self.encoding == Some("delimited");
+        }
         let wildcard = match self.media {
             "*/*" => true,
             "text/*" if media == "text/plain" => true,
@@ -91,15 +108,13 @@ fn model(ranges: &[Range]) -> (Protocol, Escaping) {
                 continue;
             }
             if best.is_none_or(|(bq, brank, _, _)| q > bq || (q == bq && rank < brank)) {
-                let escaping = match (protocol, range.escaping) {
-                    (
-                        Protocol::PrometheusText1_0_0 | Protocol::OpenMetricsText1_0_0,
-                        Some("allow-utf-8" | "allow-utf8"),
-                    ) => Escaping::AllowUtf8,
-                    (Protocol::PrometheusText1_0_0 | Protocol::OpenMetricsText1_0_0, Some("dots")) => Escaping::Dots,
-                    (Protocol::PrometheusText1_0_0 | Protocol::OpenMetricsText1_0_0, Some("values")) => {
-                        Escaping::Values
-                    }
+                // Text before 1.0.0 has legacy names only.
+                let legacy = matches!(protocol, Protocol::PrometheusText0_0_4 | Protocol::OpenMetricsText0_0_1);
+                let escaping = match range.escaping {
+                    _ if legacy => Escaping::Underscores,
+                    Some("allow-utf-8" | "allow-utf8") => Escaping::AllowUtf8,
+                    Some("dots") => Escaping::Dots,
+                    Some("values") => Escaping::Values,
                     _ => Escaping::Underscores,
                 };
                 best = Some((q, rank, protocol, escaping));
@@ -152,13 +167,21 @@ impl Rng {
             Some("values"),
             Some("bogus"),
         ]);
+        let (proto, encoding) = if media == "application/vnd.google.protobuf" || self.below(8) == 0 {
+            (
+                self.pick(&[None, Some("io.prometheus.client.MetricFamily"), Some("io.prometheus.client.Metric")]),
+                self.pick(&[None, Some("delimited"), Some("text"), Some("compact-text")]),
+            )
+        } else {
+            (None, None)
+        };
         let q = match self.below(6) {
             0 => None,
             1 => Some(self.pick(&["0", "1", "0.5", "x", "1.5", "-1", "0.000"]).to_owned()),
             // Few distinct values, so that ties happen.
             _ => Some(format!("0.{}", self.below(4) + 1)),
         };
-        Range { media, version, escaping, q }
+        Range { media, version, proto, encoding, escaping, q }
     }
 }
 
@@ -181,7 +204,7 @@ fn random_headers_follow_the_model() {
     }
     // The walk reached every protocol and, for those that negotiate it,
     // every scheme: the model is not comparing one default with another.
-    assert_eq!(chosen.len(), 2 + 2 * 4, "seed {seed}: {chosen:?}");
+    assert_eq!(chosen.len(), 2 + 3 * 4, "seed {seed}: {chosen:?}");
 }
 
 #[test]
@@ -213,13 +236,31 @@ fn what_scrapers_send() {
              text/plain;version=0.0.4;q=0.2,/;q=0.1",
             "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=allow-utf-8",
         ),
-        // Its protobuf-first example (protobuf is not served yet).
+        // Its protobuf-first example: no `escaping` on the protobuf
+        // range, so legacy names.
         (
             "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.5,\
              application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.4,\
              application/openmetrics-text;version=0.0.1;q=0.3,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.2,\
              text/plain;version=0.0.4;q=0.1,/;q=0.0",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=allow-utf-8",
+            "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited; \
+             escaping=underscores",
+        ),
+        // Prometheus 2.42 with `--enable-feature=native-histograms`.
+        (
+            "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,\
+             application/openmetrics-text;version=1.0.0;q=0.8,application/openmetrics-text;version=0.0.1;q=0.75,\
+             text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+            "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited; \
+             escaping=underscores",
+        ),
+        // Prometheus 3 with `scrape_protocols: [PrometheusProto, ...]` and
+        // an `escaping` on the protobuf range (client_golang honours it).
+        (
+            "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;\
+             escaping=allow-utf-8;q=0.5,application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.4,*/*;q=0.1",
+            "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited; \
+             escaping=allow-utf-8",
         ),
         // curl, a browser, Python's older clients.
         ("*/*", "text/plain; version=0.0.4; charset=utf-8"),
@@ -246,7 +287,8 @@ fn the_endpoint_answers_with_the_chosen_content_type() {
         write!(stream, "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\nConnection: close\r\n\r\n").unwrap();
         let mut response = Vec::new();
         stream.read_to_end(&mut response).unwrap();
-        let response = String::from_utf8(response).unwrap();
+        // Lossy: a protobuf body is binary.
+        let response = String::from_utf8_lossy(&response).into_owned();
         let (head, body) = response.split_once("\r\n\r\n").unwrap();
         let content_type = head
             .lines()
@@ -261,6 +303,19 @@ fn the_endpoint_answers_with_the_chosen_content_type() {
     let (content_type, body) = get("application/openmetrics-text;version=1.0.0;escaping=values");
     assert_eq!(content_type, "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=values");
     assert!(body.contains("\nU__negotiation_2e_requests_total 1\n"), "{body}");
+    // Protobuf: the name as it is under `allow-utf-8`, escaped otherwise
+    // (the messages themselves are checked by tests/oracle_protobuf.rs).
+    let proto = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited";
+    let (content_type, body) = get(&format!("{proto};escaping=allow-utf-8"));
+    assert_eq!(
+        content_type,
+        "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited; \
+         escaping=allow-utf-8"
+    );
+    assert!(body.contains("\n\u{1a}negotiation.requests_total"), "{body:?}");
+    let (content_type, body) = get(proto);
+    assert!(content_type.ends_with("; escaping=underscores"), "{content_type}");
+    assert!(body.contains("\n\u{1a}negotiation_requests_total") && !body.contains("negotiation.requests"), "{body:?}");
     let (content_type, body) = get("text/plain;version=0.0.4");
     assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
     assert!(body.contains("\nnegotiation_requests_total 1\n"), "{body}");

@@ -94,6 +94,7 @@ fn python_parse(python: &Path, format: Format, text: &str) -> Vec<Family> {
     let parser = match format {
         Format::Prometheus => "prometheus",
         Format::OpenMetrics => "openmetrics",
+        Format::Protobuf => unreachable!("text formats only"),
     };
     let script = format!("PARSER = {parser:?}\n{PARSE_SCRIPT}");
     let printed = run_python(python, &script, text);
@@ -214,6 +215,7 @@ fn quickstart_expected(format: Format) -> Vec<Family> {
     let unit = match format {
         Format::Prometheus => "",
         Format::OpenMetrics => "seconds",
+        Format::Protobuf => unreachable!("text formats only"),
     };
     vec![
         family("http_request_duration_seconds", "histogram", unit, "Time to serve an HTTP request.", latency),
@@ -452,6 +454,7 @@ fn info_and_enums_expected(format: Format) -> Vec<Family> {
         // family is named after its sample.
         Format::Prometheus => ("oracle_build_info", "gauge", "gauge"),
         Format::OpenMetrics => ("oracle_build", "info", "stateset"),
+        Format::Protobuf => unreachable!("text formats only"),
     };
     vec![
         family(

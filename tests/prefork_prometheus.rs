@@ -360,8 +360,21 @@ fn relay(mut client: TcpStream, upstream: SocketAddr) -> Option<Exchange> {
         }
         seen
     });
+    // Until the upstream closes, or its response is complete: a server
+    // that keeps connections alive (the built-in one) does not close.
     let mut response = Vec::new();
-    let _ = server.read_to_end(&mut response);
+    let mut chunk = [0u8; 8192];
+    while let Ok(n @ 1..) = server.read(&mut chunk) {
+        response.extend_from_slice(&chunk[..n]);
+        let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+        let head = String::from_utf8_lossy(&response[..end]).into_owned();
+        if header_in(&head, "content-length")
+            .and_then(|l| l.parse::<usize>().ok())
+            .is_some_and(|l| response.len() >= end + 4 + l)
+        {
+            break;
+        }
+    }
     let _ = client.write_all(&response);
     let _ = client.shutdown(Shutdown::Both);
     let request = up.join().ok()?;
@@ -443,6 +456,244 @@ fn prometheus_asks_for_gzip_and_reads_the_pools_gzipped_scrapes() {
     }
     drop(prometheus);
     drop(recorder);
+    let stopped = pool.stop();
+    assert!(stopped.status.success(), "{}\n{}", stopped.status, stopped.stderr);
+}
+
+// ---------------------------------------------------------------------
+// Protobuf: Prometheus 2.42 with native histograms on asks for it first.
+// ---------------------------------------------------------------------
+
+#[derive(Clone, Copy, promshard::LabelValue)]
+enum Phase {
+    Starting,
+    Serving,
+}
+
+/// Jobs done, recorded in this test process (memory mode).
+#[promshard::metric(labels(phase: Phase, code = ["200", "500"]))]
+static PBX_JOBS_TOTAL: promshard::Counter;
+
+/// Job latency, in memory mode.
+#[promshard::metric(unit = "seconds", buckets = [0.005, 0.1, 1.0, 100000.0, 1e6])]
+static PBX_LATENCY_SECONDS: promshard::Histogram;
+
+/// A gauge below zero.
+#[promshard::metric]
+static PBX_BALANCE: promshard::Gauge;
+
+/// Build information.
+#[promshard::metric]
+static PBX_BUILD_INFO: promshard::Info;
+
+/// The phase, as a state set.
+#[promshard::metric]
+static PBX_PHASE: promshard::Enum<Phase>;
+
+/// Python workers of the pool's directory: each records and exits, so
+/// that its `.db` files are a dead process's.
+const PY_POOL_WORKERS: &str = r#"
+import os
+from prometheus_client import Counter, Gauge, Histogram, Summary
+jobs = Counter('pyx_jobs', 'Python jobs.', ['kind'])
+queued = Gauge('pyx_queued_items', 'Items queued.', multiprocess_mode='sum')
+latency = Histogram('pyx_latency_seconds', 'Python latency.', buckets=[0.01, 0.5, 1e6])
+size = Summary('pyx_payload_bytes', 'Payload sizes.')
+for worker in range(3):
+    pid = os.fork()
+    if pid == 0:
+        jobs.labels('a' if worker else 'b').inc(worker + 0.5)
+        queued.inc(worker + 1)
+        for x in [0.001, 0.2, 3.0][: worker + 1]:
+            latency.observe(x)
+        size.observe(100 * (worker + 1))
+        os._exit(0)
+    os.waitpid(pid, 0)
+"#;
+
+/// Samples by (name, sorted labels).
+type Keyed = BTreeMap<(String, Vec<(String, String)>), f64>;
+
+/// Every sample of `text` but those named with one of `skip`'s prefixes
+/// or labelled `/metrics`, by (name, sorted labels).
+fn text_samples(text: &str, skip: &[&str]) -> Keyed {
+    harness::parse_samples(text)
+        .into_iter()
+        .filter(|s| !skip.iter().any(|p| s.name.starts_with(p)) && !s.labels.iter().any(|(_, v)| v == "/metrics"))
+        .map(|s| {
+            let mut labels = s.labels;
+            labels.sort();
+            ((s.name, labels), s.value)
+        })
+        .collect()
+}
+
+/// What Prometheus holds now for `instance`, as [`text_samples`] keys it.
+fn stored(prometheus: &Prometheus, instance: SocketAddr, skip: &[&str]) -> Keyed {
+    let mut out = BTreeMap::new();
+    for series in prometheus.query(&format!("{{instance=\"{instance}\"}}"), None) {
+        let metric = series["metric"].as_object().unwrap();
+        let name = metric["__name__"].as_str().unwrap().to_owned();
+        if ["up", "scrape_"].iter().chain(skip).any(|p| name.starts_with(p)) {
+            continue;
+        }
+        let mut labels: Vec<(String, String)> = metric
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "__name__" | "job" | "instance"))
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+            .collect();
+        if labels.iter().any(|(_, v)| v == "/metrics") {
+            continue;
+        }
+        labels.sort();
+        out.insert((name, labels), prefork::sample_value(&series));
+    }
+    out
+}
+
+fn assert_stored_as_text(what: &str, text: &Keyed, prom: &Keyed) {
+    let same = |a: f64, b: f64| a == b || (a.is_nan() && b.is_nan());
+    let differ: Vec<_> = text.iter().filter(|(k, v)| !prom.get(*k).is_some_and(|p| same(**v, *p))).collect();
+    let extra: Vec<_> = prom.keys().filter(|k| !text.contains_key(*k)).collect();
+    assert!(
+        differ.is_empty() && extra.is_empty(),
+        "{what}: text and Prometheus differ\n--- in text, not so in Prometheus ---\n{differ:#?}\n\
+         --- only in Prometheus ---\n{extra:#?}"
+    );
+}
+
+#[test]
+fn prometheus_reads_protobuf_from_memory_mode_and_a_pool_with_dead_workers_and_python_files() {
+    let Some(binary) = support::prometheus() else {
+        support::skip_or_fail(support::PROMETHEUS_MISSING);
+        return;
+    };
+    let Some(python) = support::python_with_prometheus_client() else {
+        support::skip_or_fail(support::PYTHON_MISSING);
+        return;
+    };
+    let _serial = serial();
+    // Memory mode: this process, through the built-in endpoint.
+    PBX_JOBS_TOTAL.with((Phase::Serving, "200")).inc_by(41);
+    PBX_JOBS_TOTAL.with((Phase::Starting, "500")).inc();
+    for v in [0.001, 0.05, 0.05, 0.7, 5.0, 2e6] {
+        PBX_LATENCY_SECONDS.observe(v);
+    }
+    PBX_BALANCE.set(-12.25);
+    PBX_BUILD_INFO.set(&[("version", "1.2.3"), ("commit", "say \"hi\"")]);
+    PBX_PHASE.set(Phase::Serving);
+    let endpoint = promshard::serve("127.0.0.1:0").unwrap();
+
+    // A pool whose workers retire after a few requests (their shards are
+    // a dead worker's, then the archive's), and Python files of dead
+    // Python workers in its directory.
+    let pool = Pool::start(&["--workers", "2", "--threads", "1", "--max-requests", "8"]);
+    for n in 0..60 {
+        let target = if n % 10 == 3 { "/error".to_owned() } else { format!("/users/{n}") };
+        get(pool.addr, &target).expect("an answer");
+    }
+    let status = std::process::Command::new(&python)
+        .args(["-c", PY_POOL_WORKERS])
+        .env("PROMETHEUS_MULTIPROC_DIR", &pool.dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Workers retire as they pass their requests: wait until their number
+    // holds still and every retired one is counted.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while prefork::scrape(pool.addr).is_none_or(|s| s.sum("prefork_worker_exits_total") < 4.0) {
+        assert!(Instant::now() < deadline, "workers did not retire:\n{}", pool.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let (memory, pooled) = (Recorder::start(endpoint.local_addr()), Recorder::start(pool.addr));
+    let prometheus =
+        Prometheus::start_with(&binary, &[memory.addr, pooled.addr], &[], &["--enable-feature=native-histograms"]);
+    let scrapes = |r: &Recorder| r.exchanges.lock().unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while scrapes(&memory) < 2 || scrapes(&pooled) < 2 || prometheus.query("up{job=\"prefork\"} == 1", None).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never scraped both targets:\n{}\n{}",
+            prometheus.api("targets", &[]),
+            prometheus.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The texts to compare with, then two more scrapes of each after them.
+    let skip = ["process_", "promshard_"];
+    let memory_text =
+        text_samples(&String::from_utf8(promshard::encode(promshard::Format::Prometheus)).unwrap(), &skip);
+    let pool_text = text_samples(&prefork::scrape(pool.addr).unwrap().text, &skip);
+    let (seen_memory, seen_pool) = (scrapes(&memory), scrapes(&pooled));
+    while scrapes(&memory) < seen_memory + 2 || scrapes(&pooled) < seen_pool + 2 {
+        assert!(Instant::now() < deadline + Duration::from_secs(30), "scrapes stopped:\n{}", prometheus.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+
+    // It was protobuf, asked for and answered, gzipped.
+    for recorder in [&memory, &pooled] {
+        for exchange in recorder.exchanges.lock().unwrap().iter() {
+            let accept = header_in(&exchange.request, "accept").unwrap_or_default();
+            assert!(
+                accept.starts_with(
+                    "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited"
+                ),
+                "Prometheus' request:\n{}",
+                exchange.request
+            );
+            let content_type = header_in(&exchange.response_head, "content-type").unwrap_or_default();
+            assert!(
+                content_type.starts_with(
+                    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
+                ),
+                "the answer:\n{}",
+                exchange.response_head
+            );
+            assert_eq!(header_in(&exchange.response_head, "content-encoding"), Some("gzip"));
+        }
+    }
+
+    // Prometheus stored exactly what the text shows.
+    assert!(memory_text.len() >= 16 && memory_text.keys().any(|(n, _)| n == "pbx_phase"), "{memory_text:?}");
+    assert_stored_as_text("memory mode", &memory_text, &stored(&prometheus, memory.addr, &skip));
+    for family in [
+        "http_requests_total",
+        "http_request_duration_seconds_bucket",
+        "pyx_jobs_total",
+        "pyx_payload_bytes_count",
+        "pyx_latency_seconds_bucket",
+        "prefork_worker_exits_total",
+    ] {
+        assert!(pool_text.keys().any(|(n, _)| n == family), "{family} missing from the pool's text");
+    }
+    assert_stored_as_text("the pool", &pool_text, &stored(&prometheus, pooled.addr, &skip));
+    // Histograms are classic ones Prometheus can take quantiles of.
+    for (expr, instance) in [
+        ("pbx_latency_seconds_bucket", memory.addr),
+        ("http_request_duration_seconds_bucket{handler=\"/users/{id}\"}", pooled.addr),
+        ("pyx_latency_seconds_bucket", pooled.addr),
+    ] {
+        let selector = expr
+            .strip_suffix('}')
+            .map_or(format!("{expr}{{instance=\"{instance}\"}}"), |open| format!("{open},instance=\"{instance}\"}}"));
+        let q = prometheus.value(&format!("histogram_quantile(0.5, sum by (le) ({selector}))"), None);
+        assert!(q.is_finite() && q > 0.0, "{selector}: {q}");
+    }
+    // Every live process of the pool has its own process metrics.
+    let live = prometheus.query(&format!("process_start_time_seconds{{instance=\"{}\"}}", pooled.addr), None);
+    assert!(live.len() >= 3, "master and two workers: {live:?}");
+    eprintln!(
+        "protobuf: {} + {} samples stored as the text shows, from {} + {} scrapes",
+        memory_text.len(),
+        pool_text.len(),
+        scrapes(&memory),
+        scrapes(&pooled)
+    );
+    drop(prometheus);
+    drop((memory, pooled));
+    endpoint.shutdown();
     let stopped = pool.stop();
     assert!(stopped.status.success(), "{}\n{}", stopped.status, stopped.stderr);
 }

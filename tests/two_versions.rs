@@ -13,6 +13,8 @@
 //! A second copy also bumps the shard file format, for the case of two
 //! versions that cannot read each other's shards.
 
+mod support;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Lines, Write};
 use std::os::fd::AsRawFd;
@@ -91,6 +93,11 @@ fn main() {
             println!("=== {name}");
             print!("{}", String::from_utf8(text).unwrap());
         }
+        // The older version's protobuf, which has the newer one's families
+        // from its text (the ABI carries text only), in hex.
+        let proto = promshard::encode(promshard::Format::Protobuf);
+        println!("=== protobuf");
+        println!("{}", proto.iter().map(|b| format!("{b:02x}")).collect::<String>());
         println!("=== end");
         std::io::Write::flush(&mut std::io::stdout()).unwrap();
         line.clear();
@@ -271,6 +278,8 @@ fn programs() -> &'static Programs {
 /// in order, by exposition.
 struct Run {
     expositions: HashMap<String, Vec<(String, String)>>,
+    /// The older version's protobuf exposition.
+    protobuf: Vec<u8>,
 }
 
 /// The program, running, with `PROMSHARD_DIR` set to `dir` if given.
@@ -298,15 +307,21 @@ impl Running {
     /// would have dropped that lock.
     fn scrape(&mut self) -> Run {
         let mut expositions: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        let mut protobuf = Vec::new();
         let mut current = String::new();
         loop {
             let line = self.stdout.next().expect("the program printed its scrape").unwrap();
             if line == "=== end" {
                 break;
             }
-            if let Some(name) = line.strip_prefix("=== ") {
+            if line == "=== protobuf" {
+                current = "protobuf".to_owned();
+            } else if let Some(name) = line.strip_prefix("=== ") {
                 current = name.to_owned();
                 expositions.insert(current.clone(), Vec::new());
+            } else if current == "protobuf" {
+                protobuf =
+                    (0..line.len()).step_by(2).map(|i| u8::from_str_radix(&line[i..i + 2], 16).unwrap()).collect();
             } else if !line.starts_with('#') && !line.is_empty() {
                 let (sample, value) = line.rsplit_once(' ').unwrap();
                 expositions.get_mut(&current).unwrap().push((sample.to_owned(), value.to_owned()));
@@ -319,7 +334,7 @@ impl Running {
                 assert_eq!(holder(&dir.join(shard)), Some(self.child.id()), "{shard} is not locked by its process");
             }
         }
-        let run = Run { expositions };
+        let run = Run { expositions, protobuf };
         run.no_repeats();
         run
     }
@@ -406,6 +421,20 @@ fn each_version_exposes_both() {
         assert!(stderr.contains(&error) && stderr.contains(&format!("and in promshard {other} (at")), "{stderr}");
     }
     assert!(!stderr.contains("also exposed by"), "no clash beyond the reported one:\n{stderr}");
+    // The protobuf exposition holds what the text does, the newer
+    // version's families included, read by Python's protobuf.
+    match support::protobuf::python_with_protobuf() {
+        None => support::skip_or_fail(support::protobuf::PROTOBUF_MISSING),
+        Some(python) => {
+            let text: String =
+                run.expositions["old prometheus"].iter().map(|(sample, value)| format!("{sample} {value}\n")).collect();
+            let decoded = support::protobuf::decode(&python, &work_dir(), &run.protobuf, &text);
+            support::protobuf::assert_same_samples("the older version's protobuf", &decoded, &["process_"]);
+            let names: Vec<&str> =
+                decoded.proto["samples"].as_array().unwrap().iter().filter_map(|s| s[0].as_str()).collect();
+            assert!(names.contains(&"new_jobs_total") && names.contains(&"old_jobs_total"), "{names:?}");
+        }
+    }
     // Each version warns, once, naming the version it found linked in.
     for (this, other) in [(VERSION, next.as_str()), (next.as_str(), VERSION)] {
         let warning = format!("WARN promshard: version {this}: promshard {other} also linked into this binary");

@@ -32,7 +32,8 @@
 //!   own shard) before it encodes. Both include promshard's process
 //!   metrics (`/proc/self` read at every scrape), which no peer here adds.
 //!   At 100,000 series, `promshard_gzip` adds what a scrape asking for
-//!   gzip costs (at promshard's level, and at gzip's default level 6).
+//!   gzip costs (at promshard's level, and at gzip's default level 6), and
+//!   `promshard_protobuf` the protobuf exposition, plain and gzipped.
 //!
 //! Memory: a counting global allocator sums the bytes requested from the
 //! allocator (not its own overhead) and not yet freed, from before a
@@ -390,8 +391,9 @@ pub fn run<const R: usize, const T: usize>(size: Size, metric: &'static Requests
 
 /// What a scrape with `Accept-Encoding: gzip` costs (Prometheus always
 /// sends it): encoding, then gzip at the level promshard chose
-/// (`runtime/src/content_encoding.rs`); and the same at gzip's default
-/// level 6, the alternative. The bytes of each are recorded beside.
+/// (`runtime/src/content_encoding.rs`); the same at gzip's default level
+/// 6, the alternative; and the protobuf exposition, plain and gzipped. The
+/// bytes of each are recorded beside.
 fn gzip(group: &mut BenchmarkGroup<'_, WallTime>, size: &Size) {
     use std::io::{Read, Write};
     let content_type = Format::Prometheus.content_type();
@@ -407,6 +409,15 @@ fn gzip(group: &mut BenchmarkGroup<'_, WallTime>, size: &Size) {
         })
     });
     group.bench_function("promshard_gzip_level_6", |b| b.iter(|| level_6(&promshard::encode(Format::Prometheus))));
+    // The protobuf exposition of the same series (what Prometheus asks for
+    // first with native histograms on), plain and as sent gzipped.
+    let proto_type = Format::Protobuf.content_type();
+    group.bench_function("promshard_protobuf", |b| b.iter(|| promshard::encode(Format::Protobuf)));
+    group.bench_function("promshard_protobuf_gzip", |b| {
+        b.iter(|| {
+            promshard::MetricsResponse::new(promshard::encode(Format::Protobuf), proto_type, Some("gzip")).into_body()
+        })
+    });
 
     let text = promshard::encode(Format::Prometheus);
     let sent = promshard::MetricsResponse::new(text.clone(), content_type, Some("gzip")).into_body();
@@ -420,6 +431,17 @@ fn gzip(group: &mut BenchmarkGroup<'_, WallTime>, size: &Size) {
             ("text_bytes", text.len().into()),
             ("sent_bytes", sent.len().into()),
             ("level_6_bytes", level_6(&text).len().into()),
+        ],
+    );
+    let proto = promshard::encode(Format::Protobuf);
+    let proto_sent = promshard::MetricsResponse::new(proto.clone(), proto_type, Some("gzip")).into_body();
+    record(
+        "gzip.jsonl",
+        &[
+            ("size", format!("{}_protobuf", size.name).into()),
+            ("text_bytes", text.len().into()),
+            ("sent_bytes", proto_sent.len().into()),
+            ("protobuf_bytes", proto.len().into()),
         ],
     );
 }

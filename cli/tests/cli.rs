@@ -563,6 +563,20 @@ fn serve_gzips_metrics_for_clients_that_accept_it() {
             assert!(body == text, "curl's decoding is not the exposition");
         }
     }
+    // Protobuf, as Prometheus with native histograms asks for it: gzipped,
+    // and every sample the text's.
+    let headers = [("Accept", support::protobuf::PROMETHEUS_PROTOBUF_ACCEPT), ("Accept-Encoding", "gzip")];
+    let response = http_client::fetch(server.addr, "GET", "/metrics", &headers);
+    assert_eq!(response.header("content-type"), Some(support::protobuf::PROTOBUF_CONTENT_TYPE));
+    let proto = support::gzip::decode("protobuf", &response.headers, &response.body, true);
+    match support::protobuf::python_with_protobuf() {
+        None => support::skip_or_fail(support::protobuf::PROTOBUF_MISSING),
+        Some(python) => {
+            let decoded =
+                support::protobuf::decode(&python, &scratch.root, &proto, std::str::from_utf8(&text).unwrap());
+            support::protobuf::assert_same("promshard serve", &decoded, &[]);
+        }
+    }
 }
 
 /// The `pid` labels of `name`'s samples in a text exposition; panics on

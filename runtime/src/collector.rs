@@ -5,9 +5,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::descriptor::{Kind, Opts, is_label_name, is_legacy_label_name, is_metric_name};
-use crate::encode::format::Exposition;
+use crate::encode::format::{Exposition, Format};
 use crate::encode::names::{self, label_clash, spellings};
 use crate::encode::plan::{SampleFn, write_header};
+use crate::encode::proto::{self, ProtoWriter};
 use crate::encode::sample;
 use crate::encode::text::le_value;
 use crate::gate::GateCell;
@@ -61,7 +62,7 @@ type OwnedSample = (String, Vec<(String, String)>, f64);
 /// and logged, and the scrape goes on.
 pub(crate) fn run(collector: &dyn Collector, writer: &mut MetricWriter<'_>) {
     let result = match &mut writer.target {
-        Target::Text { .. } | Target::Capture(_) => {
+        Target::Text { .. } | Target::Proto { .. } | Target::Capture(_) => {
             let mark = writer.mark();
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| collector.collect(writer)));
             if result.is_err() {
@@ -107,11 +108,12 @@ pub(crate) fn run(collector: &dyn Collector, writer: &mut MetricWriter<'_>) {
     }
 }
 
-/// Where a sample goes: rendered text, a callback (tests), or families
-/// kept as written (a worker's collectors, published for other
-/// processes' scrapes).
+/// Where a sample goes: rendered text or protobuf, a callback (tests),
+/// or families kept as written (a worker's collectors, published for
+/// other processes' scrapes).
 pub(crate) enum Target<'a> {
     Text { out: &'a mut Vec<u8>, x: Exposition },
+    Proto { out: &'a mut Vec<u8>, w: Box<ProtoWriter> },
     Samples(&'a mut SampleFn<'a>),
     Capture(&'a mut Vec<Captured>),
 }
@@ -135,6 +137,16 @@ pub(crate) struct CapturedSample {
     pub(crate) value: f64,
 }
 
+impl<'a> Target<'a> {
+    /// Rendered output in `x`'s format.
+    pub(crate) fn output(out: &'a mut Vec<u8>, x: Exposition) -> Target<'a> {
+        match x.format() {
+            Format::Protobuf => Target::Proto { out, w: Box::new(ProtoWriter::new(x.escaping())) },
+            _ => Target::Text { out, x },
+        }
+    }
+}
+
 /// What a [`Collector`] writes its families into.
 pub struct MetricWriter<'a> {
     target: Target<'a>,
@@ -154,7 +166,7 @@ impl<'a> MetricWriter<'a> {
     /// Where the output stands, to [`rewind`](Self::rewind) to.
     fn mark(&self) -> (usize, HashSet<String>) {
         let len = match &self.target {
-            Target::Text { out, .. } => out.len(),
+            Target::Text { out, .. } | Target::Proto { out, .. } => out.len(),
             Target::Samples(_) => 0,
             Target::Capture(families) => families.len(),
         };
@@ -165,7 +177,7 @@ impl<'a> MetricWriter<'a> {
     /// sample callback has seen its samples already).
     fn rewind(&mut self, (len, written): (usize, HashSet<String>)) {
         match &mut self.target {
-            Target::Text { out, .. } => out.truncate(len),
+            Target::Text { out, .. } | Target::Proto { out, .. } => out.truncate(len),
             Target::Capture(families) => families.truncate(len),
             Target::Samples(_) => {}
         }
@@ -262,7 +274,15 @@ impl FamilyWriter<'_, '_> {
         } else if self.kind == Kind::Counter && (value.is_nan() || value < 0.0) {
             warn_once(&format!("collector counter `{}`: negative or NaN value dropped", self.name));
         } else if self.labels_ok(labels, None) && self.start() {
-            self.emit(self.kind.sample_suffix(), labels, None, value);
+            if let Target::Proto { out, w } = &mut self.writer.target {
+                w.labels(labels.iter().copied());
+                match self.kind {
+                    Kind::Counter => w.counter(out, value),
+                    _ => w.gauge(out, value),
+                }
+            } else {
+                self.emit(self.kind.sample_suffix(), labels, None, value);
+            }
         }
         self
     }
@@ -289,6 +309,11 @@ impl FamilyWriter<'_, '_> {
         if !self.labels_ok(labels, Some("le")) || !self.start() {
             return self;
         }
+        if let Target::Proto { out, w } = &mut self.writer.target {
+            let count = buckets.last().map_or(0, |b| b.1);
+            w.labels(labels.iter().copied()).histogram(out, buckets.iter().copied(), count, sum);
+            return self;
+        }
         let mut count = 0;
         for &(bound, cumulative) in buckets {
             count = cumulative;
@@ -299,7 +324,7 @@ impl FamilyWriter<'_, '_> {
         }
         let shown = match &self.writer.target {
             Target::Text { x, .. } => crate::encode::text::sum_shown(x.format(), sum),
-            Target::Samples(_) | Target::Capture(_) => true,
+            Target::Proto { .. } | Target::Samples(_) | Target::Capture(_) => true,
         };
         if shown {
             self.emit("_count", labels, None, count as f64);
@@ -322,7 +347,12 @@ impl FamilyWriter<'_, '_> {
         if self.state == State::Pending {
             match &mut self.writer.target {
                 Target::Text { out, x } => {
-                    write_header(out, &self.name, self.kind, &self.help, self.unit.as_deref(), x.format(), x.escaping())
+                    let (format, escaping) = (x.format(), x.escaping());
+                    write_header(out, &self.name, self.kind, &self.help, self.unit.as_deref(), format, escaping);
+                }
+                Target::Proto { out, w } => {
+                    let (kind, suffix) = proto::type_of(self.kind);
+                    w.begin(out, &self.name, suffix, &self.help, kind, self.unit.as_deref());
                 }
                 Target::Capture(families) => families.push(Captured {
                     kind: self.kind,
@@ -346,6 +376,8 @@ impl FamilyWriter<'_, '_> {
                 let name = names::sample_name(&self.name, suffix, x.escaping());
                 sample::write(out, &name, &parts, sample::Value::of_f64(value), x.escaping());
             }
+            // Whole series are written by `sample` and `histogram`.
+            Target::Proto { .. } => unreachable!("protobuf series are written whole"),
             Target::Samples(f) => {
                 let mut all: Vec<(&str, &str)> = labels.to_vec();
                 all.extend(le.map(|le| ("le", le)));
@@ -367,7 +399,11 @@ impl FamilyWriter<'_, '_> {
 
 impl Drop for FamilyWriter<'_, '_> {
     fn drop(&mut self) {
-        self.start();
+        if self.start() {
+            if let Target::Proto { out, w } = &mut self.writer.target {
+                w.end(out);
+            }
+        }
     }
 }
 

@@ -11,10 +11,13 @@ pub use crate::encode::names::Escaping;
 
 use crate::collector::{Collector, MetricWriter, Target};
 use crate::encode::plan::visit_family;
+use crate::encode::proto::ProtoWriter;
 use crate::registry::{self, Family};
 
 /// Renders every metric as `how` says: declared metrics sorted by name,
-/// then collectors' families. OpenMetrics output ends with `# EOF`.
+/// then collectors' families. OpenMetrics output ends with `# EOF`;
+/// protobuf output is a stream of length-delimited
+/// `io.prometheus.client.MetricFamily` messages.
 ///
 /// `how` is an [`Exposition`] (a protocol and the escaping of names), or
 /// a [`Format`], which writes legacy names (`underscores`).
@@ -48,21 +51,22 @@ pub fn encode_into(how: impl Into<Exposition>, out: &mut Vec<u8>) {
     crate::instruments::callback::refresh();
     let start = out.len();
     let registry = registry::get();
+    let mut proto = (x.format() == Format::Protobuf).then(|| ProtoWriter::new(x.escaping()));
     match crate::shard::own() {
         Some(own) => crate::merge::scrape(own).encode(x, out),
         None => {
             let slots = registry.arena.slots();
             for family in &registry.families {
-                encode_family(family, &slots[family.offset..], x, out);
+                encode_family(family, &slots[family.offset..], x, proto.as_mut(), out);
             }
         }
     }
     registry.unregistered.with(|unregistered| {
         for (family, arena) in unregistered.iter() {
-            encode_family(family, arena.slots(), x, out);
+            encode_family(family, arena.slots(), x, proto.as_mut(), out);
         }
     });
-    let mut writer = MetricWriter::new(Target::Text { out, x }, &registry.sample_names);
+    let mut writer = MetricWriter::new(Target::output(out, x), &registry.sample_names);
     for_each_collector(|c| crate::collector::run(c, &mut writer));
     crate::worker_collector::write(&mut writer);
     drop(writer);
@@ -72,9 +76,18 @@ pub fn encode_into(how: impl Into<Exposition>, out: &mut Vec<u8>) {
     }
 }
 
-fn encode_family(family: &Family, slots: &[AtomicU64], x: Exposition, out: &mut Vec<u8>) {
+fn encode_family(
+    family: &Family,
+    slots: &[AtomicU64],
+    x: Exposition,
+    proto: Option<&mut ProtoWriter>,
+    out: &mut Vec<u8>,
+) {
     let slots = &slots[..family.core.descriptor().slots()];
-    family.plan.encode(family.core, slots, x, out);
+    match proto {
+        Some(w) => family.plan.encode_proto(family.core, slots, w, out),
+        None => family.plan.encode(family.core, slots, x, out),
+    }
 }
 
 /// Renders the exposition a client asked for with its `Accept` header and
@@ -149,8 +162,15 @@ pub(crate) fn append_others(x: Exposition, start: usize, out: &mut Vec<u8>) {
     if crate::linked::for_other() || others().next().is_none() {
         return;
     }
-    let ours = std::str::from_utf8(&out[start..]).unwrap_or_default();
-    let mut taken: HashSet<String> = families(ours).map(|(name, _)| name.into_owned()).collect();
+    // A protobuf scrape gets the others' Prometheus text, converted.
+    let mut proto = (x.format() == Format::Protobuf).then(|| ProtoWriter::new(x.escaping()));
+    let mut taken: HashSet<String> = match proto {
+        Some(_) => crate::encode::proto::family_names(&out[start..]).into_iter().collect(),
+        None => {
+            let ours = std::str::from_utf8(&out[start..]).unwrap_or_default();
+            families(ours).map(|(name, _)| name.into_owned()).collect()
+        }
+    };
     for other in others() {
         let theirs = crate::linked::render(other, x);
         let theirs = String::from_utf8_lossy(&theirs);
@@ -166,7 +186,17 @@ pub(crate) fn append_others(x: Exposition, start: usize, out: &mut Vec<u8>) {
                 continue;
             }
             if taken.insert(name.clone().into_owned()) {
-                out.extend_from_slice(family.as_bytes());
+                match &mut proto {
+                    None => out.extend_from_slice(family.as_bytes()),
+                    Some(w) => {
+                        if let Err(e) = crate::encode::proto::text::append_family(w, family, out) {
+                            crate::notice::warn_once(&format!(
+                                "family `{name}` of promshard {} left out of protobuf scrapes: {e}",
+                                version_of(other)
+                            ));
+                        }
+                    }
+                }
                 continue;
             }
             // Expected twice: self-metrics, the same shards merged by both

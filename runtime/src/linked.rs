@@ -87,9 +87,11 @@ pub(crate) fn write(out: Sink, bytes: &[u8]) {
 /// The ABI's code for `x`: the format, plus the escaping unless it is
 /// `underscores`, which a bare format code has always meant. The text
 /// version is not in it: 0.0.4 and 1.0.0 bodies differ only by escaping.
+/// The ABI carries text only: a protobuf scrape asks for the Prometheus
+/// text format, which `encode::proto::text` turns into messages.
 pub(crate) fn format_code(x: Exposition) -> u32 {
     let format = match x.format() {
-        Format::Prometheus => FORMAT_PROMETHEUS,
+        Format::Prometheus | Format::Protobuf => FORMAT_PROMETHEUS,
         Format::OpenMetrics => FORMAT_OPENMETRICS,
     };
     let escaping = match x.escaping() {

@@ -130,7 +130,7 @@ impl Workers {
 
     /// Appends the families as `x` writes them.
     pub(crate) fn encode(&self, x: Exposition, out: &mut Vec<u8>) {
-        self.write(&mut MetricWriter::new(Target::Text { out, x }, &self.declared));
+        self.write(&mut MetricWriter::new(Target::output(out, x), &self.declared));
     }
 
     /// Calls `f(sample name, labels, value)` for every sample.

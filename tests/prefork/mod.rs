@@ -324,6 +324,12 @@ impl Prometheus {
     /// Starts `binary` scraping `targets` as job `prefork`, and waits until
     /// it is ready (30 s at most).
     pub fn start(binary: &Path, targets: &[SocketAddr], rule_files: &[PathBuf]) -> Prometheus {
+        Prometheus::start_with(binary, targets, rule_files, &[])
+    }
+
+    /// [`start`](Self::start) with more command-line arguments
+    /// (`--enable-feature=…`).
+    pub fn start_with(binary: &Path, targets: &[SocketAddr], rule_files: &[PathBuf], args: &[&str]) -> Prometheus {
         let dir = TempDir::new("prometheus");
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let rules: Vec<String> = rule_files.iter().map(|r| format!("  - '{}'\n", r.display())).collect();
@@ -345,6 +351,7 @@ impl Prometheus {
             .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
             .arg(format!("--web.listen-address={addr}"))
             .arg("--log.level=warn")
+            .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

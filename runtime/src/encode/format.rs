@@ -11,6 +11,9 @@ pub enum Format {
     Prometheus,
     /// OpenMetrics text.
     OpenMetrics,
+    /// Prometheus' protobuf format: length-delimited
+    /// `io.prometheus.client.MetricFamily` messages.
+    Protobuf,
 }
 
 impl Format {
@@ -52,11 +55,18 @@ pub enum Protocol {
     /// `application/openmetrics-text; version=1.0.0`, with quoted UTF-8
     /// names under `escaping=allow-utf-8`.
     OpenMetricsText1_0_0,
+    /// `application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily;
+    /// encoding=delimited`, with UTF-8 names as they are under
+    /// `escaping=allow-utf-8`: what Prometheus asks for first when native
+    /// histograms are on (2.x's `--enable-feature=native-histograms`, 3's
+    /// `scrape_protocols`).
+    PrometheusProtobuf,
 }
 
 impl Protocol {
     /// Every protocol, in the order an equal `q` prefers them.
-    const PREFERENCE: [Protocol; 4] = [
+    const PREFERENCE: [Protocol; 5] = [
+        Protocol::PrometheusProtobuf,
         Protocol::OpenMetricsText1_0_0,
         Protocol::OpenMetricsText0_0_1,
         Protocol::PrometheusText1_0_0,
@@ -68,27 +78,33 @@ impl Protocol {
         match self {
             Protocol::PrometheusText0_0_4 | Protocol::PrometheusText1_0_0 => Format::Prometheus,
             Protocol::OpenMetricsText0_0_1 | Protocol::OpenMetricsText1_0_0 => Format::OpenMetrics,
+            Protocol::PrometheusProtobuf => Format::Protobuf,
         }
     }
 
     /// Whether the protocol carries an `escaping` parameter, and so may
-    /// hold UTF-8 names: the text formats from version 1.0.0 on.
+    /// hold UTF-8 names: the text formats from version 1.0.0 on, and
+    /// protobuf (as client_golang negotiates it).
     pub const fn negotiates_escaping(self) -> bool {
-        matches!(self, Protocol::PrometheusText1_0_0 | Protocol::OpenMetricsText1_0_0)
+        matches!(self, Protocol::PrometheusText1_0_0 | Protocol::OpenMetricsText1_0_0 | Protocol::PrometheusProtobuf)
     }
 
     fn media_type(self) -> &'static str {
         match self.format() {
             Format::Prometheus => "text/plain",
             Format::OpenMetrics => "application/openmetrics-text",
+            Format::Protobuf => "application/vnd.google.protobuf",
         }
     }
 
+    /// The `version` parameter's value; protobuf has none (its `proto`
+    /// and `encoding` parameters name it).
     fn version(self) -> &'static str {
         match self {
             Protocol::PrometheusText0_0_4 => "0.0.4",
             Protocol::OpenMetricsText0_0_1 => "0.0.1",
             Protocol::PrometheusText1_0_0 | Protocol::OpenMetricsText1_0_0 => "1.0.0",
+            Protocol::PrometheusProtobuf => "",
         }
     }
 }
@@ -131,11 +147,13 @@ impl Exposition {
     }
 
     /// `format` in the protocol [`encode`](crate::encode) has always
-    /// written it in (text 0.0.4, OpenMetrics 1.0.0), with legacy names.
+    /// written it in (text 0.0.4, OpenMetrics 1.0.0, protobuf), with
+    /// legacy names.
     pub const fn from_format(format: Format) -> Exposition {
         let protocol = match format {
             Format::Prometheus => Protocol::PrometheusText0_0_4,
             Format::OpenMetrics => Protocol::OpenMetricsText1_0_0,
+            Format::Protobuf => Protocol::PrometheusProtobuf,
         };
         Exposition { protocol, escaping: Escaping::Underscores }
     }
@@ -177,6 +195,20 @@ impl Exposition {
             (OpenMetricsText1_0_0, Values) => {
                 "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=values"
             }
+            // As client_golang's `expfmt` writes it: no charset (the body
+            // is binary), the escaping as for text.
+            (PrometheusProtobuf, AllowUtf8) => {
+                "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited; escaping=allow-utf-8"
+            }
+            (PrometheusProtobuf, Underscores) => {
+                "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited; escaping=underscores"
+            }
+            (PrometheusProtobuf, Dots) => {
+                "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited; escaping=dots"
+            }
+            (PrometheusProtobuf, Values) => {
+                "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited; escaping=values"
+            }
         }
     }
 
@@ -187,15 +219,19 @@ impl Exposition {
     /// - each media range is matched against the protocols: a `version`
     ///   must be one of the protocol's (`text/plain` without one, `text/*`
     ///   and `*/*` mean 0.0.4; `application/openmetrics-text` without one
-    ///   means any, so 1.0.0); other parameters are ignored;
+    ///   means any, so 1.0.0); `application/vnd.google.protobuf` is
+    ///   protobuf when its `proto` is `io.prometheus.client.MetricFamily`
+    ///   and its `encoding` `delimited` (no wildcard means protobuf);
+    ///   other parameters are ignored;
     /// - the protocol with the highest `q` wins, a range with `q=0`
     ///   (or an unreadable `q`) excludes nothing but counts for nothing;
-    ///   equal `q`s prefer OpenMetrics 1.0.0, then OpenMetrics 0.0.1,
-    ///   text 1.0.0, text 0.0.4;
+    ///   equal `q`s prefer protobuf (the one that can carry native
+    ///   histograms), then OpenMetrics 1.0.0, OpenMetrics 0.0.1, text
+    ///   1.0.0, text 0.0.4;
     /// - the winning range's `escaping` parameter gives the scheme
     ///   (`allow-utf-8` or `allow-utf8`, `underscores`, `dots`,
     ///   `values`); none, or an unknown value, gives `underscores`, and
-    ///   protocols before 1.0.0 always have it;
+    ///   text protocols before 1.0.0 always have it;
     /// - when nothing matches (or there is no header), text 0.0.4.
     ///
     /// ```
@@ -245,6 +281,9 @@ struct MediaRange<'a> {
     /// Lowercase `type/subtype`.
     media: String,
     version: Option<&'a str>,
+    /// `proto` and `encoding`, protobuf's parameters.
+    proto: Option<&'a str>,
+    encoding: Option<&'a str>,
     escaping: Option<Escaping>,
     q: f32,
 }
@@ -256,7 +295,7 @@ impl<'a> MediaRange<'a> {
         if media.is_empty() {
             return None;
         }
-        let mut out = MediaRange { media, version: None, escaping: None, q: 1.0 };
+        let mut out = MediaRange { media, version: None, proto: None, encoding: None, escaping: None, q: 1.0 };
         for param in parts {
             let (key, value) = param.split_once('=').unwrap_or((param, ""));
             let value = value.trim().trim_matches('"');
@@ -264,6 +303,8 @@ impl<'a> MediaRange<'a> {
                 // A `q` that is no number in 0..=1 gives nothing a weight.
                 "q" => out.q = value.parse().ok().filter(|q: &f32| (0.0..=1.0).contains(q)).unwrap_or(0.0),
                 "version" => out.version = Some(value),
+                "proto" => out.proto = Some(value),
+                "encoding" => out.encoding = Some(value),
                 "escaping" => out.escaping = Escaping::from_param(value),
                 _ => {}
             }
@@ -272,6 +313,12 @@ impl<'a> MediaRange<'a> {
     }
 
     fn matches(&self, protocol: Protocol) -> bool {
+        if protocol == Protocol::PrometheusProtobuf {
+            // Only asked for by name: client_golang's rule.
+            return self.media == protocol.media_type()
+                && self.proto == Some("io.prometheus.client.MetricFamily")
+                && self.encoding == Some("delimited");
+        }
         let wildcard = match self.media.as_str() {
             "*/*" => true,
             "text/*" if protocol.format() == Format::Prometheus => true,
@@ -331,12 +378,43 @@ mod tests {
                 OpenMetricsText1_0_0,
                 Underscores,
             ),
-            // A protobuf-first header: protobuf is not ours (yet).
+            // A protobuf-first header.
             (
                 "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.5,\
                  application/openmetrics-text;version=1.0.0;escaping=dots;q=0.4,*/*;q=0.0",
-                OpenMetricsText1_0_0,
-                Dots,
+                PrometheusProtobuf,
+                Underscores,
+            ),
+            // Prometheus 2.42 with `--enable-feature=native-histograms`.
+            (
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,\
+                 application/openmetrics-text;version=1.0.0;q=0.8,application/openmetrics-text;version=0.0.1;q=0.75,\
+                 text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+                PrometheusProtobuf,
+                Underscores,
+            ),
+            (
+                "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited; escaping=allow-utf-8",
+                PrometheusProtobuf,
+                AllowUtf8,
+            ),
+            // Another encoding, or message, or none: not ours.
+            (
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text,text/plain;q=0.1",
+                PrometheusText0_0_4,
+                Underscores,
+            ),
+            (
+                "application/vnd.google.protobuf;proto=other.Message;encoding=delimited",
+                PrometheusText0_0_4,
+                Underscores,
+            ),
+            ("application/vnd.google.protobuf", PrometheusText0_0_4, Underscores),
+            // Equal q: protobuf first.
+            (
+                "application/openmetrics-text,application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited",
+                PrometheusProtobuf,
+                Underscores,
             ),
         ];
         for (header, protocol, escaping) in cases {
@@ -352,7 +430,9 @@ mod tests {
                 let chosen = Exposition::new(protocol, escaping);
                 let content_type = chosen.content_type();
                 assert!(content_type.starts_with(protocol.media_type()), "{content_type}");
-                assert!(content_type.contains(&format!("version={};", protocol.version())), "{content_type}");
+                if protocol != Protocol::PrometheusProtobuf {
+                    assert!(content_type.contains(&format!("version={};", protocol.version())), "{content_type}");
+                }
                 let param = format!("; escaping={}", chosen.escaping().as_str());
                 assert_eq!(content_type.ends_with(&param), protocol.negotiates_escaping(), "{content_type}");
                 assert_eq!(Exposition::from_accept(Some(content_type)), chosen, "{content_type}");

@@ -7,6 +7,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::format::{Exposition, Format};
 use super::names::{self, Escaping};
+use super::proto::{self, ProtoWriter};
 use super::sample::{self, Labels, Value};
 use super::text::{le_value, sum_shown, write_help, write_label};
 use crate::descriptor::{Descriptor, Kind, is_legacy_label_name, is_legacy_metric_name};
@@ -87,6 +88,83 @@ impl FamilyPlan {
             }
             line.write(&variant.extra_labels, variant.escaping, out);
         });
+    }
+}
+
+impl FamilyPlan {
+    /// Renders the family from its slots in protobuf: one `MetricFamily`
+    /// (none when it has no series to show).
+    pub(crate) fn encode_proto(&self, core: &dyn Source, slots: &[AtomicU64], w: &mut ProtoWriter, out: &mut Vec<u8>) {
+        self.begin_proto(core.descriptor(), w, out);
+        self.encode_proto_series(core, slots, w, out);
+        w.end(out);
+    }
+
+    /// Starts the family's `MetricFamily`; its series follow, from one
+    /// source or several (a merge's summed and per-process copies).
+    pub(crate) fn begin_proto(&self, desc: &Descriptor, w: &mut ProtoWriter, out: &mut Vec<u8>) {
+        let (kind, suffix) = proto::type_of(desc.kind);
+        w.begin(out, desc.name, suffix, desc.help, kind, desc.unit);
+    }
+
+    /// Writes the series only, one `Metric` each, into the open family.
+    pub(crate) fn encode_proto_series(
+        &self,
+        core: &dyn Source,
+        slots: &[AtomicU64],
+        w: &mut ProtoWriter,
+        out: &mut Vec<u8>,
+    ) {
+        let desc = core.descriptor();
+        let load = |i: usize| slots[i].load(Ordering::Relaxed);
+        let extra = core.extra_pair();
+        let mut labels: Vec<(&str, &str)> = Vec::with_capacity(desc.label_names.len() + 2);
+        for series in 0..desc.series {
+            if hidden(desc, core, slots, series) {
+                continue;
+            }
+            let base = series * desc.width;
+            if desc.kind == Kind::Info {
+                // Its labels are its pairs, as in the text formats.
+                if let Some(pairs) = core.info() {
+                    w.labels(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))).gauge(out, 1.0);
+                }
+                continue;
+            }
+            let Some(values) = series_values(core, series) else {
+                continue;
+            };
+            labels.clear();
+            labels.extend(desc.label_names.iter().copied().zip(values));
+            labels.extend(extra);
+            match desc.kind {
+                Kind::Counter => {
+                    let (count, fraction) = (load(base), f64::from_bits(load(base + 1)));
+                    w.labels(labels.iter().copied()).counter(out, count as f64 + fraction);
+                }
+                Kind::Gauge => w.labels(labels.iter().copied()).gauge(out, f64::from_bits(load(base))),
+                Kind::StateSet => {
+                    let current = load(base) as usize;
+                    for (state, text) in desc.states.iter().enumerate() {
+                        let with_state = labels.iter().copied().chain([(desc.name, *text)]);
+                        w.labels(with_state).gauge(out, (state == current) as u64 as f64);
+                    }
+                }
+                Kind::Histogram => {
+                    let buckets = desc.buckets.len() + 1;
+                    // Saturating, as in the text formats.
+                    let mut cumulative = 0u64;
+                    let bounds = desc.buckets.iter().copied().chain([f64::INFINITY]).enumerate().map(|(b, bound)| {
+                        cumulative = cumulative.saturating_add(load(base + b));
+                        (bound, cumulative)
+                    });
+                    let count = (0..buckets).fold(0u64, |n, b| n.saturating_add(load(base + b)));
+                    let sum = f64::from_bits(load(base + buckets));
+                    w.labels(labels.iter().copied()).histogram(out, bounds, count, sum);
+                }
+                Kind::Info => {}
+            }
+        }
     }
 }
 
@@ -339,7 +417,7 @@ pub(crate) fn write_header(
     let (suffix, kind) = match format {
         // 0.0.4 has no info type and names counter families after their
         // `_total` sample; OpenMetrics uses the bare family name.
-        Format::Prometheus => (kind.sample_suffix(), kind.prometheus_type()),
+        Format::Prometheus | Format::Protobuf => (kind.sample_suffix(), kind.prometheus_type()),
         Format::OpenMetrics => ("", kind.openmetrics_type()),
     };
     write_typed_header(out, family, suffix, kind, help, unit, format, escaping);

@@ -4,13 +4,13 @@ use super::format::Format;
 use super::names::{Escaping, write_label_name};
 
 /// Whether a histogram's (or summary's) `_count` and `_sum` are written:
-/// always in the Prometheus text format; in OpenMetrics only when the sum
+/// always in the Prometheus text format (and protobuf); in OpenMetrics only when the sum
 /// is not negative (and not NaN), since OpenMetrics allows a sum only for
 /// observations that cannot make it negative, requires `_sum` wherever
 /// `_count` is, and strict parsers refuse the whole exposition otherwise.
 /// The buckets (whose `+Inf` is the count) are always written.
 pub(crate) fn sum_shown(format: Format, sum: f64) -> bool {
-    format == Format::Prometheus || sum >= 0.0
+    format != Format::OpenMetrics || sum >= 0.0
 }
 
 /// Writes a label value between double quotes, escaping `\`, `"` and

@@ -7,11 +7,13 @@ use std::collections::BTreeMap;
 
 use core::sync::atomic::Ordering;
 
+use super::exact::ExactSum;
 use super::read::Shard;
 use crate::descriptor::{Descriptor, GaugeMode, Kind, is_legacy_label_name};
 use crate::encode::format::Exposition;
 use crate::encode::names;
 use crate::encode::plan::{self, Source, write_header, write_typed_header};
+use crate::encode::proto::{self, MetricType, ProtoWriter};
 use crate::encode::sample::{self, Value};
 use crate::encode::text::{le_value, sum_shown};
 
@@ -25,9 +27,10 @@ pub(crate) enum SparseKind {
 /// An accumulated series value.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Acc {
+    /// The integer count, and the float total (exact; see [`ExactSum`]).
     Counter {
         count: u64,
-        fraction: f64,
+        fraction: ExactSum,
     },
     Gauge {
         value: f64,
@@ -36,11 +39,11 @@ pub(crate) enum Acc {
     /// Non-cumulative bucket counts by upper bound, and the sum.
     Histogram {
         buckets: Vec<(f64, u64)>,
-        sum: f64,
+        sum: ExactSum,
     },
     Summary {
-        count: f64,
-        sum: f64,
+        count: ExactSum,
+        sum: ExactSum,
     },
     /// Info and state samples: present, with a value.
     Value(f64),
@@ -168,6 +171,54 @@ impl SparseFamily {
         });
     }
 
+    /// Renders the family in protobuf: one `MetricFamily`, one `Metric`
+    /// per series, with the same series left out as in text.
+    pub(crate) fn encode_proto(&self, w: &mut ProtoWriter, out: &mut Vec<u8>) {
+        let escaping = w.escaping();
+        let (kind, suffix) = match self.kind {
+            SparseKind::Summary => (MetricType::Summary, ""),
+            SparseKind::Metric(kind, _) => proto::type_of(kind),
+        };
+        w.begin(out, &self.name, suffix, &self.help, kind, self.unit.as_deref());
+        for (labels, acc) in &self.series {
+            if !labels.iter().all(|(k, _)| is_legacy_label_name(k)) {
+                let keys: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
+                if let Some((a, b)) = names::label_clash_in(&keys, escaping) {
+                    crate::notice::warn_once(&format!(
+                        "family `{}`: series left out of `escaping={}` scrapes, its labels `{a}` and `{b}` \
+                         are written alike there",
+                        self.name,
+                        escaping.as_str()
+                    ));
+                    continue;
+                }
+            }
+            w.labels(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            match acc {
+                Acc::Counter { count, fraction } => w.counter(out, *count as f64 + fraction),
+                Acc::Gauge { value, .. } | Acc::Value(value) => w.gauge(out, *value),
+                // Python's multiprocess summaries have no quantiles; their
+                // count is a whole number kept as a float.
+                Acc::Summary { count, sum } => w.summary(out, &[], *count as u64, *sum),
+                Acc::Histogram { buckets, sum } => {
+                    let mut sorted = buckets.clone();
+                    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    let mut cumulative = 0u64;
+                    let cumulative: Vec<(f64, u64)> = sorted
+                        .into_iter()
+                        .map(|(bound, n)| {
+                            cumulative = cumulative.saturating_add(n);
+                            (bound, cumulative)
+                        })
+                        .collect();
+                    let count = cumulative.last().map_or(0, |b| b.1);
+                    w.histogram(out, cumulative, count, *sum);
+                }
+            }
+        }
+        w.end(out);
+    }
+
     /// Calls `f(sample name, labels, value)` for every sample.
     pub(crate) fn visit(&self, mut f: impl FnMut(&str, &[(&str, &str)], Value)) {
         self.visit_series(|_, name, pairs, value| f(name, pairs, value));
@@ -181,8 +232,9 @@ impl SparseFamily {
             let pairs: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             match acc {
                 Acc::Counter { count, fraction } => {
+                    let fraction = fraction.value();
                     let value =
-                        if *fraction == 0.0 { Value::Int(*count) } else { Value::Float(*count as f64 + fraction) };
+                        if fraction == 0.0 { Value::Int(*count) } else { Value::Float(*count as f64 + fraction) };
                     f(&format!("{name}_total"), &pairs, value);
                 }
                 Acc::Gauge { value, .. } => f(name, &pairs, Value::Float(*value)),
@@ -195,8 +247,8 @@ impl SparseFamily {
                     f(&sample, &pairs, Value::Float(*v));
                 }
                 Acc::Summary { count, sum } => {
-                    f(&format!("{name}_count"), &pairs, Value::Float(*count));
-                    f(&format!("{name}_sum"), &pairs, Value::Float(*sum));
+                    f(&format!("{name}_count"), &pairs, Value::Float(count.value()));
+                    f(&format!("{name}_sum"), &pairs, Value::Float(sum.value()));
                 }
                 Acc::Histogram { buckets, sum } => {
                     let mut sorted = buckets.clone();
@@ -214,7 +266,7 @@ impl SparseFamily {
                         f(&bucket, &with_le, Value::Int(cumulative));
                     }
                     f(&format!("{name}_count"), &pairs, Value::Int(cumulative));
-                    f(&format!("{name}_sum"), &pairs, Value::Float(*sum));
+                    f(&format!("{name}_sum"), &pairs, Value::Float(sum.value()));
                 }
             }
         }
@@ -225,7 +277,7 @@ fn combine(current: &mut Acc, value: Acc, mode: GaugeMode) {
     match (current, value) {
         (Acc::Counter { count, fraction }, Acc::Counter { count: c, fraction: f }) => {
             *count = count.saturating_add(c);
-            *fraction += f;
+            fraction.add_sum(&f);
         }
         (Acc::Histogram { buckets, sum }, Acc::Histogram { buckets: b, sum: s }) => {
             for (bound, n) in b {
@@ -234,11 +286,11 @@ fn combine(current: &mut Acc, value: Acc, mode: GaugeMode) {
                     None => buckets.push((bound, n)),
                 }
             }
-            *sum += s;
+            sum.add_sum(&s);
         }
         (Acc::Summary { count, sum }, Acc::Summary { count: c, sum: s }) => {
-            *count += c;
-            *sum += s;
+            count.add_sum(&c);
+            sum.add_sum(&s);
         }
         (Acc::Gauge { value, stamp }, Acc::Gauge { value: v, stamp: t }) => {
             (*value, *stamp) = mode.combine((*value, *stamp), (v, t));
@@ -313,7 +365,8 @@ pub(crate) fn add_sparse(family: &mut SparseFamily, shard: &Shard, metric: usize
         let base = series * desc.width;
         match desc.kind {
             Kind::Counter => {
-                family.add(labels, Acc::Counter { count: get(base), fraction: f64::from_bits(get(base + 1)) })
+                let fraction = ExactSum::from(f64::from_bits(get(base + 1)));
+                family.add(labels, Acc::Counter { count: get(base), fraction })
             }
             Kind::Gauge => {
                 let stamp = if desc.mode.is_most_recent() { f64::from_bits(get(base + 1)) } else { 0.0 };
@@ -322,7 +375,7 @@ pub(crate) fn add_sparse(family: &mut SparseFamily, shard: &Shard, metric: usize
             Kind::Histogram => {
                 let bounds = desc.buckets.iter().copied().chain([f64::INFINITY]);
                 let buckets = bounds.enumerate().map(|(b, bound)| (bound, get(base + b))).collect();
-                let sum = f64::from_bits(get(base + desc.buckets.len() + 1));
+                let sum = ExactSum::from(f64::from_bits(get(base + desc.buckets.len() + 1)));
                 family.add(labels, Acc::Histogram { buckets, sum });
             }
             Kind::StateSet => {

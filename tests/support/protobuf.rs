@@ -1,0 +1,232 @@
+//! Reading our protobuf exposition with a decoder we did not write:
+//! Google's `protobuf` package for Python, with the messages of
+//! client_model's `metrics.proto` declared through its descriptor API
+//! (field by field from the upstream file; `google.protobuf.Timestamp` is
+//! the package's own), and the samples expanded as Prometheus' protobuf
+//! parser expands them. The text exposition of the same state goes through
+//! prometheus_client's parser, and the two are compared sample by sample.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::{run_with_stdin_bytes, tool_from_env};
+
+/// What Prometheus 2.42 started with `--enable-feature=native-histograms`
+/// sends.
+pub const PROMETHEUS_PROTOBUF_ACCEPT: &str = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,\
+     application/openmetrics-text;version=1.0.0;q=0.8,application/openmetrics-text;version=0.0.1;q=0.75,\
+     text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// The `Content-Type` of a protobuf answer with legacy names.
+pub const PROTOBUF_CONTENT_TYPE: &str = "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited; escaping=underscores";
+
+/// Explains how to get the decoder, for [`super::skip_or_fail`].
+pub const PROTOBUF_MISSING: &str = "python3 with prometheus_client and protobuf not found; \
+     run `python3 -m pip install prometheus_client protobuf` or set PROMSHARD_PYTHON";
+
+/// A Python that imports both `prometheus_client` and `google.protobuf`.
+pub fn python_with_protobuf() -> Option<PathBuf> {
+    let candidate = tool_from_env("PROMSHARD_PYTHON").or_else(|| super::find_in_path("python3"))?;
+    let imports = Command::new(&candidate)
+        .args(["-c", "import prometheus_client.parser, google.protobuf.message_factory"])
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    imports.then_some(candidate)
+}
+
+/// The Python program: argv[1] is the text exposition's path, the
+/// protobuf exposition comes on stdin. Prints one JSON object with both
+/// sides: `families` as `[name, type, help]` and `samples` as
+/// `[name, [[label, value]…], value as float.hex()]`, each sorted.
+const SCRIPT: &str = r#"
+import json, sys
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
+from google.protobuf.internal.decoder import _DecodeVarint32
+from google.protobuf.unknown_fields import UnknownFieldSet
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.utils import floatToGoString
+
+F = descriptor_pb2.FieldDescriptorProto
+OPT, REP = F.LABEL_OPTIONAL, F.LABEL_REPEATED
+file = descriptor_pb2.FileDescriptorProto(
+    name='io/prometheus/client/metrics.proto', package='io.prometheus.client', syntax='proto2',
+    dependency=['google/protobuf/timestamp.proto'])
+def message(name, *fields):
+    m = file.message_type.add(name=name)
+    for field_name, number, label, kind, type_name in fields:
+        f = m.field.add(name=field_name, number=number, label=label, type=kind)
+        if type_name:
+            f.type_name = type_name if type_name.startswith('.') else '.io.prometheus.client.' + type_name
+TS = '.google.protobuf.Timestamp'
+message('LabelPair', ('name', 1, OPT, F.TYPE_STRING, None), ('value', 2, OPT, F.TYPE_STRING, None))
+enum = file.enum_type.add(name='MetricType')
+for number, name in enumerate(['COUNTER', 'GAUGE', 'SUMMARY', 'UNTYPED', 'HISTOGRAM', 'GAUGE_HISTOGRAM']):
+    enum.value.add(name=name, number=number)
+message('Gauge', ('value', 1, OPT, F.TYPE_DOUBLE, None))
+message('Counter', ('value', 1, OPT, F.TYPE_DOUBLE, None), ('exemplar', 2, OPT, F.TYPE_MESSAGE, 'Exemplar'),
+        ('created_timestamp', 3, OPT, F.TYPE_MESSAGE, TS))
+message('Quantile', ('quantile', 1, OPT, F.TYPE_DOUBLE, None), ('value', 2, OPT, F.TYPE_DOUBLE, None))
+message('Summary', ('sample_count', 1, OPT, F.TYPE_UINT64, None), ('sample_sum', 2, OPT, F.TYPE_DOUBLE, None),
+        ('quantile', 3, REP, F.TYPE_MESSAGE, 'Quantile'), ('created_timestamp', 4, OPT, F.TYPE_MESSAGE, TS))
+message('Untyped', ('value', 1, OPT, F.TYPE_DOUBLE, None))
+message('Histogram',
+        ('sample_count', 1, OPT, F.TYPE_UINT64, None), ('sample_count_float', 4, OPT, F.TYPE_DOUBLE, None),
+        ('sample_sum', 2, OPT, F.TYPE_DOUBLE, None), ('bucket', 3, REP, F.TYPE_MESSAGE, 'Bucket'),
+        ('created_timestamp', 15, OPT, F.TYPE_MESSAGE, TS), ('schema', 5, OPT, F.TYPE_SINT32, None),
+        ('zero_threshold', 6, OPT, F.TYPE_DOUBLE, None), ('zero_count', 7, OPT, F.TYPE_UINT64, None),
+        ('zero_count_float', 8, OPT, F.TYPE_DOUBLE, None), ('negative_span', 9, REP, F.TYPE_MESSAGE, 'BucketSpan'),
+        ('negative_delta', 10, REP, F.TYPE_SINT64, None), ('negative_count', 11, REP, F.TYPE_DOUBLE, None),
+        ('positive_span', 12, REP, F.TYPE_MESSAGE, 'BucketSpan'), ('positive_delta', 13, REP, F.TYPE_SINT64, None),
+        ('positive_count', 14, REP, F.TYPE_DOUBLE, None), ('exemplars', 16, REP, F.TYPE_MESSAGE, 'Exemplar'))
+message('Bucket', ('cumulative_count', 1, OPT, F.TYPE_UINT64, None),
+        ('cumulative_count_float', 4, OPT, F.TYPE_DOUBLE, None), ('upper_bound', 2, OPT, F.TYPE_DOUBLE, None),
+        ('exemplar', 3, OPT, F.TYPE_MESSAGE, 'Exemplar'))
+message('BucketSpan', ('offset', 1, OPT, F.TYPE_SINT32, None), ('length', 2, OPT, F.TYPE_UINT32, None))
+message('Exemplar', ('label', 1, REP, F.TYPE_MESSAGE, 'LabelPair'), ('value', 2, OPT, F.TYPE_DOUBLE, None),
+        ('timestamp', 3, OPT, F.TYPE_MESSAGE, TS))
+message('Metric', ('label', 1, REP, F.TYPE_MESSAGE, 'LabelPair'), ('gauge', 2, OPT, F.TYPE_MESSAGE, 'Gauge'),
+        ('counter', 3, OPT, F.TYPE_MESSAGE, 'Counter'), ('summary', 4, OPT, F.TYPE_MESSAGE, 'Summary'),
+        ('untyped', 5, OPT, F.TYPE_MESSAGE, 'Untyped'), ('histogram', 7, OPT, F.TYPE_MESSAGE, 'Histogram'),
+        ('timestamp_ms', 6, OPT, F.TYPE_INT64, None))
+message('MetricFamily', ('name', 1, OPT, F.TYPE_STRING, None), ('help', 2, OPT, F.TYPE_STRING, None))
+mf = file.message_type[-1]
+t = mf.field.add(name='type', number=3, label=OPT, type=F.TYPE_ENUM, type_name='.io.prometheus.client.MetricType')
+mf.field.add(name='metric', number=4, label=REP, type=F.TYPE_MESSAGE, type_name='.io.prometheus.client.Metric')
+mf.field.add(name='unit', number=5, label=OPT, type=F.TYPE_STRING)
+
+pool = descriptor_pool.DescriptorPool()
+pool.AddSerializedFile(timestamp_pb2.DESCRIPTOR.serialized_pb)
+pool.Add(file)
+MetricFamily = message_factory.GetMessageClass(pool.FindMessageTypeByName('io.prometheus.client.MetricFamily'))
+
+def known(message, where):
+    # Every field on the wire is one metrics.proto declares.
+    assert len(UnknownFieldSet(message)) == 0, 'unknown fields in ' + where
+    for field, value in message.ListFields():
+        if field.type == F.TYPE_MESSAGE:
+            repeated = field.is_repeated if hasattr(field, 'is_repeated') else field.label == REP
+            for item in (value if repeated else [value]):
+                known(item, where + '.' + field.name)
+
+def h(v):
+    return float.hex(float(v) + 0.0) if v == v else 'nan'
+
+TYPES = ['counter', 'gauge', 'summary', 'untyped', 'histogram', 'gaugehistogram']
+VALUE = {0: 'counter', 1: 'gauge', 2: 'summary', 3: 'untyped', 4: 'histogram'}
+data = sys.stdin.buffer.read()
+pos, families, samples = 0, [], []
+while pos < len(data):
+    size, pos = _DecodeVarint32(data, pos)
+    assert pos + size <= len(data), 'a family runs past the end'
+    family = MetricFamily()
+    family.ParseFromString(data[pos:pos + size])
+    pos += size
+    known(family, family.name)
+    name, kind = family.name, family.type
+    assert family.HasField('type') and len(family.metric) > 0, name
+    bare = name[:-6] if kind == 0 and name.endswith('_total') else name
+    families.append([bare, TYPES[kind], family.help])
+    for m in family.metric:
+        set_fields = [f.name for f, _ in m.ListFields() if f.name != 'label']
+        assert set_fields == [VALUE[kind]], (name, set_fields)
+        labels = [[l.name, l.value] for l in m.label]
+        assert len({l[0] for l in labels}) == len(labels), (name, labels)
+        def add(sample, value, extra=()):
+            samples.append([sample, sorted(labels + [list(e) for e in extra]), h(value)])
+        if kind == 0:
+            add(name, m.counter.value)
+        elif kind == 1:
+            add(name, m.gauge.value)
+        elif kind == 3:
+            add(name, m.untyped.value)
+        elif kind == 2:
+            for q in m.summary.quantile:
+                add(name, q.value, [('quantile', floatToGoString(q.quantile))])
+            add(name + '_count', m.summary.sample_count)
+            add(name + '_sum', m.summary.sample_sum)
+        elif kind == 4:
+            bounds = [b.upper_bound for b in m.histogram.bucket]
+            assert bounds == sorted(bounds), (name, bounds)
+            for b in m.histogram.bucket:
+                add(name + '_bucket', b.cumulative_count, [('le', floatToGoString(b.upper_bound))])
+            if not bounds or bounds[-1] != float('inf'):
+                add(name + '_bucket', m.histogram.sample_count, [('le', '+Inf')])
+            add(name + '_count', m.histogram.sample_count)
+            add(name + '_sum', m.histogram.sample_sum)
+
+text_families, text_samples = [], []
+for family in text_string_to_metric_families(open(sys.argv[1], encoding='utf-8').read()):
+    if family.samples:
+        text_families.append([family.name, family.type, family.documentation])
+    for s in family.samples:
+        text_samples.append([s.name, sorted([k, v] for k, v in s.labels.items()), h(s.value)])
+print(json.dumps({
+    'proto': {'families': sorted(families), 'samples': sorted(samples)},
+    'text': {'families': sorted(text_families), 'samples': sorted(text_samples)},
+}))
+"#;
+
+/// Both sides of one comparison, as the script printed them.
+pub struct Decoded {
+    pub proto: serde_json::Value,
+    pub text: serde_json::Value,
+}
+
+/// Decodes `proto` with Python's protobuf and parses `text` with
+/// prometheus_client; `work` is a directory for the text file.
+pub fn decode(python: &Path, work: &Path, proto: &[u8], text: &str) -> Decoded {
+    let path = work.join(format!("exposition-{}.txt", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    let output = run_with_stdin_bytes(python, &[OsStr::new("-c"), OsStr::new(SCRIPT), path.as_os_str()], proto);
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        output.status.success(),
+        "the protobuf decoder failed ({}):\n{}\n--- text ---\n{text}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("the decoder printed JSON");
+    Decoded { proto: json["proto"].clone(), text: json["text"].clone() }
+}
+
+/// Panics with the differences when the two sides do not hold the same
+/// families (name, type, help) and samples, leaving out the names that
+/// start with one of `skip`.
+pub fn assert_same(what: &str, decoded: &Decoded, skip: &[&str]) {
+    assert_parts_same(what, decoded, skip, &[], &["families", "samples"]);
+}
+
+/// [`assert_same`], also leaving out the samples with a label of one of
+/// `values` (a server's `/metrics` series, which count each scrape).
+pub fn assert_same_but(what: &str, decoded: &Decoded, skip: &[&str], values: &[&str]) {
+    assert_parts_same(what, decoded, skip, values, &["families", "samples"]);
+}
+
+/// [`assert_same`] for the samples only (a text without `# TYPE` lines
+/// has no families to compare).
+pub fn assert_same_samples(what: &str, decoded: &Decoded, skip: &[&str]) {
+    assert_parts_same(what, decoded, skip, &[], &["samples"]);
+}
+
+fn assert_parts_same(what: &str, decoded: &Decoded, skip: &[&str], values: &[&str], parts: &[&str]) {
+    let kept = |side: &serde_json::Value| -> Vec<serde_json::Value> {
+        let name = |x: &serde_json::Value| x[0].as_str().unwrap_or_default().to_owned();
+        // A sample's labels are its second item, `[[name, value]…]`.
+        let labelled = |x: &serde_json::Value| {
+            x[1].as_array().is_some_and(|l| l.iter().any(|p| values.iter().any(|v| p[1] == *v)))
+        };
+        let all = side.as_array().unwrap().iter();
+        all.filter(|x| !skip.iter().any(|s| name(x).starts_with(s)) && !labelled(x)).cloned().collect()
+    };
+    for part in parts {
+        let (ours, theirs) = (kept(&decoded.proto[part]), kept(&decoded.text[part]));
+        let only_proto: Vec<_> = ours.iter().filter(|x| !theirs.contains(x)).collect();
+        let only_text: Vec<_> = theirs.iter().filter(|x| !ours.contains(x)).collect();
+        assert!(
+            only_proto.is_empty() && only_text.is_empty() && ours.len() == theirs.len(),
+            "{what}: {part} differ\n--- only in protobuf ---\n{only_proto:#?}\n--- only in text ---\n{only_text:#?}"
+        );
+    }
+}
