@@ -220,7 +220,12 @@ impl<L: LabelSet> RedisCounter<L> {
     }
 
     fn slots(&self) -> &[AtomicU64] {
-        self.pending.get_or_init(|| (0..=L::CARDINALITY).map(|_| AtomicU64::new(0)).collect())
+        self.pending.get().unwrap_or_else(|| {
+            first_recording();
+            crate::gate::locked(|| {
+                self.pending.get_or_init(|| (0..=L::CARDINALITY).map(|_| AtomicU64::new(0)).collect())
+            })
+        })
     }
 
     /// The series for one label combination.
@@ -310,8 +315,15 @@ impl<L: LabelSet> RedisGauge<L> {
     }
 
     fn slots(&self) -> &[AtomicU64] {
-        self.pending.get_or_init(|| {
-            (0..=L::CARDINALITY).flat_map(|_| [AtomicU64::new(NO_SET), AtomicU64::new(0f64.to_bits())]).collect()
+        self.pending.get().unwrap_or_else(|| {
+            first_recording();
+            crate::gate::locked(|| {
+                self.pending.get_or_init(|| {
+                    (0..=L::CARDINALITY)
+                        .flat_map(|_| [AtomicU64::new(NO_SET), AtomicU64::new(0f64.to_bits())])
+                        .collect()
+                })
+            })
         })
     }
 
@@ -429,6 +441,14 @@ impl<L: LabelSet> RedisMetric for RedisGauge<L> {
     }
 }
 
+/// Before a metric's first pending delta exists: a child forked from now
+/// on must forget its copy of this process's deltas, whether or not Redis
+/// is configured yet (a worker that configures it after the fork would
+/// otherwise send its parent's deltas again).
+fn first_recording() {
+    crate::shard::fork::after_fork_in_child(after_fork_in_child);
+}
+
 fn prefix(config: &Config) -> String {
     format!("metrics:{}:", config.application)
 }
@@ -445,9 +465,26 @@ fn connect(config: &Config) -> redis::RedisResult<redis::Connection> {
 /// that nothing waits for a flush that will not come.
 pub fn flush() -> Result<(), String> {
     let Some(config) = config() else { return Ok(()) };
+    // A flush under way (the flusher's) may have taken deltas recorded
+    // before this call: it is waited for, then what is left is sent. It
+    // ends within its own timeouts (connecting, writing, reading, each
+    // bounded), or it is given up on.
+    let deadline = std::time::Instant::now() + config.timeout.saturating_mul(4) + Duration::from_millis(100);
+    while FLUSHING.swap(true, Ordering::AcqRel) {
+        if std::time::Instant::now() >= deadline {
+            return Err("another flush of Redis metrics is still under way".to_owned());
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let result = flush_with(&config);
+    FLUSHING.store(false, Ordering::Release);
+    result
+}
+
+/// The flusher's round: skipped when another thread is sending.
+fn flush_if_idle() -> Result<(), String> {
+    let Some(config) = config() else { return Ok(()) };
     if FLUSHING.swap(true, Ordering::AcqRel) {
-        // Another thread is sending: what this one would send waits for
-        // the next flush.
         return Ok(());
     }
     let result = flush_with(&config);
@@ -467,8 +504,14 @@ fn flush_with(config: &Config) -> Result<(), String> {
         return Ok(());
     }
     let mut pipe = redis::pipe();
-    pipe.atomic();
-    for (metric, series, pending) in &taken {
+    // Redis runs every command of a transaction even when one fails (a
+    // key someone else stored another type at, an overflow): the outcome
+    // of each is read, and only what failed is kept for later. Resending
+    // the whole batch would count every other series again.
+    pipe.atomic().ignore_errors();
+    // For each command, the index in `taken` of the change it sends.
+    let mut sent_by: Vec<usize> = Vec::new();
+    for (at, (metric, series, pending)) in taken.iter().enumerate() {
         let Some(key) = series_key(&prefix, metric.descriptor(), *series) else { continue };
         let op = match *pending {
             Pending::Count(n) => vec![Op::IncrBy(key, n)],
@@ -482,23 +525,62 @@ fn flush_with(config: &Config) -> Result<(), String> {
         };
         for op in op {
             match op {
-                Op::IncrBy(key, n) => pipe.cmd("INCRBY").arg(key).arg(n).ignore(),
-                Op::IncrByFloat(key, d) => pipe.cmd("INCRBYFLOAT").arg(key).arg(d).ignore(),
-                Op::Set(key, v) => pipe.cmd("SET").arg(key).arg(v).ignore(),
+                Op::IncrBy(key, n) => pipe.cmd("INCRBY").arg(key).arg(n),
+                Op::IncrByFloat(key, d) => pipe.cmd("INCRBYFLOAT").arg(key).arg(d),
+                Op::Set(key, v) => pipe.cmd("SET").arg(key).arg(v),
             };
+            sent_by.push(at);
         }
     }
-    let sent = connect(config).and_then(|mut c| pipe.query::<()>(&mut c));
-    match sent {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            // Kept for the next flush: nothing is lost while we live.
+    let sent = connect(config).and_then(|mut c| pipe.query::<Vec<redis::RedisResult<redis::Value>>>(&mut c));
+    let outcomes = match sent {
+        Ok(outcomes) if outcomes.len() == sent_by.len() => outcomes,
+        Ok(_) | Err(_) => {
+            // Nothing was applied (or the answer was lost): kept for the
+            // next flush, so nothing is lost while we live.
             for (metric, series, pending) in taken {
                 metric.restore(series, pending);
             }
-            Err(e.to_string())
+            return Err(match sent {
+                Err(e) => e.to_string(),
+                Ok(_) => "Redis answered the transaction with the wrong number of replies".to_owned(),
+            });
+        }
+    };
+    // A gauge's `SET` and `INCRBYFLOAT` travel together: what failed of
+    // a series is kept.
+    let mut failed: Vec<(usize, String)> = Vec::new();
+    for (at, outcome) in sent_by.iter().zip(&outcomes) {
+        if let Err(e) = outcome
+            && failed.last().is_none_or(|(f, _)| f != at)
+        {
+            failed.push((*at, e.to_string()));
         }
     }
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let mut first = None;
+    for (at, error) in &failed {
+        let (metric, series, pending) = taken[*at];
+        // What of the series did succeed is not sent again: a gauge whose
+        // `SET` went through keeps only its delta.
+        let commands: Vec<&redis::RedisResult<redis::Value>> =
+            sent_by.iter().zip(&outcomes).filter(|(a, _)| *a == at).map(|(_, o)| o).collect();
+        let left = match pending {
+            Pending::Gauge(Some(_), delta) if commands.first().is_some_and(|o| o.is_ok()) => Pending::Gauge(None, delta),
+            other => other,
+        };
+        metric.restore(series, left);
+        let key = series_key(&prefix, metric.descriptor(), series).unwrap_or_default();
+        first.get_or_insert_with(|| format!("{key}: {error}"));
+    }
+    Err(format!(
+        "{} of {} series refused by Redis and kept for later (first: {})",
+        failed.len(),
+        taken.len(),
+        first.unwrap_or_default()
+    ))
 }
 
 fn start_flusher_if_needed() {
@@ -517,7 +599,7 @@ fn start_flusher() {
         let mut last_error: Option<String> = None;
         loop {
             std::thread::sleep(config.flush_interval);
-            match flush() {
+            match flush_if_idle() {
                 Ok(()) if last_error.take().is_some() => crate::notice::info("Redis metrics are sent again"),
                 Ok(()) => {}
                 Err(e) if last_error.as_ref() != Some(&e) => {
