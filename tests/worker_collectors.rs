@@ -124,3 +124,27 @@ fn in_memory_mode_worker_collectors_run_at_the_scrape() {
         assert_eq!(value_in(&own_text(), "wc_queue_max", &[]), Some(6.0));
     });
 }
+
+/// Registered at start-up, before the pool's directory is chosen: the
+/// workers forked after `multiprocess::init` publish all the same,
+/// though no process has scraped yet.
+fn registered_before_init() {
+    promshard::set_callback_interval(Duration::from_millis(20));
+    promshard::register_worker_collector(Largest, GaugeMode::LiveMax);
+    let dir = TempDir::new("worker-collectors-init");
+    promshard::multiprocess::init(dir.path()).unwrap();
+    POOL.store(1, Ordering::SeqCst);
+    let wait = Duration::from_secs(20);
+    let mut workers: Vec<Worker> = (0..2).map(|_| Worker::spawn(pool_worker)).collect();
+    assert_eq!(workers[0].ask("pool 40", wait), "ok");
+    assert_eq!(workers[1].ask("pool 7", wait), "ok");
+    eventually("the workers' collectors, though they never scraped", |t| value_in(t, "wc_queue_max", &[]) == Some(40.0));
+    for w in workers.iter_mut().rev() {
+        w.exit(wait).expect("the worker exits");
+    }
+}
+
+#[test]
+fn a_collector_registered_before_init_runs_in_every_worker() {
+    isolated("a_collector_registered_before_init_runs_in_every_worker", Duration::from_secs(60), registered_before_init);
+}

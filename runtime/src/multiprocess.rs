@@ -83,6 +83,9 @@ pub fn init(dir: impl AsRef<Path>) -> Result<(), AlreadyStarted> {
     if crate::registry::is_laid_out() || !shard::configure(dir.as_ref().to_owned()) {
         return Err(AlreadyStarted);
     }
+    // Worker collectors registered before now publish from now on, and
+    // so do the workers this process forks.
+    crate::worker_collector::start_publisher();
     Ok(())
 }
 

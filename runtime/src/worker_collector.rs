@@ -107,7 +107,7 @@ fn publish() {
     }
 }
 
-fn start_publisher() {
+pub(crate) fn start_publisher() {
     if PUBLISHER.load(Ordering::Acquire)
         || crate::shard::configured_dir().is_none()
         || COLLECTORS.with(|c| c.is_empty())
@@ -152,7 +152,8 @@ pub(crate) fn write(writer: &mut MetricWriter<'_>) {
     if collectors.is_empty() {
         return;
     }
-    // Registered before `multiprocess::init`: published from now on.
+    // Started here too in case the directory came from the environment
+    // after registration.
     start_publisher();
     let Some(own) = crate::shard::own() else {
         for (collector, _) in &collectors {
