@@ -148,3 +148,45 @@ fn registered_before_init() {
 fn a_collector_registered_before_init_runs_in_every_worker() {
     isolated("a_collector_registered_before_init_runs_in_every_worker", Duration::from_secs(60), registered_before_init);
 }
+
+struct AlwaysPanics;
+
+impl Collector for AlwaysPanics {
+    fn collect(&self, out: &mut MetricWriter<'_>) {
+        out.gauge("wc_never", "Never written: the collector panics first.").sample(&[], 1.0);
+        panic!("the queue is gone");
+    }
+}
+
+/// The master's publisher runs a panicking collector every millisecond
+/// (the panic hook with it, RUST_BACKTRACE set) while the master forks:
+/// every child answers its scrapes, which run the collector again.
+fn forks_while_a_collector_panics() {
+    let dir = TempDir::new("worker-collectors-panic-forks");
+    promshard::multiprocess::init(dir.path()).unwrap();
+    promshard::set_callback_interval(Duration::from_millis(1));
+    promshard::register_worker_collector(AlwaysPanics, GaugeMode::LiveSum);
+    for round in 0..60 {
+        let pid = harness::fork_child(|| {
+            for _ in 0..3 {
+                own_text();
+            }
+            0
+        });
+        let status = harness::wait_timeout(pid, Duration::from_secs(3))
+            .unwrap_or_else(|| panic!("fork {round}: the child hung in its scrape"));
+        assert_eq!(status, 0, "fork {round}: {}", harness::describe_status(status));
+    }
+    assert!(value_in(&own_text(), "wc_never", &[]).is_none());
+}
+
+#[test]
+fn forks_while_a_collector_panics_leave_every_child_working() {
+    let setup = harness::Setup { env: vec![("RUST_BACKTRACE".into(), "1".into())], cwd: None };
+    harness::isolated_with(
+        "forks_while_a_collector_panics_leave_every_child_working",
+        Duration::from_secs(120),
+        setup,
+        forks_while_a_collector_panics,
+    );
+}

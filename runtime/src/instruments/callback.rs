@@ -98,9 +98,20 @@ pub(crate) fn refresh() {
     let entries: Vec<(GaugeSeries, Function)> =
         FUNCTIONS.with(|functions| functions.iter().map(|e| (e.series, e.function.clone())).collect());
     for (series, function) in entries {
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| function())) {
-            Ok(value) => series.set(value),
-            Err(_) => PANICS.inc(),
+        // Without the panic hook: see `user_code`. Logged once per change
+        // of what it says, not at every call.
+        let source = format!("gauge function {:x}", series.slot_address());
+        match crate::user_code::call(|| function()) {
+            Ok(value) => {
+                series.set(value);
+                crate::user_code::recovered(&source);
+            }
+            Err(what) => {
+                PANICS.inc();
+                if crate::user_code::changed(&source, &what) {
+                    crate::notice::error(format!("a gauge function panicked ({what}); its series keeps its last value"));
+                }
+            }
         }
     }
     REFRESHING.with(|r| r.set(false));
