@@ -396,3 +396,54 @@ fn workers_that_configure_redis_after_the_fork_send_only_their_own() {
         configured_after_fork(&binary)
     });
 }
+
+/// A gauge set and then added to, again and again, from one thread while
+/// another flushes: every value Redis ever holds must be one the gauge
+/// had (`1000·i`, or `1000·i + (i mod 7 + 1)` after its add), never a
+/// set joined to the add of a later set.
+fn gauge_set_then_add(binary: &Path) {
+    let redis = Redis::start(binary);
+    promshard::redis::configure(
+        Config::new(&redis.url(), "shop").flush_interval(Duration::from_secs(3600)),
+    );
+    let series = ACTIVE_SUBSCRIBERS.with(("us",));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                series.set(1000.0 * i as f64);
+                series.add((i % 7 + 1) as f64);
+                i += 1;
+            }
+            i
+        })
+    };
+    let key = "GET metrics:shop:active_subscribers{region=\"us\"}";
+    let mut bad = Vec::new();
+    let started = Instant::now();
+    let mut flushes = 0;
+    while started.elapsed() < Duration::from_secs(8) && bad.is_empty() {
+        promshard::redis::flush().unwrap();
+        flushes += 1;
+        let Some(reply) = redis.command(key) else { continue };
+        let Some(v) = reply.lines().nth(1).and_then(|v| v.parse::<f64>().ok()) else { continue };
+        let i = (v / 1000.0).floor();
+        let added = v - 1000.0 * i;
+        if added != 0.0 && added != (i as u64 % 7 + 1) as f64 {
+            bad.push(v);
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(bad.is_empty(), "values the gauge never had, in {flushes} flushes: {bad:?}");
+}
+
+#[test]
+fn a_gauge_set_and_added_to_never_mixes_two_sets() {
+    let Some(binary) = redis_server() else { return };
+    isolated("a_gauge_set_and_added_to_never_mixes_two_sets", Duration::from_secs(60), || {
+        gauge_set_then_add(&binary)
+    });
+}

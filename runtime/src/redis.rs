@@ -299,10 +299,42 @@ impl<L: LabelSet> RedisMetric for RedisCounter<L> {
 /// with `#[metric(store = redis)]`.
 pub struct RedisGauge<L: LabelSet = ()> {
     core: MetricCore,
-    /// Two slots per series: the last pending `set` (or [`NO_SET`]), and
-    /// what was added since.
+    /// Three slots per series: the last pending `set` (or [`NO_SET`]),
+    /// what was added since, and a lock word that keeps the two together
+    /// (see [`GaugeSlots`]).
     pending: OnceLock<Box<[AtomicU64]>>,
     labels: PhantomData<fn(L)>,
+}
+
+/// A Redis gauge series' pending change: a `set` and what was added after
+/// it must be read and changed together. Taken apart, a flush could pair
+/// an older `set` with what was added after a newer one, and the newer
+/// `set` would then arrive alone, its add lost. So each series has a
+/// lock word, held for a few instructions by a recording or a flush (a
+/// spin, never a wait on another thread's I/O). A forked child clears it
+/// with the rest: a parent thread may have held it at the fork.
+#[derive(Clone, Copy)]
+struct GaugeSlots<'a> {
+    set: &'a AtomicU64,
+    delta: &'a AtomicU64,
+    lock: &'a AtomicU64,
+}
+
+impl GaugeSlots<'_> {
+    fn locked<R>(self, f: impl FnOnce() -> R) -> R {
+        let mut spins = 0u32;
+        while self.lock.compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            spins += 1;
+            if spins < 64 {
+                core::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        let result = f();
+        self.lock.store(0, Ordering::Release);
+        result
+    }
 }
 
 impl<L: LabelSet> RedisGauge<L> {
@@ -314,24 +346,28 @@ impl<L: LabelSet> RedisGauge<L> {
         RedisGauge { core: MetricCore::new(desc), pending: OnceLock::new(), labels: PhantomData }
     }
 
-    fn slots(&self) -> &[AtomicU64] {
+    fn slots(&'static self) -> &'static [AtomicU64] {
         self.pending.get().unwrap_or_else(|| {
             first_recording();
             crate::gate::locked(|| {
                 self.pending.get_or_init(|| {
                     (0..=L::CARDINALITY)
-                        .flat_map(|_| [AtomicU64::new(NO_SET), AtomicU64::new(0f64.to_bits())])
+                        .flat_map(|_| [AtomicU64::new(NO_SET), AtomicU64::new(0f64.to_bits()), AtomicU64::new(0)])
                         .collect()
                 })
             })
         })
     }
 
+    fn series_slots(slots: &[AtomicU64], index: usize) -> GaugeSlots<'_> {
+        let s = &slots[3 * index..3 * index + 3];
+        GaugeSlots { set: &s[0], delta: &s[1], lock: &s[2] }
+    }
+
     /// The series for one label combination.
     pub fn with(&'static self, labels: L::Values<'_>) -> RedisGaugeSeries {
         let index = L::index(labels, &self.core).min(L::CARDINALITY);
-        let slots = &self.slots()[2 * index..2 * index + 2];
-        RedisGaugeSeries { set: &slots[0], delta: &slots[1] }
+        RedisGaugeSeries { slots: Self::series_slots(self.slots(), index) }
     }
 }
 
@@ -358,10 +394,15 @@ impl RedisGauge<()> {
 }
 
 /// One series of a [`RedisGauge`].
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct RedisGaugeSeries {
-    set: &'static AtomicU64,
-    delta: &'static AtomicU64,
+    slots: GaugeSlots<'static>,
+}
+
+impl core::fmt::Debug for RedisGaugeSeries {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RedisGaugeSeries").finish_non_exhaustive()
+    }
 }
 
 impl RedisGaugeSeries {
@@ -371,8 +412,11 @@ impl RedisGaugeSeries {
         if v.is_nan() {
             return;
         }
-        self.delta.store(0f64.to_bits(), Ordering::Release);
-        self.set.store(v.to_bits(), Ordering::Release);
+        let slots = self.slots;
+        slots.locked(|| {
+            slots.delta.store(0f64.to_bits(), Ordering::Relaxed);
+            slots.set.store(v.to_bits(), Ordering::Relaxed);
+        });
         start_flusher_if_needed();
     }
 
@@ -381,7 +425,11 @@ impl RedisGaugeSeries {
         if !v.is_finite() {
             return;
         }
-        crate::instruments::float::add(self.delta, v);
+        let slots = self.slots;
+        slots.locked(|| {
+            let sum = f64::from_bits(slots.delta.load(Ordering::Relaxed)) + v;
+            slots.delta.store(sum.to_bits(), Ordering::Relaxed);
+        });
         start_flusher_if_needed();
     }
 
@@ -409,8 +457,10 @@ impl<L: LabelSet> RedisMetric for RedisGauge<L> {
     fn take_pending(&self, out: &mut Vec<(usize, Pending)>) {
         let Some(slots) = self.pending.get() else { return };
         for series in 0..L::CARDINALITY {
-            let set = slots[2 * series].swap(NO_SET, Ordering::AcqRel);
-            let delta = f64::from_bits(slots[2 * series + 1].swap(0f64.to_bits(), Ordering::AcqRel));
+            let g = Self::series_slots(slots, series);
+            let (set, delta) = g.locked(|| {
+                (g.set.swap(NO_SET, Ordering::Relaxed), f64::from_bits(g.delta.swap(0f64.to_bits(), Ordering::Relaxed)))
+            });
             let set = (set != NO_SET).then(|| f64::from_bits(set));
             if set.is_some() || delta != 0.0 {
                 out.push((series, Pending::Gauge(set, delta)));
@@ -420,22 +470,27 @@ impl<L: LabelSet> RedisMetric for RedisGauge<L> {
 
     fn restore(&self, series: usize, pending: Pending) {
         let (Pending::Gauge(set, delta), Some(slots)) = (pending, self.pending.get()) else { return };
-        // A set made since wins over the one that could not be sent.
-        let newer_set = slots[2 * series].load(Ordering::Acquire) != NO_SET;
-        if newer_set {
-            return;
-        }
-        if let Some(v) = set {
-            let _ = slots[2 * series].compare_exchange(NO_SET, v.to_bits(), Ordering::AcqRel, Ordering::Acquire);
-        }
-        crate::instruments::float::add(&slots[2 * series + 1], delta);
+        let g = Self::series_slots(slots, series);
+        g.locked(|| {
+            // A set made since wins over the one that could not be sent,
+            // and over what was added before it.
+            if g.set.load(Ordering::Relaxed) != NO_SET {
+                return;
+            }
+            if let Some(v) = set {
+                g.set.store(v.to_bits(), Ordering::Relaxed);
+            }
+            let sum = f64::from_bits(g.delta.load(Ordering::Relaxed)) + delta;
+            g.delta.store(sum.to_bits(), Ordering::Relaxed);
+        });
     }
 
     fn clear(&self) {
         if let Some(slots) = self.pending.get() {
-            for pair in slots.chunks(2) {
-                pair[0].store(NO_SET, Ordering::Relaxed);
-                pair[1].store(0f64.to_bits(), Ordering::Relaxed);
+            for triple in slots.chunks(3) {
+                triple[0].store(NO_SET, Ordering::Relaxed);
+                triple[1].store(0f64.to_bits(), Ordering::Relaxed);
+                triple[2].store(0, Ordering::Relaxed);
             }
         }
     }
