@@ -190,3 +190,49 @@ fn forks_while_a_collector_panics_leave_every_child_working() {
         forks_while_a_collector_panics,
     );
 }
+
+/// `multiprocess::encode_dir` (what `promshard serve`, `promshard dump`
+/// and `Pusher::directory` render) shows the workers' collectors too, as
+/// a worker's own scrape does, and removes nothing: a reader changes no
+/// file of the directory.
+fn read_by_a_sidecar() {
+    let dir = TempDir::new("worker-collectors-sidecar");
+    promshard::multiprocess::init(dir.path()).unwrap();
+    promshard::set_callback_interval(Duration::from_millis(20));
+    promshard::register_worker_collector(PerWorker, GaugeMode::LiveAll);
+    promshard::register_worker_collector(Largest, GaugeMode::LiveMax);
+    POOL.store(1, Ordering::SeqCst);
+    let wait = Duration::from_secs(20);
+    let mut workers: Vec<Worker> = (0..2).map(|_| Worker::spawn(pool_worker)).collect();
+    let pids: Vec<String> = workers.iter_mut().map(|w| w.ask("pid", wait)).collect();
+    assert_eq!(workers[0].ask("pool 40", wait), "ok");
+    assert_eq!(workers[1].ask("pool 7", wait), "ok");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let me = std::process::id().to_string();
+    loop {
+        let text = harness::encode_dir_text(dir.path());
+        let each = |pid: &str| value_in(&text, "wc_pool_size", &[("db", "main"), ("pid", pid)]);
+        if value_in(&text, "wc_queue_max", &[]) == Some(40.0)
+            && each(&pids[0]) == Some(40.0)
+            && each(&pids[1]) == Some(7.0)
+            && each(&me) == Some(1.0)
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "encode_dir never showed the workers' collectors:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A dead worker's file: left out by the reader, but not removed by it.
+    workers[0].kill();
+    let text = harness::encode_dir_text(dir.path());
+    assert_eq!(value_in(&text, "wc_queue_max", &[]), Some(7.0));
+    assert_eq!(side_files(dir.path()), 3, "a reader removes nothing");
+    eventually("a scrape of a pool process removes it", |_| side_files(dir.path()) == 2);
+    workers.remove(0);
+    workers[0].exit(wait).expect("the worker exits");
+}
+
+#[test]
+fn a_sidecar_reading_the_directory_shows_the_workers_collectors() {
+    isolated("a_sidecar_reading_the_directory_shows_the_workers_collectors", Duration::from_secs(60), read_by_a_sidecar);
+}

@@ -161,17 +161,34 @@ pub(crate) fn write(writer: &mut MetricWriter<'_>) {
         }
         return;
     };
-    let mut inputs: Vec<(u32, Vec<(Captured, GaugeMode)>)> = vec![(std::process::id(), capture(&collectors))];
-    inputs.extend(read_live(&own.dir, &own.file_name()));
-    for family in combine(inputs) {
+    let own_families = (std::process::id(), capture(&collectors));
+    let others = read_live(&own.dir, Some(&own.file_name()), true);
+    for family in combine(others, Some(own_families)) {
+        emit(writer, &family);
+    }
+}
+
+/// Writes the worker collectors' families of shard directory `dir` for a
+/// reader of it ([`crate::multiprocess::encode_dir`]: `promshard serve`,
+/// `dump`, `Pusher::directory`): the live workers' published files,
+/// combined by their modes, and this process's own collectors afresh if
+/// it holds a shard there. Nothing is removed: readers change nothing.
+pub(crate) fn write_dir(writer: &mut MetricWriter<'_>, dir: &Path, own: Option<&'static crate::shard::OwnShard>) {
+    let own_name = own.map(|o| o.file_name());
+    let collectors = registered();
+    let own_families = (own.is_some() && !collectors.is_empty()).then(|| (std::process::id(), capture(&collectors)));
+    let others = read_live(dir, own_name.as_deref(), false);
+    for family in combine(others, own_families) {
         emit(writer, &family);
     }
 }
 
 /// The published families of every other live worker of `dir`, oldest
-/// file first; files of shards no live process holds are removed.
-fn read_live(dir: &Path, own_name: &str) -> Vec<(u32, Vec<(Captured, GaugeMode)>)> {
+/// file first; files of shards no live process holds are removed when
+/// `remove` says so.
+fn read_live(dir: &Path, own_name: Option<&str>, remove: bool) -> Vec<(u32, Vec<(Captured, GaugeMode)>)> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let siblings = crate::linked::siblings();
     let mut found = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
@@ -185,19 +202,32 @@ fn read_live(dir: &Path, own_name: &str) -> Vec<(u32, Vec<(Captured, GaugeMode)>
                 None => continue,
             },
         };
-        if shard == own_name {
+        if Some(shard) == own_name {
             continue;
         }
-        let holder = std::fs::File::open(dir.join(shard)).map(|f| crate::shard::file::holder(&f));
+        let shard_path = dir.join(shard);
+        // Another promshard version of this process: alive, and never
+        // opened (closing a descriptor of it would drop the liveness lock
+        // this process holds on it; and a lock of our own is invisible
+        // to F_GETLK, so the shard would pass for dead).
+        let holder = if siblings.contains(&shard_path) {
+            Ok(Ok(Some(std::process::id())))
+        } else {
+            std::fs::File::open(&shard_path).map(|f| crate::shard::file::holder(&f))
+        };
         let pid = match holder {
             Ok(Ok(Some(pid))) => pid,
             // The shard is gone or held by no one: its worker is dead.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let _ = std::fs::remove_file(entry.path());
+                if remove {
+                    let _ = std::fs::remove_file(entry.path());
+                }
                 continue;
             }
             Ok(Ok(None)) => {
-                let _ = std::fs::remove_file(entry.path());
+                if remove {
+                    let _ = std::fs::remove_file(entry.path());
+                }
                 continue;
             }
             // Cannot tell (out of descriptors): left out of this scrape.
@@ -225,16 +255,14 @@ struct Combined {
     samples: Vec<CapturedSample>,
 }
 
-/// Combines the workers' families by their modes; inputs come oldest
-/// first, this process's first of all (it is the freshest, but ties go
-/// to the files by order: `mostrecent` takes the last value seen, and
-/// this process's own is then put last).
-fn combine(mut inputs: Vec<(u32, Vec<(Captured, GaugeMode)>)>) -> Vec<Combined> {
-    // This process's values are the newest.
-    if !inputs.is_empty() {
-        let own = inputs.remove(0);
-        inputs.push(own);
-    }
+/// Combines the workers' families by their modes; `others` come oldest
+/// file first, and this process's own (the freshest) last: `mostrecent`
+/// takes the last value seen.
+fn combine(
+    mut inputs: Vec<(u32, Vec<(Captured, GaugeMode)>)>,
+    own: Option<(u32, Vec<(Captured, GaugeMode)>)>,
+) -> Vec<Combined> {
+    inputs.extend(own);
     let mut families: BTreeMap<String, (Combined, GaugeMode, BTreeMap<SampleKey, f64>)> = BTreeMap::new();
     for (pid, captured) in inputs {
         for (family, mode) in captured {
