@@ -236,3 +236,77 @@ fn read_by_a_sidecar() {
 fn a_sidecar_reading_the_directory_shows_the_workers_collectors() {
     isolated("a_sidecar_reading_the_directory_shows_the_workers_collectors", Duration::from_secs(60), read_by_a_sidecar);
 }
+
+/// Descriptors the master holds so that its next child cannot make a
+/// shard; the child lets go of its copies from inside its first
+/// collection, before its publisher writes anything.
+static FILLER: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+static MASTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+struct Pool;
+
+impl Collector for Pool {
+    fn collect(&self, out: &mut MetricWriter<'_>) {
+        if std::process::id() != MASTER.load(Ordering::SeqCst) {
+            FILLER.lock().unwrap().clear();
+        }
+        out.gauge("wc_fallback_pool", "Each worker's pool.").sample(&[], POOL.load(Ordering::SeqCst) as f64);
+    }
+}
+
+fn observer(command: &str) -> String {
+    match command.split_once(' ') {
+        Some(("show", pid)) => format!("{:?}", value_in(&own_text(), "wc_fallback_pool", &[("pid", pid)])),
+        _ => pool_worker(command),
+    }
+}
+
+/// A child forked when no descriptor is left records into private memory
+/// (its shard could not be made). Its publisher must not write its
+/// families as its parent's: the shard name it still has is the parent's.
+fn child_without_a_shard() {
+    let dir = TempDir::new("worker-collectors-fallback");
+    promshard::multiprocess::init(dir.path()).unwrap();
+    MASTER.store(std::process::id(), Ordering::SeqCst);
+    promshard::set_callback_interval(Duration::from_millis(20));
+    promshard::register_worker_collector(Pool, GaugeMode::LiveAll);
+    POOL.store(1, Ordering::SeqCst);
+    let wait = Duration::from_secs(20);
+    let mut watcher = Worker::spawn(observer);
+    let master = std::process::id().to_string();
+    let show = format!("show {master}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while watcher.ask(&show, wait) != "Some(1.0)" {
+        assert!(std::time::Instant::now() < deadline, "the master's collector never showed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The master publishes no more for a while: what its file says from
+    // now on is whatever was last written there.
+    promshard::set_callback_interval(Duration::from_secs(3600));
+    std::thread::sleep(Duration::from_millis(200));
+
+    let (soft, hard) = harness::get_rlimit(libc::RLIMIT_NOFILE);
+    harness::set_rlimit(libc::RLIMIT_NOFILE, 64, hard);
+    {
+        let mut filler = FILLER.lock().unwrap();
+        while let Ok(file) = std::fs::File::open("/dev/null") {
+            filler.push(file);
+        }
+    }
+    let child = harness::fork_child(|| {
+        POOL.store(99, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(300));
+        0
+    });
+    FILLER.lock().unwrap().clear();
+    harness::set_rlimit(libc::RLIMIT_NOFILE, soft, hard);
+    let status = harness::wait_timeout(child, wait).expect("the child exits");
+    assert_eq!(status, 0, "{}", harness::describe_status(status));
+    assert_eq!(watcher.ask(&show, wait), "Some(1.0)", "the master's families, as the master wrote them");
+    watcher.exit(wait).expect("the watcher exits");
+}
+
+#[test]
+fn a_child_without_a_shard_never_publishes_as_its_parent() {
+    isolated("a_child_without_a_shard_never_publishes_as_its_parent", Duration::from_secs(60), child_without_a_shard);
+}

@@ -91,6 +91,12 @@ fn side_file(dir: &Path, shard_name: &str) -> PathBuf {
 /// Writes this process's families beside its shard (replaced whole).
 fn publish() {
     let Some(own) = crate::shard::own() else { return };
+    // A forked child that could not make its shard records into private
+    // memory, and the shard name it still has is its parent's: it has no
+    // file of its own to publish beside (and must not write its parent's).
+    if crate::shard::fork::FAILED.load(Ordering::Relaxed) {
+        return;
+    }
     let collectors = registered();
     if collectors.is_empty() {
         return;
