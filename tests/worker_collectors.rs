@@ -6,6 +6,7 @@
 //! only that worker's families.
 
 mod harness;
+mod support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -309,4 +310,65 @@ fn child_without_a_shard() {
 #[test]
 fn a_child_without_a_shard_never_publishes_as_its_parent() {
     isolated("a_child_without_a_shard_never_publishes_as_its_parent", Duration::from_secs(60), child_without_a_shard);
+}
+
+/// The disk under the pool's directory fills up: each worker's publisher
+/// fails at every interval, and says so once, not every interval for as
+/// long as the disk stays full (a log that grows on a full disk); once
+/// space is back it publishes again, and a new failure is said again.
+fn disk_full_for_the_publisher() {
+    let mount = std::path::PathBuf::from(std::env::var_os("PROMSHARD_ADV_TMPFS").expect("the tmpfs path"));
+    harness::capture_logs();
+    promshard::multiprocess::init(mount.join("shards")).unwrap();
+    promshard::set_callback_interval(Duration::from_millis(5));
+    promshard::register_worker_collector(Largest, GaugeMode::LiveMax);
+    eventually("the first publication", |_| side_files(&mount.join("shards")) == 1);
+    let fs = harness::Tmpfs { path: mount.clone() };
+    let not_published = || harness::warnings().iter().filter(|w| w.contains("not published")).count();
+    for round in 1..=2 {
+        fs.fill_leaving(0);
+        // A hundred intervals on a full disk.
+        std::thread::sleep(Duration::from_millis(500));
+        let said = not_published();
+        assert_eq!(said, round, "round {round}: said {said} times; first: {:?}", harness::warnings().first());
+        std::fs::remove_file(mount.join("filler")).unwrap();
+        let part = std::fs::read_dir(mount.join("shards"))
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".part"));
+        assert!(!part, "no half-written file is left behind");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::mem::forget(fs); // the parent test unmounts it
+}
+
+#[test]
+fn a_full_disk_is_logged_once_not_every_interval() {
+    let name = "a_full_disk_is_logged_once_not_every_interval";
+    if harness::in_any_child() && !harness::is_child(name) {
+        return;
+    }
+    let fs = if harness::in_any_child() {
+        None
+    } else {
+        match harness::Tmpfs::mount("1m") {
+            Ok(fs) => Some(fs),
+            Err(why) => {
+                support::skip_or_fail(&format!("cannot mount a tmpfs to fill ({why}); run as root"));
+                return;
+            }
+        }
+    };
+    if let Some(fs) = &fs {
+        std::fs::create_dir(fs.path.join("shards")).unwrap();
+        harness::set_mode(&fs.path.join("shards"), 0o700);
+    }
+    let env = fs.iter().map(|fs| ("PROMSHARD_ADV_TMPFS".to_owned(), fs.path.clone().into())).collect();
+    harness::isolated_with(
+        name,
+        Duration::from_secs(60),
+        harness::Setup { env, cwd: None },
+        disk_full_for_the_publisher,
+    );
+    drop(fs);
 }

@@ -97,11 +97,11 @@ pub(crate) fn run(collector: &dyn Collector, writer: &mut MetricWriter<'_>) {
     // every interval.
     let source = format!("collector {}", collector.name());
     match result {
-        Ok(()) => crate::user_code::recovered(&source),
+        Ok(()) => crate::notice::recovered(&source),
         Err(what) => {
             // The registry is laid out: the scrape running us did it.
             PANICS.inc();
-            if crate::user_code::changed(&source, &what) {
+            if crate::notice::changed(&source, &what) {
                 crate::notice::error(format!(
                     "collector {} panicked during a scrape ({what}); its families are left out of this scrape",
                     collector.name()

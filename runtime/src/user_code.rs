@@ -76,33 +76,3 @@ pub(crate) fn call<R>(f: impl FnOnce() -> R) -> Result<R, String> {
         })
     })
 }
-
-thread_local! {
-    /// What each source last logged from this thread.
-    static SAID: RefCell<Vec<(String, String)>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Whether `message` differs from what `source` last said on this thread:
-/// a function that panics at every call is logged once per change, not
-/// every second for the life of the process.
-pub(crate) fn changed(source: &str, message: &str) -> bool {
-    SAID.with(|said| {
-        let mut said = said.borrow_mut();
-        match said.iter_mut().find(|(s, _)| s == source) {
-            Some((_, last)) if last == message => false,
-            Some((_, last)) => {
-                *last = message.to_owned();
-                true
-            }
-            None => {
-                said.push((source.to_owned(), message.to_owned()));
-                true
-            }
-        }
-    })
-}
-
-/// Forgets what `source` last said on this thread (it worked again).
-pub(crate) fn recovered(source: &str) {
-    SAID.with(|said| said.borrow_mut().retain(|(s, _)| s != source));
-}

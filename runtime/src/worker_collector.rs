@@ -107,9 +107,17 @@ fn publish() {
     let written = std::fs::File::create(&part)
         .and_then(|mut f| f.write_all(text.as_bytes()))
         .and_then(|()| std::fs::rename(&part, &path));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&part);
-        crate::notice::warn(format!("worker collectors not published ({e}): this worker's values are missing"));
+    // Said once per change of the error (a full disk fails every
+    // interval), and again after a success.
+    match written {
+        Ok(()) => crate::notice::recovered("publish"),
+        Err(e) => {
+            let _ = std::fs::remove_file(&part);
+            let message = format!("worker collectors not published ({e}): this worker's values are missing");
+            if crate::notice::changed("publish", &message) {
+                crate::notice::warn(message);
+            }
+        }
     }
 }
 

@@ -104,11 +104,11 @@ pub(crate) fn refresh() {
         match crate::user_code::call(|| function()) {
             Ok(value) => {
                 series.set(value);
-                crate::user_code::recovered(&source);
+                crate::notice::recovered(&source);
             }
             Err(what) => {
                 PANICS.inc();
-                if crate::user_code::changed(&source, &what) {
+                if crate::notice::changed(&source, &what) {
                     crate::notice::error(format!("a gauge function panicked ({what}); its series keeps its last value"));
                 }
             }
