@@ -447,3 +447,61 @@ fn a_gauge_set_and_added_to_never_mixes_two_sets() {
         gauge_set_then_add(&binary)
     });
 }
+
+/// Forks while three threads record and the flusher sends every
+/// millisecond: each child sends its own increments, never a copy of its
+/// parent's (pending or being sent at the fork), and grandchildren too.
+fn forks_while_flushing(binary: &Path) {
+    let redis = Redis::start(binary);
+    promshard::redis::configure(Config::new(&redis.url(), "shop").flush_interval(Duration::from_millis(1)));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let recorders: Vec<_> = (0..3)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    SIGNUPS_TOTAL.with((Plan::Pro,)).inc();
+                    ACTIVE_SUBSCRIBERS.with(("eu",)).add(1.0);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let forks = 30;
+    for round in 0..forks {
+        let pid = harness::fork_child(move || {
+            SIGNUPS_TOTAL.with((Plan::Free,)).inc_by(10);
+            if round % 3 == 0 {
+                // A grandchild, forked from a child whose flusher runs.
+                let grandchild = harness::fork_child(|| {
+                    SIGNUPS_TOTAL.with((Plan::Free,)).inc_by(1000);
+                    promshard::redis::flush().map_or(1, |()| 0)
+                });
+                if harness::wait_timeout(grandchild, Duration::from_secs(10)) != Some(0) {
+                    return 2;
+                }
+            }
+            promshard::redis::flush().map_or(1, |()| 0)
+        });
+        let status = harness::wait_timeout(pid, Duration::from_secs(20)).expect("the child exits");
+        assert_eq!(status, 0, "round {round}: {}", harness::describe_status(status));
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let recorded: u64 = recorders.into_iter().map(|t| t.join().unwrap()).sum();
+    promshard::redis::flush().unwrap();
+    let text = own_text();
+    assert_eq!(value_in(&text, "signups_total", &[("plan", "free")]), Some((forks * 10 + 10 * 1000) as f64));
+    assert_eq!(pro(&text), Some(recorded as f64), "the parent's own, once");
+    assert_eq!(value_in(&text, "active_subscribers", &[("region", "eu")]), Some(recorded as f64));
+}
+
+#[test]
+fn forks_while_the_flusher_sends_count_every_increment_once() {
+    let Some(binary) = redis_server() else { return };
+    isolated("forks_while_the_flusher_sends_count_every_increment_once", Duration::from_secs(120), || {
+        forks_while_flushing(&binary)
+    });
+}
