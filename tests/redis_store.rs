@@ -287,6 +287,8 @@ fn wrong_type_key(binary: &Path) {
     let text = own_text();
     assert_eq!(pro(&text), Some(5.0), "the other series are counted once, not at every flush");
     assert_eq!(value_in(&text, "active_subscribers", &[("region", "eu")]), Some(2.0));
+    // Its value is unknown: left out, not shown as a counter reset to 0.
+    assert_eq!(value_in(&text, "signups_total", &[("plan", "free")]), None);
     // The key is cleared: the refused increment was kept, and arrives.
     assert_eq!(redis.command("DEL metrics:shop:signups_total{plan=\"free\"}").as_deref(), Some(":1"));
     promshard::redis::flush().unwrap();

@@ -721,8 +721,19 @@ impl Collector for RedisCollector {
                 Kind::Counter => out.counter(desc.name, desc.help),
                 _ => out.gauge(desc.name, desc.help),
             };
-            for series in 0..keys.len() {
-                let value = values.next().flatten().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            for (series, key) in keys.iter().enumerate() {
+                // No key yet: nothing was counted. A key holding something
+                // else than a number is left out, not shown as a reset.
+                let value = match values.next().flatten() {
+                    None => 0.0,
+                    Some(text) => match text.parse::<f64>() {
+                        Ok(value) => value,
+                        Err(_) => {
+                            crate::notice::warn_once(&format!("Redis key {key} does not hold a number: left out"));
+                            continue;
+                        }
+                    },
+                };
                 let labels = labels_of(desc, series);
                 let pairs: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, *v)).collect();
                 family.sample(&pairs, value);
