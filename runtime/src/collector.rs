@@ -395,6 +395,7 @@ fn sample_name(kind: Kind, base: &str) -> String {
 /// assert_eq!(promshard::testing::sample_value("jobs_queued", &[]), Some(3.0));
 /// ```
 pub fn register_collector(collector: impl Collector) {
+    crate::user_code::install();
     let collector: Arc<dyn Collector> = Arc::new(collector);
     RUNTIME_COLLECTORS.with(|list| list.push(collector));
 }

@@ -24,7 +24,12 @@ thread_local! {
     static LAST: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-fn install() {
+/// Wraps the panic hook, once: when a gauge function or a collector is
+/// registered, and before the first call. (Done at the moment of a fork,
+/// it could leave the child waiting on the hook's lock or on this `Once`:
+/// doing it at registration, which a pre-fork app does before it forks,
+/// keeps that window out of the workers.)
+pub(crate) fn install() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // `set_hook` panics when called while this thread panics; a call

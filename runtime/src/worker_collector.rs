@@ -59,6 +59,7 @@ const SUFFIX: &str = ".w";
 /// assert_eq!(promshard::testing::sample_value("db_pool_idle", &[]), Some(4.0));
 /// ```
 pub fn register_worker_collector(collector: impl Collector, mode: GaugeMode) {
+    crate::user_code::install();
     let collector: Arc<dyn Collector> = Arc::new(collector);
     COLLECTORS.with(|list| list.push((collector, mode)));
     crate::shard::fork::after_fork_in_child(after_fork_in_child);

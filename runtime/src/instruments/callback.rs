@@ -63,6 +63,7 @@ thread_local! {
 /// Gives `series` its value from `function` from now on, replacing an
 /// earlier function of the same series.
 pub(crate) fn set(series: GaugeSeries, function: Function) {
+    crate::user_code::install();
     let replaced = FUNCTIONS.with(|functions| match functions.iter_mut().find(|e| e.series.same_value_slot(series)) {
         Some(entry) => Some(core::mem::replace(&mut entry.function, function)),
         None => {
