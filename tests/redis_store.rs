@@ -507,3 +507,34 @@ fn forks_while_the_flusher_sends_count_every_increment_once() {
         forks_while_flushing(&binary)
     });
 }
+
+/// Redis out of memory refuses every write while queuing the transaction
+/// (EXECABORT: nothing applied): all of it stays pending, and arrives
+/// once when Redis accepts writes again.
+fn out_of_memory(binary: &Path) {
+    let redis = Redis::start(binary);
+    promshard::redis::configure(Config::new(&redis.url(), "shop").flush_interval(Duration::from_secs(3600)));
+    SIGNUPS_TOTAL.with((Plan::Pro,)).inc_by(5);
+    ACTIVE_SUBSCRIBERS.with(("eu",)).set(4.0);
+    promshard::redis::flush().unwrap();
+    assert_eq!(redis.command("CONFIG SET maxmemory 1").as_deref(), Some("+OK"));
+    SIGNUPS_TOTAL.with((Plan::Pro,)).inc_by(2);
+    SIGNUPS_TOTAL.with((Plan::Free,)).inc_by(1);
+    ACTIVE_SUBSCRIBERS.with(("eu",)).add(1.0);
+    for _ in 0..3 {
+        let refused = promshard::redis::flush();
+        assert!(refused.is_err(), "{refused:?}");
+    }
+    assert_eq!(redis.command("CONFIG SET maxmemory 0").as_deref(), Some("+OK"));
+    promshard::redis::flush().unwrap();
+    let text = own_text();
+    assert_eq!(pro(&text), Some(7.0));
+    assert_eq!(value_in(&text, "signups_total", &[("plan", "free")]), Some(1.0));
+    assert_eq!(value_in(&text, "active_subscribers", &[("region", "eu")]), Some(5.0));
+}
+
+#[test]
+fn a_redis_out_of_memory_loses_and_doubles_nothing() {
+    let Some(binary) = redis_server() else { return };
+    isolated("a_redis_out_of_memory_loses_and_doubles_nothing", Duration::from_secs(60), || out_of_memory(&binary));
+}
