@@ -312,9 +312,7 @@ fn slow_relay(to: u16, delay: Duration) -> String {
         for client in listener.incoming() {
             let Ok(client) = client else { continue };
             let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else { continue };
-            for (mut from, mut into) in
-                [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
-            {
+            for (mut from, mut into) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)] {
                 std::thread::spawn(move || {
                     let mut buf = vec![0u8; 65536];
                     while let Ok(n @ 1..) = from.read(&mut buf) {
@@ -405,9 +403,7 @@ fn workers_that_configure_redis_after_the_fork_send_only_their_own() {
 /// set joined to the add of a later set.
 fn gauge_set_then_add(binary: &Path) {
     let redis = Redis::start(binary);
-    promshard::redis::configure(
-        Config::new(&redis.url(), "shop").flush_interval(Duration::from_secs(3600)),
-    );
+    promshard::redis::configure(Config::new(&redis.url(), "shop").flush_interval(Duration::from_secs(3600)));
     let series = ACTIVE_SUBSCRIBERS.with(("us",));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
@@ -445,9 +441,7 @@ fn gauge_set_then_add(binary: &Path) {
 #[test]
 fn a_gauge_set_and_added_to_never_mixes_two_sets() {
     let Some(binary) = redis_server() else { return };
-    isolated("a_gauge_set_and_added_to_never_mixes_two_sets", Duration::from_secs(60), || {
-        gauge_set_then_add(&binary)
-    });
+    isolated("a_gauge_set_and_added_to_never_mixes_two_sets", Duration::from_secs(60), || gauge_set_then_add(&binary));
 }
 
 /// Forks while three threads record and the flusher sends every

@@ -139,7 +139,9 @@ fn registered_before_init() {
     let mut workers: Vec<Worker> = (0..2).map(|_| Worker::spawn(pool_worker)).collect();
     assert_eq!(workers[0].ask("pool 40", wait), "ok");
     assert_eq!(workers[1].ask("pool 7", wait), "ok");
-    eventually("the workers' collectors, though they never scraped", |t| value_in(t, "wc_queue_max", &[]) == Some(40.0));
+    eventually("the workers' collectors, though they never scraped", |t| {
+        value_in(t, "wc_queue_max", &[]) == Some(40.0)
+    });
     for w in workers.iter_mut().rev() {
         w.exit(wait).expect("the worker exits");
     }
@@ -147,7 +149,11 @@ fn registered_before_init() {
 
 #[test]
 fn a_collector_registered_before_init_runs_in_every_worker() {
-    isolated("a_collector_registered_before_init_runs_in_every_worker", Duration::from_secs(60), registered_before_init);
+    isolated(
+        "a_collector_registered_before_init_runs_in_every_worker",
+        Duration::from_secs(60),
+        registered_before_init,
+    );
 }
 
 struct AlwaysPanics;
@@ -235,7 +241,11 @@ fn read_by_a_sidecar() {
 
 #[test]
 fn a_sidecar_reading_the_directory_shows_the_workers_collectors() {
-    isolated("a_sidecar_reading_the_directory_shows_the_workers_collectors", Duration::from_secs(60), read_by_a_sidecar);
+    isolated(
+        "a_sidecar_reading_the_directory_shows_the_workers_collectors",
+        Duration::from_secs(60),
+        read_by_a_sidecar,
+    );
 }
 
 /// Descriptors the master holds so that its next child cannot make a

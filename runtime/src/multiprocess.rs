@@ -123,7 +123,8 @@ pub fn encode_dir(dir: impl AsRef<Path>, how: impl Into<crate::Exposition>) -> V
     // The workers' collectors, from the files they publish beside their
     // shards (their names were checked against their own metrics there).
     let reserved = std::collections::HashMap::new();
-    let mut writer = crate::collector::MetricWriter::new(crate::collector::Target::Text { out: &mut out, x }, &reserved);
+    let mut writer =
+        crate::collector::MetricWriter::new(crate::collector::Target::Text { out: &mut out, x }, &reserved);
     crate::worker_collector::write_dir(&mut writer, &dir, own);
     drop(writer);
     if x.format() == Format::OpenMetrics {

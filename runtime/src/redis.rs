@@ -623,7 +623,9 @@ fn flush_with(config: &Config) -> Result<(), String> {
         let commands: Vec<&redis::RedisResult<redis::Value>> =
             sent_by.iter().zip(&outcomes).filter(|(a, _)| *a == at).map(|(_, o)| o).collect();
         let left = match pending {
-            Pending::Gauge(Some(_), delta) if commands.first().is_some_and(|o| o.is_ok()) => Pending::Gauge(None, delta),
+            Pending::Gauge(Some(_), delta) if commands.first().is_some_and(|o| o.is_ok()) => {
+                Pending::Gauge(None, delta)
+            }
             other => other,
         };
         metric.restore(series, left);

@@ -110,7 +110,9 @@ pub(crate) fn refresh() {
             Err(what) => {
                 PANICS.inc();
                 if crate::notice::changed(&source, &what) {
-                    crate::notice::error(format!("a gauge function panicked ({what}); its series keeps its last value"));
+                    crate::notice::error(format!(
+                        "a gauge function panicked ({what}); its series keeps its last value"
+                    ));
                 }
             }
         }
