@@ -13,8 +13,9 @@
 //! SIGNUPS_TOTAL.with(("pro",)).inc();
 //! ```
 //!
-//! Recording is one atomic add into this process's pending delta: no
-//! network call on the caller's path. A thread per process (restarted in
+//! Recording is one atomic add into this process's pending delta (a
+//! gauge's `set` and the adds after it are kept together under a spin of
+//! a few instructions): no network call on the caller's path. A thread per process (restarted in
 //! forked children) sends the deltas every [`Config::flush_interval`]
 //! (`INCRBY`, `INCRBYFLOAT`, `SET`, in one `MULTI`/`EXEC` round trip), and
 //! a scrape sends its own process's first, then reads every declared key
