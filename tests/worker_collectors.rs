@@ -45,12 +45,21 @@ impl Collector for Largest {
     }
 }
 
+/// Published files, and half-written ones of dead processes: a live
+/// process's file being written (`.w.part`) is there only for a moment.
 fn side_files(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
+    let names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".collected-"))
-        .count()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".collected-"))
+        .collect();
+    let published = names.iter().filter(|n| n.ends_with(".w")).count();
+    let orphans = names
+        .iter()
+        .filter(|n| n.ends_with(".w.part") && !names.contains(&n.trim_end_matches(".part").to_owned()))
+        .count();
+    published + orphans
 }
 
 fn pool_scenario() {
