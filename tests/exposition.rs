@@ -69,6 +69,9 @@ flush_seconds_sum +Inf
 # TYPE preferred_disk gauge
 preferred_disk{preferred_disk="ssd"} 0
 preferred_disk{preferred_disk="hdd"} 1
+# HELP promshard_collector_errors_total Scrapes in which a collector could not read its source.
+# TYPE promshard_collector_errors_total counter
+promshard_collector_errors_total{collector="redis"} 0
 # HELP promshard_collector_panics_total Collector panics caught during scrapes; each cost its collector's families in that scrape.
 # TYPE promshard_collector_panics_total counter
 promshard_collector_panics_total 0
@@ -76,6 +79,9 @@ promshard_collector_panics_total 0
 # TYPE promshard_label_refused_total counter
 # HELP promshard_observations_dropped_total Histogram observations dropped because they were NaN.
 # TYPE promshard_observations_dropped_total counter
+# HELP promshard_set_function_panics_total Panics of gauge functions (Gauge::set_function); each left its series at its last value.
+# TYPE promshard_set_function_panics_total counter
+promshard_set_function_panics_total 0
 # HELP temperature_celsius Temperature.\nSecond "line" \\.
 # TYPE temperature_celsius gauge
 temperature_celsius -3.25
@@ -102,6 +108,9 @@ flush_seconds_sum +Inf
 # TYPE preferred_disk stateset
 preferred_disk{preferred_disk="ssd"} 0
 preferred_disk{preferred_disk="hdd"} 1
+# HELP promshard_collector_errors Scrapes in which a collector could not read its source.
+# TYPE promshard_collector_errors counter
+promshard_collector_errors_total{collector="redis"} 0
 # HELP promshard_collector_panics Collector panics caught during scrapes; each cost its collector's families in that scrape.
 # TYPE promshard_collector_panics counter
 promshard_collector_panics_total 0
@@ -109,6 +118,9 @@ promshard_collector_panics_total 0
 # TYPE promshard_label_refused counter
 # HELP promshard_observations_dropped Histogram observations dropped because they were NaN.
 # TYPE promshard_observations_dropped counter
+# HELP promshard_set_function_panics Panics of gauge functions (Gauge::set_function); each left its series at its last value.
+# TYPE promshard_set_function_panics counter
+promshard_set_function_panics_total 0
 # HELP temperature_celsius Temperature.\nSecond \"line\" \\.
 # TYPE temperature_celsius gauge
 # UNIT temperature_celsius celsius

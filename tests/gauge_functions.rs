@@ -119,12 +119,12 @@ fn rogue_scenario(multiprocess: bool) {
     // Panics from now on: the series keeps 7, every scrape answers, and
     // the panics are counted.
     FN_ROGUE.set_function(|| panic!("a gauge function bug"));
-    let before = value_in(&own_text(), "promshard_gauge_function_panics_total", &[]).unwrap();
+    let before = value_in(&own_text(), "promshard_set_function_panics_total", &[]).unwrap();
     for _ in 0..3 {
         let text = own_text();
         assert_eq!(value_in(&text, "fn_rogue", &[]), Some(7.0));
     }
-    let after = value_in(&own_text(), "promshard_gauge_function_panics_total", &[]).unwrap();
+    let after = value_in(&own_text(), "promshard_set_function_panics_total", &[]).unwrap();
     assert!(after >= before + 3.0, "{before} → {after}");
     // A function that scrapes and sets another function: not called
     // again from inside itself, no deadlock.

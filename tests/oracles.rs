@@ -236,7 +236,8 @@ fn check_quickstart_families(format: Format, families: Vec<Family>) {
         families.into_iter().partition(|f| f.name.starts_with("process_"));
     let (own, ours): (Vec<Family>, Vec<Family>) = rest.into_iter().partition(|f| f.name.starts_with("promshard_"));
     assert_families_eq(&ours, &quickstart_expected(format), &format!("{format:?}"));
-    // promshard's own counters: collector panics at zero; nothing refused
+    // promshard's own counters: collector errors and panics, and gauge
+    // function panics, at zero; nothing refused
     // nor dropped, so those two families have no series, which both
     // parsers read as families without samples.
     let shape: Vec<(&str, &str, Vec<f64>)> =
@@ -244,9 +245,11 @@ fn check_quickstart_families(format: Format, families: Vec<Family>) {
     assert_eq!(
         shape,
         [
+            ("promshard_collector_errors", "counter", vec![0.0]),
             ("promshard_collector_panics", "counter", vec![0.0]),
             ("promshard_label_refused", "counter", vec![]),
             ("promshard_observations_dropped", "counter", vec![]),
+            ("promshard_set_function_panics", "counter", vec![0.0]),
         ],
         "{format:?}"
     );

@@ -26,6 +26,9 @@ pub(crate) struct Handler {
     /// body need it); `None` for `impl Trait`, which cannot be written in a
     /// `let`.
     pub(crate) return_type: Option<Type>,
+    /// For a body that returns a future, the future's output type when it
+    /// can be written (no `impl` in it): the outcome is read from it.
+    pub(crate) future_output: Option<Type>,
 }
 
 /// How the function runs its body.
@@ -35,8 +38,12 @@ pub(crate) enum Body {
     /// `async fn`: the call is the future's life.
     Async,
     /// A `fn` returning `Pin<Box<dyn Future>>`, as `#[async_trait]` writes
-    /// an `async fn`: the call is the returned future's life.
+    /// an `async fn` (or the futures crate's `BoxFuture`): the call is the
+    /// returned future's life.
     BoxedFuture,
+    /// A `fn` returning `impl Future`: the call is the returned future's
+    /// life, as for `async fn`.
+    ImplFuture,
 }
 
 pub(crate) fn check(item: &ItemFn, args: &HandlerArgs, cx: &mut Ctxt) -> Option<Handler> {
@@ -119,10 +126,23 @@ pub(crate) fn check(item: &ItemFn, args: &HandlerArgs, cx: &mut Ctxt) -> Option<
     let never = matches!(&sig.output, ReturnType::Type(_, ty) if matches!(**ty, Type::Never(_)));
     let body = if sig.asyncness.is_some() {
         Body::Async
-    } else if boxed_future_output(&sig.output).is_some() {
+    } else if boxed_future_output(&sig.output).is_some() || box_future_alias(&sig.output).is_some() {
         Body::BoxedFuture
+    } else if impl_future_output(&sig.output).is_some() {
+        Body::ImplFuture
     } else {
         Body::Sync
+    };
+    // The output, written on the outcome's closure: the body's future may
+    // leave it to be inferred from the return type (`.into()`, `parse()`),
+    // later than the outcome is chosen.
+    let future_output = match body {
+        Body::BoxedFuture | Body::ImplFuture => boxed_future_output(&sig.output)
+            .or_else(|| box_future_alias(&sig.output))
+            .or_else(|| impl_future_output(&sig.output).flatten())
+            .filter(|ty| !contains_impl_trait(ty))
+            .cloned(),
+        Body::Sync | Body::Async => None,
     };
     let return_type = match &sig.output {
         ReturnType::Default => Some(syn::parse_quote!(())),
@@ -132,7 +152,7 @@ pub(crate) fn check(item: &ItemFn, args: &HandlerArgs, cx: &mut Ctxt) -> Option<
         _ if never => Some(syn::parse_quote!(::core::convert::Infallible)),
         ReturnType::Type(_, ty) => Some((**ty).clone()),
     };
-    Some(Handler { http, label, body, never, return_type })
+    Some(Handler { http, label, body, never, return_type, future_output })
 }
 
 /// `X` when `output` is `Pin<Box<dyn Future<Output = X> + ...>>`.
@@ -151,6 +171,33 @@ fn boxed_future_output(output: &ReturnType) -> Option<&Type> {
             GenericArgument::AssocType(assoc) if assoc.ident == "Output" => Some(&assoc.ty),
             _ => None,
         })
+    })
+}
+
+/// `T` when `output` is the futures crate's `BoxFuture<'a, T>` or
+/// `LocalBoxFuture<'a, T>` (`Pin<Box<dyn Future<Output = T> ...>>`), known
+/// by name: an alias cannot be seen through.
+fn box_future_alias(output: &ReturnType) -> Option<&Type> {
+    let ReturnType::Type(_, ty) = output else { return None };
+    single_argument(ty, "BoxFuture").or_else(|| single_argument(ty, "LocalBoxFuture"))
+}
+
+/// When `output` is `impl Future<...>` (with any other bounds): `Some` of
+/// its `Output`, if it names one.
+fn impl_future_output(output: &ReturnType) -> Option<Option<&Type>> {
+    let ReturnType::Type(_, ty) = output else { return None };
+    let Type::ImplTrait(bounds) = &**ty else { return None };
+    bounds.bounds.iter().find_map(|bound| {
+        let TypeParamBound::Trait(bound) = bound else { return None };
+        let last = bound.path.segments.last()?;
+        if last.ident != "Future" {
+            return None;
+        }
+        let PathArguments::AngleBracketed(args) = &last.arguments else { return Some(None) };
+        Some(args.args.iter().find_map(|arg| match arg {
+            GenericArgument::AssocType(assoc) if assoc.ident == "Output" => Some(&assoc.ty),
+            _ => None,
+        }))
     })
 }
 

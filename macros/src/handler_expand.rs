@@ -63,7 +63,10 @@ fn expand(function: ItemFn, args: &HandlerArgs, handler: &Handler) -> TokenStrea
             #krate::__private::HandlerSite::function(&#families, #label, ::core::file!(), ::core::line!())
         },
     };
-    let classify = quote!(|__ret| #krate::__private::outcome!(__ret));
+    let classify = match &handler.future_output {
+        Some(output) => quote!(|__ret: &#output| #krate::__private::outcome!(__ret)),
+        None => quote!(|__ret| #krate::__private::outcome!(__ret)),
+    };
     // The body stays one block, pinned to the return type so that `?` and
     // `.into()` in it infer as they did. A body that always panics makes
     // the binding a diverging sub-expression and `__ret` unreachable: ours,
@@ -83,6 +86,7 @@ fn expand(function: ItemFn, args: &HandlerArgs, handler: &Handler) -> TokenStrea
         Body::BoxedFuture => {
             quote!(::std::boxed::Box::pin(__PROMSHARD_HANDLER.instrument(#block, #classify)))
         }
+        Body::ImplFuture => quote!(__PROMSHARD_HANDLER.instrument(#block, #classify)),
     };
     // A body that never returns was pinned to `Infallible`; nothing of it
     // comes back, so the call's value is matched empty, which is `!`.

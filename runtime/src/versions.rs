@@ -38,8 +38,9 @@ unsafe extern "C" fn declared(out: Sink) {
 
 unsafe extern "C" fn shard(path: Sink) -> Bytes {
     // Never lays the registry out: the caller may be in the middle of its
-    // own layout or scrape.
-    match crate::shard::own() {
+    // own layout or scrape. A forked child whose file could not be made
+    // has none: its mapping is private memory, named as its parent's.
+    match crate::shard::own_file() {
         Some(own) => {
             write(path, own.dir.join(own.file_name()).as_os_str().as_bytes());
             let bytes = own.bytes();

@@ -62,11 +62,11 @@ impl HandlerSite {
         #[cfg(feature = "tower")]
         if let Some(handler) = slots.layer_handler {
             if super::request::claim(handler) {
-                return Call { slots, start: clock::Stamp::ZERO, counted: false };
+                return Call { slots, start: clock::Stamp::ZERO, counted: false, generation: 0 };
             }
         }
         slots.in_flight.inc();
-        Call { slots, start: clock::now(), counted: true }
+        Call { slots, start: clock::now(), counted: true, generation: crate::shard::fork::generation() }
     }
 
     /// Runs a synchronous body as one call; `classify` reads the outcome
@@ -99,6 +99,9 @@ pub struct Call {
     start: Stamp,
     /// False when the tower layer counts the request this call serves.
     counted: bool,
+    /// The slot generation it started in: a forked child (whose slots
+    /// start from zero) ending its parent's call counts nothing.
+    generation: u32,
 }
 
 impl Call {
@@ -115,7 +118,7 @@ impl Call {
 
     #[inline(always)]
     fn end(&self, end: End) {
-        if !self.counted {
+        if !self.counted || self.generation != crate::shard::fork::generation() {
             return;
         }
         let slots = self.slots;

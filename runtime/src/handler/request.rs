@@ -34,6 +34,9 @@ struct Scope {
     claimed: Cell<Option<usize>>,
     /// Where the request counts in flight (in the in-flight family).
     in_flight: Cell<usize>,
+    /// The slot generation the request started in: a forked child (whose
+    /// slots start from zero) neither moves nor ends its parent's request.
+    generation: u32,
 }
 
 /// Called by a starting HTTP handler whose families the layer records
@@ -56,7 +59,7 @@ pub(crate) fn claim(handler: u32) -> bool {
         if handler >= scope.families.handlers() {
             return false;
         }
-        if scope.named || scope.claimed.get().is_some() {
+        if scope.named || scope.claimed.get().is_some() || scope.generation != crate::shard::fork::generation() {
             return true;
         }
         scope.claimed.set(Some(handler));
@@ -93,7 +96,13 @@ impl Request {
         let route = route.map_or(unmatched, |route| families.handler(route));
         families.in_flight(route).inc();
         Some(Request {
-            scope: Scope { families, named, claimed: Cell::new(None), in_flight: Cell::new(route) },
+            scope: Scope {
+                families,
+                named,
+                claimed: Cell::new(None),
+                in_flight: Cell::new(route),
+                generation: crate::shard::fork::generation(),
+            },
             method: method_index(families.families.methods, method),
             route,
             unmatched,
@@ -123,6 +132,9 @@ impl Request {
 
     fn record(&mut self, status: u16) {
         self.done = true;
+        if self.scope.generation != crate::shard::fork::generation() {
+            return;
+        }
         let families = self.scope.families;
         let route = match self.scope.claimed.get() {
             Some(handler) => handler,

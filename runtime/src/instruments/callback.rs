@@ -14,7 +14,7 @@
 //!
 //! Functions are user code: none runs under the gate, a function that
 //! panics keeps its series at the last value and is counted in
-//! `promshard_gauge_function_panics_total`, and one that scrapes (or sets
+//! `promshard_set_function_panics_total`, and one that scrapes (or sets
 //! another function) is not called again from inside itself.
 
 use core::cell::Cell;
@@ -47,7 +47,7 @@ static REFRESHER: AtomicBool = AtomicBool::new(false);
 static INTERVAL_MS: AtomicU64 = AtomicU64::new(1000);
 
 static PANICS: Counter = Counter::new(Opts::new(
-    "promshard_gauge_function_panics",
+    "promshard_set_function_panics",
     "Panics of gauge functions (Gauge::set_function); each left its series at its last value.",
 ));
 

@@ -171,7 +171,7 @@ impl GaugeSeries {
     /// forked child keeps its parent's functions and calls them itself.
     ///
     /// A function that panics leaves the series at its last value and is
-    /// counted in `promshard_gauge_function_panics_total`.
+    /// counted in `promshard_set_function_panics_total`.
     ///
     /// ```
     /// use std::sync::atomic::{AtomicUsize, Ordering};

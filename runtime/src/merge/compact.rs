@@ -1,8 +1,9 @@
 //! Folding dead workers' shards into one archive shard, so a scrape reads
 //! a file per live worker plus one, however many workers came and went.
 //!
-//! Under the exclusive compaction lock (readers hold it shared, so none
-//! sees a half-done step): read the archive and the dead shards, write a
+//! Under the exclusive compaction lock (readers take no lock: they check
+//! that no archive was renamed during their read, see `collect_with`):
+//! read the archive and the dead shards, write a
 //! new archive that lists the files it absorbed, fsync it, rename it over
 //! the old one, then delete the absorbed files. A crash before the rename
 //! leaves the old archive and every dead shard; a crash after it leaves
@@ -242,7 +243,9 @@ impl<'a> Archived<'a> {
             match acc {
                 Acc::Counter { count, fraction } => {
                     s[0] = *count;
-                    s[1] = fraction.to_bits();
+                    // Rounded up: added again at every scrape, the
+                    // archive's value is never below its terms.
+                    s[1] = fraction.value_up().to_bits();
                 }
                 Acc::Gauge { value, stamp } => {
                     s[0] = value.to_bits();
@@ -255,7 +258,7 @@ impl<'a> Archived<'a> {
                         let b = self.buckets.iter().position(|x| x == bound).unwrap_or(self.buckets.len());
                         s[b] = s[b].saturating_add(*n);
                     }
-                    s[self.width - 1] = sum.to_bits();
+                    s[self.width - 1] = sum.value_up().to_bits();
                 }
                 Acc::Summary { .. } | Acc::Value(_) => {}
             }

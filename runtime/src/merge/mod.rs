@@ -17,6 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub(crate) mod compact;
+pub(crate) mod exact;
 pub(crate) mod python;
 pub(crate) mod python_db;
 pub(crate) mod python_live;
@@ -34,6 +35,7 @@ use crate::labels::{LabelDomain, LabelValue};
 use crate::metric::MetricCore;
 use crate::shard::file::{self, COMPACT_LOCK};
 use crate::shard::format::{SchemaEntry, ShardError};
+use exact::ExactSum;
 use read::{Schema, Shard, ShardCache};
 use sparse::{SparseFamily, add_sparse, counts_shard, per_process};
 
@@ -153,21 +155,61 @@ impl Source for PlainSource {
 /// for the scrape, and the directory locks are `flock`s, which a fork
 /// handler lets go of in the child.
 pub(crate) fn scrape(own: &'static crate::shard::OwnShard) -> Merged {
-    let merged = collect_with(&own.dir, Some(own));
+    // A forked child whose file could not be made reads the directory as
+    // a process without a shard does: its parent's file is not its own.
+    let merged = collect_with(&own.dir, crate::shard::own_file());
     if merged.compactable {
         compact::compact(&own.dir);
     }
     merged
 }
 
+/// How many reads a scrape tries before it holds compactions off with
+/// the compaction lock: each try that fails saw a compaction finish.
+const UNLOCKED_READS: u32 = 20;
+
 /// The merge of `dir` for a reader that may hold no shard (the CLI, a
 /// sidecar), or holds `own` there.
+///
+/// Read without `.compact.lock`. A compactor deletes the shards it
+/// absorbed only after renaming the new archive (which lists them) into
+/// place, so a read during which no archive was renamed saw each dead
+/// shard once: in its own file, or in the archive it read (which lists the
+/// shards it absorbed, skipped if read too). A read that saw the archive
+/// change is done again. Readers never hold the lock: a compaction then
+/// never waits for them (readers that overlap, as a sidecar answering
+/// several scrapers does, held it shared all the time, and dead shards
+/// piled up), and a compactor that is stopped mid-compaction (SIGSTOP, a
+/// debugger, a frozen cgroup) holds up no read. Only after
+/// [`UNLOCKED_READS`] reads that each saw a compaction finish does a read
+/// wait for the lock shared, which holds compactions off.
 pub(crate) fn collect_with(dir: &Path, own: Option<&'static crate::shard::OwnShard>) -> Merged {
-    // Shared: compaction (exclusive) never swaps the archive and deletes
-    // absorbed shards in the middle of our read.
+    for _ in 0..UNLOCKED_READS {
+        if let Some(merged) = collect_once(dir, own, true) {
+            return merged;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     // The lock file is created by every recording process when it starts,
     // before any compaction can happen; a reader never creates it.
-    let _read = file::DirLock::acquire_with(dir, COMPACT_LOCK, false, true, false).ok().flatten();
+    let _lock = file::DirLock::acquire_with(dir, COMPACT_LOCK, false, true, false).ok().flatten();
+    collect_once(dir, own, false).expect("a read that is not checked is kept")
+}
+
+/// What tells one archive file from the next: its identity, and its
+/// change time and size (an archive's inode may be reused by a later one
+/// once no one holds it).
+fn archive_stamp(dir: &Path) -> Option<(file::Identity, i64, i64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(dir.join(file::ARCHIVE_NAME)).ok()?;
+    Some((file::identity(&meta), meta.ctime(), meta.ctime_nsec(), meta.size()))
+}
+
+/// One read of `dir`; with `checked` (read without the compaction lock),
+/// `None` when a compaction renamed its archive into place meanwhile, and
+/// the read must be done again.
+fn collect_once(dir: &Path, own: Option<&'static crate::shard::OwnShard>, checked: bool) -> Option<Merged> {
+    let archive_before = checked.then(|| archive_stamp(dir));
     let own_name = own.map(|o| o.file_name());
     let mut cache = ShardCache::take();
     let mut shards = Vec::new();
@@ -195,6 +237,7 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static crate::shard::OwnSha
     // A file newly found empty or foreign may be one a creator of an older
     // version left half made: compaction looks at it once.
     let mut suspect = false;
+    let mut failed = Vec::new();
     let siblings = crate::linked::siblings();
     for path in &listing.shards {
         // Another promshard version of this process: read through its
@@ -211,11 +254,24 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static crate::shard::OwnSha
         }
         match cache.open(path) {
             Ok(shard) => shards.push(shard),
-            Err(e) => {
-                suspect |= report(&mut cache, path, e) && matches!(e, ShardError::Truncated | ShardError::Foreign)
-            }
+            Err(e) => failed.push((path.clone(), e)),
         }
         seen.insert(path.clone());
+    }
+    if let Some(before) = archive_before {
+        if archive_stamp(dir) != before {
+            cache.problems.clear();
+            cache.put_back();
+            return None;
+        }
+    }
+    for (path, e) in failed {
+        // Read unlocked, a shard that vanished was folded and deleted by
+        // a compactor, or removed as blank: not a bad file.
+        if checked && e == ShardError::Io && std::fs::symlink_metadata(&path).is_err() {
+            continue;
+        }
+        suspect |= report(&mut cache, &path, e) && matches!(e, ShardError::Truncated | ShardError::Foreign);
     }
     for (path, e) in core::mem::take(&mut cache.problems) {
         report(&mut cache, &path, e);
@@ -257,7 +313,7 @@ pub(crate) fn collect_with(dir: &Path, own: Option<&'static crate::shard::OwnSha
                 report(&mut cache, &path, e);
             }
             cache.put_back();
-            return merged;
+            return Some(merged);
         }
         for name in &damaged {
             let path = dir.join(name);
@@ -327,6 +383,9 @@ fn merge_dense(first: &Shard, entry: usize, contributions: &[(&Shard, usize)]) -
     let desc = first.schema.entries[entry].desc;
     let zeroed = || (0..desc.slots()).map(|_| AtomicU64::new(0)).collect::<Vec<_>>();
     let mut merged: Option<Vec<AtomicU64>> = None;
+    // The float totals of counters and histograms, exact whatever the
+    // grouping of the shards (see `exact`).
+    let mut sums: Vec<ExactSum> = Vec::new();
     let mut copies = Vec::new();
     let mut stamps_seen = false;
     let mut declared = Vec::new();
@@ -345,32 +404,49 @@ fn merge_dense(first: &Shard, entry: usize, contributions: &[(&Shard, usize)]) -
         }
         declared.extend_from_slice(shard.declared_ranges(*i));
         let target = merged.get_or_insert_with(zeroed);
-        fold(desc, target, slots, stamps_seen);
+        fold(desc, target, slots, stamps_seen, &mut sums);
         stamps_seen = true;
+    }
+    if let Some(target) = &mut merged {
+        let at = match desc.kind {
+            Kind::Counter => 1,
+            _ => desc.width - 1,
+        };
+        for (series, sum) in sums.iter().enumerate() {
+            *target[series * desc.width + at].get_mut() = sum.value().to_bits();
+        }
     }
     crate::encode::plan::normalize_ranges(&mut declared);
     let merged = merged.map(|slots| SlotSet { source: PlainSource { desc, extra: String::new(), declared }, slots });
     Dense { merged, per_process: copies, schema: first.schema.clone(), entry }
 }
 
-/// Adds one shard's slots into `target`, by kind and gauge mode.
-fn fold(desc: &Descriptor, target: &mut [AtomicU64], slots: &[AtomicU64], seen: bool) {
+/// Adds one shard's slots into `target`, by kind and gauge mode; the
+/// float totals of counters and histograms go to `sums` (one per series,
+/// written into `target` once every shard is added).
+fn fold(desc: &Descriptor, target: &mut [AtomicU64], slots: &[AtomicU64], seen: bool, sums: &mut Vec<ExactSum>) {
     let get = |s: &AtomicU64| s.load(Ordering::Relaxed);
     let float = |s: &AtomicU64| f64::from_bits(get(s));
     let width = desc.width;
+    if matches!(desc.kind, Kind::Counter | Kind::Histogram) && sums.is_empty() {
+        sums.resize_with(desc.series, ExactSum::default);
+    }
+    // One float total per series for counters and histograms; none for
+    // the other kinds.
+    let mut totals = sums.iter_mut();
     for series in 0..desc.series {
         let base = series * width;
         let (t, s) = (&mut target[base..base + width], &slots[base..base + width]);
         match desc.kind {
             Kind::Counter => {
                 *t[0].get_mut() = get(&t[0]).saturating_add(get(&s[0]));
-                *t[1].get_mut() = (float(&t[1]) + float(&s[1])).to_bits();
+                totals.next().expect("a total per series").add(float(&s[1]));
             }
             Kind::Histogram => {
                 for b in 0..width - 1 {
                     *t[b].get_mut() = get(&t[b]).saturating_add(get(&s[b]));
                 }
-                *t[width - 1].get_mut() = (float(&t[width - 1]) + float(&s[width - 1])).to_bits();
+                totals.next().expect("a total per series").add(float(&s[width - 1]));
             }
             Kind::Gauge => {
                 let stamped = desc.mode.is_most_recent();

@@ -48,6 +48,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::exact::ExactSum;
 use super::python_db::{self, Entry, PyFile, PyKind};
 use super::python_live::{self, Holder, Liveness};
 use super::read::KeptFile;
@@ -363,16 +364,20 @@ impl PyCache {
             } else {
                 let folding = dead && info.state == State::New;
                 let run_start = self.run_start;
+                // Entries that cannot be shown were left out: reported, the
+                // file's others counted.
+                let mut skipped = false;
                 let read = read_bytes(&path, info).map_err(python_db::PyDbError::from).and_then(|bytes| {
                     if folding {
                         // Read once: no key worth keeping.
                         if info.baseline.as_ref().is_some_and(|b| b.before(run_start)) {
                             // A writer of this run went on from an earlier
                             // run's values: only its own count.
-                            add_bytes(&mut self.fold, info, &bytes, run_start)?;
+                            skipped |= add_bytes(&mut self.fold, info, &bytes, run_start)?;
                             add_bytes(&mut families, info, &bytes, run_start)?;
                         } else {
-                            let entries = python_db::parse(&bytes)?;
+                            let (entries, left_out) = python_db::parse_skipping(&bytes)?;
+                            skipped |= left_out.is_some();
                             add_entries(&mut self.fold, &info.meta, &entries);
                             add_entries(&mut families, &info.meta, &entries);
                             info.baseline = Baseline::read(&bytes, info.changed).map(Box::new);
@@ -381,10 +386,13 @@ impl PyCache {
                         info.keys = Vec::new();
                         return Ok(());
                     }
-                    add_bytes(&mut families, info, &bytes, run_start)?;
+                    skipped |= add_bytes(&mut families, info, &bytes, run_start)?;
                     info.last = Some(bytes);
                     Ok(())
                 });
+                if skipped && read.is_ok() {
+                    report(&path, ShardError::Python);
+                }
                 match read {
                     Ok(()) if folding => info.state = State::Folded,
                     Ok(()) => {}
@@ -575,9 +583,9 @@ impl PyCache {
                     matches!(cache.live.holds(i.meta.pid, i.identity), Holder::Live | Holder::Unknown)
                 });
                 let size = std::fs::symlink_metadata(path).map_or(0, |m| m.len());
-                let (used, series, problem) = match python_db::read(path) {
+                let (used, series, problem) = match python_db::read_skipping(path) {
                     _ if meta.is_none() => (0, 0, Some("not a name prometheus_client gives its files".to_owned())),
-                    Ok(entries) => (used_bytes(path), entries.len(), None),
+                    Ok((entries, skipped)) => (used_bytes(path), entries.len(), skipped.map(|e| e.to_string())),
                     Err(e) => (used_bytes(path), 0, Some(e.to_string())),
                 };
                 PyStatus { path: path.clone(), meta, live, state, size, used, series, problem }
@@ -616,6 +624,9 @@ pub(crate) struct Prepared {
     /// per-process gauge modes.
     labels: super::sparse::Labels,
     what: What,
+    /// A key that cannot be shown (see [`python_db::parse_skipping`]):
+    /// its entry adds nothing, not even its family.
+    skipped: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -671,13 +682,30 @@ impl Prepared {
             (PyKind::Summary, "_sum") => What::SummarySum,
             _ => What::Nothing,
         };
-        Some(Prepared { raw: raw.into(), hash: key_hash(raw), metric, help, kind, labels, what })
+        Some(Prepared { raw: raw.into(), hash: key_hash(raw), metric, help, kind, labels, what, skipped: false })
+    }
+
+    /// A key whose entry is left out, if `raw` is one.
+    fn skipped(meta: &PyFile, raw: &[u8]) -> Option<Prepared> {
+        python_db::key_cannot_be_shown(raw).then(|| Prepared {
+            raw: raw.into(),
+            hash: key_hash(raw),
+            metric: String::new(),
+            help: String::new(),
+            kind: sparse_kind(meta).0,
+            labels: Vec::new(),
+            what: What::Nothing,
+            skipped: true,
+        })
     }
 
     /// Adds the entry's value, as [`add_entries`] would: the family is
     /// there even when the entry shows no sample (Python shows its
     /// header).
     fn add(&self, families: &mut BTreeMap<String, SparseFamily>, value: f64, timestamp: f64) {
+        if self.skipped {
+            return;
+        }
         let family = match families.get_mut(&self.metric) {
             Some(family) => family,
             None => families
@@ -685,13 +713,13 @@ impl Prepared {
                 .or_insert_with(|| SparseFamily::new(&self.metric, &self.help, None, self.kind)),
         };
         let acc = match self.what {
-            What::CounterTotal => Acc::Counter { count: 0, fraction: value },
+            What::CounterTotal => Acc::Counter { count: 0, fraction: value.into() },
             What::Gauge { skip_unset: true } if timestamp == 0.0 => return,
             What::Gauge { .. } => Acc::Gauge { value, stamp: timestamp },
-            What::Bucket(bound) => Acc::Histogram { buckets: vec![(bound, value as u64)], sum: 0.0 },
-            What::HistogramSum => Acc::Histogram { buckets: Vec::new(), sum: value },
-            What::SummaryCount => Acc::Summary { count: value, sum: 0.0 },
-            What::SummarySum => Acc::Summary { count: 0.0, sum: value },
+            What::Bucket(bound) => Acc::Histogram { buckets: vec![(bound, value as u64)], sum: ExactSum::default() },
+            What::HistogramSum => Acc::Histogram { buckets: Vec::new(), sum: value.into() },
+            What::SummaryCount => Acc::Summary { count: value.into(), sum: ExactSum::default() },
+            What::SummarySum => Acc::Summary { count: ExactSum::default(), sum: value.into() },
             What::Nothing => return,
         };
         family.add_ref(&self.labels, acc);
@@ -708,7 +736,7 @@ fn add_bytes(
     info: &mut FileInfo,
     bytes: &[u8],
     run_start: Option<f64>,
-) -> Result<(), python_db::PyDbError> {
+) -> Result<bool, python_db::PyDbError> {
     let base = info.baseline.as_deref().filter(|b| b.before(run_start));
     let fast = python_db::raw_entries(bytes).and_then(|raw| {
         let mut keys = core::mem::take(&mut info.keys);
@@ -716,7 +744,7 @@ fn add_bytes(
         for (i, entry) in raw.iter().enumerate() {
             let key = &bytes[entry.key.0..entry.key.1];
             if keys.get(i).is_none_or(|k| *k.raw != *key) {
-                let prepared = Arc::new(Prepared::new(&info.meta, key)?);
+                let prepared = Arc::new(Prepared::new(&info.meta, key).or_else(|| Prepared::skipped(&info.meta, key))?);
                 if i < keys.len() {
                     keys[i] = prepared;
                 } else {
@@ -740,14 +768,15 @@ fn add_bytes(
                 };
                 key.add(families, value, entry.timestamp);
             }
+            let skipped = keys.iter().any(|key| key.skipped);
             info.keys = keys;
-            Ok(())
+            Ok(skipped)
         }
         None => {
             info.keys = Vec::new();
-            let entries = python_db::parse(bytes)?;
+            let (entries, skipped) = python_db::parse_skipping(bytes)?;
             add_entries(families, &info.meta, &entries);
-            Ok(())
+            Ok(skipped.is_some())
         }
     }
 }
@@ -794,7 +823,7 @@ pub(crate) fn add_entries(families: &mut BTreeMap<String, SparseFamily>, meta: &
         let mut labels = entry.labels.clone();
         let suffix = entry.sample.strip_prefix(entry.metric.as_str()).unwrap_or("");
         let acc = match (meta.kind, suffix) {
-            (PyKind::Counter, "_total") => Acc::Counter { count: 0, fraction: entry.value },
+            (PyKind::Counter, "_total") => Acc::Counter { count: 0, fraction: entry.value.into() },
             (PyKind::Gauge { .. }, "") => {
                 if mode.is_some_and(GaugeMode::is_most_recent) && entry.timestamp == 0.0 {
                     continue;
@@ -808,11 +837,11 @@ pub(crate) fn add_entries(families: &mut BTreeMap<String, SparseFamily>, meta: &
                 let Some(at) = labels.iter().position(|(k, _)| k == "le") else { continue };
                 let (_, le) = labels.remove(at);
                 let Ok(bound) = le.parse::<f64>().or_else(|_| parse_go_float(&le)) else { continue };
-                Acc::Histogram { buckets: vec![(bound, entry.value as u64)], sum: 0.0 }
+                Acc::Histogram { buckets: vec![(bound, entry.value as u64)], sum: ExactSum::default() }
             }
-            (PyKind::Histogram, "_sum") => Acc::Histogram { buckets: Vec::new(), sum: entry.value },
-            (PyKind::Summary, "_count") => Acc::Summary { count: entry.value, sum: 0.0 },
-            (PyKind::Summary, "_sum") => Acc::Summary { count: 0.0, sum: entry.value },
+            (PyKind::Histogram, "_sum") => Acc::Histogram { buckets: Vec::new(), sum: entry.value.into() },
+            (PyKind::Summary, "_count") => Acc::Summary { count: entry.value.into(), sum: ExactSum::default() },
+            (PyKind::Summary, "_sum") => Acc::Summary { count: ExactSum::default(), sum: entry.value.into() },
             _ => continue,
         };
         family.add(labels, acc);

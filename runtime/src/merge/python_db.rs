@@ -187,10 +187,20 @@ impl From<io::Error> for PyDbError {
     }
 }
 
+/// [`read_skipping`], failing on an entry left out.
+#[cfg(test)]
+pub(crate) fn read(path: &Path) -> Result<Vec<Entry>, PyDbError> {
+    match read_skipping(path)? {
+        (_, Some(skipped)) => Err(skipped),
+        (entries, None) => Ok(entries),
+    }
+}
+
 /// Reads only the header and the `used` bytes, not the preallocated zeros
 /// after them (as Python's own reader does); memory stays bounded by what
-/// the file really holds whatever the header claims.
-pub(crate) fn read(path: &Path) -> Result<Vec<Entry>, PyDbError> {
+/// the file really holds whatever the header claims. Entries that cannot
+/// be shown are left out, and the first named (see [`parse_skipping`]).
+pub(crate) fn read_skipping(path: &Path) -> Result<(Vec<Entry>, Option<PyDbError>), PyDbError> {
     let mut header = File::open(path)?.take(HEADER as u64);
     let mut buf = Vec::with_capacity(HEADER);
     header.read_to_end(&mut buf)?;
@@ -198,7 +208,7 @@ pub(crate) fn read(path: &Path) -> Result<Vec<Entry>, PyDbError> {
         let rest = used.saturating_sub(HEADER) as u64;
         header.into_inner().take(rest).read_to_end(&mut buf)?;
     }
-    parse(&buf)
+    parse_skipping(&buf)
 }
 
 /// Reads from `at` until `buf` is full or the file ends.
@@ -221,13 +231,24 @@ fn read_at_most(file: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
 /// (creating, sizing and writing the header are separate steps), so it
 /// holds no entries rather than being an error.
 pub(crate) fn parse(bytes: &[u8]) -> Result<Vec<Entry>, PyDbError> {
+    match parse_skipping(bytes)? {
+        (_, Some(skipped)) => Err(skipped),
+        (entries, None) => Ok(entries),
+    }
+}
+
+/// [`parse`], except that entries whose key cannot be shown (a label value
+/// with an unpaired surrogate, which Python writes for text that was not
+/// UTF-8) are left out rather than failing the file: the file's other
+/// entries still count. Returns the entries and the first entry left out.
+pub(crate) fn parse_skipping(bytes: &[u8]) -> Result<(Vec<Entry>, Option<PyDbError>), PyDbError> {
     if bytes.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     }
     let short = PyDbError::ShortHeader { len: bytes.len() };
     let raw_used = read_i32(bytes, 0).filter(|_| bytes.len() >= HEADER).ok_or(short)?;
     if raw_used == 0 {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     }
     let used = usize::try_from(raw_used).ok().filter(|&u| u >= HEADER).ok_or(PyDbError::BadUsed { used: raw_used })?;
     let data = bytes.get(..used).ok_or(PyDbError::UsedPastEnd { used, len: bytes.len() })?;
@@ -245,9 +266,10 @@ enum Layout {
     Legacy,
 }
 
-fn entries(data: &[u8], layout: Layout) -> Result<Vec<Entry>, PyDbError> {
+fn entries(data: &[u8], layout: Layout) -> Result<(Vec<Entry>, Option<PyDbError>), PyDbError> {
     let value_len = if layout == Layout::Current { 16 } else { 8 };
     let mut out = Vec::new();
+    let mut skipped = None;
     let mut pos = HEADER;
     while pos < data.len() {
         let offset = pos;
@@ -266,12 +288,27 @@ fn entries(data: &[u8], layout: Layout) -> Result<Vec<Entry>, PyDbError> {
         };
         let key = std::str::from_utf8(&data[key_start..key_start + key_len])
             .map_err(|_| PyDbError::InvalidUtf8 { offset })?;
-        let (metric, sample, labels, help) =
-            parse_key(key, layout == Layout::Legacy).map_err(|reason| PyDbError::InvalidKey { offset, reason })?;
-        out.push(Entry { metric, sample, labels, help, value, timestamp });
+        match parse_key(key, layout == Layout::Legacy) {
+            Ok((metric, sample, labels, help)) => out.push(Entry { metric, sample, labels, help, value, timestamp }),
+            Err(reason) if reason == UNPAIRED_SURROGATE => {
+                skipped.get_or_insert(PyDbError::InvalidKey { offset, reason });
+            }
+            Err(reason) => return Err(PyDbError::InvalidKey { offset, reason }),
+        }
         pos = value_at + value_len;
     }
-    Ok(out)
+    Ok((out, skipped))
+}
+
+/// Why a key that is otherwise well formed cannot be shown: a label value
+/// (or name) with an unpaired surrogate, which has no UTF-8 form. Only
+/// that entry is left out.
+const UNPAIRED_SURROGATE: &str = "unpaired surrogate escape";
+
+/// Whether `key` (of the current layout) is one whose entry is left out
+/// rather than failing its file: see [`parse_skipping`].
+pub(crate) fn key_cannot_be_shown(key: &[u8]) -> bool {
+    std::str::from_utf8(key).is_ok_and(|key| parse_key(key, false) == Err(UNPAIRED_SURROGATE))
 }
 
 /// One entry of a file in the current layout, its key left unparsed: the
@@ -471,20 +508,21 @@ impl Json<'_> {
                 // Characters outside the BMP are escaped as a surrogate
                 // pair. A lone surrogate (Python can write one) has no
                 // UTF-8 form, so it is an error rather than a U+FFFD that
-                // could merge two distinct series.
+                // could merge two distinct series: its entry is left out
+                // (the file's other entries still count).
                 let code = match hi {
                     0xD800..=0xDBFF => {
                         if self.s.as_bytes().get(self.pos..self.pos + 2) != Some(b"\\u") {
-                            return Err("unpaired surrogate escape");
+                            return Err(UNPAIRED_SURROGATE);
                         }
                         self.pos += 2;
                         let lo = self.hex4()?;
                         if !(0xDC00..=0xDFFF).contains(&lo) {
-                            return Err("unpaired surrogate escape");
+                            return Err(UNPAIRED_SURROGATE);
                         }
                         0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
                     }
-                    0xDC00..=0xDFFF => return Err("unpaired surrogate escape"),
+                    0xDC00..=0xDFFF => return Err(UNPAIRED_SURROGATE),
                     _ => hi,
                 };
                 char::from_u32(code).ok_or("invalid \\u escape")?

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use core::sync::atomic::Ordering;
 
+use super::exact::ExactSum;
 use super::read::Shard;
 use crate::descriptor::{Descriptor, GaugeMode, Kind, is_legacy_label_name};
 use crate::encode::format::Exposition;
@@ -26,9 +27,10 @@ pub(crate) enum SparseKind {
 /// An accumulated series value.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Acc {
+    /// The integer count, and the float total (exact; see [`ExactSum`]).
     Counter {
         count: u64,
-        fraction: f64,
+        fraction: ExactSum,
     },
     Gauge {
         value: f64,
@@ -37,11 +39,11 @@ pub(crate) enum Acc {
     /// Non-cumulative bucket counts by upper bound, and the sum.
     Histogram {
         buckets: Vec<(f64, u64)>,
-        sum: f64,
+        sum: ExactSum,
     },
     Summary {
-        count: f64,
-        sum: f64,
+        count: ExactSum,
+        sum: ExactSum,
     },
     /// Info and state samples: present, with a value.
     Value(f64),
@@ -230,8 +232,9 @@ impl SparseFamily {
             let pairs: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             match acc {
                 Acc::Counter { count, fraction } => {
+                    let fraction = fraction.value();
                     let value =
-                        if *fraction == 0.0 { Value::Int(*count) } else { Value::Float(*count as f64 + fraction) };
+                        if fraction == 0.0 { Value::Int(*count) } else { Value::Float(*count as f64 + fraction) };
                     f(&format!("{name}_total"), &pairs, value);
                 }
                 Acc::Gauge { value, .. } => f(name, &pairs, Value::Float(*value)),
@@ -244,8 +247,8 @@ impl SparseFamily {
                     f(&sample, &pairs, Value::Float(*v));
                 }
                 Acc::Summary { count, sum } => {
-                    f(&format!("{name}_count"), &pairs, Value::Float(*count));
-                    f(&format!("{name}_sum"), &pairs, Value::Float(*sum));
+                    f(&format!("{name}_count"), &pairs, Value::Float(count.value()));
+                    f(&format!("{name}_sum"), &pairs, Value::Float(sum.value()));
                 }
                 Acc::Histogram { buckets, sum } => {
                     let mut sorted = buckets.clone();
@@ -263,7 +266,7 @@ impl SparseFamily {
                         f(&bucket, &with_le, Value::Int(cumulative));
                     }
                     f(&format!("{name}_count"), &pairs, Value::Int(cumulative));
-                    f(&format!("{name}_sum"), &pairs, Value::Float(*sum));
+                    f(&format!("{name}_sum"), &pairs, Value::Float(sum.value()));
                 }
             }
         }
@@ -274,7 +277,7 @@ fn combine(current: &mut Acc, value: Acc, mode: GaugeMode) {
     match (current, value) {
         (Acc::Counter { count, fraction }, Acc::Counter { count: c, fraction: f }) => {
             *count = count.saturating_add(c);
-            *fraction += f;
+            fraction.add_sum(&f);
         }
         (Acc::Histogram { buckets, sum }, Acc::Histogram { buckets: b, sum: s }) => {
             for (bound, n) in b {
@@ -283,11 +286,11 @@ fn combine(current: &mut Acc, value: Acc, mode: GaugeMode) {
                     None => buckets.push((bound, n)),
                 }
             }
-            *sum += s;
+            sum.add_sum(&s);
         }
         (Acc::Summary { count, sum }, Acc::Summary { count: c, sum: s }) => {
-            *count += c;
-            *sum += s;
+            count.add_sum(&c);
+            sum.add_sum(&s);
         }
         (Acc::Gauge { value, stamp }, Acc::Gauge { value: v, stamp: t }) => {
             (*value, *stamp) = mode.combine((*value, *stamp), (v, t));
@@ -362,7 +365,8 @@ pub(crate) fn add_sparse(family: &mut SparseFamily, shard: &Shard, metric: usize
         let base = series * desc.width;
         match desc.kind {
             Kind::Counter => {
-                family.add(labels, Acc::Counter { count: get(base), fraction: f64::from_bits(get(base + 1)) })
+                let fraction = ExactSum::from(f64::from_bits(get(base + 1)));
+                family.add(labels, Acc::Counter { count: get(base), fraction })
             }
             Kind::Gauge => {
                 let stamp = if desc.mode.is_most_recent() { f64::from_bits(get(base + 1)) } else { 0.0 };
@@ -371,7 +375,7 @@ pub(crate) fn add_sparse(family: &mut SparseFamily, shard: &Shard, metric: usize
             Kind::Histogram => {
                 let bounds = desc.buckets.iter().copied().chain([f64::INFINITY]);
                 let buckets = bounds.enumerate().map(|(b, bound)| (bound, get(base + b))).collect();
-                let sum = f64::from_bits(get(base + desc.buckets.len() + 1));
+                let sum = ExactSum::from(f64::from_bits(get(base + desc.buckets.len() + 1)));
                 family.add(labels, Acc::Histogram { buckets, sum });
             }
             Kind::StateSet => {

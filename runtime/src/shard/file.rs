@@ -284,7 +284,7 @@ pub(crate) fn open_for_read(path: &Path) -> Result<File, super::format::ShardErr
             _ => ShardError::Io,
         })?;
     let meta = file.metadata().map_err(|_| ShardError::Io)?;
-    if super::own::own().is_some_and(|own| own.file_identity() == identity(&meta)) {
+    if super::own::own_file().is_some_and(|own| own.file_identity() == identity(&meta)) {
         core::mem::forget(file);
         crate::notice::warn(format!("{} is this process's own shard; not reading it by name", path.display()));
         return Err(ShardError::Io);
@@ -348,7 +348,7 @@ pub(crate) fn remove_if_abandoned(path: &Path, min_age: Duration) -> bool {
         return false;
     };
     let Ok(meta) = file.metadata() else { return false };
-    if super::own::own().is_some_and(|own| own.file_identity() == identity(&meta)) {
+    if super::own::own_file().is_some_and(|own| own.file_identity() == identity(&meta)) {
         core::mem::forget(file);
         return false;
     }

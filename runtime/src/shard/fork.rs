@@ -24,6 +24,20 @@ use crate::gate::{self, GateCell};
 /// file, so the parent's next scrape reports it.
 pub(crate) static FAILED: AtomicBool = AtomicBool::new(false);
 
+/// How many times this process's slots were replaced by zeroed ones at a
+/// fork (in this process or, inherited, in its ancestors): a call in
+/// flight at the fork started in the parent's slots and is the parent's
+/// to end, so a forked child ending it must count nothing (its in-flight
+/// gauge never counted it up). See [`generation`].
+static GENERATION: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// The current slot generation; a call or request records its end only
+/// in the generation it started in.
+#[inline(always)]
+pub(crate) fn generation() -> u32 {
+    GENERATION.load(Ordering::Relaxed)
+}
+
 /// The counter of children that fell back to private memory, declared
 /// with the built-in metrics.
 pub(crate) const FALLBACKS_METRIC: &str = "promshard_fork_fallbacks";
@@ -117,11 +131,16 @@ extern "C" fn child() {
     }
     // No allocation: the child keeps the capacity.
     fds.clear();
-    if let Some(shard) = own::own() {
+    // A child of a process that records in private memory (its own
+    // shard could not be made) keeps a private copy: the mapping holds no
+    // header or schema to make a file from.
+    if let Some(shard) = own::own().filter(|_| !FAILED.load(Ordering::Relaxed)) {
         // SAFETY: we are the only thread of the child; see `switch`.
         if !unsafe { switch(shard) } {
             FAILED.store(true, Ordering::Relaxed);
         }
+        // Either way this child's slots start from zero.
+        GENERATION.fetch_add(1, Ordering::Relaxed);
     }
     gate::unlock();
     for place in &CHILD_HOOKS {

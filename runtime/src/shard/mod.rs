@@ -10,7 +10,7 @@ pub(crate) mod guard;
 pub(crate) mod log;
 mod own;
 
-pub(crate) use own::{OwnShard, own, own_in};
+pub(crate) use own::{OwnShard, own, own_file, own_in};
 
 use core::sync::atomic::{AtomicU32, AtomicU64};
 use std::io;

@@ -61,10 +61,19 @@ pub(crate) fn own() -> Option<&'static OwnShard> {
     OWN.get()
 }
 
-/// This process's shard, if `dir` (in any spelling: relative, through a
-/// symlink, with `..`) is its directory.
+/// This process's shard while it has a file of its own: not in a forked
+/// child whose file could not be made. Such a child records into private
+/// memory that no scrape sees, and its parent's file is still named in
+/// the shard; it reads the directory as a process without a shard does,
+/// its parent's file included.
+pub(crate) fn own_file() -> Option<&'static OwnShard> {
+    own().filter(|_| !super::fork::FAILED.load(Ordering::Relaxed))
+}
+
+/// This process's shard file, if `dir` (in any spelling: relative, through
+/// a symlink, with `..`) is its directory.
 pub(crate) fn own_in(dir: &Path) -> Option<&'static OwnShard> {
-    let own = own()?;
+    let own = own_file()?;
     (dir_identity(dir) == Some(own.dir_id)).then_some(own)
 }
 
