@@ -195,11 +195,11 @@ impl SparseFamily {
             }
             w.labels(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             match acc {
-                Acc::Counter { count, fraction } => w.counter(out, *count as f64 + fraction),
+                Acc::Counter { count, fraction } => w.counter(out, *count as f64 + fraction.value()),
                 Acc::Gauge { value, .. } | Acc::Value(value) => w.gauge(out, *value),
                 // Python's multiprocess summaries have no quantiles; their
                 // count is a whole number kept as a float.
-                Acc::Summary { count, sum } => w.summary(out, &[], *count as u64, *sum),
+                Acc::Summary { count, sum } => w.summary(out, &[], count.value() as u64, sum.value()),
                 Acc::Histogram { buckets, sum } => {
                     let mut sorted = buckets.clone();
                     sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -212,7 +212,7 @@ impl SparseFamily {
                         })
                         .collect();
                     let count = cumulative.last().map_or(0, |b| b.1);
-                    w.histogram(out, cumulative, count, *sum);
+                    w.histogram(out, cumulative, count, sum.value());
                 }
             }
         }
