@@ -943,6 +943,17 @@ def summary():
     g = gzip_figures()
     if plain is not None and level_1 is not None and g is not None:
         rows.append(["the same, gzipped as sent", f"{x(level_1 / plain)} the plain encoding, for {100 * g['sent_bytes'] / g['text_bytes']:.1f}% of its bytes", "–"])
+    proto, proto_gzip = C.get(("encode_100k", "promshard_protobuf")), C.get(("encode_100k", "promshard_protobuf_gzip"))
+    p = next((r for r in GZIP if r["size"] == "100k_protobuf"), None)
+    if plain is not None and proto is not None and p is not None:
+        rows.append(
+            [
+                "the protobuf exposition of the same",
+                f"{x(proto / plain)} the text encoding, for {100 * p['protobuf_bytes'] / p['text_bytes']:.1f}% of its bytes "
+                f"(gzipped as sent: {x(ratio(proto_gzip, plain))}, {100 * p['sent_bytes'] / p['text_bytes']:.1f}%)",
+                "–",
+            ]
+        )
     ours = memory_lookup("promshard", "memory", "100k")
     shard = memory_lookup("promshard", "shard_file", "100k")
     peers = {lib: memory_lookup(lib, "memory", "100k") for lib in PEER_ENCODERS}
