@@ -1,35 +1,51 @@
-//! Recording and exposition costs of promshard against a bare atomic (the
-//! floor) and against the `prometheus` crate, in one criterion run; what
-//! gzip adds to a scrape of 100,000 series, at promshard's level and at
-//! gzip's default; and the protobuf exposition of the same series (the
-//! bytes of each are printed).
+//! Recording costs of promshard against a bare atomic (the floor) and
+//! against every other Prometheus client for Rust, in one criterion run.
 //!
 //! ```sh
 //! cargo bench --bench hot_path
 //! ```
 //!
-//! Every hot-path group measures `floor` beside its variants, so ratios come
-//! from the same run. The benchmark hygiene is the same for every variant:
+//! `benches/run.sh` runs it with the rest and writes BENCHMARKS.md. Every
+//! group measures `floor` beside its variants, so ratios come from the same
+//! run. Each peer is used the way its own README recommends for a hot path
+//! (and, for the libraries that look labels up, also through handles cached
+//! once, the way their docs suggest for hot code):
 //!
-//! - instruments are `static`s, as in real programs (the `prometheus` peers
-//!   in a `LazyLock`, their usual form), and are used by name;
+//! - `prometheus` (tikv/rust-prometheus): `IntCounter::inc`,
+//!   `with_label_values(&[..]).inc()`, children cached by label values, and
+//!   `prometheus-static-metric`'s generated structs;
+//! - `prometheus-client`: `Family::get_or_create(&labels)` with a derived
+//!   label struct of enums, and handles from `get_or_create_owned`;
+//! - `metrics` through `metrics-exporter-prometheus`'s recorder:
+//!   `counter!(name, labels).increment(1)` on every call, and the handle the
+//!   macro returns kept;
+//! - `measured`: `CounterVec::inc(LabelGroup)` with `FixedCardinalityLabel`
+//!   enums (its dense storage).
+//!
+//! The hygiene is the same for every variant:
+//!
+//! - instruments are `static`s or built once before timing, as in real
+//!   programs, and are used by name;
 //! - inputs (label values, observed values) come from a table indexed by a
 //!   cycling counter, and each table goes through `black_box` once, so the
 //!   compiler cannot fold the label index or the value into a constant;
 //! - atomic read-modify-writes are never elided, and criterion passes
 //!   every iteration's result through `black_box`, so each recording is a
 //!   real memory operation.
+//!
+//! `_mmap` groups run the promshard variants again in multiprocess mode
+//! (slots in a shard file), in a forked child, since a process chooses its
+//! storage once; the peers have no such mode.
 
 mod forked;
 
 use std::hint::black_box;
-use std::io::{Read, Write};
-use std::sync::LazyLock;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Barrier, LazyLock};
+use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, measurement::WallTime};
-use promshard::{Counter, Format, Gauge, Histogram, LabelValue, Opts};
+use criterion::{BenchmarkGroup, Criterion, Throughput, measurement::WallTime};
+use promshard::{Counter, Gauge, Histogram, LabelValue, Opts};
 
 // ---------------------------------------------------------------------------
 // Inputs
@@ -47,51 +63,81 @@ impl<const N: usize> Cycle<N> {
     }
 }
 
-#[derive(Clone, Copy)]
+// Label values as real programs declare them: in an order of their own,
+// not sorted.
+
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    prometheus_client::encoding::EncodeLabelValue,
+    measured::FixedCardinalityLabel,
+)]
 enum Method {
     Get,
     Post,
-    Put,
+    Delete,
 }
 
 impl LabelValue for Method {
-    const VALUES: &'static [&'static str] = &["get", "post", "put"];
+    const VALUES: &'static [&'static str] = &["GET", "POST", "DELETE"];
     fn index(self) -> usize {
         self as usize
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    prometheus_client::encoding::EncodeLabelValue,
+    measured::FixedCardinalityLabel,
+)]
 enum Status {
     Ok,
-    ClientError,
-    ServerError,
+    NotFound,
+    Error,
 }
 
 impl LabelValue for Status {
-    const VALUES: &'static [&'static str] = &["2xx", "4xx", "5xx"];
+    const VALUES: &'static [&'static str] = &["ok", "not_found", "error"];
     fn index(self) -> usize {
         self as usize
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    prometheus_client::encoding::EncodeLabelValue,
+    measured::FixedCardinalityLabel,
+)]
 enum Region {
-    East,
     West,
-    North,
+    East,
+    Central,
 }
 
 impl LabelValue for Region {
-    const VALUES: &'static [&'static str] = &["east", "west", "north"];
+    const VALUES: &'static [&'static str] = &["us-west", "us-east", "eu-central"];
     fn index(self) -> usize {
         self as usize
     }
 }
 
-const METHODS: [Method; 3] = [Method::Get, Method::Post, Method::Put];
-const STATUSES: [Status; 3] = [Status::Ok, Status::ClientError, Status::ServerError];
-const REGIONS: [Region; 3] = [Region::East, Region::West, Region::North];
+const METHODS: [Method; 3] = [Method::Get, Method::Post, Method::Delete];
+const STATUSES: [Status; 3] = [Status::Ok, Status::NotFound, Status::Error];
+const REGIONS: [Region; 3] = [Region::West, Region::East, Region::Central];
 
 /// Ten histogram buckets, and one observation inside each of them.
 const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
@@ -117,101 +163,100 @@ static REQUESTS: Counter = Counter::new(Opts::new("bench_requests_total", "Unlab
 static LABELLED: Counter<(Method, Status)> =
     Counter::new(Opts::new("bench_labelled_requests_total", "Counter with 3x3 labels.").labels(&["method", "status"]));
 static LEVEL: Gauge = Gauge::new(Opts::new("bench_level", "Unlabelled gauge."));
+static IN_FLIGHT: Gauge = Gauge::new(Opts::new("bench_in_flight", "Unlabelled gauge, up and down."));
 static LATENCY: Histogram<(Region,)> = Histogram::new(
     Opts::new("bench_latency_seconds", "Histogram with 10 buckets, 3 regions.")
         .unit("seconds")
         .labels(&["region"])
         .buckets(&BUCKETS),
 );
-promshard::register!(REQUESTS, LABELLED, LEVEL, LATENCY);
+static CONTENDED: Counter = Counter::new(Opts::new("bench_contended_total", "Counter of two threads."));
+promshard::register!(REQUESTS, LABELLED, LEVEL, IN_FLIGHT, LATENCY, CONTENDED);
 
 // ---------------------------------------------------------------------------
-// 100,000 series for the exposition: label values generated at compile time
+// A histogram written by hand with atomics: the least a cumulative
+// histogram can do (one add on the bucket, one on the count, one
+// compare-and-swap loop on the sum), as the floor for `histogram_observe`.
 
-const SHARDS: usize = 100;
-const ROUTES: usize = 1000;
-const ENCODED_SERIES: usize = SHARDS * ROUTES;
+struct AtomicHistogram {
+    buckets: [AtomicU64; 11],
+    count: AtomicU64,
+    sum: AtomicU64,
+}
 
-/// `N` ASCII names of `W` bytes: `prefix` then the zero-padded index.
-const fn numbered<const N: usize, const W: usize>(prefix: u8) -> [[u8; W]; N] {
-    let mut out = [[b'0'; W]; N];
-    let mut i = 0;
-    while i < N {
-        out[i][0] = prefix;
-        let mut n = i;
-        let mut d = W;
-        while d > 1 {
-            d -= 1;
-            out[i][d] = b'0' + (n % 10) as u8;
-            n /= 10;
+impl AtomicHistogram {
+    const fn new() -> AtomicHistogram {
+        AtomicHistogram { buckets: [const { AtomicU64::new(0) }; 11], count: AtomicU64::new(0), sum: AtomicU64::new(0) }
+    }
+
+    #[inline(always)]
+    fn observe(&self, v: f64) {
+        let bucket = BUCKETS.iter().position(|&b| v <= b).unwrap_or(BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let mut old = self.sum.load(Ordering::Relaxed);
+        loop {
+            let new = (f64::from_bits(old) + v).to_bits();
+            match self.sum.compare_exchange_weak(old, new, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(actual) => old = actual,
+            }
         }
-        assert!(n == 0, "name width too small");
-        i += 1;
-    }
-    out
-}
-
-/// Views each generated name as a `&'static str`.
-const fn as_strs<const N: usize, const W: usize>(names: &'static [[u8; W]; N]) -> [&'static str; N] {
-    let mut out = [""; N];
-    let mut i = 0;
-    while i < N {
-        out[i] = match core::str::from_utf8(&names[i]) {
-            Ok(s) => s,
-            Err(_) => panic!("generated names are ASCII"),
-        };
-        i += 1;
-    }
-    out
-}
-
-static SHARD_BYTES: [[u8; 3]; SHARDS] = numbered(b's'); // s00 ..= s99
-static ROUTE_BYTES: [[u8; 4]; ROUTES] = numbered(b'r'); // r000 ..= r999
-const SHARD_NAMES: [&str; SHARDS] = as_strs(&SHARD_BYTES);
-const ROUTE_NAMES: [&str; ROUTES] = as_strs(&ROUTE_BYTES);
-
-#[derive(Clone, Copy)]
-struct Shard(usize);
-
-impl LabelValue for Shard {
-    const VALUES: &'static [&'static str] = &SHARD_NAMES;
-    fn index(self) -> usize {
-        self.0
     }
 }
 
-#[derive(Clone, Copy)]
-struct Route(usize);
-
-impl LabelValue for Route {
-    const VALUES: &'static [&'static str] = &ROUTE_NAMES;
-    fn index(self) -> usize {
-        self.0
-    }
-}
-
-static ENCODED: Counter<(Shard, Route)> = Counter::new(
-    Opts::new("bench_encoded_requests_total", "Counter with 100 x 1000 series.").labels(&["shard", "route"]),
-);
-promshard::register!(ENCODED);
-
-/// The value every encoded series holds, in both libraries.
-fn encoded_value(shard: usize, route: usize) -> u64 {
-    ((shard * 7919 + route * 31) % 100_000) as u64
-}
+static HAND_WRITTEN: [AtomicHistogram; 3] = [const { AtomicHistogram::new() }; 3];
 
 // ---------------------------------------------------------------------------
 // `prometheus` crate peers, in a registry of their own
 
-struct Peers {
+/// prometheus-static-metric's generated structs, in a module of their own
+/// (the macro's glob imports would meet promshard's `Histogram` here).
+mod static_metric {
+    prometheus_static_metric::make_static_metric! {
+        pub label_enum StaticMethod {
+            get: "GET",
+            post: "POST",
+            delete: "DELETE",
+        }
+        pub label_enum StaticStatus {
+            ok,
+            not_found,
+            error,
+        }
+        pub label_enum StaticRegion {
+            west: "us-west",
+            east: "us-east",
+            central: "eu-central",
+        }
+        pub struct StaticRequests: IntCounter {
+            "method" => StaticMethod,
+            "status" => StaticStatus,
+        }
+        pub struct StaticLatency: Histogram {
+            "region" => StaticRegion,
+        }
+    }
+}
+use static_metric::{StaticLatency, StaticMethod, StaticRegion, StaticRequests, StaticStatus};
+
+const STATIC_METHODS: [StaticMethod; 3] = [StaticMethod::get, StaticMethod::post, StaticMethod::delete];
+const STATIC_STATUSES: [StaticStatus; 3] = [StaticStatus::ok, StaticStatus::not_found, StaticStatus::error];
+const STATIC_REGIONS: [StaticRegion; 3] = [StaticRegion::west, StaticRegion::east, StaticRegion::central];
+
+struct Prometheus {
     requests: prometheus::IntCounter,
     labelled: prometheus::IntCounterVec,
+    labelled_static: StaticRequests,
     level: prometheus::Gauge,
+    in_flight: prometheus::IntGauge,
     latency: prometheus::HistogramVec,
+    latency_static: StaticLatency,
+    contended: prometheus::IntCounter,
     _registry: prometheus::Registry,
 }
 
-static PEERS: LazyLock<Peers> = LazyLock::new(|| {
+static PROMETHEUS: LazyLock<Prometheus> = LazyLock::new(|| {
     let registry = prometheus::Registry::new();
     let requests = prometheus::IntCounter::new("bench_requests_total", "Unlabelled counter.").unwrap();
     let labelled = prometheus::IntCounterVec::new(
@@ -220,35 +265,157 @@ static PEERS: LazyLock<Peers> = LazyLock::new(|| {
     )
     .unwrap();
     let level = prometheus::Gauge::new("bench_level", "Unlabelled gauge.").unwrap();
+    let in_flight = prometheus::IntGauge::new("bench_in_flight", "Unlabelled gauge, up and down.").unwrap();
     let latency = prometheus::HistogramVec::new(
         prometheus::HistogramOpts::new("bench_latency_seconds", "Histogram with 10 buckets, 3 regions.")
             .buckets(BUCKETS.to_vec()),
         &["region"],
     )
     .unwrap();
+    let contended = prometheus::IntCounter::new("bench_contended_total", "Counter of two threads.").unwrap();
     registry.register(Box::new(requests.clone())).unwrap();
     registry.register(Box::new(labelled.clone())).unwrap();
     registry.register(Box::new(level.clone())).unwrap();
+    registry.register(Box::new(in_flight.clone())).unwrap();
     registry.register(Box::new(latency.clone())).unwrap();
-    Peers { requests, labelled, level, latency, _registry: registry }
+    registry.register(Box::new(contended.clone())).unwrap();
+    Prometheus {
+        labelled_static: StaticRequests::from(&labelled),
+        latency_static: StaticLatency::from(&latency),
+        requests,
+        labelled,
+        level,
+        in_flight,
+        latency,
+        contended,
+        _registry: registry,
+    }
 });
 
-/// The 100,000-series peer of [`ENCODED`], alone in its registry.
-fn encoded_peer() -> prometheus::Registry {
-    let registry = prometheus::Registry::new();
-    let counter = prometheus::IntCounterVec::new(
-        prometheus::Opts::new("bench_encoded_requests_total", "Counter with 100 x 1000 series."),
-        &["shard", "route"],
-    )
-    .unwrap();
-    registry.register(Box::new(counter.clone())).unwrap();
-    for (s, shard) in SHARD_NAMES.iter().enumerate() {
-        for (r, route) in ROUTE_NAMES.iter().enumerate() {
-            counter.with_label_values(&[shard, route]).inc_by(encoded_value(s, r));
+// ---------------------------------------------------------------------------
+// `prometheus-client` peers
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+struct ClientRequestLabels {
+    method: Method,
+    status: Status,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+struct ClientRegionLabels {
+    region: Region,
+}
+
+type ClientHistogramFamily =
+    prometheus_client::metrics::family::Family<ClientRegionLabels, prometheus_client::metrics::histogram::Histogram>;
+
+struct PrometheusClient {
+    requests: prometheus_client::metrics::counter::Counter,
+    labelled:
+        prometheus_client::metrics::family::Family<ClientRequestLabels, prometheus_client::metrics::counter::Counter>,
+    level: prometheus_client::metrics::gauge::Gauge<f64, AtomicU64>,
+    in_flight: prometheus_client::metrics::gauge::Gauge,
+    latency: ClientHistogramFamily,
+    contended: prometheus_client::metrics::counter::Counter,
+    _registry: prometheus_client::registry::Registry,
+}
+
+static PROMETHEUS_CLIENT: LazyLock<PrometheusClient> = LazyLock::new(|| {
+    use prometheus_client::metrics::histogram::Histogram;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let peers = PrometheusClient {
+        requests: Default::default(),
+        labelled: Default::default(),
+        level: Default::default(),
+        in_flight: Default::default(),
+        latency: ClientHistogramFamily::new_with_constructor(|| Histogram::new(BUCKETS)),
+        contended: Default::default(),
+        _registry: prometheus_client::registry::Registry::default(),
+    };
+    registry.register("bench_requests", "Unlabelled counter.", peers.requests.clone());
+    registry.register("bench_labelled_requests", "Counter with 3x3 labels.", peers.labelled.clone());
+    registry.register("bench_level", "Unlabelled gauge.", peers.level.clone());
+    registry.register("bench_in_flight", "Unlabelled gauge, up and down.", peers.in_flight.clone());
+    registry.register("bench_latency_seconds", "Histogram with 10 buckets, 3 regions.", peers.latency.clone());
+    registry.register("bench_contended", "Counter of two threads.", peers.contended.clone());
+    PrometheusClient { _registry: registry, ..peers }
+});
+
+// ---------------------------------------------------------------------------
+// `metrics` peers, recording through metrics-exporter-prometheus
+
+static METRICS: LazyLock<metrics_exporter_prometheus::PrometheusHandle> = LazyLock::new(|| {
+    metrics_exporter_prometheus::PrometheusBuilder::new().set_buckets(&BUCKETS).unwrap().install_recorder().unwrap()
+});
+
+/// metrics-exporter-prometheus keeps histogram observations in a queue
+/// that its upkeep drains: its own `install()` runs the upkeep every few
+/// seconds on a background task. While this lives, a thread does it every
+/// 100 ms, so the queue stays small while millions of observations a
+/// second go in.
+struct Upkeep {
+    stop: &'static AtomicBool,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Upkeep {
+    fn start() -> Upkeep {
+        let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+        let thread = std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                METRICS.run_upkeep();
+            }
+        });
+        Upkeep { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Upkeep {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
         }
     }
-    registry
 }
+
+// ---------------------------------------------------------------------------
+// `measured` peers
+
+#[derive(Clone, Copy, measured::LabelGroup)]
+#[label(set = MeasuredRequestSet)]
+struct MeasuredRequest {
+    method: Method,
+    status: Status,
+}
+
+#[derive(Clone, Copy, measured::LabelGroup)]
+#[label(set = MeasuredRegionSet)]
+struct MeasuredRegion {
+    region: Region,
+}
+
+struct Measured {
+    requests: measured::Counter,
+    labelled: measured::CounterVec<MeasuredRequestSet>,
+    level: measured::FloatGauge,
+    in_flight: measured::Gauge,
+    latency: measured::HistogramVec<MeasuredRegionSet, 10>,
+    contended: measured::Counter,
+}
+
+static MEASURED: LazyLock<Measured> = LazyLock::new(|| Measured {
+    requests: measured::Counter::new(),
+    labelled: measured::CounterVec::with_label_set(MeasuredRequestSet::new()),
+    level: measured::FloatGauge::new(),
+    in_flight: measured::Gauge::new(),
+    latency: measured::HistogramVec::with_label_set_and_metadata(
+        MeasuredRegionSet::new(),
+        measured::metric::histogram::Thresholds::with_buckets(BUCKETS),
+    ),
+    contended: measured::Counter::new(),
+});
 
 // ---------------------------------------------------------------------------
 // Benchmarks
@@ -279,8 +446,8 @@ fn floor(group: &mut BenchmarkGroup<'_, WallTime>) {
 fn hot_group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
     let mut group = c.benchmark_group(name);
     group
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
         .sample_size(50)
         .throughput(Throughput::Elements(1));
     group
@@ -291,7 +458,12 @@ fn counter_inc(c: &mut Criterion, mode: Mode) {
     floor(&mut group);
     group.bench_function("promshard", |b| b.iter(|| REQUESTS.inc()));
     if mode.peers {
-        group.bench_function("prometheus", |b| b.iter(|| PEERS.requests.inc()));
+        group.bench_function("prometheus", |b| b.iter(|| PROMETHEUS.requests.inc()));
+        group.bench_function("prometheus_client", |b| b.iter(|| PROMETHEUS_CLIENT.requests.inc()));
+        group.bench_function("metrics_macro", |b| b.iter(|| metrics::counter!("bench_requests_total").increment(1)));
+        let handle = metrics::counter!("bench_requests_total");
+        group.bench_function("metrics_cached", |b| b.iter(|| handle.increment(1)));
+        group.bench_function("measured", |b| b.iter(|| MEASURED.requests.inc()));
     }
     group.finish();
 }
@@ -316,14 +488,69 @@ fn labelled_counter_inc(c: &mut Criterion, mode: Mode) {
         b.iter(move || LABELLED.with(table[i.next()]).inc())
     });
 
-    if mode.peers {
-        let labels = counter_labels().map(|(m, s)| [Method::VALUES[m], Status::VALUES[s]]);
-        group.bench_function("prometheus", |b| {
-            let table = black_box(&labels);
-            let mut i = Cycle::<9>(0);
-            b.iter(move || PEERS.labelled.with_label_values(&table[i.next()]).inc())
-        });
+    if !mode.peers {
+        group.finish();
+        return;
     }
+
+    let values = counter_labels().map(|(m, s)| [Method::VALUES[m], Status::VALUES[s]]);
+    group.bench_function("prometheus_with_label_values", |b| {
+        let table = black_box(&values);
+        let mut i = Cycle::<9>(0);
+        b.iter(move || PROMETHEUS.labelled.with_label_values(&table[i.next()]).inc())
+    });
+    let children = values.map(|v| PROMETHEUS.labelled.with_label_values(&v));
+    group.bench_function("prometheus_cached", |b| {
+        let table = black_box(&children);
+        let mut i = Cycle::<9>(0);
+        b.iter(move || table[i.next()].inc())
+    });
+    let statics = counter_labels().map(|(m, s)| (STATIC_METHODS[m], STATIC_STATUSES[s]));
+    group.bench_function("prometheus_static_metric", |b| {
+        let table = black_box(&statics);
+        let mut i = Cycle::<9>(0);
+        b.iter(move || {
+            let (m, s) = table[i.next()];
+            PROMETHEUS.labelled_static.get(m).get(s).inc()
+        })
+    });
+
+    let client_labels = labels.map(|(method, status)| ClientRequestLabels { method, status });
+    group.bench_function("prometheus_client_get_or_create", |b| {
+        let table = black_box(&client_labels);
+        let mut i = Cycle::<9>(0);
+        b.iter(move || PROMETHEUS_CLIENT.labelled.get_or_create(&table[i.next()]).inc())
+    });
+    let client_handles = client_labels.clone().map(|l| PROMETHEUS_CLIENT.labelled.get_or_create_owned(&l));
+    group.bench_function("prometheus_client_cached", |b| {
+        let table = black_box(&client_handles);
+        let mut i = Cycle::<9>(0);
+        b.iter(move || table[i.next()].inc())
+    });
+
+    group.bench_function("metrics_macro", |b| {
+        let table = black_box(&values);
+        let mut i = Cycle::<9>(0);
+        b.iter(move || {
+            let [method, status] = table[i.next()];
+            metrics::counter!("bench_labelled_requests_total", "method" => method, "status" => status).increment(1)
+        })
+    });
+    let metrics_handles = values.map(
+        |[method, status]| metrics::counter!("bench_labelled_requests_total", "method" => method, "status" => status),
+    );
+    group.bench_function("metrics_cached", |b| {
+        let table = black_box(&metrics_handles);
+        let mut i = Cycle::<9>(0);
+        b.iter(move || table[i.next()].increment(1))
+    });
+
+    let measured_labels = labels.map(|(method, status)| MeasuredRequest { method, status });
+    group.bench_function("measured", |b| {
+        let table = black_box(&measured_labels);
+        let mut i = Cycle::<9>(0);
+        b.iter(move || MEASURED.labelled.inc(table[i.next()]))
+    });
     group.finish();
 }
 
@@ -339,7 +566,79 @@ fn gauge_set(c: &mut Criterion, mode: Mode) {
         group.bench_function("prometheus", |b| {
             let table = black_box(&GAUGE_VALUES);
             let mut i = Cycle::<8>(0);
-            b.iter(move || PEERS.level.set(table[i.next()]))
+            b.iter(move || PROMETHEUS.level.set(table[i.next()]))
+        });
+        group.bench_function("prometheus_client", |b| {
+            let table = black_box(&GAUGE_VALUES);
+            let mut i = Cycle::<8>(0);
+            b.iter(move || PROMETHEUS_CLIENT.level.set(table[i.next()]))
+        });
+        let handle = metrics::gauge!("bench_level");
+        group.bench_function("metrics_cached", |b| {
+            let table = black_box(&GAUGE_VALUES);
+            let handle = &handle;
+            let mut i = Cycle::<8>(0);
+            b.iter(move || handle.set(table[i.next()]))
+        });
+        group.bench_function("measured", |b| {
+            let table = black_box(&GAUGE_VALUES);
+            let mut i = Cycle::<8>(0);
+            b.iter(move || MEASURED.level.set(table[i.next()]))
+        });
+    }
+    group.finish();
+}
+
+/// One `inc` and one `dec` per iteration, as an in-flight gauge does
+/// around a request. promshard's gauges hold an `f64` (a compare-and-swap
+/// loop each way); the integer gauges of the peers that have one are used,
+/// as their users would for a count (one `fetch_add` each way).
+fn gauge_inc_dec(c: &mut Criterion, mode: Mode) {
+    let mut group = hot_group(c, &format!("gauge_inc_dec{}", mode.suffix));
+    group.bench_function("floor", |b| {
+        b.iter(|| {
+            FLOOR.fetch_add(1, Ordering::Relaxed);
+            FLOOR.fetch_sub(1, Ordering::Relaxed);
+        })
+    });
+    group.bench_function("promshard", |b| {
+        b.iter(|| {
+            IN_FLIGHT.inc();
+            IN_FLIGHT.dec();
+        })
+    });
+    if mode.peers {
+        group.bench_function("prometheus", |b| {
+            b.iter(|| {
+                PROMETHEUS.in_flight.inc();
+                PROMETHEUS.in_flight.dec();
+            })
+        });
+        // The same type as promshard's: an f64 behind compare-and-swap.
+        group.bench_function("prometheus_f64", |b| {
+            b.iter(|| {
+                PROMETHEUS.level.inc();
+                PROMETHEUS.level.dec();
+            })
+        });
+        group.bench_function("prometheus_client", |b| {
+            b.iter(|| {
+                PROMETHEUS_CLIENT.in_flight.inc();
+                PROMETHEUS_CLIENT.in_flight.dec();
+            })
+        });
+        let handle = metrics::gauge!("bench_in_flight");
+        group.bench_function("metrics_cached", |b| {
+            b.iter(|| {
+                handle.increment(1.0);
+                handle.decrement(1.0);
+            })
+        });
+        group.bench_function("measured", |b| {
+            b.iter(|| {
+                MEASURED.in_flight.inc();
+                MEASURED.in_flight.dec();
+            })
         });
     }
     group.finish();
@@ -349,9 +648,19 @@ fn histogram_observe(c: &mut Criterion, mode: Mode) {
     let mut group = hot_group(c, &format!("histogram_observe{}", mode.suffix));
     floor(&mut group);
 
-    let inputs = histogram_inputs().map(|(r, v)| (REGIONS[r], v));
-    group.bench_function("promshard", |b| {
+    let inputs = histogram_inputs();
+    group.bench_function("hand_written_atomic", |b| {
         let table = black_box(&inputs);
+        let mut i = Cycle::<30>(0);
+        b.iter(move || {
+            let (region, v) = table[i.next()];
+            HAND_WRITTEN[region].observe(v)
+        })
+    });
+
+    let regions = histogram_inputs().map(|(r, v)| (REGIONS[r], v));
+    group.bench_function("promshard", |b| {
+        let table = black_box(&regions);
         let mut i = Cycle::<30>(0);
         b.iter(move || {
             let (region, v) = table[i.next()];
@@ -363,19 +672,18 @@ fn histogram_observe(c: &mut Criterion, mode: Mode) {
         group.finish();
         return;
     }
-    let inputs = histogram_inputs().map(|(r, v)| (Region::VALUES[r], v));
+
+    let values = histogram_inputs().map(|(r, v)| (Region::VALUES[r], v));
     group.bench_function("prometheus_with_label_values", |b| {
-        let table = black_box(&inputs);
+        let table = black_box(&values);
         let mut i = Cycle::<30>(0);
         b.iter(move || {
             let (region, v) = table[i.next()];
-            PEERS.latency.with_label_values(&[region]).observe(v)
+            PROMETHEUS.latency.with_label_values(&[region]).observe(v)
         })
     });
-
     let children: [prometheus::Histogram; 3] =
-        core::array::from_fn(|r| PEERS.latency.with_label_values(&[Region::VALUES[r]]));
-    let inputs = histogram_inputs();
+        core::array::from_fn(|r| PROMETHEUS.latency.with_label_values(&[Region::VALUES[r]]));
     group.bench_function("prometheus_cached", |b| {
         let table = black_box(&inputs);
         let children = &children;
@@ -385,137 +693,137 @@ fn histogram_observe(c: &mut Criterion, mode: Mode) {
             children[region].observe(v)
         })
     });
-    group.finish();
-}
+    let statics = histogram_inputs().map(|(r, v)| (STATIC_REGIONS[r], v));
+    group.bench_function("prometheus_static_metric", |b| {
+        let table = black_box(&statics);
+        let mut i = Cycle::<30>(0);
+        b.iter(move || {
+            let (region, v) = table[i.next()];
+            PROMETHEUS.latency_static.get(region).observe(v)
+        })
+    });
 
-fn encode(c: &mut Criterion) {
-    for s in 0..SHARDS {
-        for r in 0..ROUTES {
-            ENCODED.with((Shard(s), Route(r))).inc_by(encoded_value(s, r));
-        }
+    let client_labels = histogram_inputs().map(|(r, v)| (ClientRegionLabels { region: REGIONS[r] }, v));
+    group.bench_function("prometheus_client_get_or_create", |b| {
+        let table = black_box(&client_labels);
+        let mut i = Cycle::<30>(0);
+        b.iter(move || {
+            let (region, v) = &table[i.next()];
+            PROMETHEUS_CLIENT.latency.get_or_create(region).observe(*v)
+        })
+    });
+    let client_handles: [prometheus_client::metrics::histogram::Histogram; 3] = core::array::from_fn(|r| {
+        PROMETHEUS_CLIENT.latency.get_or_create_owned(&ClientRegionLabels { region: REGIONS[r] })
+    });
+    group.bench_function("prometheus_client_cached", |b| {
+        let table = black_box(&inputs);
+        let handles = &client_handles;
+        let mut i = Cycle::<30>(0);
+        b.iter(move || {
+            let (region, v) = table[i.next()];
+            handles[region].observe(v)
+        })
+    });
+
+    {
+        let _upkeep = Upkeep::start();
+        group.bench_function("metrics_macro", |b| {
+            let table = black_box(&values);
+            let mut i = Cycle::<30>(0);
+            b.iter(move || {
+                let (region, v) = table[i.next()];
+                metrics::histogram!("bench_latency_seconds", "region" => region).record(v)
+            })
+        });
+        let handles: [metrics::Histogram; 3] =
+            core::array::from_fn(|r| metrics::histogram!("bench_latency_seconds", "region" => Region::VALUES[r]));
+        group.bench_function("metrics_cached", |b| {
+            let table = black_box(&inputs);
+            let handles = &handles;
+            let mut i = Cycle::<30>(0);
+            b.iter(move || {
+                let (region, v) = table[i.next()];
+                handles[region].record(v)
+            })
+        });
     }
-    let peer = encoded_peer();
-    let encoder = prometheus::TextEncoder::new();
 
-    // Same content: one family, the same 100,000 label sets and values.
-    let ours = String::from_utf8(promshard::encode(Format::Prometheus)).unwrap();
-    let theirs = encoder.encode_to_string(&peer.gather()).unwrap();
-    let count = |text: &str| text.lines().filter(|l| l.starts_with("bench_encoded_requests_total{")).count();
-    assert_eq!(count(&ours), ENCODED_SERIES);
-    assert_eq!(count(&theirs), ENCODED_SERIES);
-
-    let mut group = c.benchmark_group("encode_100k_series");
-    group
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(10)
-        .sampling_mode(SamplingMode::Flat)
-        .throughput(Throughput::Elements(ENCODED_SERIES as u64));
-    group.bench_function("promshard", |b| b.iter(|| promshard::encode(Format::Prometheus)));
-    // The same, into an output buffer kept from one scrape to the next.
-    let mut reused = Vec::new();
-    group.bench_function("promshard_encode_into_reused", |b| {
-        b.iter(|| {
-            reused.clear();
-            promshard::encode_into(Format::Prometheus, &mut reused);
-            reused.len()
-        })
-    });
-    // What a scrape costs: gathering the families, then writing them.
-    group.bench_function("prometheus_gather_encode", |b| {
-        b.iter(|| {
-            let mut out = Vec::new();
-            prometheus::Encoder::encode(&encoder, &peer.gather(), &mut out).unwrap();
-            out
-        })
-    });
-    // The text encoder alone, on families gathered once.
-    let families = peer.gather();
-    group.bench_function("prometheus_encode_only", |b| {
-        b.iter(|| {
-            let mut out = Vec::new();
-            prometheus::Encoder::encode(&encoder, &families, &mut out).unwrap();
-            out
-        })
-    });
-    // What a scrape with `Accept-Encoding: gzip` costs (Prometheus always
-    // sends it): encoding, then gzip at the level promshard chose.
-    let content_type = Format::Prometheus.content_type();
-    group.bench_function("promshard_gzip", |b| {
-        b.iter(|| {
-            promshard::MetricsResponse::new(promshard::encode(Format::Prometheus), content_type, Some("gzip"))
-                .into_body()
-        })
-    });
-    // The same at gzip's default level, the alternative to the level
-    // promshard chose.
-    group.bench_function("promshard_gzip_level_6", |b| b.iter(|| gzip(&promshard::encode(Format::Prometheus), 6)));
-    // The protobuf exposition of the same series (what Prometheus asks
-    // for first with native histograms on), plain and as sent gzipped.
-    group.bench_function("promshard_protobuf", |b| b.iter(|| promshard::encode(Format::Protobuf)));
-    let proto_type = Format::Protobuf.content_type();
-    group.bench_function("promshard_protobuf_gzip", |b| {
-        b.iter(|| {
-            promshard::MetricsResponse::new(promshard::encode(Format::Protobuf), proto_type, Some("gzip")).into_body()
+    let measured_labels = histogram_inputs().map(|(r, v)| (MeasuredRegion { region: REGIONS[r] }, v));
+    group.bench_function("measured", |b| {
+        let table = black_box(&measured_labels);
+        let mut i = Cycle::<30>(0);
+        b.iter(move || {
+            let (region, v) = table[i.next()];
+            MEASURED.latency.observe(region, v)
         })
     });
     group.finish();
-
-    let sent = promshard::MetricsResponse::new(ours.clone().into_bytes(), content_type, Some("gzip")).into_body();
-    let level_6 = gzip(ours.as_bytes(), 6);
-    let mut decoded = Vec::new();
-    flate2::read::GzDecoder::new(&sent[..]).read_to_end(&mut decoded).unwrap();
-    assert!(decoded == ours.as_bytes(), "gzip round trip");
-    let ratio = |n: usize| n as f64 / ours.len() as f64;
-    println!(
-        "encode_100k_series bytes: text {}, gzip as sent {} ({:.3} of the text), gzip level 6 {} ({:.3}; sent/level 6 {:.2})",
-        ours.len(),
-        sent.len(),
-        ratio(sent.len()),
-        level_6.len(),
-        ratio(level_6.len()),
-        sent.len() as f64 / level_6.len() as f64,
-    );
-    let proto = promshard::encode(Format::Protobuf);
-    let proto_sent = promshard::MetricsResponse::new(proto.clone(), proto_type, Some("gzip")).into_body();
-    println!(
-        "encode_100k_series bytes: protobuf {} ({:.3} of the text), gzip as sent {} ({:.3} of the text)",
-        proto.len(),
-        ratio(proto.len()),
-        proto_sent.len(),
-        ratio(proto_sent.len()),
-    );
 }
 
-/// `body` gzipped at `level` with flate2 directly.
-fn gzip(body: &[u8], level: u32) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
-    encoder.write_all(body).unwrap();
-    encoder.finish().unwrap()
+/// Runs `op` `iters` times on this thread and on a second one at once;
+/// the time is the slower thread's, so each iteration is one recording on
+/// each of the two threads.
+fn two_threads(iters: u64, op: &(dyn Fn() + Sync)) -> Duration {
+    let start = Barrier::new(2);
+    std::thread::scope(|scope| {
+        let run = || {
+            start.wait();
+            let t = Instant::now();
+            for _ in 0..iters {
+                op();
+            }
+            t.elapsed()
+        };
+        let other = scope.spawn(run);
+        let mine = run();
+        mine.max(other.join().unwrap())
+    })
 }
 
-/// The same benchmarks in multiprocess mode, where the slots are an mmap'd
-/// shard file.
-fn mmap_mode() {
-    forked::in_shard_process("mmap", |c| {
-        counter_inc(c, MMAP);
-        labelled_counter_inc(c, MMAP);
-        gauge_set(c, MMAP);
-        histogram_observe(c, MMAP);
+/// One counter, no labels, incremented from two threads at once: what
+/// every library then pays is the cache line moving between cores.
+fn contended_inc(c: &mut Criterion, mode: Mode) {
+    let mut group = hot_group(c, &format!("counter_inc_2_threads{}", mode.suffix));
+    let mut add = |name: &str, op: &(dyn Fn() + Sync)| {
+        group.bench_function(name, |b| b.iter_custom(|iters| two_threads(iters, op)));
+    };
+    add("floor", &|| {
+        black_box(FLOOR.fetch_add(1, Ordering::Relaxed));
     });
+    add("promshard", &|| CONTENDED.inc());
+    if mode.peers {
+        add("prometheus", &|| PROMETHEUS.contended.inc());
+        add("prometheus_client", &|| {
+            black_box(PROMETHEUS_CLIENT.contended.inc());
+        });
+        let handle = metrics::counter!("bench_contended_total");
+        add("metrics_cached", &|| handle.increment(1));
+        add("measured", &|| MEASURED.contended.inc());
+    }
+    group.finish();
+}
+
+fn all(c: &mut Criterion, mode: Mode) {
+    counter_inc(c, mode);
+    labelled_counter_inc(c, mode);
+    histogram_observe(c, mode);
+    gauge_set(c, mode);
+    gauge_inc_dec(c, mode);
+    contended_inc(c, mode);
 }
 
 fn main() {
-    mmap_mode();
-    // Lay the registry out (100,000 series) before anything is timed.
+    // The same benchmarks in multiprocess mode, where the slots are an
+    // mmap'd shard file.
+    forked::in_shard_process("mmap", |c| all(c, MMAP));
+
     promshard::check_registry().expect("benchmark metrics are consistent");
-    LazyLock::force(&PEERS);
+    LazyLock::force(&PROMETHEUS);
+    LazyLock::force(&PROMETHEUS_CLIENT);
+    LazyLock::force(&METRICS);
+    LazyLock::force(&MEASURED);
 
     let mut c = Criterion::default().configure_from_args();
-    counter_inc(&mut c, MEMORY);
-    labelled_counter_inc(&mut c, MEMORY);
-    gauge_set(&mut c, MEMORY);
-    histogram_observe(&mut c, MEMORY);
-    encode(&mut c);
+    all(&mut c, MEMORY);
     c.final_summary();
 }

@@ -68,8 +68,8 @@ fn requests(c: &mut Criterion, suffix: &str, peers: bool) {
     }
     let mut group = c.benchmark_group(format!("layer{suffix}"));
     group
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
         .sample_size(50)
         .throughput(Throughput::Elements(1));
     for (name, router) in variants {

@@ -1,23 +1,24 @@
-//! Scrape cost in multiprocess mode: merging a directory of worker shards
-//! (32 workers × 1,000 series), and the same directory after 2,000 dead
-//! workers came and went (compacted into the archive), with Python
-//! prometheus_client's MultiProcessCollector timed on an equivalent
-//! directory of `.db` files when Python is available.
+//! Scrape cost in multiprocess mode: merging a directory of 1, 8, 32 and
+//! 128 workers' shards of 1,004 series each, and the 32-worker directory
+//! after 2,000 dead workers came and went (compacted into the archive),
+//! with Python prometheus_client's `MultiProcessCollector` +
+//! `generate_latest` timed on equivalent directories of `.db` files.
 //!
-//! `cargo bench --bench scrape`
+//! `cargo bench --bench scrape` (Python: `$PROMSHARD_PYTHON`, else
+//! `python3`, with prometheus_client installed)
 
+mod results;
 mod support;
 
-use criterion::Criterion;
-use promshard::{Counter, metric};
-use support::{Hundred, Ten, bench_dir, fresh_dir, python_collector_ms, workers};
+use promshard::{Counter, LabelValue, metric};
+use support::{Growth, Hundred, Ten, key};
 
 /// Requests by two labels: 1,000 series.
 #[metric(labels(shard: Ten, route: Hundred))]
 static REQUESTS_TOTAL: Counter;
 
 /// A small family, as many workers have.
-#[metric(labels(kind = ["a", "b", "c", "d"]))]
+#[metric(labels(kind = ["create", "read", "update", "delete"]))]
 static EVENTS_TOTAL: Counter;
 
 fn record(worker: usize) {
@@ -26,30 +27,24 @@ fn record(worker: usize) {
             REQUESTS_TOTAL.with((Ten(a), Hundred(b))).inc_by((worker + a + b) as u64);
         }
     }
-    EVENTS_TOTAL.with(("a",)).inc();
+    EVENTS_TOTAL.with(("create",)).inc();
+}
+
+/// The same series as Python's files hold them.
+fn python_entries(worker: usize) -> Vec<(String, f64)> {
+    let mut entries = Vec::with_capacity(1004);
+    for a in 0..10 {
+        for b in 0..100 {
+            let labels = [("route", Hundred::VALUES[b]), ("shard", Ten::VALUES[a])];
+            entries.push((key("requests", "requests_total", &labels, "Requests."), (worker + a + b) as f64));
+        }
+    }
+    for (i, kind) in ["create", "read", "update", "delete"].into_iter().enumerate() {
+        entries.push((key("events", "events_total", &[("kind", kind)], "Events."), (i == 0) as u8 as f64));
+    }
+    entries
 }
 
 fn main() {
-    // Directories first: workers are forked before this process records.
-    let live = fresh_dir("live");
-    let _live_workers = workers(&live, 32, 32, record);
-    let churned = fresh_dir("churned");
-    let _churned_workers = workers(&churned, 2032, 32, record);
-    // 32 live workers and 2,000 dead ones: fold the dead, as a scrape would.
-    promshard::multiprocess::compact_dir(&churned);
-    let files = promshard::multiprocess::inspect(&churned).unwrap().len();
-    let series = 32 * 1004;
-
-    let mut c = Criterion::default().configure_from_args();
-    bench_dir(&mut c, "32 workers x 1000 series", &live, series);
-    bench_dir(&mut c, &format!("same after 2000 dead workers ({files} files)"), &churned, series);
-    if let Some(ms) = python_collector_ms(1000, 32) {
-        println!("python MultiProcessCollector + generate_latest, 32 workers x 1000 series: {ms:.2} ms (best of 5)");
-    } else {
-        println!("python prometheus_client not available: no Python comparison");
-    }
-    c.final_summary();
-    drop((_live_workers, _churned_workers));
-    let _ = std::fs::remove_dir_all(&live);
-    let _ = std::fs::remove_dir_all(&churned);
+    support::growth(Growth { size: "1k", series: 1004, record, python_entries, with_dead: true });
 }

@@ -4,49 +4,30 @@
 //! prometheus_flask_exporter, every gauge mode), then the same with the
 //! files of 3,000 dead workers' files beside them, then with 3,000 dead
 //! workers (39,000 files). Issue 12's target: with 3,000 dead workers'
-//! files, at most 1.2× the scrape with none. The ratios are printed from
-//! timings taken in this same run; Python's own `MultiProcessCollector`
-//! is timed on the same directories when python3 with prometheus_client
-//! is on `PATH`.
+//! files, at most 1.2× the scrape with none. The ratios come from medians
+//! of interleaved scrapes in this same run; Python's own
+//! `MultiProcessCollector` is timed on the same directories with
+//! `$PROMSHARD_PYTHON` (else `python3`) when it has prometheus_client.
 //!
 //! `cargo bench --bench scrape_python`
 
+mod results;
+mod support;
+
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
 use promshard::Format;
+use results::record;
+use support::{GONE, db, key, median_scrapes, python_scrape_ms, write_db_files as write};
 
 const MODES: [&str; 10] =
     ["all", "liveall", "sum", "livesum", "min", "livemin", "max", "livemax", "mostrecent", "livemostrecent"];
 const BUCKETS: [&str; 15] = [
     "0.005", "0.01", "0.025", "0.05", "0.075", "0.1", "0.25", "0.5", "0.75", "1.0", "2.5", "5.0", "7.5", "10.0", "+Inf",
 ];
-/// Pids no process can have (above Linux's largest `pid_max`): dead.
-const GONE: u32 = 4_194_400;
-
-/// One `.db` file as prometheus_client's `MmapedDict` lays it out.
-fn db(entries: &[(String, f64)]) -> Vec<u8> {
-    let mut out = vec![0u8; 8];
-    for (key, value) in entries {
-        out.extend_from_slice(&(key.len() as i32).to_ne_bytes());
-        out.extend_from_slice(key.as_bytes());
-        out.resize(out.len() + 8 - (key.len() + 4) % 8, b' ');
-        out.extend_from_slice(&value.to_ne_bytes());
-        out.extend_from_slice(&1.8e9f64.to_ne_bytes());
-    }
-    let used = out.len() as i32;
-    out[..4].copy_from_slice(&used.to_ne_bytes());
-    out
-}
-
-fn key(metric: &str, sample: &str, labels: &[(&str, &str)], help: &str) -> String {
-    let labels: Vec<String> = labels.iter().map(|(k, v)| format!("\"{k}\": \"{v}\"")).collect();
-    format!("[\"{metric}\", \"{sample}\", {{{}}}, \"{help}\"]", labels.join(", "))
-}
-
 /// A worker's files: name → bytes.
 fn worker_files(pid: u32, n: f64) -> Vec<(String, Vec<u8>)> {
     let endpoints = ["index", "get_user", "work"];
@@ -89,20 +70,6 @@ fn worker_files(pid: u32, n: f64) -> Vec<(String, Vec<u8>)> {
     ];
     files.push((format!("summary_{pid}.db"), db(&summary)));
     files
-}
-
-fn write(dir: &Path, files: &[(String, Vec<u8>)]) -> Vec<std::fs::File> {
-    files
-        .iter()
-        .map(|(name, bytes)| {
-            let path = dir.join(name);
-            std::fs::write(&path, bytes).unwrap();
-            // Preallocated as Python's are (sparse: no disk used).
-            let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
-            file.set_len(65536).unwrap();
-            file
-        })
-        .collect()
 }
 
 /// Live workers: forked children that write their files and hold them
@@ -153,40 +120,6 @@ fn fresh_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// The medians of `rounds` scrapes of each of `dirs`, after one each
-/// that folds; interleaved, so that a load on the machine that comes and
-/// goes weighs on every directory alike.
-fn median_scrapes<const N: usize>(dirs: [&Path; N], rounds: usize) -> [Duration; N] {
-    for dir in dirs {
-        black_box(promshard::multiprocess::encode_dir(dir, Format::Prometheus));
-    }
-    let mut times = [(); N].map(|()| Vec::with_capacity(rounds));
-    for _ in 0..rounds {
-        for (dir, times) in dirs.iter().zip(&mut times) {
-            let t = Instant::now();
-            black_box(promshard::multiprocess::encode_dir(dir, Format::Prometheus));
-            times.push(t.elapsed());
-        }
-    }
-    times.map(|mut t| {
-        t.sort();
-        t[rounds / 2]
-    })
-}
-
-/// Python's `MultiProcessCollector` + `generate_latest` on `dir`, best of
-/// `repeat`, in milliseconds.
-fn python_ms(dir: &Path, repeat: usize) -> Option<f64> {
-    let script = "import sys, timeit\n\
-                  from prometheus_client import CollectorRegistry, generate_latest\n\
-                  from prometheus_client.multiprocess import MultiProcessCollector\n\
-                  def scrape():\n    r = CollectorRegistry()\n    MultiProcessCollector(r, path=sys.argv[1])\n    generate_latest(r)\n\
-                  print(min(timeit.repeat(scrape, number=1, repeat=int(sys.argv[2]))) * 1000)\n";
-    let out = Command::new("python3").args(["-c", script]).arg(dir).arg(repeat.to_string()).output().ok()?;
-    out.status.success().then_some(())?;
-    String::from_utf8(out.stdout).ok()?.trim().parse().ok()
-}
-
 fn main() {
     let none = fresh_dir("none");
     let files = fresh_dir("3000-files");
@@ -207,34 +140,37 @@ fn main() {
 
     let mut c = Criterion::default().configure_from_args();
     let mut group = c.benchmark_group("scrape_python");
-    group.throughput(Throughput::Elements(1)).sample_size(30).measurement_time(Duration::from_secs(3));
-    for (name, dir) in [
-        (format!("4 live workers ({n0} files)"), &none),
-        (format!("same + 3000 dead files ({n1} files)"), &files),
-        (format!("same + 3000 dead workers ({n2} files)"), &workers),
-    ] {
+    group
+        .throughput(Throughput::Elements(1))
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for (name, dir) in [("4_live_workers", &none), ("3000_dead_files", &files), ("3000_dead_workers", &workers)] {
         group.bench_function(name, |b| {
             b.iter(|| black_box(promshard::multiprocess::encode_dir(dir, Format::Prometheus)))
         });
     }
     group.finish();
 
-    let [t0, t1, t2] = median_scrapes([&none, &files, &workers], 300);
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
-    println!("python pool scrape, medians of 300 interleaved scrapes in this run:");
-    println!("  4 live workers, {n0} files:              {:8.1} µs", us(t0));
-    println!(
-        "  + 3,000 dead workers' files ({n1} files): {:8.1} µs  ratio {:.2}x (target <= 1.2x)",
-        us(t1),
-        us(t1) / us(t0)
-    );
-    println!("  + 3,000 dead workers ({n2} files):      {:8.1} µs  ratio {:.2}x", us(t2), us(t2) / us(t0));
-    match (python_ms(&none, 5), python_ms(&files, 3), python_ms(&workers, 1)) {
-        (Some(p0), Some(p1), Some(p2)) => {
-            println!("python MultiProcessCollector + generate_latest, same directories (best of 5, 3, 1):");
-            println!("  {p0:.2} ms, {p1:.2} ms ({:.1}x), {p2:.1} ms ({:.1}x)", p1 / p0, p2 / p0);
+    let rounds = 300;
+    let [t0, t1, t2] = median_scrapes([&none, &files, &workers], rounds);
+    let pythons = [python_scrape_ms(&none, 5), python_scrape_ms(&files, 3), python_scrape_ms(&workers, 1)];
+    for (((name, files), t), python) in [("4_live_workers", n0), ("3000_dead_files", n1), ("3000_dead_workers", n2)]
+        .into_iter()
+        .zip([t0, t1, t2])
+        .zip(pythons)
+    {
+        let mut fields = vec![
+            ("kind", "python_pool".into()),
+            ("name", name.into()),
+            ("files", files.into()),
+            ("median_ns", (t.as_nanos() as f64).into()),
+            ("rounds", rounds.into()),
+        ];
+        if let Some(ms) = python {
+            fields.push(("python_ms", ms.into()));
         }
-        _ => println!("python3 with prometheus_client not available: no Python comparison"),
+        record("scrape.jsonl", &fields);
     }
     c.final_summary();
     drop(live);

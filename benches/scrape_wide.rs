@@ -1,13 +1,14 @@
-//! Merging 32 live workers × 10,000 series each, with Python's
-//! MultiProcessCollector on an equivalent directory when available.
+//! Merging 1, 8, 32 and 128 live workers × 10,000 series each, with
+//! Python's `MultiProcessCollector` on equivalent directories.
 //!
-//! `cargo bench --bench scrape_wide`
+//! `cargo bench --bench scrape_wide` (Python: `$PROMSHARD_PYTHON`, else
+//! `python3`, with prometheus_client installed)
 
+mod results;
 mod support;
 
-use criterion::Criterion;
-use promshard::{Counter, metric};
-use support::{Hundred, bench_dir, fresh_dir, python_collector_ms, workers};
+use promshard::{Counter, LabelValue, metric};
+use support::{Growth, Hundred, key};
 
 /// Requests by two labels: 10,000 series.
 #[metric(labels(shard: Hundred, route: Hundred), max_series = 10000)]
@@ -21,16 +22,18 @@ fn record(worker: usize) {
     }
 }
 
-fn main() {
-    let dir = fresh_dir("wide");
-    let live = workers(&dir, 32, 32, record);
-    let mut c = Criterion::default().configure_from_args();
-    bench_dir(&mut c, "32 workers x 10000 series", &dir, 32 * 10_000);
-    match python_collector_ms(10_000, 32) {
-        Some(ms) => println!("python MultiProcessCollector + generate_latest, 32 workers x 10000 series: {ms:.1} ms"),
-        None => println!("python prometheus_client not available: no Python comparison"),
+/// The same series as Python's files hold them.
+fn python_entries(worker: usize) -> Vec<(String, f64)> {
+    let mut entries = Vec::with_capacity(10_000);
+    for a in 0..100 {
+        for b in 0..100 {
+            let labels = [("route", Hundred::VALUES[b]), ("shard", Hundred::VALUES[a])];
+            entries.push((key("requests", "requests_total", &labels, "Requests."), (worker + a + b) as f64));
+        }
     }
-    c.final_summary();
-    drop(live);
-    let _ = std::fs::remove_dir_all(&dir);
+    entries
+}
+
+fn main() {
+    support::growth(Growth { size: "10k", series: 10_000, record, python_entries, with_dead: false });
 }

@@ -174,3 +174,42 @@ fn fork_storm() {
 fn forks_while_functions_run_leave_every_child_working() {
     isolated("forks_while_functions_run_leave_every_child_working", Duration::from_secs(120), fork_storm);
 }
+
+/// Always fails.
+#[metric(mode = livesum)]
+static FN_ALWAYS_PANICS: Gauge;
+
+fn forks_while_a_function_panics() {
+    let dir = TempDir::new("gauge-fn-panic-forks");
+    promshard::multiprocess::init(dir.path()).unwrap();
+    promshard::set_callback_interval(Duration::from_millis(1));
+    FN_ALWAYS_PANICS.set_function(|| panic!("the pool is gone"));
+    // The pre-fork master forks while its refresher's function panics
+    // (with RUST_BACKTRACE set, as in many deployments): every child must
+    // answer its scrapes, which call the function (and panic) again.
+    for round in 0..60 {
+        let pid = harness::fork_child(|| {
+            for _ in 0..3 {
+                own_text();
+            }
+            0
+        });
+        let status = harness::wait_timeout(pid, Duration::from_secs(3))
+            .unwrap_or_else(|| panic!("fork {round}: the child hung in its scrape"));
+        assert_eq!(status, 0, "fork {round}: {}", harness::describe_status(status));
+    }
+    let text = own_text();
+    assert!(value_in(&text, "promshard_set_function_panics_total", &[]).unwrap() > 60.0);
+    assert_eq!(value_in(&text, "fn_always_panics", &[]), Some(0.0));
+}
+
+#[test]
+fn forks_while_a_function_panics_leave_every_child_working() {
+    let setup = harness::Setup { env: vec![("RUST_BACKTRACE".into(), "1".into())], cwd: None };
+    harness::isolated_with(
+        "forks_while_a_function_panics_leave_every_child_working",
+        Duration::from_secs(120),
+        setup,
+        forks_while_a_function_panics,
+    );
+}

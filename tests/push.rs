@@ -453,3 +453,30 @@ fn a_gateway_down_silent_or_refusing_is_an_error_within_the_timeout() {
         assert!(started.elapsed() < Duration::from_secs(3), "stopping took {:?}", started.elapsed());
     });
 }
+
+/// A job ends while its periodic push waits on a gateway that accepts and
+/// never answers: dropping the guard (the end of `main`) is bounded by the
+/// pusher's timeout, not twice it.
+#[test]
+fn dropping_a_periodic_push_waits_one_timeout_at_most() {
+    isolated("dropping_a_periodic_push_waits_one_timeout_at_most", Duration::from_secs(60), || {
+        record();
+        let timeout = Duration::from_secs(1);
+        let (_listener, silent) = silent_listener();
+        for ending in ["drop", "finish"] {
+            let periodic = promshard::push::every(
+                Pusher::new(&format!("http://{silent}"), "stuck").timeout(timeout),
+                Duration::from_millis(50),
+            );
+            // The first periodic push is under way, and hangs.
+            std::thread::sleep(Duration::from_millis(300));
+            let started = Instant::now();
+            match ending {
+                "drop" => drop(periodic),
+                _ => assert!(matches!(periodic.finish(), Err(PushError::Transport(_)))),
+            }
+            let took = started.elapsed();
+            assert!(took < timeout + Duration::from_millis(250), "{ending} took {took:?} for a {timeout:?} timeout");
+        }
+    });
+}

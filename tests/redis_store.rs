@@ -271,3 +271,264 @@ fn silent_redis() {
 fn a_redis_that_never_answers_costs_a_bounded_time() {
     isolated("a_redis_that_never_answers_costs_a_bounded_time", Duration::from_secs(60), silent_redis);
 }
+
+fn wrong_type_key(binary: &Path) {
+    let redis = Redis::start(binary);
+    // Someone stored a string where a series of ours lives.
+    assert_eq!(redis.command("SET metrics:shop:signups_total{plan=\"free\"} oops").as_deref(), Some("+OK"));
+    promshard::redis::configure(Config::new(&redis.url(), "shop").flush_interval(Duration::from_millis(20)));
+    SIGNUPS_TOTAL.with((Plan::Pro,)).inc_by(5);
+    SIGNUPS_TOTAL.with((Plan::Free,)).inc_by(1);
+    ACTIVE_SUBSCRIBERS.with(("eu",)).add(2.0);
+    // Many flushes: each met the refused key.
+    std::thread::sleep(Duration::from_millis(500));
+    let flush = promshard::redis::flush();
+    assert!(flush.as_ref().is_err_and(|e| e.contains("signups_total{plan=\"free\"}")), "{flush:?}");
+    let text = own_text();
+    assert_eq!(pro(&text), Some(5.0), "the other series are counted once, not at every flush");
+    assert_eq!(value_in(&text, "active_subscribers", &[("region", "eu")]), Some(2.0));
+    // Its value is unknown: left out, not shown as a counter reset to 0.
+    assert_eq!(value_in(&text, "signups_total", &[("plan", "free")]), None);
+    // The key is cleared: the refused increment was kept, and arrives.
+    assert_eq!(redis.command("DEL metrics:shop:signups_total{plan=\"free\"}").as_deref(), Some(":1"));
+    promshard::redis::flush().unwrap();
+    let text = own_text();
+    assert_eq!(value_in(&text, "signups_total", &[("plan", "free")]), Some(1.0));
+    assert_eq!(pro(&text), Some(5.0));
+}
+
+#[test]
+fn a_key_of_the_wrong_type_costs_only_its_own_series() {
+    let Some(binary) = redis_server() else { return };
+    isolated("a_key_of_the_wrong_type_costs_only_its_own_series", Duration::from_secs(60), || wrong_type_key(&binary));
+}
+
+/// A TCP relay to Redis that holds every chunk `delay` before passing it
+/// on, each way: a Redis a few milliseconds away.
+fn slow_relay(to: u16, delay: Duration) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://{}/", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else { continue };
+            for (mut from, mut into) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)] {
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 65536];
+                    while let Ok(n @ 1..) = from.read(&mut buf) {
+                        std::thread::sleep(delay);
+                        if into.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = into.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    url
+}
+
+fn flush_before_exit(binary: &Path) {
+    let redis = Redis::start(binary);
+    let url = slow_relay(redis.port, Duration::from_millis(5));
+    promshard::redis::configure(
+        Config::new(&url, "shop").timeout(Duration::from_secs(2)).flush_interval(Duration::from_millis(1)),
+    );
+    let children = 20;
+    for _ in 0..children {
+        let pid = harness::fork_child(|| {
+            SIGNUPS_TOTAL.with((Plan::Pro,)).inc();
+            // The worker's flusher is sending that one now.
+            std::thread::sleep(Duration::from_millis(10));
+            SIGNUPS_TOTAL.with((Plan::Free,)).inc();
+            match promshard::redis::flush() {
+                Ok(()) => 0,
+                Err(_) => 1,
+            }
+        });
+        let status = harness::wait_timeout(pid, Duration::from_secs(10)).expect("the child exits");
+        assert_eq!(status, 0, "{}", harness::describe_status(status));
+    }
+    // Read past the relay: every increment of every child arrived.
+    let got = |plan: &str| redis.command(&format!("GET metrics:shop:signups_total{{plan=\"{plan}\"}}"));
+    assert_eq!(got("pro").as_deref(), Some("$2\r\n20"), "the increment the flusher was sending");
+    assert_eq!(got("free").as_deref(), Some("$2\r\n20"), "the increment recorded while it was sending");
+}
+
+#[test]
+fn flush_before_exit_sends_everything() {
+    let Some(binary) = redis_server() else { return };
+    isolated("flush_before_exit_sends_everything", Duration::from_secs(120), || flush_before_exit(&binary));
+}
+
+fn configured_after_fork(binary: &Path) {
+    let redis = Redis::start(binary);
+    // Recorded before Redis is configured (at start-up, say).
+    SIGNUPS_TOTAL.with((Plan::Pro,)).inc_by(10);
+    let url = redis.url();
+    let mut pids = Vec::new();
+    for _ in 0..3 {
+        let url = url.clone();
+        pids.push(harness::fork_child(move || {
+            // Each worker configures Redis after the fork, as a post-fork
+            // hook does.
+            promshard::redis::configure(Config::new(&url, "shop"));
+            SIGNUPS_TOTAL.with((Plan::Free,)).inc();
+            if promshard::redis::flush().is_ok() { 0 } else { 1 }
+        }));
+    }
+    for pid in pids {
+        let status = harness::wait_timeout(pid, Duration::from_secs(10)).expect("the child exits");
+        assert_eq!(status, 0, "{}", harness::describe_status(status));
+    }
+    promshard::redis::configure(Config::new(&url, "shop"));
+    promshard::redis::flush().unwrap();
+    let text = own_text();
+    assert_eq!(value_in(&text, "signups_total", &[("plan", "free")]), Some(3.0));
+    assert_eq!(pro(&text), Some(10.0), "the parent's increments are the parent's alone");
+}
+
+#[test]
+fn workers_that_configure_redis_after_the_fork_send_only_their_own() {
+    let Some(binary) = redis_server() else { return };
+    isolated("workers_that_configure_redis_after_the_fork_send_only_their_own", Duration::from_secs(60), || {
+        configured_after_fork(&binary)
+    });
+}
+
+/// A gauge set and then added to, again and again, from one thread while
+/// another flushes: every value Redis ever holds must be one the gauge
+/// had (`1000·i`, or `1000·i + (i mod 7 + 1)` after its add), never a
+/// set joined to the add of a later set.
+fn gauge_set_then_add(binary: &Path) {
+    let redis = Redis::start(binary);
+    promshard::redis::configure(Config::new(&redis.url(), "shop").flush_interval(Duration::from_secs(3600)));
+    let series = ACTIVE_SUBSCRIBERS.with(("us",));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                series.set(1000.0 * i as f64);
+                series.add((i % 7 + 1) as f64);
+                i += 1;
+            }
+            i
+        })
+    };
+    let key = "GET metrics:shop:active_subscribers{region=\"us\"}";
+    let mut bad = Vec::new();
+    let started = Instant::now();
+    let mut flushes = 0;
+    while started.elapsed() < Duration::from_secs(8) && bad.is_empty() {
+        promshard::redis::flush().unwrap();
+        flushes += 1;
+        let Some(reply) = redis.command(key) else { continue };
+        let Some(v) = reply.lines().nth(1).and_then(|v| v.parse::<f64>().ok()) else { continue };
+        let i = (v / 1000.0).floor();
+        let added = v - 1000.0 * i;
+        if added != 0.0 && added != (i as u64 % 7 + 1) as f64 {
+            bad.push(v);
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(bad.is_empty(), "values the gauge never had, in {flushes} flushes: {bad:?}");
+}
+
+#[test]
+fn a_gauge_set_and_added_to_never_mixes_two_sets() {
+    let Some(binary) = redis_server() else { return };
+    isolated("a_gauge_set_and_added_to_never_mixes_two_sets", Duration::from_secs(60), || gauge_set_then_add(&binary));
+}
+
+/// Forks while three threads record and the flusher sends every
+/// millisecond: each child sends its own increments, never a copy of its
+/// parent's (pending or being sent at the fork), and grandchildren too.
+fn forks_while_flushing(binary: &Path) {
+    let redis = Redis::start(binary);
+    promshard::redis::configure(Config::new(&redis.url(), "shop").flush_interval(Duration::from_millis(1)));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let recorders: Vec<_> = (0..3)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    SIGNUPS_TOTAL.with((Plan::Pro,)).inc();
+                    ACTIVE_SUBSCRIBERS.with(("eu",)).add(1.0);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let forks = 30;
+    for round in 0..forks {
+        let pid = harness::fork_child(move || {
+            SIGNUPS_TOTAL.with((Plan::Free,)).inc_by(10);
+            if round % 3 == 0 {
+                // A grandchild, forked from a child whose flusher runs.
+                let grandchild = harness::fork_child(|| {
+                    SIGNUPS_TOTAL.with((Plan::Free,)).inc_by(1000);
+                    promshard::redis::flush().map_or(1, |()| 0)
+                });
+                if harness::wait_timeout(grandchild, Duration::from_secs(10)) != Some(0) {
+                    return 2;
+                }
+            }
+            promshard::redis::flush().map_or(1, |()| 0)
+        });
+        let status = harness::wait_timeout(pid, Duration::from_secs(20)).expect("the child exits");
+        assert_eq!(status, 0, "round {round}: {}", harness::describe_status(status));
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let recorded: u64 = recorders.into_iter().map(|t| t.join().unwrap()).sum();
+    promshard::redis::flush().unwrap();
+    let text = own_text();
+    assert_eq!(value_in(&text, "signups_total", &[("plan", "free")]), Some((forks * 10 + 10 * 1000) as f64));
+    assert_eq!(pro(&text), Some(recorded as f64), "the parent's own, once");
+    assert_eq!(value_in(&text, "active_subscribers", &[("region", "eu")]), Some(recorded as f64));
+}
+
+#[test]
+fn forks_while_the_flusher_sends_count_every_increment_once() {
+    let Some(binary) = redis_server() else { return };
+    isolated("forks_while_the_flusher_sends_count_every_increment_once", Duration::from_secs(120), || {
+        forks_while_flushing(&binary)
+    });
+}
+
+/// Redis out of memory refuses every write while queuing the transaction
+/// (EXECABORT: nothing applied): all of it stays pending, and arrives
+/// once when Redis accepts writes again.
+fn out_of_memory(binary: &Path) {
+    let redis = Redis::start(binary);
+    promshard::redis::configure(Config::new(&redis.url(), "shop").flush_interval(Duration::from_secs(3600)));
+    SIGNUPS_TOTAL.with((Plan::Pro,)).inc_by(5);
+    ACTIVE_SUBSCRIBERS.with(("eu",)).set(4.0);
+    promshard::redis::flush().unwrap();
+    assert_eq!(redis.command("CONFIG SET maxmemory 1").as_deref(), Some("+OK"));
+    SIGNUPS_TOTAL.with((Plan::Pro,)).inc_by(2);
+    SIGNUPS_TOTAL.with((Plan::Free,)).inc_by(1);
+    ACTIVE_SUBSCRIBERS.with(("eu",)).add(1.0);
+    for _ in 0..3 {
+        let refused = promshard::redis::flush();
+        assert!(refused.is_err(), "{refused:?}");
+    }
+    assert_eq!(redis.command("CONFIG SET maxmemory 0").as_deref(), Some("+OK"));
+    promshard::redis::flush().unwrap();
+    let text = own_text();
+    assert_eq!(pro(&text), Some(7.0));
+    assert_eq!(value_in(&text, "signups_total", &[("plan", "free")]), Some(1.0));
+    assert_eq!(value_in(&text, "active_subscribers", &[("region", "eu")]), Some(5.0));
+}
+
+#[test]
+fn a_redis_out_of_memory_loses_and_doubles_nothing() {
+    let Some(binary) = redis_server() else { return };
+    isolated("a_redis_out_of_memory_loses_and_doubles_nothing", Duration::from_secs(60), || out_of_memory(&binary));
+}

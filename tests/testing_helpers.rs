@@ -230,3 +230,46 @@ fn parse_reads_what_pythons_parser_reads() {
         assert!(error.line >= 1, "{bad}: {error}");
     }
 }
+
+/// Blanks around lines and between a name and its labels are part of the
+/// text format ("leading and trailing whitespace is ignored"), and are
+/// what an indented fixture in a test holds: read as Python reads them.
+/// And a line after OpenMetrics' `# EOF` (two expositions glued
+/// together) is refused, as Prometheus and Python refuse it.
+#[test]
+fn parse_reads_blanks_as_the_text_format_does_and_refuses_lines_after_eof() {
+    let Some(python) = support::python_with_prometheus_client() else {
+        return support::skip_or_fail(support::PYTHON_MISSING);
+    };
+    let text = "  # HELP c A help.\n  # TYPE c gauge\n  c 9\n\td\t10\ne{} 11\nf { a=\"b\" } 12\n  g{h=\"i\"}   13  \n";
+    let theirs: Vec<Parsed> = serde_json::from_str(support::run_python(&python, PYTHON_PARSE, text).trim()).unwrap();
+    let mut ours: Vec<Parsed> = parse(text)
+        .unwrap_or_else(|e| panic!("{e}\n{text}"))
+        .into_iter()
+        .map(|s| {
+            let mut labels = s.labels;
+            labels.sort();
+            (s.name, labels, s.value.to_bits().to_string())
+        })
+        .collect();
+    ours.sort();
+    assert_eq!(ours.len(), 5);
+    assert_eq!(ours, theirs);
+
+    let glued = "a_total 1\n# EOF\nb_total 2\n# EOF\n";
+    let error = parse(glued).expect_err("a line after # EOF");
+    assert_eq!(error.line, 3, "{error}");
+    let python_refuses = support::run_with_stdin(
+        &python,
+        &[
+            std::ffi::OsStr::new("-c"),
+            std::ffi::OsStr::new(
+                "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\nlist(p(sys.stdin.read()))",
+            ),
+        ],
+        glued,
+    );
+    assert!(!python_refuses.status.success(), "Python's OpenMetrics parser refuses it too");
+    assert_eq!(parse("a_total 1\n# EOF\n").unwrap().len(), 1);
+    assert_eq!(parse("a_total 1\n# EOF\n\n").unwrap().len(), 1, "blank lines after it are nothing");
+}

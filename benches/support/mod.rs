@@ -6,7 +6,7 @@
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use promshard::Format;
@@ -223,34 +223,80 @@ pub fn workers(dir: &Path, count: usize, live: usize, record: fn(usize)) -> Work
     Workers { leader }
 }
 
-/// Python prometheus_client's MultiProcessCollector + generate_latest on
-/// `workers` processes' `.db` files of `series_per_worker` counter series
-/// (labels `shard`, `route`), best of 5, in milliseconds; `None` without
-/// Python.
-pub fn python_collector_ms(series_per_worker: usize, workers: usize) -> Option<f64> {
-    let dir = fresh_dir("python");
-    std::fs::create_dir_all(&dir).ok()?;
-    let script = format!(
-        r#"
-import os, sys, timeit
-os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[1]
-from prometheus_client import Counter, CollectorRegistry, generate_latest, multiprocess, values
-c = Counter("requests", "Requests.", ["shard", "route"])
-for w in range({workers}):
-    values.ValueClass = values.MultiProcessValue(lambda w=w: 100000 + w)
-    c = Counter("requests", "Requests.", ["shard", "route"], registry=None)
-    for i in range({series_per_worker}):
-        c.labels(str(i // 100), str(i % 100)).inc()
-def scrape():
-    r = CollectorRegistry()
-    multiprocess.MultiProcessCollector(r)
-    generate_latest(r)
-best = min(timeit.repeat(scrape, number=1, repeat=5))
-print(best * 1000)
-"#
-    );
-    let out = Command::new("python3").arg("-c").arg(script).arg(&dir).output().ok()?;
-    let _ = std::fs::remove_dir_all(&dir);
+/// A prometheus_client `.db` file, laid out as its `MmapedDict` writes
+/// one: a used-bytes header, then per entry the key's length, the key
+/// padded to 8 bytes, the value and a timestamp.
+pub fn db(entries: &[(String, f64)]) -> Vec<u8> {
+    let mut out = vec![0u8; 8];
+    for (key, value) in entries {
+        out.extend_from_slice(&(key.len() as i32).to_ne_bytes());
+        out.extend_from_slice(key.as_bytes());
+        out.resize(out.len() + 8 - (key.len() + 4) % 8, b' ');
+        out.extend_from_slice(&value.to_ne_bytes());
+        out.extend_from_slice(&1.8e9f64.to_ne_bytes());
+    }
+    let used = out.len() as i32;
+    out[..4].copy_from_slice(&used.to_ne_bytes());
+    out
+}
+
+/// An entry's key as prometheus_client writes it: the JSON of
+/// `(metric, sample, labels, help)`.
+pub fn key(metric: &str, sample: &str, labels: &[(&str, &str)], help: &str) -> String {
+    let labels: Vec<String> = labels.iter().map(|(k, v)| format!("\"{k}\": \"{v}\"")).collect();
+    format!("[\"{metric}\", \"{sample}\", {{{}}}, \"{help}\"]", labels.join(", "))
+}
+
+/// Writes `files` (name, bytes) into `dir`, each grown as Python grows its
+/// files (64 KiB, doubled until the entries fit; sparse, so no disk is
+/// used for the rest), and returns them open.
+pub fn write_db_files(dir: &Path, files: &[(String, Vec<u8>)]) -> Vec<std::fs::File> {
+    files
+        .iter()
+        .map(|(name, bytes)| {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+            file.set_len((bytes.len() as u64).max(65536).next_power_of_two()).unwrap();
+            file
+        })
+        .collect()
+}
+
+/// Pids no process can have (above Linux's largest `pid_max`).
+pub const GONE: u32 = 4_194_400;
+
+/// A directory of `workers` Python workers' counter files, each holding
+/// the entries `entries(worker)` gives: the directory Python's collector
+/// reads where promshard reads `workers` shards of the same series.
+pub fn python_dir(name: &str, workers: usize, entries: impl Fn(usize) -> Vec<(String, f64)>) -> PathBuf {
+    let dir = fresh_dir(&format!("python-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for w in 0..workers {
+        let file = (format!("counter_{}.db", GONE + w as u32), db(&entries(w)));
+        drop(write_db_files(&dir, &[file]));
+    }
+    dir
+}
+
+/// Python prometheus_client's `MultiProcessCollector` + `generate_latest`
+/// on `dir`, the median of `repeat` runs, in milliseconds (as criterion
+/// gives promshard's median); `None` (and why, on
+/// stderr) without a Python that has prometheus_client (see
+/// [`results::python`](crate::results::python)).
+pub fn python_scrape_ms(dir: &Path, repeat: usize) -> Option<f64> {
+    let script = "import statistics, sys, timeit\n\
+                  from prometheus_client import CollectorRegistry, generate_latest\n\
+                  from prometheus_client.multiprocess import MultiProcessCollector\n\
+                  def scrape():\n    r = CollectorRegistry()\n    MultiProcessCollector(r, path=sys.argv[1])\n    return generate_latest(r)\n\
+                  print(statistics.median(timeit.repeat(scrape, number=1, repeat=int(sys.argv[2]))) * 1000)\n";
+    let out = Command::new(crate::results::python())
+        .args(["-c", script])
+        .arg(dir)
+        .arg(repeat.to_string())
+        .output()
+        .map_err(|e| eprintln!("python: {e}"))
+        .ok()?;
     if !out.status.success() {
         eprintln!("python: {}", String::from_utf8_lossy(&out.stderr));
         return None;
@@ -258,10 +304,136 @@ print(best * 1000)
     String::from_utf8(out.stdout).ok()?.trim().parse().ok()
 }
 
-/// Times `encode_dir` on `dir`, reported per merged series.
-pub fn bench_dir(c: &mut Criterion, name: &str, dir: &Path, series: u64) {
-    let mut group = c.benchmark_group("scrape");
-    group.throughput(Throughput::Elements(series)).sample_size(30).measurement_time(Duration::from_secs(4));
+/// How many times to time Python on `series` samples: a few for small
+/// directories, once for those that take seconds.
+pub fn python_repeats(series: usize) -> usize {
+    (200_000 / series.max(1)).clamp(1, 5)
+}
+
+/// Times `encode_dir` on `dir` as `group`/`name`, reported per merged
+/// series.
+pub fn bench_dir(c: &mut Criterion, group: &str, name: &str, dir: &Path, series: u64) {
+    let mut group = c.benchmark_group(group);
+    group
+        .throughput(Throughput::Elements(series))
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
     group.bench_function(name, |b| b.iter(|| black_box(promshard::multiprocess::encode_dir(dir, Format::Prometheus))));
     group.finish();
+}
+
+/// The medians of `rounds` scrapes of each of `dirs`, after one each
+/// (which folds what it can); interleaved, so that a load on the machine
+/// that comes and goes weighs on every directory alike.
+pub fn median_scrapes<const N: usize>(dirs: [&Path; N], rounds: usize) -> [Duration; N] {
+    for dir in dirs {
+        black_box(promshard::multiprocess::encode_dir(dir, Format::Prometheus));
+    }
+    let mut times = [(); N].map(|()| Vec::with_capacity(rounds));
+    for _ in 0..rounds {
+        for (dir, times) in dirs.iter().zip(&mut times) {
+            let t = Instant::now();
+            black_box(promshard::multiprocess::encode_dir(dir, Format::Prometheus));
+            times.push(t.elapsed());
+        }
+    }
+    times.map(|mut t| {
+        t.sort();
+        t[rounds / 2]
+    })
+}
+
+/// The worker counts every directory scrape is measured at.
+pub const WORKER_COUNTS: [usize; 4] = [1, 8, 32, 128];
+
+/// What one scrape bench measures: directories of [`WORKER_COUNTS`]
+/// workers that each record `series` series with `record`, optionally the
+/// 32-worker one again after 2,000 dead workers, and Python's collector on
+/// equivalent directories of `python_entries(worker)` counter files.
+pub struct Growth {
+    /// `1k`, `10k`: in group names (`scrape_<size>`) and results.
+    pub size: &'static str,
+    pub series: usize,
+    pub record: fn(usize),
+    pub python_entries: fn(usize) -> Vec<(String, f64)>,
+    pub with_dead: bool,
+}
+
+/// Runs a [`Growth`]. Forks every worker first, so it must be called
+/// before this process records or scrapes anything.
+pub fn growth(g: Growth) {
+    use crate::results::record;
+    let group = format!("scrape_{}", g.size);
+    let live: Vec<(usize, PathBuf, Workers)> = WORKER_COUNTS
+        .iter()
+        .map(|&w| {
+            let dir = fresh_dir(&format!("{}-{w}", g.size));
+            let held = workers(&dir, w, w, g.record);
+            (w, dir, held)
+        })
+        .collect();
+    // 32 live workers and 2,000 dead ones, folded as a scrape would.
+    let churned = g.with_dead.then(|| {
+        let dir = fresh_dir(&format!("{}-churned", g.size));
+        let held = workers(&dir, 2032, 32, g.record);
+        promshard::multiprocess::compact_dir(&dir);
+        (dir, held)
+    });
+
+    let mut c = Criterion::default().configure_from_args();
+    for (w, dir, _) in &live {
+        bench_dir(&mut c, &group, &format!("{w}_workers"), dir, (w * g.series) as u64);
+    }
+    if let Some((dir, _)) = &churned {
+        bench_dir(&mut c, &group, "32_workers_2000_dead", dir, (32 * g.series) as u64);
+        // The ratio the target is about, from interleaved scrapes.
+        let files = promshard::multiprocess::inspect(dir).unwrap().len();
+        let [none, dead] = median_scrapes([&live[2].1, dir], 200);
+        record(
+            "scrape.jsonl",
+            &[
+                ("kind", "dead_ratio".into()),
+                ("size", g.size.into()),
+                ("files", files.into()),
+                ("none_ns", (none.as_nanos() as f64).into()),
+                ("dead_ns", (dead.as_nanos() as f64).into()),
+                ("rounds", 200usize.into()),
+            ],
+        );
+    }
+    c.final_summary();
+    if let Some((dir, held)) = churned {
+        drop(held);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    for (_, dir, held) in live {
+        drop(held);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    let python = |workers: usize, name: &str| {
+        let dir = python_dir(&format!("{}-{name}", g.size), workers, g.python_entries);
+        let repeat = python_repeats(workers * g.series);
+        if let Some(ms) = python_scrape_ms(&dir, repeat) {
+            record(
+                "scrape.jsonl",
+                &[
+                    ("kind", "python".into()),
+                    ("size", g.size.into()),
+                    ("workers", workers.into()),
+                    ("name", name.into()),
+                    ("ms", ms.into()),
+                    ("median_of", repeat.into()),
+                ],
+            );
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    };
+    for w in WORKER_COUNTS {
+        python(w, &format!("{w}_workers"));
+    }
+    if g.with_dead {
+        python(2032, "32_workers_2000_dead");
+    }
 }

@@ -64,7 +64,7 @@ pub(crate) fn run(collector: &dyn Collector, writer: &mut MetricWriter<'_>) {
     let result = match &mut writer.target {
         Target::Text { .. } | Target::Proto { .. } | Target::Capture(_) => {
             let mark = writer.mark();
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| collector.collect(writer)));
+            let result = crate::user_code::call(|| collector.collect(writer));
             if result.is_err() {
                 writer.rewind(mark);
             }
@@ -80,7 +80,7 @@ pub(crate) fn run(collector: &dyn Collector, writer: &mut MetricWriter<'_>) {
             };
             let mut inner = MetricWriter::new(Target::Samples(&mut keep), writer.reserved);
             inner.written = writer.written.clone();
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| collector.collect(&mut inner)));
+            let result = crate::user_code::call(|| collector.collect(&mut inner));
             let written = core::mem::take(&mut inner.written);
             drop(inner);
             if result.is_ok() {
@@ -93,18 +93,22 @@ pub(crate) fn run(collector: &dyn Collector, writer: &mut MetricWriter<'_>) {
             result
         }
     };
-    if let Err(payload) = result {
-        // The registry is laid out: the scrape running us did it.
-        PANICS.inc();
-        let what = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a non-string payload".to_owned());
-        crate::notice::error(format!(
-            "collector {} panicked during a scrape ({what}); its families are left out of this scrape",
-            collector.name()
-        ));
+    // Without the panic hook (see `user_code`); logged once per change of
+    // what it says on this thread, so a worker's publisher does not log it
+    // every interval.
+    let source = format!("collector {}", collector.name());
+    match result {
+        Ok(()) => crate::notice::recovered(&source),
+        Err(what) => {
+            // The registry is laid out: the scrape running us did it.
+            PANICS.inc();
+            if crate::notice::changed(&source, &what) {
+                crate::notice::error(format!(
+                    "collector {} panicked during a scrape ({what}); its families are left out of this scrape",
+                    collector.name()
+                ));
+            }
+        }
     }
 }
 
@@ -427,6 +431,7 @@ fn sample_name(kind: Kind, base: &str) -> String {
 /// assert_eq!(promshard::testing::sample_value("jobs_queued", &[]), Some(3.0));
 /// ```
 pub fn register_collector(collector: impl Collector) {
+    crate::user_code::install();
     let collector: Arc<dyn Collector> = Arc::new(collector);
     RUNTIME_COLLECTORS.with(|list| list.push(collector));
 }

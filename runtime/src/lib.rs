@@ -12,7 +12,8 @@
 //! start at the bottom and never meet a name from above:
 //!
 //! 0. support: `gate` (the one fork-safe lock, and the log queue of what
-//!    was said under it) and `notice` (every log message);
+//!    was said under it), `notice` (every log message) and `user_code`
+//!    (calling code that may panic without the panic hook);
 //! 1. definitions, pure data and rules: `descriptor` (names and their
 //!    validity, kinds, gauge modes and how each combines, buckets),
 //!    `labels` (label values and domains), `budget`, and `encode`
@@ -41,6 +42,7 @@
 // 0. support
 mod gate;
 mod notice;
+mod user_code;
 // 1. definitions
 mod budget;
 mod descriptor;

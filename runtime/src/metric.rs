@@ -59,12 +59,18 @@ impl MetricCore {
     }
 
     /// The metric's descriptor.
+    #[inline]
     pub fn descriptor(&self) -> &Descriptor {
         &self.desc
     }
 
     /// The first slot, without laying anything out: `None` before the
     /// registry is laid out. Safe to call from a fork handler.
+    ///
+    /// Inlined into every recording (through `series`, itself inlined into
+    /// the caller's crate): out of line, the call cost more than a gauge's
+    /// store.
+    #[inline]
     pub(crate) fn slot_if_attached(&self) -> Option<*const AtomicU64> {
         let base = self.base.load(Ordering::Acquire);
         (!base.is_null()).then_some(base as *const AtomicU64)

@@ -83,6 +83,9 @@ pub fn init(dir: impl AsRef<Path>) -> Result<(), AlreadyStarted> {
     if crate::registry::is_laid_out() || !shard::configure(dir.as_ref().to_owned()) {
         return Err(AlreadyStarted);
     }
+    // Worker collectors registered before now publish from now on, and
+    // so do the workers this process forks.
+    crate::worker_collector::start_publisher();
     Ok(())
 }
 
@@ -117,6 +120,13 @@ pub fn encode_dir(dir: impl AsRef<Path>, how: impl Into<crate::Exposition>) -> V
     let own = shard::own_in(&dir);
     let mut out = Vec::new();
     crate::merge::collect_with(&dir, own).encode(x, &mut out);
+    // The workers' collectors, from the files they publish beside their
+    // shards (their names were checked against their own metrics there).
+    let reserved = std::collections::HashMap::new();
+    let mut writer =
+        crate::collector::MetricWriter::new(crate::collector::Target::Text { out: &mut out, x }, &reserved);
+    crate::worker_collector::write_dir(&mut writer, &dir, own);
+    drop(writer);
     if x.format() == Format::OpenMetrics {
         out.extend_from_slice(b"# EOF\n");
     }

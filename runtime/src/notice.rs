@@ -39,3 +39,34 @@ pub(crate) fn warn_once(message: &str) {
         warn(message);
     }
 }
+
+thread_local! {
+    /// What each source last logged from this thread.
+    static SAID: core::cell::RefCell<Vec<(String, String)>> = const { core::cell::RefCell::new(Vec::new()) };
+}
+
+/// Whether `message` differs from what `source` last said on this thread:
+/// a problem met at every interval (a function that panics, a full
+/// disk) is logged once per change, not every second for the life of the
+/// process.
+pub(crate) fn changed(source: &str, message: &str) -> bool {
+    SAID.with(|said| {
+        let mut said = said.borrow_mut();
+        match said.iter_mut().find(|(s, _)| s == source) {
+            Some((_, last)) if last == message => false,
+            Some((_, last)) => {
+                *last = message.to_owned();
+                true
+            }
+            None => {
+                said.push((source.to_owned(), message.to_owned()));
+                true
+            }
+        }
+    })
+}
+
+/// Forgets what `source` last said on this thread (it worked again).
+pub(crate) fn recovered(source: &str) {
+    SAID.with(|said| said.borrow_mut().retain(|(s, _)| s != source));
+}

@@ -276,7 +276,7 @@ impl Drop for ExitPush {
 #[must_use = "pushing stops when this guard is dropped"]
 pub struct PeriodicPush {
     stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<bool>>,
     pusher: Option<Pusher>,
 }
 
@@ -291,6 +291,8 @@ pub fn every(pusher: Pusher, interval: Duration) -> PeriodicPush {
             // Said when it changes, not at every tick of a gateway that
             // stays down.
             let mut last_error = None::<String>;
+            // Returns whether the last push worked: a guard dropped while a
+            // push hangs gives the last push only what is left of its timeout.
             loop {
                 match ticks.recv_timeout(interval) {
                     Err(RecvTimeoutError::Timeout) => match periodic.push() {
@@ -305,7 +307,7 @@ pub fn every(pusher: Pusher, interval: Duration) -> PeriodicPush {
                         }
                     },
                     // Stopped, or the guard is gone.
-                    _ => return,
+                    _ => return last_error.is_none(),
                 }
             }
         })
@@ -318,26 +320,40 @@ pub fn every(pusher: Pusher, interval: Duration) -> PeriodicPush {
 
 impl PeriodicPush {
     /// Stops the thread, pushes a last time and returns the outcome.
+    ///
+    /// A push of the thread's under way is waited for first (it must not
+    /// land after the last one, with older values). If it failed, the last
+    /// push gets only what is left of the timeout, so that stopping never
+    /// waits more than one timeout on a gateway that does not answer.
     pub fn finish(mut self) -> Result<(), PushError> {
-        self.stop_thread();
-        self.pusher.take().map_or(Ok(()), |p| p.push())
+        self.last_push()
     }
 
-    fn stop_thread(&mut self) {
+    fn last_push(&mut self) -> Result<(), PushError> {
+        let started = std::time::Instant::now();
         drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        // Never panics: a panic in the thread counts as a failed push.
+        let worked = self.thread.take().is_none_or(|thread| thread.join().unwrap_or(false));
+        let Some(pusher) = self.pusher.take() else { return Ok(()) };
+        if worked {
+            return pusher.push();
         }
+        let left = pusher.timeout.saturating_sub(started.elapsed());
+        if left < Duration::from_millis(1) {
+            return Err(PushError::Transport(
+                "the push under way used the whole timeout; the last push was not tried".to_owned(),
+            ));
+        }
+        pusher.timeout(left).push()
     }
 }
 
 impl Drop for PeriodicPush {
     fn drop(&mut self) {
-        self.stop_thread();
-        if let Some(pusher) = self.pusher.take() {
-            if let Err(e) = pusher.push() {
-                crate::notice::warn(format!("the last push failed: {e}"));
-            }
+        if self.pusher.is_some()
+            && let Err(e) = self.last_push()
+        {
+            crate::notice::warn(format!("the last push failed: {e}"));
         }
     }
 }

@@ -13,8 +13,9 @@
 //! SIGNUPS_TOTAL.with(("pro",)).inc();
 //! ```
 //!
-//! Recording is one atomic add into this process's pending delta: no
-//! network call on the caller's path. A thread per process (restarted in
+//! Recording is one atomic add into this process's pending delta (a
+//! gauge's `set` and the adds after it are kept together under a spin of
+//! a few instructions): no network call on the caller's path. A thread per process (restarted in
 //! forked children) sends the deltas every [`Config::flush_interval`]
 //! (`INCRBY`, `INCRBYFLOAT`, `SET`, in one `MULTI`/`EXEC` round trip), and
 //! a scrape sends its own process's first, then reads every declared key
@@ -220,7 +221,12 @@ impl<L: LabelSet> RedisCounter<L> {
     }
 
     fn slots(&self) -> &[AtomicU64] {
-        self.pending.get_or_init(|| (0..=L::CARDINALITY).map(|_| AtomicU64::new(0)).collect())
+        self.pending.get().unwrap_or_else(|| {
+            first_recording();
+            crate::gate::locked(|| {
+                self.pending.get_or_init(|| (0..=L::CARDINALITY).map(|_| AtomicU64::new(0)).collect())
+            })
+        })
     }
 
     /// The series for one label combination.
@@ -294,10 +300,42 @@ impl<L: LabelSet> RedisMetric for RedisCounter<L> {
 /// with `#[metric(store = redis)]`.
 pub struct RedisGauge<L: LabelSet = ()> {
     core: MetricCore,
-    /// Two slots per series: the last pending `set` (or [`NO_SET`]), and
-    /// what was added since.
+    /// Three slots per series: the last pending `set` (or [`NO_SET`]),
+    /// what was added since, and a lock word that keeps the two together
+    /// (see [`GaugeSlots`]).
     pending: OnceLock<Box<[AtomicU64]>>,
     labels: PhantomData<fn(L)>,
+}
+
+/// A Redis gauge series' pending change: a `set` and what was added after
+/// it must be read and changed together. Taken apart, a flush could pair
+/// an older `set` with what was added after a newer one, and the newer
+/// `set` would then arrive alone, its add lost. So each series has a
+/// lock word, held for a few instructions by a recording or a flush (a
+/// spin, never a wait on another thread's I/O). A forked child clears it
+/// with the rest: a parent thread may have held it at the fork.
+#[derive(Clone, Copy)]
+struct GaugeSlots<'a> {
+    set: &'a AtomicU64,
+    delta: &'a AtomicU64,
+    lock: &'a AtomicU64,
+}
+
+impl GaugeSlots<'_> {
+    fn locked<R>(self, f: impl FnOnce() -> R) -> R {
+        let mut spins = 0u32;
+        while self.lock.compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            spins += 1;
+            if spins < 64 {
+                core::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        let result = f();
+        self.lock.store(0, Ordering::Release);
+        result
+    }
 }
 
 impl<L: LabelSet> RedisGauge<L> {
@@ -309,17 +347,28 @@ impl<L: LabelSet> RedisGauge<L> {
         RedisGauge { core: MetricCore::new(desc), pending: OnceLock::new(), labels: PhantomData }
     }
 
-    fn slots(&self) -> &[AtomicU64] {
-        self.pending.get_or_init(|| {
-            (0..=L::CARDINALITY).flat_map(|_| [AtomicU64::new(NO_SET), AtomicU64::new(0f64.to_bits())]).collect()
+    fn slots(&'static self) -> &'static [AtomicU64] {
+        self.pending.get().unwrap_or_else(|| {
+            first_recording();
+            crate::gate::locked(|| {
+                self.pending.get_or_init(|| {
+                    (0..=L::CARDINALITY)
+                        .flat_map(|_| [AtomicU64::new(NO_SET), AtomicU64::new(0f64.to_bits()), AtomicU64::new(0)])
+                        .collect()
+                })
+            })
         })
+    }
+
+    fn series_slots(slots: &[AtomicU64], index: usize) -> GaugeSlots<'_> {
+        let s = &slots[3 * index..3 * index + 3];
+        GaugeSlots { set: &s[0], delta: &s[1], lock: &s[2] }
     }
 
     /// The series for one label combination.
     pub fn with(&'static self, labels: L::Values<'_>) -> RedisGaugeSeries {
         let index = L::index(labels, &self.core).min(L::CARDINALITY);
-        let slots = &self.slots()[2 * index..2 * index + 2];
-        RedisGaugeSeries { set: &slots[0], delta: &slots[1] }
+        RedisGaugeSeries { slots: Self::series_slots(self.slots(), index) }
     }
 }
 
@@ -346,10 +395,15 @@ impl RedisGauge<()> {
 }
 
 /// One series of a [`RedisGauge`].
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct RedisGaugeSeries {
-    set: &'static AtomicU64,
-    delta: &'static AtomicU64,
+    slots: GaugeSlots<'static>,
+}
+
+impl core::fmt::Debug for RedisGaugeSeries {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RedisGaugeSeries").finish_non_exhaustive()
+    }
 }
 
 impl RedisGaugeSeries {
@@ -359,8 +413,11 @@ impl RedisGaugeSeries {
         if v.is_nan() {
             return;
         }
-        self.delta.store(0f64.to_bits(), Ordering::Release);
-        self.set.store(v.to_bits(), Ordering::Release);
+        let slots = self.slots;
+        slots.locked(|| {
+            slots.delta.store(0f64.to_bits(), Ordering::Relaxed);
+            slots.set.store(v.to_bits(), Ordering::Relaxed);
+        });
         start_flusher_if_needed();
     }
 
@@ -369,7 +426,11 @@ impl RedisGaugeSeries {
         if !v.is_finite() {
             return;
         }
-        crate::instruments::float::add(self.delta, v);
+        let slots = self.slots;
+        slots.locked(|| {
+            let sum = f64::from_bits(slots.delta.load(Ordering::Relaxed)) + v;
+            slots.delta.store(sum.to_bits(), Ordering::Relaxed);
+        });
         start_flusher_if_needed();
     }
 
@@ -397,8 +458,10 @@ impl<L: LabelSet> RedisMetric for RedisGauge<L> {
     fn take_pending(&self, out: &mut Vec<(usize, Pending)>) {
         let Some(slots) = self.pending.get() else { return };
         for series in 0..L::CARDINALITY {
-            let set = slots[2 * series].swap(NO_SET, Ordering::AcqRel);
-            let delta = f64::from_bits(slots[2 * series + 1].swap(0f64.to_bits(), Ordering::AcqRel));
+            let g = Self::series_slots(slots, series);
+            let (set, delta) = g.locked(|| {
+                (g.set.swap(NO_SET, Ordering::Relaxed), f64::from_bits(g.delta.swap(0f64.to_bits(), Ordering::Relaxed)))
+            });
             let set = (set != NO_SET).then(|| f64::from_bits(set));
             if set.is_some() || delta != 0.0 {
                 out.push((series, Pending::Gauge(set, delta)));
@@ -408,25 +471,38 @@ impl<L: LabelSet> RedisMetric for RedisGauge<L> {
 
     fn restore(&self, series: usize, pending: Pending) {
         let (Pending::Gauge(set, delta), Some(slots)) = (pending, self.pending.get()) else { return };
-        // A set made since wins over the one that could not be sent.
-        let newer_set = slots[2 * series].load(Ordering::Acquire) != NO_SET;
-        if newer_set {
-            return;
-        }
-        if let Some(v) = set {
-            let _ = slots[2 * series].compare_exchange(NO_SET, v.to_bits(), Ordering::AcqRel, Ordering::Acquire);
-        }
-        crate::instruments::float::add(&slots[2 * series + 1], delta);
+        let g = Self::series_slots(slots, series);
+        g.locked(|| {
+            // A set made since wins over the one that could not be sent,
+            // and over what was added before it.
+            if g.set.load(Ordering::Relaxed) != NO_SET {
+                return;
+            }
+            if let Some(v) = set {
+                g.set.store(v.to_bits(), Ordering::Relaxed);
+            }
+            let sum = f64::from_bits(g.delta.load(Ordering::Relaxed)) + delta;
+            g.delta.store(sum.to_bits(), Ordering::Relaxed);
+        });
     }
 
     fn clear(&self) {
         if let Some(slots) = self.pending.get() {
-            for pair in slots.chunks(2) {
-                pair[0].store(NO_SET, Ordering::Relaxed);
-                pair[1].store(0f64.to_bits(), Ordering::Relaxed);
+            for triple in slots.chunks(3) {
+                triple[0].store(NO_SET, Ordering::Relaxed);
+                triple[1].store(0f64.to_bits(), Ordering::Relaxed);
+                triple[2].store(0, Ordering::Relaxed);
             }
         }
     }
+}
+
+/// Before a metric's first pending delta exists: a child forked from now
+/// on must forget its copy of this process's deltas, whether or not Redis
+/// is configured yet (a worker that configures it after the fork would
+/// otherwise send its parent's deltas again).
+fn first_recording() {
+    crate::shard::fork::after_fork_in_child(after_fork_in_child);
 }
 
 fn prefix(config: &Config) -> String {
@@ -445,9 +521,26 @@ fn connect(config: &Config) -> redis::RedisResult<redis::Connection> {
 /// that nothing waits for a flush that will not come.
 pub fn flush() -> Result<(), String> {
     let Some(config) = config() else { return Ok(()) };
+    // A flush under way (the flusher's) may have taken deltas recorded
+    // before this call: it is waited for, then what is left is sent. It
+    // ends within its own timeouts (connecting, writing, reading, each
+    // bounded), or it is given up on.
+    let deadline = std::time::Instant::now() + config.timeout.saturating_mul(4) + Duration::from_millis(100);
+    while FLUSHING.swap(true, Ordering::AcqRel) {
+        if std::time::Instant::now() >= deadline {
+            return Err("another flush of Redis metrics is still under way".to_owned());
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let result = flush_with(&config);
+    FLUSHING.store(false, Ordering::Release);
+    result
+}
+
+/// The flusher's round: skipped when another thread is sending.
+fn flush_if_idle() -> Result<(), String> {
+    let Some(config) = config() else { return Ok(()) };
     if FLUSHING.swap(true, Ordering::AcqRel) {
-        // Another thread is sending: what this one would send waits for
-        // the next flush.
         return Ok(());
     }
     let result = flush_with(&config);
@@ -467,8 +560,14 @@ fn flush_with(config: &Config) -> Result<(), String> {
         return Ok(());
     }
     let mut pipe = redis::pipe();
-    pipe.atomic();
-    for (metric, series, pending) in &taken {
+    // Redis runs every command of a transaction even when one fails (a
+    // key someone else stored another type at, an overflow): the outcome
+    // of each is read, and only what failed is kept for later. Resending
+    // the whole batch would count every other series again.
+    pipe.atomic().ignore_errors();
+    // For each command, the index in `taken` of the change it sends.
+    let mut sent_by: Vec<usize> = Vec::new();
+    for (at, (metric, series, pending)) in taken.iter().enumerate() {
         let Some(key) = series_key(&prefix, metric.descriptor(), *series) else { continue };
         let op = match *pending {
             Pending::Count(n) => vec![Op::IncrBy(key, n)],
@@ -482,23 +581,64 @@ fn flush_with(config: &Config) -> Result<(), String> {
         };
         for op in op {
             match op {
-                Op::IncrBy(key, n) => pipe.cmd("INCRBY").arg(key).arg(n).ignore(),
-                Op::IncrByFloat(key, d) => pipe.cmd("INCRBYFLOAT").arg(key).arg(d).ignore(),
-                Op::Set(key, v) => pipe.cmd("SET").arg(key).arg(v).ignore(),
+                Op::IncrBy(key, n) => pipe.cmd("INCRBY").arg(key).arg(n),
+                Op::IncrByFloat(key, d) => pipe.cmd("INCRBYFLOAT").arg(key).arg(d),
+                Op::Set(key, v) => pipe.cmd("SET").arg(key).arg(v),
             };
+            sent_by.push(at);
         }
     }
-    let sent = connect(config).and_then(|mut c| pipe.query::<()>(&mut c));
-    match sent {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            // Kept for the next flush: nothing is lost while we live.
+    let sent = connect(config).and_then(|mut c| pipe.query::<Vec<redis::RedisResult<redis::Value>>>(&mut c));
+    let outcomes = match sent {
+        Ok(outcomes) if outcomes.len() == sent_by.len() => outcomes,
+        Ok(_) | Err(_) => {
+            // Nothing was applied (or the answer was lost): kept for the
+            // next flush, so nothing is lost while we live.
             for (metric, series, pending) in taken {
                 metric.restore(series, pending);
             }
-            Err(e.to_string())
+            return Err(match sent {
+                Err(e) => e.to_string(),
+                Ok(_) => "Redis answered the transaction with the wrong number of replies".to_owned(),
+            });
+        }
+    };
+    // A gauge's `SET` and `INCRBYFLOAT` travel together: what failed of
+    // a series is kept.
+    let mut failed: Vec<(usize, String)> = Vec::new();
+    for (at, outcome) in sent_by.iter().zip(&outcomes) {
+        if let Err(e) = outcome
+            && failed.last().is_none_or(|(f, _)| f != at)
+        {
+            failed.push((*at, e.to_string()));
         }
     }
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let mut first = None;
+    for (at, error) in &failed {
+        let (metric, series, pending) = taken[*at];
+        // What of the series did succeed is not sent again: a gauge whose
+        // `SET` went through keeps only its delta.
+        let commands: Vec<&redis::RedisResult<redis::Value>> =
+            sent_by.iter().zip(&outcomes).filter(|(a, _)| *a == at).map(|(_, o)| o).collect();
+        let left = match pending {
+            Pending::Gauge(Some(_), delta) if commands.first().is_some_and(|o| o.is_ok()) => {
+                Pending::Gauge(None, delta)
+            }
+            other => other,
+        };
+        metric.restore(series, left);
+        let key = series_key(&prefix, metric.descriptor(), series).unwrap_or_default();
+        first.get_or_insert_with(|| format!("{key}: {error}"));
+    }
+    Err(format!(
+        "{} of {} series refused by Redis and kept for later (first: {})",
+        failed.len(),
+        taken.len(),
+        first.unwrap_or_default()
+    ))
 }
 
 fn start_flusher_if_needed() {
@@ -517,7 +657,7 @@ fn start_flusher() {
         let mut last_error: Option<String> = None;
         loop {
             std::thread::sleep(config.flush_interval);
-            match flush() {
+            match flush_if_idle() {
                 Ok(()) if last_error.take().is_some() => crate::notice::info("Redis metrics are sent again"),
                 Ok(()) => {}
                 Err(e) if last_error.as_ref() != Some(&e) => {
@@ -584,8 +724,19 @@ impl Collector for RedisCollector {
                 Kind::Counter => out.counter(desc.name, desc.help),
                 _ => out.gauge(desc.name, desc.help),
             };
-            for series in 0..keys.len() {
-                let value = values.next().flatten().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            for (series, key) in keys.iter().enumerate() {
+                // No key yet: nothing was counted. A key holding something
+                // else than a number is left out, not shown as a reset.
+                let value = match values.next().flatten() {
+                    None => 0.0,
+                    Some(text) => match text.parse::<f64>() {
+                        Ok(value) => value,
+                        Err(_) => {
+                            crate::notice::warn_once(&format!("Redis key {key} does not hold a number: left out"));
+                            continue;
+                        }
+                    },
+                };
                 let labels = labels_of(desc, series);
                 let pairs: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, *v)).collect();
                 family.sample(&pairs, value);

@@ -79,7 +79,9 @@ impl std::error::Error for ParseError {}
 /// Reads the samples of an exposition in the Prometheus text format or
 /// OpenMetrics text (what an integration test gets from `/metrics`):
 /// metadata lines are skipped, timestamps and exemplars ignored, label
-/// values unescaped, quoted (UTF-8) names read.
+/// values unescaped, quoted (UTF-8) names read, blanks around a line and
+/// between a name and its labels allowed. A line after OpenMetrics'
+/// `# EOF` is an error, as it is to Prometheus.
 ///
 /// ```
 /// let text = "# TYPE jobs_total counter\njobs_total{queue=\"a\\\"b\"} 3\njobs_created 1.7e9\n# EOF\n";
@@ -91,15 +93,20 @@ impl std::error::Error for ParseError {}
 /// ```
 pub fn parse(text: &str) -> Result<Vec<Sample>, ParseError> {
     let mut out = Vec::new();
+    let mut ended = false;
     for (i, line) in text.lines().enumerate() {
-        let line = line.trim_end_matches('\r');
-        if line.trim().is_empty() || line.starts_with('#') {
-            if line == "# EOF" {
-                break;
-            }
+        // Blanks and tabs around a line are not part of it (the text
+        // format says so, and indented test fixtures have them).
+        let line = line.trim_end_matches('\r').trim_matches([' ', '\t']);
+        let error = |message: &str| ParseError { line: i + 1, message: message.to_owned() };
+        if ended && !line.is_empty() {
+            // Prometheus refuses such a scrape: a test must not pass on it.
+            return Err(error("a line after `# EOF`"));
+        }
+        if line.is_empty() || line.starts_with('#') {
+            ended |= line == "# EOF";
             continue;
         }
-        let error = |message: &str| ParseError { line: i + 1, message: message.to_owned() };
         out.push(parse_line(line).map_err(|m| error(&m))?);
     }
     Ok(out)
@@ -111,7 +118,8 @@ fn parse_line(line: &str) -> Result<Sample, String> {
     if !rest.starts_with('{') {
         let end = rest.find(['{', ' ', '\t']).unwrap_or(rest.len());
         name = rest[..end].to_owned();
-        rest = &rest[end..];
+        // Blanks may stand between the name and its labels.
+        rest = rest[end..].trim_start_matches([' ', '\t']);
         if name.is_empty() {
             return Err("a sample without a name".to_owned());
         }

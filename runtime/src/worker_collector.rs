@@ -59,6 +59,7 @@ const SUFFIX: &str = ".w";
 /// assert_eq!(promshard::testing::sample_value("db_pool_idle", &[]), Some(4.0));
 /// ```
 pub fn register_worker_collector(collector: impl Collector, mode: GaugeMode) {
+    crate::user_code::install();
     let collector: Arc<dyn Collector> = Arc::new(collector);
     COLLECTORS.with(|list| list.push((collector, mode)));
     crate::shard::fork::after_fork_in_child(after_fork_in_child);
@@ -91,6 +92,12 @@ fn side_file(dir: &Path, shard_name: &str) -> PathBuf {
 /// Writes this process's families beside its shard (replaced whole).
 fn publish() {
     let Some(own) = crate::shard::own() else { return };
+    // A forked child that could not make its shard records into private
+    // memory, and the shard name it still has is its parent's: it has no
+    // file of its own to publish beside (and must not write its parent's).
+    if crate::shard::fork::FAILED.load(Ordering::Relaxed) {
+        return;
+    }
     let collectors = registered();
     if collectors.is_empty() {
         return;
@@ -101,13 +108,21 @@ fn publish() {
     let written = std::fs::File::create(&part)
         .and_then(|mut f| f.write_all(text.as_bytes()))
         .and_then(|()| std::fs::rename(&part, &path));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&part);
-        crate::notice::warn(format!("worker collectors not published ({e}): this worker's values are missing"));
+    // Said once per change of the error (a full disk fails every
+    // interval), and again after a success.
+    match written {
+        Ok(()) => crate::notice::recovered("publish"),
+        Err(e) => {
+            let _ = std::fs::remove_file(&part);
+            let message = format!("worker collectors not published ({e}): this worker's values are missing");
+            if crate::notice::changed("publish", &message) {
+                crate::notice::warn(message);
+            }
+        }
     }
 }
 
-fn start_publisher() {
+pub(crate) fn start_publisher() {
     if PUBLISHER.load(Ordering::Acquire)
         || crate::shard::configured_dir().is_none()
         || COLLECTORS.with(|c| c.is_empty())
@@ -152,7 +167,8 @@ pub(crate) fn write(writer: &mut MetricWriter<'_>) {
     if collectors.is_empty() {
         return;
     }
-    // Registered before `multiprocess::init`: published from now on.
+    // Started here too in case the directory came from the environment
+    // after registration.
     start_publisher();
     let Some(own) = crate::shard::own() else {
         for (collector, _) in &collectors {
@@ -160,17 +176,34 @@ pub(crate) fn write(writer: &mut MetricWriter<'_>) {
         }
         return;
     };
-    let mut inputs: Vec<(u32, Vec<(Captured, GaugeMode)>)> = vec![(std::process::id(), capture(&collectors))];
-    inputs.extend(read_live(&own.dir, &own.file_name()));
-    for family in combine(inputs) {
+    let own_families = (std::process::id(), capture(&collectors));
+    let others = read_live(&own.dir, Some(&own.file_name()), true);
+    for family in combine(others, Some(own_families)) {
+        emit(writer, &family);
+    }
+}
+
+/// Writes the worker collectors' families of shard directory `dir` for a
+/// reader of it ([`crate::multiprocess::encode_dir`]: `promshard serve`,
+/// `dump`, `Pusher::directory`): the live workers' published files,
+/// combined by their modes, and this process's own collectors afresh if
+/// it holds a shard there. Nothing is removed: readers change nothing.
+pub(crate) fn write_dir(writer: &mut MetricWriter<'_>, dir: &Path, own: Option<&'static crate::shard::OwnShard>) {
+    let own_name = own.map(|o| o.file_name());
+    let collectors = registered();
+    let own_families = (own.is_some() && !collectors.is_empty()).then(|| (std::process::id(), capture(&collectors)));
+    let others = read_live(dir, own_name.as_deref(), false);
+    for family in combine(others, own_families) {
         emit(writer, &family);
     }
 }
 
 /// The published families of every other live worker of `dir`, oldest
-/// file first; files of shards no live process holds are removed.
-fn read_live(dir: &Path, own_name: &str) -> Vec<(u32, Vec<(Captured, GaugeMode)>)> {
+/// file first; files of shards no live process holds are removed when
+/// `remove` says so.
+fn read_live(dir: &Path, own_name: Option<&str>, remove: bool) -> Vec<(u32, Vec<(Captured, GaugeMode)>)> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let siblings = crate::linked::siblings();
     let mut found = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
@@ -184,19 +217,32 @@ fn read_live(dir: &Path, own_name: &str) -> Vec<(u32, Vec<(Captured, GaugeMode)>
                 None => continue,
             },
         };
-        if shard == own_name {
+        if Some(shard) == own_name {
             continue;
         }
-        let holder = std::fs::File::open(dir.join(shard)).map(|f| crate::shard::file::holder(&f));
+        let shard_path = dir.join(shard);
+        // Another promshard version of this process: alive, and never
+        // opened (closing a descriptor of it would drop the liveness lock
+        // this process holds on it; and a lock of our own is invisible
+        // to F_GETLK, so the shard would pass for dead).
+        let holder = if siblings.contains(&shard_path) {
+            Ok(Ok(Some(std::process::id())))
+        } else {
+            std::fs::File::open(&shard_path).map(|f| crate::shard::file::holder(&f))
+        };
         let pid = match holder {
             Ok(Ok(Some(pid))) => pid,
             // The shard is gone or held by no one: its worker is dead.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let _ = std::fs::remove_file(entry.path());
+                if remove {
+                    let _ = std::fs::remove_file(entry.path());
+                }
                 continue;
             }
             Ok(Ok(None)) => {
-                let _ = std::fs::remove_file(entry.path());
+                if remove {
+                    let _ = std::fs::remove_file(entry.path());
+                }
                 continue;
             }
             // Cannot tell (out of descriptors): left out of this scrape.
@@ -224,16 +270,14 @@ struct Combined {
     samples: Vec<CapturedSample>,
 }
 
-/// Combines the workers' families by their modes; inputs come oldest
-/// first, this process's first of all (it is the freshest, but ties go
-/// to the files by order: `mostrecent` takes the last value seen, and
-/// this process's own is then put last).
-fn combine(mut inputs: Vec<(u32, Vec<(Captured, GaugeMode)>)>) -> Vec<Combined> {
-    // This process's values are the newest.
-    if !inputs.is_empty() {
-        let own = inputs.remove(0);
-        inputs.push(own);
-    }
+/// Combines the workers' families by their modes; `others` come oldest
+/// file first, and this process's own (the freshest) last: `mostrecent`
+/// takes the last value seen.
+fn combine(
+    mut inputs: Vec<(u32, Vec<(Captured, GaugeMode)>)>,
+    own: Option<(u32, Vec<(Captured, GaugeMode)>)>,
+) -> Vec<Combined> {
+    inputs.extend(own);
     let mut families: BTreeMap<String, (Combined, GaugeMode, BTreeMap<SampleKey, f64>)> = BTreeMap::new();
     for (pid, captured) in inputs {
         for (family, mode) in captured {

@@ -63,6 +63,7 @@ thread_local! {
 /// Gives `series` its value from `function` from now on, replacing an
 /// earlier function of the same series.
 pub(crate) fn set(series: GaugeSeries, function: Function) {
+    crate::user_code::install();
     let replaced = FUNCTIONS.with(|functions| match functions.iter_mut().find(|e| e.series.same_value_slot(series)) {
         Some(entry) => Some(core::mem::replace(&mut entry.function, function)),
         None => {
@@ -98,9 +99,22 @@ pub(crate) fn refresh() {
     let entries: Vec<(GaugeSeries, Function)> =
         FUNCTIONS.with(|functions| functions.iter().map(|e| (e.series, e.function.clone())).collect());
     for (series, function) in entries {
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| function())) {
-            Ok(value) => series.set(value),
-            Err(_) => PANICS.inc(),
+        // Without the panic hook: see `user_code`. Logged once per change
+        // of what it says, not at every call.
+        let source = format!("gauge function {:x}", series.slot_address());
+        match crate::user_code::call(|| function()) {
+            Ok(value) => {
+                series.set(value);
+                crate::notice::recovered(&source);
+            }
+            Err(what) => {
+                PANICS.inc();
+                if crate::notice::changed(&source, &what) {
+                    crate::notice::error(format!(
+                        "a gauge function panicked ({what}); its series keeps its last value"
+                    ));
+                }
+            }
         }
     }
     REFRESHING.with(|r| r.set(false));

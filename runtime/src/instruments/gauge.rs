@@ -194,6 +194,11 @@ impl GaugeSeries {
         core::ptr::eq(self.value, other.value)
     }
 
+    /// Names the series within this process (its slot's address).
+    pub(crate) fn slot_address(self) -> usize {
+        core::ptr::from_ref(self.value) as usize
+    }
+
     #[inline(always)]
     fn touch(self) {
         if let Some(stamp) = self.stamp {
