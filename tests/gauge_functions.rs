@@ -187,17 +187,7 @@ fn forks_while_a_function_panics() {
     // The pre-fork master forks while its refresher's function panics
     // (with RUST_BACKTRACE set, as in many deployments): every child must
     // answer its scrapes, which call the function (and panic) again.
-    for round in 0..60 {
-        let pid = harness::fork_child(|| {
-            for _ in 0..3 {
-                own_text();
-            }
-            0
-        });
-        let status = harness::wait_timeout(pid, Duration::from_secs(3))
-            .unwrap_or_else(|| panic!("fork {round}: the child hung in its scrape"));
-        assert_eq!(status, 0, "fork {round}: {}", harness::describe_status(status));
-    }
+    harness::forked_children_keep_scraping(60);
     let text = own_text();
     assert!(value_in(&text, "promshard_set_function_panics_total", &[]).unwrap() > 60.0);
     assert_eq!(value_in(&text, "fn_always_panics", &[]), Some(0.0));

@@ -182,17 +182,7 @@ fn forks_while_a_collector_panics() {
     promshard::multiprocess::init(dir.path()).unwrap();
     promshard::set_callback_interval(Duration::from_millis(1));
     promshard::register_worker_collector(AlwaysPanics, GaugeMode::LiveSum);
-    for round in 0..60 {
-        let pid = harness::fork_child(|| {
-            for _ in 0..3 {
-                own_text();
-            }
-            0
-        });
-        let status = harness::wait_timeout(pid, Duration::from_secs(3))
-            .unwrap_or_else(|| panic!("fork {round}: the child hung in its scrape"));
-        assert_eq!(status, 0, "fork {round}: {}", harness::describe_status(status));
-    }
+    harness::forked_children_keep_scraping(60);
     assert!(value_in(&own_text(), "wc_never", &[]).is_none());
 }
 

@@ -587,6 +587,23 @@ pub fn pool_worker(command: &str) -> String {
     }
 }
 
+/// Forks `rounds` children one after another, each scraping itself three
+/// times; fails if one hangs (3 s) or fails: what a pre-fork master does
+/// while promshard's threads are busy.
+pub fn forked_children_keep_scraping(rounds: u32) {
+    for round in 0..rounds {
+        let pid = fork_child(|| {
+            for _ in 0..3 {
+                own_text();
+            }
+            0
+        });
+        let status = wait_timeout(pid, Duration::from_secs(3))
+            .unwrap_or_else(|| panic!("fork {round}: the child hung in its scrape"));
+        assert_eq!(status, 0, "fork {round}: {}", describe_status(status));
+    }
+}
+
 /// Scrapes this process until `check` holds of the text (10 s at most:
 /// workers publish on an interval), and returns that text.
 pub fn eventually(what: &str, check: impl Fn(&str) -> bool) -> String {
