@@ -58,6 +58,10 @@ Options of `serve`:
                                 gauges (what mark_process_dead removes). Only when promshard
                                 is the only reader of DIR: Python's own collector would
                                 count a previous run's files
+  --created-samples             Add a `_created` sample to every counter, histogram and
+                                summary series in OpenMetrics scrapes (off by default:
+                                Prometheus 2 stores each as a series of its own); the
+                                protobuf format always carries the start
 
 Exit status: 0 on success, 1 when DIR cannot be read (or `check` finds a bad
 file, or `serve` cannot listen or read its secret), 2 on a usage error.
@@ -85,6 +89,8 @@ struct ServeArgs {
     max_connections: Option<usize>,
     /// `--prune-python`: remove Python files that count for nothing.
     prune_python: bool,
+    /// `--created-samples`: OpenMetrics `_created` samples.
+    created_samples: bool,
 }
 
 /// Where `serve` reads the secret requests must present.
@@ -149,6 +155,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
     let mut timeout: Option<Duration> = None;
     let mut max_connections: Option<usize> = None;
     let mut prune_python = false;
+    let mut created_samples = false;
     let mut options_done = false;
     while let Some(arg) = args.next() {
         let text = arg.to_str();
@@ -178,6 +185,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
             (_, "--") if inline_value.is_none() => options_done = true,
             ("dump", "--openmetrics") if inline_value.is_none() => openmetrics = true,
             ("serve", "--prune-python") if inline_value.is_none() => prune_python = true,
+            ("serve", "--created-samples") if inline_value.is_none() => created_samples = true,
             ("serve", "--listen") => {
                 let what = "an address, like 127.0.0.1:9100";
                 listen = Some(value(what)?.into_string().map_err(|_| format!("`--listen` needs {what}"))?);
@@ -217,6 +225,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
                 timeout,
                 max_connections,
                 prune_python,
+                created_samples,
             },
         },
     })
@@ -388,6 +397,7 @@ fn python_table(files: &[multiprocess::PythonFileStatus]) -> String {
 
 /// `promshard serve`: answers until the process is killed.
 fn serve(dir: PathBuf, args: &ServeArgs) -> ExitCode {
+    promshard::set_created_samples(args.created_samples);
     let mut options = ServerOptions::new();
     if let Some(timeout) = args.timeout {
         options = options.timeout(timeout);
@@ -475,7 +485,14 @@ mod tests {
         assert_eq!(parse_strs(&["check", "d"]), Ok(Command::Check { dir: dir() }));
         assert_eq!(parse_strs(&["check", "--", "-d"]), Ok(Command::Check { dir: PathBuf::from("-d") }));
         let serve = |listen: &str, auth, timeout, max_connections| {
-            let args = ServeArgs { listen: listen.into(), auth, timeout, max_connections, prune_python: false };
+            let args = ServeArgs {
+                listen: listen.into(),
+                auth,
+                timeout,
+                max_connections,
+                prune_python: false,
+                created_samples: false,
+            };
             Ok(Command::Serve { dir: dir(), args })
         };
         assert_eq!(parse_strs(&["serve", "d", "--listen", "127.0.0.1:0"]), serve("127.0.0.1:0", None, None, None));
@@ -497,8 +514,18 @@ mod tests {
             timeout: None,
             max_connections: None,
             prune_python: true,
+            created_samples: false,
+        };
+        let created = ServeArgs {
+            listen: DEFAULT_LISTEN.into(),
+            auth: None,
+            timeout: None,
+            max_connections: None,
+            prune_python: false,
+            created_samples: true,
         };
         assert_eq!(parse_strs(&["serve", "--prune-python", "d"]), Ok(Command::Serve { dir: dir(), args: pruning }));
+        assert_eq!(parse_strs(&["serve", "d", "--created-samples"]), Ok(Command::Serve { dir: dir(), args: created }));
         assert_eq!(
             parse_strs(&["serve", "d", "--timeout=10", "--listen", "[::1]:0"]),
             serve("[::1]:0", None, Some(Duration::from_secs(10)), None)

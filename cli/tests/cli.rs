@@ -862,3 +862,37 @@ fn python_files_are_checked_and_pruned_only_when_asked() {
     assert!(again.lines().any(|l| l == "py_jobs_total 7") && again.lines().any(|l| l == "py_inflight 3"), "{again}");
     drop(pruning);
 }
+
+/// `serve --created-samples`: OpenMetrics scrapes carry `_created` samples,
+/// the run's start, the same before and after the worker died; without the
+/// option there are none. Text 0.0.4 never has them.
+#[test]
+fn serve_writes_created_samples_when_asked() {
+    let scratch = Scratch::new("created");
+    let dir = scratch.shards();
+    let before = SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let worker = Worker::start(&dir);
+    let openmetrics = Some("application/openmetrics-text;version=1.0.0");
+    let created = |body: &str| -> Vec<f64> {
+        body.lines()
+            .filter(|l| l.starts_with("cli_test_requests_created{"))
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse().unwrap())
+            .collect()
+    };
+
+    let plain = Server::start(&dir);
+    let (_, _, body) = plain.get("GET", "/metrics", openmetrics);
+    assert!(!body.contains("_created"), "no _created samples unless asked for: {body}");
+    drop(plain);
+
+    let server = Server::start_with(&dir, &["--created-samples"]);
+    let (_, _, body) = server.get("GET", "/metrics", openmetrics);
+    let starts = created(&body);
+    assert_eq!(starts.len(), 2, "one per series: {body}");
+    assert!(starts[0] == starts[1] && starts[0] >= before - 1.0, "{starts:?} (began {before}): {body}");
+    let (_, _, text) = server.get("GET", "/metrics", None);
+    assert!(!text.contains("_created"), "text 0.0.4 has none: {text}");
+    worker.finish();
+    let (_, _, after) = server.get("GET", "/metrics", openmetrics);
+    assert_eq!(created(&after), starts, "the dead worker's counts started when they did: {after}");
+}

@@ -47,7 +47,7 @@ pub fn encode(how: impl Into<Exposition>) -> Vec<u8> {
 /// merge of every shard in the directory; the collectors' families (the
 /// process metrics among them) are this process's own.
 pub fn encode_into(how: impl Into<Exposition>, out: &mut Vec<u8>) {
-    let x = how.into();
+    let x = with_process_settings(how.into());
     crate::instruments::callback::refresh();
     let start = out.len();
     let registry = registry::get();
@@ -74,6 +74,30 @@ pub fn encode_into(how: impl Into<Exposition>, out: &mut Vec<u8>) {
     if x.format() == Format::OpenMetrics {
         out.extend_from_slice(b"# EOF\n");
     }
+}
+
+/// [`set_created_samples`]'s setting.
+static CREATED_SAMPLES: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Turns `_created` samples in OpenMetrics text on (or off again) for
+/// every exposition this process renders, whichever way it is asked for
+/// (`promshard::serve`, the framework layer, [`render`], [`encode`]); as
+/// [`Exposition::with_created_samples`] does for one. `promshard serve
+/// --created-samples` is the sidecar's switch.
+///
+/// ```
+/// promshard::set_created_samples(true);
+/// let text = String::from_utf8(promshard::encode(promshard::Format::OpenMetrics)).unwrap();
+/// assert!(text.ends_with("# EOF\n"));
+/// promshard::set_created_samples(false);
+/// ```
+pub fn set_created_samples(on: bool) {
+    CREATED_SAMPLES.store(on, Ordering::Relaxed);
+}
+
+/// `x` with what [`set_created_samples`] turned on for the process.
+pub(crate) fn with_process_settings(x: Exposition) -> Exposition {
+    x.with_created_samples(x.created_samples() || CREATED_SAMPLES.load(Ordering::Relaxed))
 }
 
 fn encode_family(

@@ -91,7 +91,7 @@ pub use descriptor::{
     DEFAULT_BUCKETS, Descriptor, GaugeMode, Kind, Opts, exponential_buckets, is_label_name, is_legacy_label_name,
     is_legacy_metric_name, is_metric_name, linear_buckets,
 };
-pub use expose::{Escaping, Exposition, Format, Protocol, encode, encode_into, render};
+pub use expose::{Escaping, Exposition, Format, Protocol, encode, encode_into, render, set_created_samples};
 pub use handler::{
     DEFAULT_STATUS_CODES, FUNCTION_BUCKETS, HandlerFamilies, HandlerKind, HandlerOutcome, Outcome, STANDARD_METHODS,
     StatusLabel,

@@ -266,4 +266,9 @@ impl Source for MetricCore {
     fn declared(&self, series: usize) -> bool {
         self.declared.get().is_some_and(|ranges| crate::encode::plan::in_ranges(ranges, series))
     }
+    /// In process memory (read from a shard, a family is a merge's), the
+    /// counts started when the slots were laid out.
+    fn created(&self) -> Option<u64> {
+        crate::registry::is_laid_out().then(|| crate::registry::get().started_nanos)
+    }
 }

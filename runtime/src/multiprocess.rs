@@ -115,7 +115,7 @@ pub fn shard_dir() -> Option<PathBuf> {
 /// [`Exposition`](crate::Exposition) or a [`Format`] (legacy names), as
 /// for [`encode`](crate::encode). OpenMetrics output ends with `# EOF`.
 pub fn encode_dir(dir: impl AsRef<Path>, how: impl Into<crate::Exposition>) -> Vec<u8> {
-    let x = how.into();
+    let x = crate::expose::with_process_settings(how.into());
     let dir = resolve(dir.as_ref());
     let own = shard::own_in(&dir);
     let mut out = Vec::new();

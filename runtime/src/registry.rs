@@ -49,6 +49,10 @@ pub(crate) struct Registry {
     pub(crate) unregistered: GateCell<Vec<(Family, Box<dyn Arena>)>>,
     /// Sample names already taken, to refuse clashing collector output.
     pub(crate) sample_names: HashMap<String, usize>,
+    /// When the slots were laid out (Unix nanoseconds), before anything
+    /// was recorded in them: in process memory, when every counter and
+    /// histogram started counting.
+    pub(crate) started_nanos: u64,
 }
 
 static REGISTRY: OnceLock<Registry> = OnceLock::new();
@@ -86,6 +90,8 @@ pub(crate) fn get() -> &'static Registry {
 }
 
 fn layout(declared: &[&'static MetricCore]) -> Registry {
+    let started_nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     // The handler families are metrics like the declared ones, built from
     // the `#[instrument_handler]` sites.
     let handlers = crate::handler::layout::lay_out(&crate::handler::layout::HANDLERS);
@@ -187,7 +193,7 @@ fn layout(declared: &[&'static MetricCore]) -> Registry {
     }
     let declared: Vec<&Descriptor> = exposed.iter().map(|c| c.descriptor()).collect();
     crate::linked::report(&declared, crate::shard::format::VERSION, multiprocess);
-    Registry { families, arena, problems, unregistered: GateCell::new(Vec::new()), sample_names }
+    Registry { families, arena, problems, unregistered: GateCell::new(Vec::new()), sample_names, started_nanos }
 }
 
 /// The arena: this process's shard file when `PROMSHARD_DIR` is set (and

@@ -116,7 +116,7 @@ def h(v):
 TYPES = ['counter', 'gauge', 'summary', 'untyped', 'histogram', 'gaugehistogram']
 VALUE = {0: 'counter', 1: 'gauge', 2: 'summary', 3: 'untyped', 4: 'histogram'}
 data = sys.stdin.buffer.read()
-pos, families, samples = 0, [], []
+pos, families, samples, created = 0, [], [], []
 while pos < len(data):
     size, pos = _DecodeVarint32(data, pos)
     assert pos + size <= len(data), 'a family runs past the end'
@@ -135,8 +135,14 @@ while pos < len(data):
         assert len({l[0] for l in labels}) == len(labels), (name, labels)
         def add(sample, value, extra=()):
             samples.append([sample, sorted(labels + [list(e) for e in extra]), h(value)])
+        def add_created(holder):
+            # As the OpenMetrics `_created` sample of the series would be.
+            if holder.HasField('created_timestamp'):
+                t = holder.created_timestamp
+                created.append([bare + '_created', sorted(labels), h(t.seconds + t.nanos / 1e9)])
         if kind == 0:
             add(name, m.counter.value)
+            add_created(m.counter)
         elif kind == 1:
             add(name, m.gauge.value)
         elif kind == 3:
@@ -146,6 +152,7 @@ while pos < len(data):
                 add(name, q.value, [('quantile', floatToGoString(q.quantile))])
             add(name + '_count', m.summary.sample_count)
             add(name + '_sum', m.summary.sample_sum)
+            add_created(m.summary)
         elif kind == 4:
             bounds = [b.upper_bound for b in m.histogram.bucket]
             assert bounds == sorted(bounds), (name, bounds)
@@ -155,6 +162,7 @@ while pos < len(data):
                 add(name + '_bucket', m.histogram.sample_count, [('le', '+Inf')])
             add(name + '_count', m.histogram.sample_count)
             add(name + '_sum', m.histogram.sample_sum)
+            add_created(m.histogram)
 
 text_families, text_samples = [], []
 for family in text_string_to_metric_families(open(sys.argv[1], encoding='utf-8').read()):
@@ -164,6 +172,7 @@ for family in text_string_to_metric_families(open(sys.argv[1], encoding='utf-8')
         text_samples.append([s.name, sorted([k, v] for k, v in s.labels.items()), h(s.value)])
 print(json.dumps({
     'proto': {'families': sorted(families), 'samples': sorted(samples)},
+    'created': sorted(created),
     'text': {'families': sorted(text_families), 'samples': sorted(text_samples)},
 }))
 "#;
@@ -172,6 +181,10 @@ print(json.dumps({
 pub struct Decoded {
     pub proto: serde_json::Value,
     pub text: serde_json::Value,
+    /// The protobuf's created timestamps, as the `_created` samples
+    /// `[name, [[label, value]…], seconds as float.hex()]` OpenMetrics
+    /// would show, sorted.
+    pub created: serde_json::Value,
 }
 
 /// Decodes `proto` with Python's protobuf and parses `text` with
@@ -188,7 +201,7 @@ pub fn decode(python: &Path, work: &Path, proto: &[u8], text: &str) -> Decoded {
         String::from_utf8_lossy(&output.stderr)
     );
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("the decoder printed JSON");
-    Decoded { proto: json["proto"].clone(), text: json["text"].clone() }
+    Decoded { proto: json["proto"].clone(), text: json["text"].clone(), created: json["created"].clone() }
 }
 
 /// Panics with the differences when the two sides do not hold the same

@@ -135,6 +135,7 @@ impl Protocol {
 pub struct Exposition {
     protocol: Protocol,
     escaping: Escaping,
+    created_samples: bool,
 }
 
 impl Exposition {
@@ -143,7 +144,34 @@ impl Exposition {
     /// [`Escaping::Underscores`].
     pub const fn new(protocol: Protocol, escaping: Escaping) -> Exposition {
         let escaping = if protocol.negotiates_escaping() { escaping } else { Escaping::Underscores };
-        Exposition { protocol, escaping }
+        Exposition { protocol, escaping, created_samples: false }
+    }
+
+    /// With `on`, OpenMetrics text carries a `_created` sample for every
+    /// counter, histogram and summary series: when the series started
+    /// counting, the same in every scrape until its counts reset (in
+    /// multiprocess mode, the start of the directory's run: see the
+    /// README). Off by default, as in client_golang: a Prometheus 2 server
+    /// stores each `_created` sample as a series of its own. The protobuf
+    /// exposition always carries the start, in its `created_timestamp`
+    /// fields; the Prometheus text formats never do.
+    /// [`set_created_samples`](crate::set_created_samples) turns it on for
+    /// every exposition of the process.
+    ///
+    /// ```
+    /// use promshard::{Exposition, Format};
+    ///
+    /// let x = Exposition::from(Format::OpenMetrics).with_created_samples(true);
+    /// assert!(x.created_samples());
+    /// ```
+    pub const fn with_created_samples(self, on: bool) -> Exposition {
+        Exposition { created_samples: on, ..self }
+    }
+
+    /// Whether OpenMetrics text carries `_created` samples: see
+    /// [`with_created_samples`](Self::with_created_samples).
+    pub const fn created_samples(self) -> bool {
+        self.created_samples
     }
 
     /// `format` in the protocol [`encode`](crate::encode) has always
@@ -155,7 +183,7 @@ impl Exposition {
             Format::OpenMetrics => Protocol::OpenMetricsText1_0_0,
             Format::Protobuf => Protocol::PrometheusProtobuf,
         };
-        Exposition { protocol, escaping: Escaping::Underscores }
+        Exposition { protocol, escaping: Escaping::Underscores, created_samples: false }
     }
 
     /// The protocol.

@@ -30,6 +30,8 @@ struct Variant {
     sample: String,
     count: String,
     sum: String,
+    /// `_created`, for counters and histograms.
+    created: String,
     /// `a="x",b="y"` for every series, in dense index order; `None` when
     /// a bounded label's values are only known at scrape time.
     series_labels: Option<Vec<String>>,
@@ -44,6 +46,8 @@ pub(crate) enum Which {
     Main,
     Count,
     Sum,
+    /// A counter's or histogram's `_created`, in OpenMetrics only.
+    Created,
 }
 
 impl FamilyPlan {
@@ -74,10 +78,11 @@ impl FamilyPlan {
     /// Writes the samples only.
     pub(crate) fn encode_samples(&self, core: &dyn Source, slots: &[AtomicU64], x: Exposition, out: &mut Vec<u8>) {
         let variant = self.variant(x.escaping());
+        let created = (x.format() == Format::OpenMetrics && x.created_samples()).then(|| core.created()).flatten();
         // `_count` comes before `_sum`: written, then taken back if the
         // sum is not shown.
         let mut count_at = 0;
-        variant.visit(core, slots, |line| {
+        variant.visit(core, slots, created, |line| {
             match line.which {
                 Which::Count => count_at = out.len(),
                 Which::Sum if !sum_shown(x.format(), line.value.as_f64()) => {
@@ -118,6 +123,7 @@ impl FamilyPlan {
         let desc = core.descriptor();
         let load = |i: usize| slots[i].load(Ordering::Relaxed);
         let extra = core.extra_pair();
+        w.set_created(core.created());
         let mut labels: Vec<(&str, &str)> = Vec::with_capacity(desc.label_names.len() + 2);
         for series in 0..desc.series {
             if hidden(desc, core, slots, series) {
@@ -187,14 +193,18 @@ impl Variant {
             headers: [header(desc, Format::Prometheus, escaping), header(desc, Format::OpenMetrics, escaping)],
             count: names::sample_name(name, "_count", escaping),
             sum: names::sample_name(name, "_sum", escaping),
+            created: names::sample_name(name, "_created", escaping),
             sample,
             series_labels: series_labels(desc, escaping),
             extra_labels,
         }
     }
 
-    /// Calls `f` with every sample of the family, in exposition order.
-    fn visit(&self, core: &dyn Source, slots: &[AtomicU64], mut f: impl FnMut(Line<'_>)) {
+    /// Calls `f` with every sample of the family, in exposition order;
+    /// with `created` (Unix nanoseconds), a `_created` sample follows
+    /// each counter and histogram series.
+    fn visit(&self, core: &dyn Source, slots: &[AtomicU64], created: Option<u64>, mut f: impl FnMut(Line<'_>)) {
+        let created = created.map(|nanos| Value::Float(nanos_to_seconds(nanos)));
         let desc = core.descriptor();
         let escaping = self.escaping;
         let extra_text = core.extra_pair().map(|(k, v)| label_text(k, v, escaping)).unwrap_or_default();
@@ -246,6 +256,9 @@ impl Variant {
                         bits => Value::Float(count as f64 + f64::from_bits(bits)),
                     };
                     f(line(Which::Main, &self.sample, None, value));
+                    if let Some(created) = created {
+                        f(line(Which::Created, &self.created, None, created));
+                    }
                 }
                 Kind::Gauge => f(line(Which::Main, &self.sample, None, Value::Float(f64::from_bits(load(base))))),
                 Kind::StateSet => {
@@ -265,6 +278,9 @@ impl Variant {
                     f(line(Which::Count, &self.count, None, Value::Int(cumulative)));
                     let sum = f64::from_bits(load(base + self.extra_labels.len()));
                     f(line(Which::Sum, &self.sum, None, Value::Float(sum)));
+                    if let Some(created) = created {
+                        f(line(Which::Created, &self.created, None, created));
+                    }
                 }
                 Kind::Info => {
                     let text = core.info().map(|pairs| {
@@ -295,6 +311,16 @@ pub(crate) trait Source {
     }
     /// Whether series `series` of a sparse metric is shown at zero.
     fn declared(&self, series: usize) -> bool;
+    /// When the family's counts started (Unix nanoseconds), for its
+    /// counters' and histograms' created timestamps.
+    fn created(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// Unix nanoseconds as the seconds a `_created` sample holds.
+pub(crate) fn nanos_to_seconds(nanos: u64) -> f64 {
+    (nanos / 1_000_000_000) as f64 + (nanos % 1_000_000_000) as f64 / 1e9
 }
 
 /// Sorts `(first, count)` ranges and joins those that overlap or touch,
@@ -468,11 +494,12 @@ pub(crate) fn visit_family(plan: &FamilyPlan, source: &dyn Source, slots: &[Atom
     let suffix = |which| match (which, desc.kind) {
         (Which::Count, _) => "_count",
         (Which::Sum, _) => "_sum",
+        (Which::Created, _) => "_created",
         (Which::Main, Kind::Histogram) => "_bucket",
         (Which::Main, kind) => kind.sample_suffix(),
     };
-    let names = [Which::Main, Which::Count, Which::Sum].map(|w| format!("{}{}", desc.name, suffix(w)));
-    plan.variants[0].visit(source, slots, |line| {
+    let names = [Which::Main, Which::Count, Which::Sum, Which::Created].map(|w| format!("{}{}", desc.name, suffix(w)));
+    plan.variants[0].visit(source, slots, None, |line| {
         let values = series_values(source, line.series).unwrap_or_default();
         let mut labels: Vec<(&str, &str)> = desc.label_names.iter().copied().zip(values).collect();
         labels.extend(info.iter().map(|(k, v)| (k.as_str(), v.as_str())));

@@ -127,7 +127,9 @@ fn compact_locked(dir: &Path) -> io::Result<()> {
     }
 
     let names: Vec<String> = dead.iter().map(|(_, s)| s.name.clone()).collect();
-    write_archive(dir, &families, &declared, &names)?;
+    // The run's start is kept: the earliest of every file folded in.
+    let run_started = archive.iter().chain(dead.iter().map(|(_, s)| s)).map(Shard::run_started).min();
+    write_archive(dir, &families, &declared, &names, run_started)?;
     crash_point(2);
     for (path, _) in &dead {
         if let Err(e) = std::fs::remove_file(path) {
@@ -293,6 +295,7 @@ fn write_archive(
     families: &BTreeMap<ArchiveKey, SparseFamily>,
     declared: &BTreeMap<ArchiveKey, &Descriptor>,
     absorbed: &[String],
+    run_started: Option<u64>,
 ) -> io::Result<()> {
     let archived: Vec<Archived<'_>> =
         families.iter().filter_map(|(key, family)| Archived::new(family, declared.get(key).copied())).collect();
@@ -319,8 +322,9 @@ fn write_archive(
 
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let nonce = format::checksum(&nanos.to_le_bytes());
-    let header =
+    let mut header =
         Header::layout(FLAG_ARCHIVE, std::process::id(), nanos, nonce, (&schema.0, schema.1), log_len, slots.len());
+    header.run_started_nanos = run_started.unwrap_or(nanos);
     let schema = schema.0;
     let (strings_offset, slots_offset) = (header.strings_offset as usize, header.slots_offset as usize);
     let mut bytes = Vec::with_capacity(slots_offset + slots.len() * 8);

@@ -128,6 +128,8 @@ struct PlainSource {
     desc: &'static Descriptor,
     extra: String,
     declared: Vec<(u32, u32)>,
+    /// The run's start: see [`run_started`].
+    created: Option<u64>,
 }
 
 impl Source for PlainSource {
@@ -146,6 +148,22 @@ impl Source for PlainSource {
     fn declared(&self, series: usize) -> bool {
         crate::encode::plan::in_ranges(&self.declared, series)
     }
+    fn created(&self) -> Option<u64> {
+        self.created
+    }
+}
+
+/// When the run of the merged shards started (Unix nanoseconds): every
+/// process of a run writes its run's start in its shard, and an archive
+/// keeps the earliest of the files it absorbed, so this stays the same
+/// from scrape to scrape however workers come, go and are compacted, or
+/// a shard is skipped for a scrape, and changes only when the directory
+/// starts a new run (whose counts start from zero). The earliest, for
+/// shards of older versions, which hold their own start only. It is the
+/// created timestamp of every merged counter and histogram; families with
+/// counts from Python's files have none (those files outlive our runs).
+fn run_started(shards: &[Shard]) -> Option<u64> {
+    shards.iter().map(Shard::run_started).min()
 }
 
 /// This process's scrape of its shard directory: the merge, then, when it
@@ -344,6 +362,7 @@ fn merge(shards: &[Shard], python: BTreeMap<String, SparseFamily>) -> Merged {
             groups.entry(entry.desc.name).or_default().push((shard, i));
         }
     }
+    let created = run_started(shards);
     let mut families: BTreeMap<String, Family> = BTreeMap::new();
     for (name, contributions) in groups {
         let (first_shard, first) = contributions[0];
@@ -354,9 +373,10 @@ fn merge(shards: &[Shard], python: BTreeMap<String, SparseFamily>) -> Merged {
             && desc.label_domains.iter().all(|d| matches!(d, LabelDomain::Values(_)))
             && contributions.iter().all(|(s, i)| s.schema.fingerprints[*i] == fingerprint);
         let family = if dense {
-            Family::Dense(merge_dense(first_shard, first, &contributions))
+            Family::Dense(merge_dense(first_shard, first, &contributions, created))
         } else {
             let mut sparse = SparseFamily::of(desc);
+            sparse.created = created;
             for (shard, i) in &contributions {
                 add_sparse(&mut sparse, shard, *i);
             }
@@ -367,6 +387,9 @@ fn merge(shards: &[Shard], python: BTreeMap<String, SparseFamily>) -> Merged {
     for (name, family) in python {
         match families.get_mut(&name) {
             Some(Family::Sparse(existing)) => {
+                // Python's files outlive our runs (and Python's own restarts
+                // leave no start in them): when the sum started is unknown.
+                existing.created = None;
                 for (labels, acc) in family.series {
                     existing.add(labels, acc);
                 }
@@ -379,7 +402,7 @@ fn merge(shards: &[Shard], python: BTreeMap<String, SparseFamily>) -> Merged {
     Merged { families: families.into_values().collect(), compactable: false, processes: Default::default() }
 }
 
-fn merge_dense(first: &Shard, entry: usize, contributions: &[(&Shard, usize)]) -> Dense {
+fn merge_dense(first: &Shard, entry: usize, contributions: &[(&Shard, usize)], created: Option<u64>) -> Dense {
     let desc = first.schema.entries[entry].desc;
     let zeroed = || (0..desc.slots()).map(|_| AtomicU64::new(0)).collect::<Vec<_>>();
     let mut merged: Option<Vec<AtomicU64>> = None;
@@ -399,7 +422,7 @@ fn merge_dense(first: &Shard, entry: usize, contributions: &[(&Shard, usize)]) -
             let copy = slots.iter().map(|s| AtomicU64::new(s.load(Ordering::Relaxed))).collect();
             let extra = shard.pid.to_string();
             let declared = shard.declared_ranges(*i).to_vec();
-            copies.push(SlotSet { source: PlainSource { desc, extra, declared }, slots: copy });
+            copies.push(SlotSet { source: PlainSource { desc, extra, declared, created }, slots: copy });
             continue;
         }
         declared.extend_from_slice(shard.declared_ranges(*i));
@@ -417,7 +440,8 @@ fn merge_dense(first: &Shard, entry: usize, contributions: &[(&Shard, usize)]) -
         }
     }
     crate::encode::plan::normalize_ranges(&mut declared);
-    let merged = merged.map(|slots| SlotSet { source: PlainSource { desc, extra: String::new(), declared }, slots });
+    let merged =
+        merged.map(|slots| SlotSet { source: PlainSource { desc, extra: String::new(), declared, created }, slots });
     Dense { merged, per_process: copies, schema: first.schema.clone(), entry }
 }
 

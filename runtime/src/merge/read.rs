@@ -133,6 +133,12 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
+    /// When the shard's run started (Unix nanoseconds): see
+    /// [`Header::run_started`].
+    pub(crate) fn run_started(&self) -> u64 {
+        self.header.run_started()
+    }
+
     /// Reads this process's own shard through its mapping (never by name:
     /// closing a descriptor of it would drop our liveness lock).
     pub(crate) fn own(own: &'static OwnShard) -> Result<Shard, ShardError> {

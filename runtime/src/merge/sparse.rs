@@ -10,7 +10,7 @@ use core::sync::atomic::Ordering;
 use super::exact::ExactSum;
 use super::read::Shard;
 use crate::descriptor::{Descriptor, GaugeMode, Kind, is_legacy_label_name};
-use crate::encode::format::Exposition;
+use crate::encode::format::{Exposition, Format};
 use crate::encode::names;
 use crate::encode::plan::{self, Source, write_header, write_typed_header};
 use crate::encode::proto::{self, MetricType, ProtoWriter};
@@ -61,6 +61,9 @@ pub(crate) struct SparseFamily {
     /// kept when compaction archives it.
     pub(crate) sparse: bool,
     pub(crate) series: BTreeMap<Labels, Acc>,
+    /// When the family's counts started (Unix nanoseconds), if known: the
+    /// created timestamp of its counters, histograms and summaries.
+    pub(crate) created: Option<u64>,
 }
 
 impl SparseFamily {
@@ -72,6 +75,7 @@ impl SparseFamily {
             kind,
             sparse: false,
             series: BTreeMap::new(),
+            created: None,
         }
     }
 
@@ -121,12 +125,22 @@ impl SparseFamily {
             }
         }
         // Each sample name as written, by its raw spelling.
-        let written: Vec<(String, String)> = ["", "_total", "_info", "_bucket", "_count", "_sum"]
+        let written: Vec<(String, String)> = ["", "_total", "_info", "_bucket", "_count", "_sum", "_created"]
             .iter()
             .map(|suffix| (format!("{}{suffix}", self.name), names::sample_name(&self.name, suffix, escaping)))
             .collect();
         let (count, sum) = (&written[4].0, &written[5].0);
         let summed = matches!(self.kind, SparseKind::Summary | SparseKind::Metric(Kind::Histogram, _));
+        // A series' `_created` follows its last sample: the counter's
+        // total, the `_sum`.
+        let created = self.created.filter(|_| format == Format::OpenMetrics && x.created_samples());
+        let created = created.map(|nanos| Value::Float(crate::encode::plan::nanos_to_seconds(nanos)));
+        let last = if summed { sum } else { &written[1].0 };
+        let write_created = |out: &mut Vec<u8>, pairs: &[(&str, &str)]| {
+            if let Some(created) = created {
+                sample::write(out, &written[6].1, &[sample::Labels::Pairs(pairs)], created, escaping);
+            }
+        };
         // Label names from other binaries and Python files were checked
         // by no one: a series with two that this scheme writes alike
         // would make the scrape invalid, and is left out of it.
@@ -164,10 +178,14 @@ impl SparseFamily {
                 count_at = out.len();
             } else if summed && name == sum && !sum_shown(format, value.as_f64()) {
                 out.truncate(count_at);
+                write_created(out, pairs);
                 return;
             }
             let token = written.iter().find(|(raw, _)| raw == name).map_or(name, |(_, token)| token.as_str());
             sample::write(out, token, &[sample::Labels::Pairs(pairs)], value, escaping);
+            if name == last {
+                write_created(out, pairs);
+            }
         });
     }
 
@@ -180,6 +198,7 @@ impl SparseFamily {
             SparseKind::Metric(kind, _) => proto::type_of(kind),
         };
         w.begin(out, &self.name, suffix, &self.help, kind, self.unit.as_deref());
+        w.set_created(self.created);
         for (labels, acc) in &self.series {
             if !labels.iter().all(|(k, _)| is_legacy_label_name(k)) {
                 let keys: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();

@@ -134,9 +134,23 @@ impl DirLock {
     }
 }
 
+/// Whether a start joined a live run, and when that run started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Run {
+    /// Another live process of the run holds the run lock.
+    pub(crate) live: bool,
+    /// When the run started (Unix nanoseconds): `now` for a process that
+    /// starts a run, else what the run's first process wrote in the run
+    /// lock file (`now` when it wrote nothing readable: a process of an
+    /// older version started the run, and readers take the earliest).
+    pub(crate) started: u64,
+}
+
 /// Takes the run lock shared for the rest of this process (call under the
-/// start lock); returns whether another live process of the run holds it.
-pub(crate) fn join_run(dir: &Path) -> io::Result<bool> {
+/// start lock); says whether another live process of the run holds it,
+/// and when the run started. A process that starts a run (`now`, Unix
+/// nanoseconds) writes its start in the lock file for the later ones.
+pub(crate) fn join_run(dir: &Path, now: u64) -> io::Result<Run> {
     let path = dir.join(RUN_LOCK);
     let file = match open_lock_file(&path, true) {
         Err(e) if planted(&e) => {
@@ -163,10 +177,41 @@ pub(crate) fn join_run(dir: &Path) -> io::Result<bool> {
         }
     };
     let alone = flock(libc::LOCK_EX | libc::LOCK_NB)?;
+    let started = if alone {
+        // Best effort: a start that cannot write it leaves the later ones
+        // to their own start, and readers take the earliest of all.
+        let _ = write_run_start(fd, now);
+        now
+    } else {
+        read_run_start(fd).unwrap_or(now).min(now)
+    };
     // From exclusive (or nothing) to shared: other starts wait on the
     // start lock meanwhile.
     flock(libc::LOCK_SH)?;
-    Ok(!alone)
+    Ok(Run { live: !alone, started })
+}
+
+/// The run lock file's content: the run's start (Unix nanoseconds) and
+/// its FNV-1a checksum, both little-endian `u64`s.
+fn write_run_start(fd: i32, nanos: u64) -> io::Result<()> {
+    let mut record = [0u8; 16];
+    record[..8].copy_from_slice(&nanos.to_le_bytes());
+    let sum = super::format::checksum(&record[..8]);
+    record[8..].copy_from_slice(&sum.to_le_bytes());
+    // SAFETY: our descriptor, a buffer of 16 bytes.
+    let written = unsafe { libc::pwrite(fd, record.as_ptr().cast(), record.len(), 0) };
+    if written == record.len() as isize { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// The run's start as [`write_run_start`] wrote it; `None` for an empty,
+/// short or corrupt record.
+fn read_run_start(fd: i32) -> Option<u64> {
+    let mut record = [0u8; 16];
+    // SAFETY: our descriptor, a buffer of 16 bytes.
+    let read = unsafe { libc::pread(fd, record.as_mut_ptr().cast(), record.len(), 0) };
+    let nanos = u64::from_le_bytes(record[..8].try_into().expect("8 bytes"));
+    let sum = u64::from_le_bytes(record[8..].try_into().expect("8 bytes"));
+    (read == 16 && nanos != 0 && sum == super::format::checksum(&record[..8])).then_some(nanos)
 }
 
 impl Drop for DirLock {

@@ -122,6 +122,12 @@ pub(crate) struct Header {
     pub(crate) flags: u32,
     pub(crate) pid: u32,
     pub(crate) created_nanos: u64,
+    /// When the run this file belongs to started (Unix nanoseconds): the
+    /// start of the first process of the run, which every later process
+    /// copies, and the earliest of the absorbed files' for an archive.
+    /// Files of older versions have 0 here: [`run_started`](Self::run_started)
+    /// falls back to their own creation.
+    pub(crate) run_started_nanos: u64,
     pub(crate) nonce: u64,
     pub(crate) schema_offset: u64,
     pub(crate) schema_len: u64,
@@ -152,6 +158,7 @@ impl Header {
             flags,
             pid,
             created_nanos,
+            run_started_nanos: created_nanos,
             nonce,
             schema_offset: HEADER_LEN as u64,
             schema_len: schema.len() as u64,
@@ -160,6 +167,16 @@ impl Header {
             slots_offset: (strings_offset + strings_len).next_multiple_of(64) as u64,
             slots_count: slots_count as u64,
             schema_checksum: checksum(schema),
+        }
+    }
+
+    /// When the file's run started: [`run_started_nanos`](Self::run_started_nanos),
+    /// or for a file of an older version (0 there) its own creation, never
+    /// later than the run's start as that version saw it.
+    pub(crate) fn run_started(&self) -> u64 {
+        match self.run_started_nanos {
+            0 => self.created_nanos,
+            started => started.min(self.created_nanos),
         }
     }
 
@@ -185,6 +202,7 @@ impl Header {
             self.slots_offset,
             self.slots_count,
             self.schema_checksum,
+            self.run_started_nanos,
         ];
         for (i, w) in words.iter().enumerate() {
             put_u64(&mut out, 24 + 8 * i, *w);
@@ -230,6 +248,7 @@ impl Header {
             slots_offset: word(6),
             slots_count: word(7),
             schema_checksum: word(8),
+            run_started_nanos: word(9),
         };
         let end = |offset: u64, len: u64| offset.checked_add(len).ok_or(ShardError::Schema);
         let slots_end = end(header.slots_offset, header.slots_count.checked_mul(8).ok_or(ShardError::Schema)?)?;

@@ -69,25 +69,30 @@ pub(crate) fn start(
 ) -> io::Result<ShardArena> {
     let (dir, dir_id) = file::prepare_dir(dir)?;
     let _start = file::DirLock::start(&dir)?;
+    let created_nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     // A live process holds the run lock: the run is live, and nothing is
     // cleared. Otherwise each shard is asked, as a process of an older
     // version, which holds no run lock, may still be live.
-    match file::join_run(&dir) {
-        Ok(true) => {}
-        Ok(false) => clear_previous_run(&dir)?,
+    let run_started = match file::join_run(&dir, created_nanos) {
+        Ok(file::Run { live: true, started }) => started,
+        Ok(file::Run { live: false, started }) => {
+            clear_previous_run(&dir)?;
+            started
+        }
         Err(e) => {
             crate::notice::warn(format!("cannot take the run lock in {} ({e}); asking each shard", dir.display()));
             clear_previous_run(&dir)?;
+            created_nanos
         }
-    }
+    };
     // Readers take it shared; it must exist before any compaction can run.
     drop(file::DirLock::acquire(&dir, file::COMPACT_LOCK, false, false)?);
 
     let schema = format::encode_schema(metrics);
     let pid = std::process::id();
-    let created_nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let nonce = random_nonce(pid, created_nanos);
-    let header = Header::layout(0, pid, created_nanos, nonce, (&schema.0, schema.1), log_capacity, slots);
+    let mut header = Header::layout(0, pid, created_nanos, nonce, (&schema.0, schema.1), log_capacity, slots);
+    header.run_started_nanos = run_started;
     let schema = schema.0;
     let (strings_offset, strings_len) = (header.strings_offset as usize, header.strings_len as usize);
     let slots_offset = header.slots_offset as usize;

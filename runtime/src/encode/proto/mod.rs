@@ -30,7 +30,9 @@ use prost::Message;
 
 use super::names::{Escaping, Role, escaped};
 pub(crate) use messages::MetricType;
-use messages::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, Quantile, Summary, Untyped};
+use messages::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, Quantile, Summary, Timestamp, Untyped,
+};
 
 /// Writes families and their series. Keeps its scratch messages between
 /// series, so that a scrape allocates per family, not per series.
@@ -44,11 +46,21 @@ pub(crate) struct ProtoWriter {
     family: Option<(usize, usize)>,
     /// The last histogram written, kept for its bucket vector.
     spare: Histogram,
+    /// The created timestamp of the counters, histograms and summaries
+    /// written next.
+    created: Option<Timestamp>,
 }
 
 impl ProtoWriter {
     pub(crate) fn new(escaping: Escaping) -> ProtoWriter {
-        ProtoWriter { escaping, metric: Metric::default(), family: None, spare: Histogram::default() }
+        ProtoWriter { escaping, metric: Metric::default(), family: None, spare: Histogram::default(), created: None }
+    }
+
+    /// Sets when the next series' counts started (Unix nanoseconds), or
+    /// that it is unknown.
+    pub(crate) fn set_created(&mut self, nanos: Option<u64>) {
+        self.created = nanos
+            .map(|nanos| Timestamp { seconds: (nanos / 1_000_000_000) as i64, nanos: (nanos % 1_000_000_000) as i32 });
     }
 
     pub(crate) fn escaping(&self) -> Escaping {
@@ -68,6 +80,7 @@ impl ProtoWriter {
         unit: Option<&str>,
     ) {
         self.end(out);
+        self.created = None;
         let start = out.len();
         let mut name = escaped(family, Role::Metric, self.escaping).into_owned();
         name.push_str(suffix);
@@ -114,7 +127,8 @@ impl ProtoWriter {
     }
 
     pub(crate) fn counter(&mut self, out: &mut Vec<u8>, value: f64) {
-        self.metric.counter = Some(Counter { value: Some(value), ..Counter::default() });
+        self.metric.counter =
+            Some(Counter { value: Some(value), created_timestamp: self.created, ..Counter::default() });
         self.write(out);
     }
 
@@ -141,6 +155,7 @@ impl ProtoWriter {
         let mut histogram = core::mem::take(&mut self.spare);
         histogram.bucket.clear();
         (histogram.sample_count, histogram.sample_sum) = (Some(count), Some(sum));
+        histogram.created_timestamp = self.created;
         histogram.bucket.extend(buckets.into_iter().filter(|(bound, _)| *bound != f64::INFINITY).map(
             |(bound, cumulative)| Bucket {
                 cumulative_count: Some(cumulative),
@@ -155,8 +170,12 @@ impl ProtoWriter {
     /// A summary: `(quantile, value)` pairs, count and sum.
     pub(crate) fn summary(&mut self, out: &mut Vec<u8>, quantiles: &[(f64, f64)], count: u64, sum: f64) {
         let quantile = quantiles.iter().map(|&(q, v)| Quantile { quantile: Some(q), value: Some(v) }).collect();
-        self.metric.summary =
-            Some(Summary { sample_count: Some(count), sample_sum: Some(sum), quantile, ..Default::default() });
+        self.metric.summary = Some(Summary {
+            sample_count: Some(count),
+            sample_sum: Some(sum),
+            quantile,
+            created_timestamp: self.created,
+        });
         self.write(out);
     }
 
