@@ -176,6 +176,37 @@ fn a_request_dropped_on_another_thread_counts_as_499() {
     }
 }
 
+/// A pending request dropped while an unrelated panic unwinds (a
+/// `select!` whose other branch panicked, a task holding both): the
+/// request was cancelled, not failed: 499, never 500, whether or not its
+/// handler is instrumented too.
+#[test]
+fn a_request_dropped_during_an_unrelated_panic_counts_as_499() {
+    #[instrument_handler(route = "/pe/unwound", method = "GET")]
+    async fn unwound() -> &'static str {
+        std::future::pending::<()>().await;
+        "never"
+    }
+    let _turn = turn();
+    let app: Router = Router::new()
+        .route("/pe/unwound-plain", get(pending_forever))
+        .route("/pe/unwound", get(unwound))
+        .layer(promshard::http_layer!());
+    for handler in ["/pe/unwound-plain", "/pe/unwound"] {
+        let mut future = Box::pin(app.clone().oneshot(request(handler)));
+        assert!(future.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending());
+        assert_eq!(in_flight(handler), Some(1.0), "{handler}");
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _held = future;
+            panic!("expected: an unrelated panic while a request is pending");
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(in_flight(handler), Some(0.0), "{handler}");
+        assert_eq!(count(handler, "GET", "499"), 1.0, "{handler}: cancelled");
+        assert_eq!(count(handler, "GET", "500"), 0.0, "{handler}: not a failure of the request");
+    }
+}
+
 /// a request future polled first on one thread, then completed on
 /// another (claim on thread A, finish on thread B) is counted once under
 /// the instrumented route.

@@ -130,6 +130,13 @@ impl Request {
         self.record(status);
     }
 
+    /// Ends the request as cancelled (499): its future was dropped
+    /// between polls, so no panic of the service can be unwinding, whatever
+    /// else may be (a `select!` whose other branch panicked).
+    pub(crate) fn cancel(mut self) {
+        self.record(CANCELLED_STATUS);
+    }
+
     fn record(&mut self, status: u16) {
         self.done = true;
         if self.scope.generation != crate::shard::fork::generation() {
@@ -161,9 +168,9 @@ impl Request {
 }
 
 impl Drop for Request {
-    /// A request dropped before its response: the inner service panicked
-    /// (500, as a catch-panic layer answers) or the client went away or
-    /// timed out (499).
+    /// A request dropped before its response and not cancelled by its
+    /// future: it was on the stack of the service's `call` or `poll`, and
+    /// that panicked (500, as a catch-panic layer answers).
     fn drop(&mut self) {
         if !self.done {
             self.record(if std::thread::panicking() { PANIC_STATUS } else { CANCELLED_STATUS });

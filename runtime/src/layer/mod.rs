@@ -177,6 +177,17 @@ where
     }
 }
 
+impl<F> Drop for ResponseFuture<F> {
+    fn drop(&mut self) {
+        // Held here only between polls: dropped unfinished, the request
+        // was cancelled, even while an unrelated panic unwinds (which is
+        // all `Request`'s own drop could see).
+        if let Some(record) = self.record.take() {
+            record.cancel();
+        }
+    }
+}
+
 impl<F> core::fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("ResponseFuture").field("recording", &self.record.is_some()).finish_non_exhaustive()
