@@ -532,23 +532,49 @@ pub fn flush() -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_micros(200));
     }
-    let result = flush_with(&config);
+    let result = flush_with(&config, &mut None);
     FLUSHING.store(false, Ordering::Release);
     result
 }
 
-/// The flusher's round: skipped when another thread is sending.
-fn flush_if_idle() -> Result<(), String> {
+/// The flusher's round: skipped when another thread is sending. `kept`
+/// is the flusher's connection, kept between rounds.
+fn flush_if_idle(kept: &mut Option<Kept>) -> Result<(), String> {
     let Some(config) = config() else { return Ok(()) };
     if FLUSHING.swap(true, Ordering::AcqRel) {
         return Ok(());
     }
-    let result = flush_with(&config);
+    let result = flush_with(&config, kept);
     FLUSHING.store(false, Ordering::Release);
     result
 }
 
-fn flush_with(config: &Config) -> Result<(), String> {
+/// A connection the flusher keeps between rounds, with the address it
+/// was opened to. It lives on the flusher thread's stack: a forked child
+/// (which shares the socket, and whose flusher is a new thread) never
+/// sees it, so two processes never talk over one connection.
+type Kept = (String, redis::Connection);
+
+/// Sends `pipe` over the kept connection, or a new one; keeps the
+/// connection after a whole answer only (one that failed in any way may
+/// be out of step with the server, and is closed).
+fn send(
+    config: &Config,
+    kept: &mut Option<Kept>,
+    pipe: &redis::Pipeline,
+) -> redis::RedisResult<Vec<redis::RedisResult<redis::Value>>> {
+    let mut connection = match kept.take() {
+        Some((url, connection)) if url == config.url => connection,
+        _ => connect(config)?,
+    };
+    let answer = pipe.query::<Vec<redis::RedisResult<redis::Value>>>(&mut connection);
+    if answer.is_ok() {
+        *kept = Some((config.url.clone(), connection));
+    }
+    answer
+}
+
+fn flush_with(config: &Config, kept: &mut Option<Kept>) -> Result<(), String> {
     let prefix = prefix(config);
     let mut taken: Vec<(&'static dyn RedisMetric, usize, Pending)> = Vec::new();
     for metric in REDIS_METRICS {
@@ -588,7 +614,7 @@ fn flush_with(config: &Config) -> Result<(), String> {
             sent_by.push(at);
         }
     }
-    let sent = connect(config).and_then(|mut c| pipe.query::<Vec<redis::RedisResult<redis::Value>>>(&mut c));
+    let sent = send(config, kept, &pipe);
     let outcomes = match sent {
         Ok(outcomes) if outcomes.len() == sent_by.len() => outcomes,
         Ok(_) | Err(_) => {
@@ -655,9 +681,10 @@ fn start_flusher() {
     let spawned = std::thread::Builder::new().name("promshard-redis".into()).spawn(move || {
         // Said when it changes, not at every flush while Redis is down.
         let mut last_error: Option<String> = None;
+        let mut kept = None;
         loop {
             std::thread::sleep(config.flush_interval);
-            match flush_if_idle() {
+            match flush_if_idle(&mut kept) {
                 Ok(()) if last_error.take().is_some() => crate::notice::info("Redis metrics are sent again"),
                 Ok(()) => {}
                 Err(e) if last_error.as_ref() != Some(&e) => {
