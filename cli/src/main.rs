@@ -9,12 +9,15 @@
 //! - `serve` is a sidecar exporter: `GET /metrics` on a port of its own
 //!   (127.0.0.1:9100 unless told otherwise), on the runtime's HTTP server
 //!   (`promshard::http`) with its limits and optional authentication; the
-//!   drop-in exporter of a Python pool's `PROMETHEUS_MULTIPROC_DIR`. With
-//!   `--prune-python` (and only then) it removes Python files that count
-//!   for nothing, the one change it ever makes to the directory.
+//!   drop-in exporter of a Python pool's `PROMETHEUS_MULTIPROC_DIR`. Like
+//!   a recording process's scrape, it folds dead workers' shards into the
+//!   directory's archive (unless `--no-compact`), so that a pool whose
+//!   workers never scrape does not pile them up; with `--prune-python`
+//!   (and only then) it removes Python files that count for nothing.
+//!   `dump` and `check` never change the directory.
 //!
-//! Everything goes through `promshard::multiprocess::{encode_dir, inspect,
-//! inspect_python, prune_python}`,
+//! Everything goes through `promshard::multiprocess::{encode_dir,
+//! encode_dir_and_compact, inspect, inspect_python, prune_python}`,
 //! which never lays out this process's registry: the CLI has no metrics of
 //! its own and never creates a shard.
 
@@ -58,6 +61,10 @@ Options of `serve`:
                                 gauges (what mark_process_dead removes). Only when promshard
                                 is the only reader of DIR: Python's own collector would
                                 count a previous run's files
+  --no-compact                  Leave dead workers' shards where they are; by default each
+                                scrape that meets some folds them into DIR's archive, as a
+                                recording worker's scrape does (only when DIR belongs to
+                                this user), so that they do not pile up
   --created-samples             Add a `_created` sample to every counter, histogram and
                                 summary series in OpenMetrics scrapes (off by default:
                                 Prometheus 2 stores each as a series of its own); the
@@ -91,6 +98,8 @@ struct ServeArgs {
     prune_python: bool,
     /// `--created-samples`: OpenMetrics `_created` samples.
     created_samples: bool,
+    /// `--no-compact`: never fold dead workers' shards into the archive.
+    no_compact: bool,
 }
 
 /// Where `serve` reads the secret requests must present.
@@ -156,6 +165,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
     let mut max_connections: Option<usize> = None;
     let mut prune_python = false;
     let mut created_samples = false;
+    let mut no_compact = false;
     let mut options_done = false;
     while let Some(arg) = args.next() {
         let text = arg.to_str();
@@ -186,6 +196,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
             ("dump", "--openmetrics") if inline_value.is_none() => openmetrics = true,
             ("serve", "--prune-python") if inline_value.is_none() => prune_python = true,
             ("serve", "--created-samples") if inline_value.is_none() => created_samples = true,
+            ("serve", "--no-compact") if inline_value.is_none() => no_compact = true,
             ("serve", "--listen") => {
                 let what = "an address, like 127.0.0.1:9100";
                 listen = Some(value(what)?.into_string().map_err(|_| format!("`--listen` needs {what}"))?);
@@ -226,6 +237,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
                 max_connections,
                 prune_python,
                 created_samples,
+                no_compact,
             },
         },
     })
@@ -427,9 +439,14 @@ fn serve(dir: PathBuf, args: &ServeArgs) -> ExitCode {
     let server = {
         let dir = dir.clone();
         let prune = args.prune_python;
+        let compact = !args.no_compact;
         options.serve_with(args.listen.as_str(), move |accept| {
             let chosen = Exposition::from_accept(accept);
-            let body = multiprocess::encode_dir(&dir, chosen);
+            let body = if compact {
+                multiprocess::encode_dir_and_compact(&dir, chosen)
+            } else {
+                multiprocess::encode_dir(&dir, chosen)
+            };
             if prune {
                 multiprocess::prune_python(&dir);
             }
@@ -492,6 +509,7 @@ mod tests {
                 max_connections,
                 prune_python: false,
                 created_samples: false,
+                no_compact: false,
             };
             Ok(Command::Serve { dir: dir(), args })
         };
@@ -515,6 +533,7 @@ mod tests {
             max_connections: None,
             prune_python: true,
             created_samples: false,
+            no_compact: false,
         };
         let created = ServeArgs {
             listen: DEFAULT_LISTEN.into(),
@@ -523,9 +542,20 @@ mod tests {
             max_connections: None,
             prune_python: false,
             created_samples: true,
+            no_compact: false,
         };
         assert_eq!(parse_strs(&["serve", "--prune-python", "d"]), Ok(Command::Serve { dir: dir(), args: pruning }));
         assert_eq!(parse_strs(&["serve", "d", "--created-samples"]), Ok(Command::Serve { dir: dir(), args: created }));
+        let read_only = ServeArgs {
+            listen: DEFAULT_LISTEN.into(),
+            auth: None,
+            timeout: None,
+            max_connections: None,
+            prune_python: false,
+            created_samples: false,
+            no_compact: true,
+        };
+        assert_eq!(parse_strs(&["serve", "--no-compact", "d"]), Ok(Command::Serve { dir: dir(), args: read_only }));
         assert_eq!(
             parse_strs(&["serve", "d", "--timeout=10", "--listen", "[::1]:0"]),
             serve("[::1]:0", None, Some(Duration::from_secs(10)), None)
@@ -559,6 +589,8 @@ mod tests {
             &["dump", "d", "--openmetrics=yes"],
             &["serve", "d", "--prune-python=yes"],
             &["dump", "d", "--prune-python"],
+            &["dump", "d", "--no-compact"],
+            &["serve", "d", "--no-compact=yes"],
         ] {
             assert!(parse_strs(args).is_err(), "{args:?}");
         }

@@ -641,7 +641,7 @@ fn reading_creates_and_changes_nothing() {
             let run = scratch.run(args, env);
             assert_eq!(run.code, Some(0), "{args:?}: {run:?}");
         }
-        let server = Server::start(&dir);
+        let server = Server::start_with(&dir, &["--no-compact"]);
         let (status, _, body) = server.get("GET", "/metrics", None);
         assert!(status.starts_with("HTTP/1.1 200"), "{status}");
         assert_has_values(&body);
@@ -649,6 +649,81 @@ fn reading_creates_and_changes_nothing() {
     }
 
     assert_eq!(before, listing(&dir), "reading changed the directory");
+}
+
+/// The shard files of `dir` (not the archive), by name.
+fn worker_shards(dir: &Path) -> Vec<String> {
+    shard_files(dir).into_iter().filter(|n| n != "archive.promshard").collect()
+}
+
+/// A sidecar over a pool whose workers never scrape: each scrape that
+/// meets dead workers' shards folds them into the archive, so the
+/// directory keeps one file per live worker plus the archive however many
+/// came and went, and every count is still served exactly once.
+#[test]
+fn serve_folds_dead_workers_shards_into_the_archive() {
+    let scratch = Scratch::new("serve-compacts");
+    let dir = scratch.shards();
+    let ok = |body: &str| -> Option<f64> {
+        body.lines().find_map(|l| l.strip_prefix("cli_test_requests_total{status=\"ok\"} ")).map(|v| v.parse().unwrap())
+    };
+    let server = Server::start(&dir);
+    // One worker lives throughout: with none alive, the next to start
+    // would begin a new run and clear the directory.
+    let anchor = Worker::start(&dir);
+    let mut dead = 0;
+    for round in 0..4 {
+        for _ in 0..=round {
+            Worker::start(&dir).finish();
+            dead += 1;
+        }
+        assert_eq!(worker_shards(&dir).len(), round + 2, "{:?}", shard_files(&dir));
+        let (_, _, body) = server.get("GET", "/metrics", None);
+        assert_eq!(ok(&body), Some(3.0 * (dead + 1) as f64), "round {round}: {body}");
+        // Folded: only the live worker's shard is left beside the archive.
+        assert_eq!(worker_shards(&dir).len(), 1, "round {round}: {:?}", shard_files(&dir));
+        assert!(shard_files(&dir).contains(&"archive.promshard".to_owned()), "{:?}", shard_files(&dir));
+        let (_, _, again) = server.get("GET", "/metrics", None);
+        assert_eq!(ok(&again), ok(&body), "round {round}: the archive is read once: {again}");
+    }
+    anchor.finish();
+    dead += 1;
+    let (_, _, body) = server.get("GET", "/metrics", None);
+    assert_eq!(ok(&body), Some(3.0 * dead as f64), "{body}");
+    assert!(worker_shards(&dir).is_empty(), "{:?}", shard_files(&dir));
+    // A reader that only reads (`dump`) agrees with the sidecar.
+    let run = scratch.run(&["dump", path(&dir)], &[]);
+    assert_eq!(ok(&run.stdout), Some(3.0 * dead as f64), "{run:?}");
+}
+
+/// Run as root over a directory of another user, the sidecar answers but
+/// changes nothing: it trusts none of the files, and an archive it wrote
+/// would be root's, unreadable to the workers.
+#[test]
+fn serve_leaves_another_users_directory_as_it_is() {
+    // `/proc/self` belongs to the process's effective user.
+    if std::os::unix::fs::MetadataExt::uid(&fs::metadata("/proc/self").unwrap()) != 0 {
+        eprintln!("skipped: needs root to hand the directory to another user");
+        return;
+    }
+    let scratch = Scratch::new("serve-other-user");
+    let dir = scratch.shards();
+    Worker::start(&dir).finish();
+    Worker::start(&dir).finish();
+    let nobody = 65534;
+    for entry in fs::read_dir(&dir).unwrap() {
+        std::os::unix::fs::chown(entry.unwrap().path(), Some(nobody), Some(nobody)).unwrap();
+    }
+    std::os::unix::fs::chown(&dir, Some(nobody), Some(nobody)).unwrap();
+    let before = listing(&dir);
+    let server = Server::start(&dir);
+    let (status, _, body) = server.get("GET", "/metrics", None);
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    // Another user's shards are not trusted (they could be planted).
+    assert!(!body.contains("cli_test_requests_total{"), "{body}");
+    drop(server);
+    let after = listing(&dir);
+    assert_eq!(after, before, "root's sidecar changed another user's directory");
 }
 
 #[test]

@@ -115,11 +115,42 @@ pub fn shard_dir() -> Option<PathBuf> {
 /// [`Exposition`](crate::Exposition) or a [`Format`] (legacy names), as
 /// for [`encode`](crate::encode). OpenMetrics output ends with `# EOF`.
 pub fn encode_dir(dir: impl AsRef<Path>, how: impl Into<crate::Exposition>) -> Vec<u8> {
-    let x = crate::expose::with_process_settings(how.into());
-    let dir = resolve(dir.as_ref());
+    encode_dir_then(dir.as_ref(), how.into(), false)
+}
+
+/// Like [`encode_dir`], then, when the read met shards of dead processes
+/// (or files their creators abandoned), folds them into the directory's
+/// archive, as the scrape of a recording process does: for a sidecar
+/// exporter, so that a pool whose workers never scrape keeps one file per
+/// live worker however many came and went, instead of reading every dead
+/// one at every scrape. Nothing is lost or counted twice (see
+/// [`compact_dir`]).
+///
+/// The compaction is skipped, with a one-time warning, when `dir` belongs
+/// to another user than this process's effective one (a sidecar run as
+/// root, say): the archive it wrote would be its own, unreadable to the
+/// workers.
+///
+/// ```
+/// let dir = std::env::temp_dir().join(format!("promshard-doc-compacting-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let body = promshard::multiprocess::encode_dir_and_compact(&dir, promshard::Format::Text);
+/// assert!(String::from_utf8(body).is_ok());
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// ```
+pub fn encode_dir_and_compact(dir: impl AsRef<Path>, how: impl Into<crate::Exposition>) -> Vec<u8> {
+    encode_dir_then(dir.as_ref(), how.into(), true)
+}
+
+fn encode_dir_then(dir: &Path, how: crate::Exposition, compact: bool) -> Vec<u8> {
+    let x = crate::expose::with_process_settings(how);
+    let dir = resolve(dir);
     let own = shard::own_in(&dir);
     let mut out = Vec::new();
-    crate::merge::collect_with(&dir, own).encode(x, &mut out);
+    let merged = crate::merge::collect_with(&dir, own);
+    merged.encode(x, &mut out);
+    let compactable = merged.compactable;
+    drop(merged);
     // The workers' collectors, from the files they publish beside their
     // shards (their names were checked against their own metrics there).
     let reserved = std::collections::HashMap::new();
@@ -130,7 +161,34 @@ pub fn encode_dir(dir: impl AsRef<Path>, how: impl Into<crate::Exposition>) -> V
     if x.format() == Format::OpenMetrics {
         out.extend_from_slice(b"# EOF\n");
     }
+    if compact && compactable && owned_by_this_user(&dir) {
+        crate::merge::compact::compact(&dir);
+    }
     out
+}
+
+/// Whether `dir` belongs to this process's effective user; said once per
+/// process when it does not, as the reason dead shards stay.
+fn owned_by_this_user(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    static SAID: std::sync::Once = std::sync::Once::new();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.uid() == euid => true,
+        Ok(meta) => {
+            SAID.call_once(|| {
+                crate::notice::warn(format!(
+                    "not compacting {}: it belongs to uid {}, this process runs as uid {euid}; \
+                     dead workers' shards stay until a process of its owner compacts them",
+                    dir.display(),
+                    meta.uid()
+                ))
+            });
+            false
+        }
+        Err(_) => false,
+    }
 }
 
 /// Removes the Python prometheus_client files of `dir` that count for

@@ -23,7 +23,7 @@ use crate::descriptor::{Descriptor, GaugeMode, Kind};
 use crate::labels::LabelDomain;
 use crate::shard::file::{self, ARCHIVE_NAME, COMPACT_LOCK, DirLock};
 use crate::shard::format::{self, FLAG_ARCHIVE, Header, MetricSpec, ShardError};
-use crate::shard::log::{ABSORBED_POSITION, StringLog};
+use crate::shard::log::{self, ABSORBED_POSITION, DECLARED_POSITION, StringLog};
 
 /// For crash tests: when set to 1, 2 or 3, the compactor `_exit`s after
 /// writing the new archive, after renaming it, or after deleting the first
@@ -120,7 +120,11 @@ fn compact_locked(dir: &Path) -> io::Result<()> {
             add_sparse(family, shard, i);
         }
     }
-    families.retain(|_, f| !f.series.is_empty());
+    // A family with no series is kept (a reader of the dead shards showed
+    // its HELP and TYPE), except the kinds only live shards give values.
+    families.retain(|_, f| {
+        !f.series.is_empty() || matches!(f.kind, SparseKind::Metric(Kind::Counter | Kind::Gauge | Kind::Histogram, _))
+    });
     // A file that shrank while we read it gave zeros: archive nothing.
     if archive.iter().chain(dead.iter().map(|(_, s)| s)).any(Shard::damaged) {
         return Err(io::Error::other("a shard shrank while it was read"));
@@ -183,10 +187,9 @@ struct Archived<'a> {
 impl<'a> Archived<'a> {
     /// `declared`: the family's definition, whose fixed label lists give
     /// the values and their order (values met beyond them follow).
-    fn new(family: &'a SparseFamily, declared: Option<&'a Descriptor>) -> Option<Archived<'a>> {
+    fn new(family: &'a SparseFamily, key: &'a ArchiveKey, declared: Option<&'a Descriptor>) -> Option<Archived<'a>> {
         let SparseKind::Metric(kind, mode) = family.kind else { return None };
-        let first = family.series.keys().next()?;
-        let label_names: Vec<&str> = first.iter().map(|(k, _)| k.as_str()).collect();
+        let label_names: Vec<&str> = key.3.iter().map(String::as_str).collect();
         let mut values: Vec<Vec<&str>> = label_names
             .iter()
             .map(|name| {
@@ -200,7 +203,9 @@ impl<'a> Archived<'a> {
                 declared.unwrap_or_default()
             })
             .collect();
-        let mut buckets = Vec::new();
+        // The declared bounds first: the archive then has the live
+        // shards' layout, and an empty histogram keeps its buckets.
+        let mut buckets: Vec<f64> = declared.map(|d| d.buckets.to_vec()).unwrap_or_default();
         for (labels, acc) in &family.series {
             if labels.iter().map(|(k, _)| k.as_str()).ne(label_names.iter().copied()) {
                 continue;
@@ -220,27 +225,45 @@ impl<'a> Archived<'a> {
             return None;
         }
         let width = kind.width(mode, buckets.len());
-        let series = values.iter().try_fold(1usize, |acc, v| acc.checked_mul(v.len().max(1)))?;
+        // No value of some label (a family with no series): no series.
+        let series = values.iter().try_fold(1usize, |acc, v| acc.checked_mul(v.len()))?;
         (series <= MAX_ARCHIVE_SERIES).then_some(Archived { family, label_names, values, buckets, width, series })
+    }
+
+    /// The index of the series `labels` names in this layout.
+    fn index(&self, labels: &[(String, String)]) -> Option<usize> {
+        if labels.len() != self.label_names.len() {
+            return None;
+        }
+        let mut index = 0;
+        for (position, (name, value)) in labels.iter().enumerate() {
+            let at = self.values[position].iter().position(|v| v == value)?;
+            if self.label_names[position] != name {
+                return None;
+            }
+            index = index * self.values[position].len() + at;
+        }
+        Some(index)
+    }
+
+    /// The series a sparse family shows at zero, as ranges (first,
+    /// count): every series the dead shards showed, so that none goes
+    /// missing (stale, to Prometheus) when they are folded in.
+    fn declared_ranges(&self) -> Vec<(u32, u32)> {
+        if !self.family.sparse {
+            return Vec::new();
+        }
+        let mut ranges: Vec<(u32, u32)> =
+            self.family.series.keys().filter_map(|labels| self.index(labels)).map(|i| (i as u32, 1)).collect();
+        crate::encode::plan::normalize_ranges(&mut ranges);
+        ranges
     }
 
     /// Writes this family's slots, `(series + 1) * width` of them.
     fn slots(&self) -> Vec<u64> {
         let mut slots = vec![0u64; (self.series + 1) * self.width];
         for (labels, acc) in &self.family.series {
-            let mut index = 0;
-            let mut matched = labels.len() == self.label_names.len();
-            for (position, (name, value)) in labels.iter().enumerate() {
-                let Some(at) = self.values[position].iter().position(|v| v == value) else {
-                    matched = false;
-                    break;
-                };
-                matched &= self.label_names[position] == name;
-                index = index * self.values[position].len() + at;
-            }
-            if !matched {
-                continue;
-            }
+            let Some(index) = self.index(labels) else { continue };
             let s = &mut slots[index * self.width..(index + 1) * self.width];
             match acc {
                 Acc::Counter { count, fraction } => {
@@ -298,7 +321,7 @@ fn write_archive(
     run_started: Option<u64>,
 ) -> io::Result<()> {
     let archived: Vec<Archived<'_>> =
-        families.iter().filter_map(|(key, family)| Archived::new(family, declared.get(key).copied())).collect();
+        families.iter().filter_map(|(key, family)| Archived::new(family, key, declared.get(key).copied())).collect();
     if archived.len() != families.len() {
         return Err(io::Error::other("a family cannot be archived; dead shards are kept"));
     }
@@ -310,13 +333,25 @@ fn write_archive(
     }
     let schema = format::encode_specs(&specs);
 
-    let log_len = (8 + absorbed.iter().map(|n| 20 + n.len() + 8).sum::<usize>()).next_multiple_of(8);
+    let declared_ranges: Vec<Vec<(u32, u32)>> = archived.iter().map(Archived::declared_ranges).collect();
+    let ranges = declared_ranges.iter().map(Vec::len).sum::<usize>();
+    let log_len = log::capacity(std::iter::empty(), ranges)
+        + absorbed.iter().map(|n| (log::RECORD_HEADER + n.len()).next_multiple_of(8)).sum::<usize>();
     let mut log_words = vec![0u64; log_len / 8];
     {
         // SAFETY: the buffer outlives the log, scoped to this block.
         let log = unsafe { StringLog::new(log_words.as_mut_ptr() as *mut u8, log_len) };
         for name in absorbed {
-            log.append(0, ABSORBED_POSITION, 0, name.as_bytes());
+            if !log.append(0, ABSORBED_POSITION, 0, name.as_bytes()) {
+                return Err(io::Error::other("the archive's log is too small"));
+            }
+        }
+        for (metric, ranges) in declared_ranges.iter().enumerate() {
+            for &(first, count) in ranges {
+                if !log.append(metric as u32, DECLARED_POSITION, first, &count.to_le_bytes()) {
+                    return Err(io::Error::other("the archive's log is too small"));
+                }
+            }
         }
     }
 

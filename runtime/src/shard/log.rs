@@ -12,7 +12,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::format::{MAX_STRING, get_u32};
 
-const RECORD_HEADER: usize = 20;
+pub(crate) const RECORD_HEADER: usize = 20;
 
 /// `position` of an archive record naming a shard file it absorbed.
 pub(crate) const ABSORBED_POSITION: u16 = u16::MAX - 1;
