@@ -128,11 +128,31 @@ impl DirLock {
         }
     }
 
-    /// The lock held while a process starts a run or creates its shard.
-    pub(crate) fn start(dir: &Path) -> io::Result<DirLock> {
-        Ok(Self::acquire(dir, DIR_LOCK, true, true)?.expect("a blocking lock is acquired"))
+    /// The lock held while a process starts a run or creates its shard,
+    /// waited for at most [`START_LOCK_WAIT`]: `None` after that. Its
+    /// holder is another process starting, which takes milliseconds; one
+    /// that holds it longer is stopped (SIGSTOP, a debugger, a frozen
+    /// cgroup) or stuck, and must not hang every process that records
+    /// after it.
+    pub(crate) fn start(dir: &Path) -> io::Result<Option<DirLock>> {
+        let deadline = std::time::Instant::now() + START_LOCK_WAIT;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            if let Some(lock) = Self::acquire(dir, DIR_LOCK, true, false)? {
+                return Ok(Some(lock));
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
     }
 }
+
+/// How long a process waits for another's start (see [`DirLock::start`]).
+pub(crate) const START_LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// Whether a start joined a live run, and when that run started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -68,7 +68,18 @@ pub(crate) fn start(
     log_capacity: usize,
 ) -> io::Result<ShardArena> {
     let (dir, dir_id) = file::prepare_dir(dir)?;
-    let _start = file::DirLock::start(&dir)?;
+    let start_lock = file::DirLock::start(&dir)?;
+    if start_lock.is_none() {
+        // The run's other steps are safe without it: a shard being created
+        // is locked (never cleared), and a run is cleared only when no
+        // shard's lock is held. What is lost is only the order of two
+        // starts deciding at once.
+        crate::notice::warn(format!(
+            "{} has been held for {} s by a process that does not finish starting (stopped?); starting without it",
+            dir.join(".promshard.lock").display(),
+            file::START_LOCK_WAIT.as_secs()
+        ));
+    }
     let created_nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     // A live process holds the run lock: the run is live, and nothing is
     // cleared. Otherwise each shard is asked, as a process of an older
