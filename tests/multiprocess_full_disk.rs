@@ -148,3 +148,91 @@ fn a_worker_forked_on_a_full_disk_does_not_die() {
     });
     drop(fs);
 }
+
+/// The directory of [`workers_started_on_a_full_disk_still_record_into_the_directory`]'s
+/// scenario, for its fresh worker.
+const FRESH_DIR_ENV: &str = "PROMSHARD_ADV_FULL_DISK_DIR";
+
+/// A process started (not forked) while the disk is full: records into
+/// the directory of `FRESH_DIR_ENV` and exits.
+#[test]
+fn fresh_worker_on_a_full_disk() {
+    if !harness::is_child("fresh_worker_on_a_full_disk") {
+        return;
+    }
+    harness::capture_logs();
+    promshard::multiprocess::init(std::env::var_os(FRESH_DIR_ENV).unwrap()).unwrap();
+    record_everything();
+    assert!(promshard::multiprocess::shard_dir().is_some(), "the fresh worker records in its shard");
+    assert!(
+        harness::warnings().iter().any(|w| w.contains("spare")),
+        "it says it took from the spare: {:?}",
+        harness::warnings()
+    );
+}
+
+/// Workers that start after the disk filled up (forked by the master,
+/// and a fresh process) take the disk their shards need from the spare
+/// the master set aside while there was room, so their counts are in
+/// the directory's scrape rather than in their memory only (where no
+/// scrape of another process sees them). Once dead workers are folded
+/// into the archive, the spare is refilled.
+#[test]
+fn workers_started_on_a_full_disk_still_record_into_the_directory() {
+    const NAME: &str = "workers_started_on_a_full_disk_still_record_into_the_directory";
+    if harness::in_any_child() && !harness::is_child(NAME) {
+        return;
+    }
+    let fs = if harness::in_any_child() {
+        None
+    } else {
+        match Tmpfs::mount("8m") {
+            Ok(fs) => Some(fs),
+            Err(why) => {
+                support::skip_or_fail(&format!("cannot mount a tmpfs to fill ({why}); run as root"));
+                return;
+            }
+        }
+    };
+    let setup = Setup { env: fs.iter().map(|fs| (MOUNT_ENV.to_owned(), fs.path.clone().into())).collect(), cwd: None };
+    isolated_with(NAME, SCENARIO, setup, || {
+        let mount = mounted_dir();
+        let dir = mount.join("shards");
+        std::fs::create_dir(&dir).unwrap();
+        harness::set_mode(&dir, 0o700);
+        promshard::multiprocess::init(&dir).unwrap();
+        record_everything();
+        let spare = dir.join(".promshard.spare");
+        let spare_len = || std::fs::metadata(&spare).map_or(0, |m| m.len());
+        let full = spare_len();
+        assert!(full > 0, "the master set a spare aside while there was room");
+
+        let fs = Tmpfs { path: mount.clone() };
+        fs.fill_leaving(0);
+        std::mem::forget(fs); // the parent test unmounts it
+        for n in 0..2 {
+            let worker = fork_child(|| {
+                record_everything();
+                i32::from(promshard::multiprocess::shard_dir().is_none())
+            });
+            let status = wait_timeout(worker, Duration::from_secs(20)).map(harness::describe_status);
+            assert_eq!(status.as_deref(), Some("exit code 0"), "forked worker {n}");
+        }
+        let setup = Setup { env: vec![(FRESH_DIR_ENV.to_owned(), dir.clone().into())], cwd: None };
+        let fresh = harness::spawn_and_wait("fresh_worker_on_a_full_disk", Duration::from_secs(30), setup).unwrap();
+        assert!(fresh.status.success(), "the fresh worker: {}", fresh.stderr);
+        assert!(spare_len() < full, "the spare gave its disk: {} of {full}", spare_len());
+
+        let text = harness::encode_dir_text(&dir);
+        assert_eq!(value_in(&text, "full_jobs_total", &[]), Some(4.0), "master and three workers: {text}");
+        assert_eq!(value_in(&text, "full_latency_two_count", &[("part", "e")]), Some(4.0 * 102.0), "{text}");
+
+        // The filler goes; the master's scrape folds the dead workers and
+        // sets the spare aside again.
+        std::fs::remove_file(mount.join("filler")).unwrap();
+        let own = own_text();
+        assert_eq!(value_in(&own, "full_jobs_total", &[]), Some(4.0), "{own}");
+        assert_eq!(spare_len(), full, "the spare is refilled");
+    });
+    drop(fs);
+}

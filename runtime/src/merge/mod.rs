@@ -178,6 +178,9 @@ pub(crate) fn scrape(own: &'static crate::shard::OwnShard) -> Merged {
     let merged = collect_with(&own.dir, crate::shard::own_file());
     if merged.compactable {
         compact::compact(&own.dir);
+        // Dead shards gone, disk is free again: what workers forked on a
+        // full disk took from the spare goes back into it.
+        crate::shard::top_up_spare(own);
     }
     merged
 }

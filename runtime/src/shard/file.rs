@@ -429,7 +429,98 @@ pub(crate) fn remove_if_abandoned(path: &Path, min_age: Duration) -> bool {
 /// bytes reserved on disk (a sparse file would fault inside a plain
 /// `inc()` when the disk fills up), filled by `fill`, then renamed to
 /// its final name.
+///
+/// On a full disk, disk kept aside in the directory's spare (see
+/// [`SPARE_NAME`]) is given back and the creation tried again, so that a
+/// worker started while the disk is full still records where scrapes
+/// see it.
 pub(crate) fn create_own(
+    dir: &Path,
+    pid: u32,
+    nonce: u64,
+    len: usize,
+    fill: impl Fn(&File) -> io::Result<()>,
+) -> io::Result<(File, PathBuf)> {
+    let mut tries = 0;
+    loop {
+        match create_once(dir, pid, nonce, len, &fill) {
+            Err(e) if no_space(&e) && tries < SPARE_SHARDS && release_spare(dir, len as u64) => tries += 1,
+            other => return other,
+        }
+    }
+}
+
+/// The name of the spare: a file of disk reserved (`fallocate`) while
+/// there is room, [`SPARE_SHARDS`] shards' worth, that a process unable
+/// to reserve its shard's disk shrinks by what it needs. Refilled by a
+/// process that starts, or whose scrape compacted dead shards, while
+/// the disk has room for it twice over (the spare never takes the last
+/// of the disk from the application).
+pub(crate) const SPARE_NAME: &str = ".promshard.spare";
+
+/// How many shards' worth of disk the spare holds.
+pub(crate) const SPARE_SHARDS: u64 = 4;
+
+fn no_space(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+}
+
+/// Gives back `need` bytes (and a page more, for the new file's own
+/// blocks) of the directory's spare; whether there was any to give.
+fn release_spare(dir: &Path, need: u64) -> bool {
+    let Ok(file) =
+        OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(dir.join(SPARE_NAME))
+    else {
+        return false;
+    };
+    let Ok(meta) = file.metadata() else { return false };
+    // SAFETY: geteuid has no preconditions.
+    if !meta.is_file() || meta.uid() != unsafe { libc::geteuid() } || meta.len() == 0 {
+        return false;
+    }
+    let freed = file.set_len(meta.len().saturating_sub(need + 4096)).is_ok();
+    if freed {
+        crate::notice::warn(format!(
+            "the disk of {} is full: took {need} bytes from the spare kept for this",
+            dir.display()
+        ));
+    }
+    freed
+}
+
+/// Grows the directory's spare back to `target` bytes, if the disk has
+/// room for that twice over; best effort.
+pub(crate) fn top_up_spare(dir: &Path, target: u64) {
+    let path = dir.join(SPARE_NAME);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path);
+    let Ok(file) = file else { return };
+    let Ok(meta) = file.metadata() else { return };
+    // SAFETY: geteuid has no preconditions.
+    if !meta.is_file() || meta.uid() != unsafe { libc::geteuid() } || meta.len() >= target {
+        return;
+    }
+    let missing = target - meta.len();
+    // SAFETY: statvfs is plain old data, filled by the call.
+    let mut fs: libc::statvfs = unsafe { core::mem::zeroed() };
+    if unsafe { libc::fstatvfs(file.as_raw_fd(), &mut fs) } != 0 {
+        return;
+    }
+    let available = (fs.f_bavail as u64).saturating_mul(fs.f_frsize as u64);
+    if available < missing.saturating_add(target) {
+        return;
+    }
+    // SAFETY: a valid descriptor.
+    let _ = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, target as libc::off_t) };
+}
+
+fn create_once(
     dir: &Path,
     pid: u32,
     nonce: u64,
@@ -464,9 +555,10 @@ fn reserve(file: &File, len: usize) -> io::Result<()> {
     // SAFETY: a valid descriptor.
     match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) } {
         0 => Ok(()),
-        code => Err(io::Error::other(format!(
-            "cannot reserve {len} bytes for the shard ({}); is the disk full?",
-            io::Error::from_raw_os_error(code)
-        ))),
+        code => {
+            let cause = io::Error::from_raw_os_error(code);
+            let message = format!("cannot reserve {len} bytes for the shard ({cause}); is the disk full?");
+            Err(io::Error::new(cause.kind(), message))
+        }
     }
 }

@@ -183,6 +183,8 @@ unsafe fn switch(shard: &OwnShard) -> bool {
         return unsafe { fall_back(shard) };
     };
     let (path, temp) = (&path[..=len], &temp[..=temp_len]);
+    let mut spare = [0u8; 4096];
+    let spare = spare_path(&mut spare, dir).map(|end| &spare[..=end]);
     let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // SAFETY: `temp` is NUL-terminated.
     let fd = unsafe { libc::open(temp.as_ptr().cast(), flags, 0o600 as libc::c_uint) };
@@ -205,7 +207,7 @@ unsafe fn switch(shard: &OwnShard) -> bool {
         header[HEADER_LEN - 8..].copy_from_slice(&sum.to_le_bytes());
 
         libc::fcntl(fd, libc::F_SETLK, &lock) == 0
-            && reserve(fd, shard.len)
+            && reserve(fd, shard.len, spare)
             // Header, schema and string log (the values the parent had
             // interned stay valid in the child) and info pairs; counts
             // start from zero.
@@ -258,12 +260,15 @@ unsafe fn switch(shard: &OwnShard) -> bool {
 }
 
 /// Reserves `len` bytes of disk for `fd`. A file system that cannot
-/// reserve space (`EOPNOTSUPP`) gets a plain length, as before.
+/// reserve space (`EOPNOTSUPP`) gets a plain length, as before. On a full
+/// disk, the directory's spare (`spare`, its NUL-terminated path) gives
+/// back what is needed, as [`super::file::create_own`] does.
 ///
 /// # Safety
 ///
 /// As for [`switch`].
-unsafe fn reserve(fd: libc::c_int, len: usize) -> bool {
+unsafe fn reserve(fd: libc::c_int, len: usize, spare: Option<&[u8]>) -> bool {
+    let mut tries = 0;
     loop {
         // SAFETY: plain system calls on our descriptor.
         if unsafe { libc::fallocate(fd, 0, 0, len as libc::off_t) } == 0 {
@@ -272,9 +277,52 @@ unsafe fn reserve(fd: libc::c_int, len: usize) -> bool {
         match unsafe { *libc::__errno_location() } {
             libc::EINTR => continue,
             libc::EOPNOTSUPP => return unsafe { libc::ftruncate(fd, len as libc::off_t) } == 0,
+            libc::ENOSPC | libc::EDQUOT
+                if tries < super::file::SPARE_SHARDS && spare.is_some_and(|p| unsafe { release_spare(p, len) }) =>
+            {
+                tries += 1;
+            }
             _ => return false,
         }
     }
+}
+
+/// Shrinks the spare at `path` (NUL-terminated) by `need` bytes and a
+/// page; whether there was any to give.
+///
+/// # Safety
+///
+/// As for [`switch`].
+unsafe fn release_spare(path: &[u8], need: usize) -> bool {
+    // SAFETY: a NUL-terminated path; plain system calls on the descriptor
+    // opened here; `stat` is plain old data.
+    unsafe {
+        let fd = libc::open(path.as_ptr().cast(), libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC);
+        if fd < 0 {
+            return false;
+        }
+        let mut stat: libc::stat = core::mem::zeroed();
+        let ours = libc::fstat(fd, &mut stat) == 0
+            && stat.st_mode & libc::S_IFMT == libc::S_IFREG
+            && stat.st_uid == libc::geteuid()
+            && stat.st_size > 0;
+        let freed = ours && libc::ftruncate(fd, (stat.st_size - need as libc::off_t - 4096).max(0)) == 0;
+        libc::close(fd);
+        freed
+    }
+}
+
+/// Writes `<dir>/.promshard.spare` and a NUL into `out`; the index of the
+/// NUL.
+fn spare_path(out: &mut [u8], dir: &[u8]) -> Option<usize> {
+    let name = super::file::SPARE_NAME.as_bytes();
+    let end = dir.len() + 1 + name.len();
+    out.get_mut(..=end)?;
+    out[..dir.len()].copy_from_slice(dir);
+    out[dir.len()] = b'/';
+    out[dir.len() + 1..end].copy_from_slice(name);
+    out[end] = 0;
+    Some(end)
 }
 
 /// Replaces the inherited mapping with private zeroed memory.

@@ -145,7 +145,17 @@ pub(crate) fn start(
     };
     let Some(shard) = own::install(shard) else { return Err(io::Error::other("the shard was already started")) };
     fork::install(shard)?;
+    top_up_spare(shard);
     Ok(ShardArena { shard })
+}
+
+/// Grows the directory's spare disk back to [`file::SPARE_SHARDS`] of
+/// this process's shards (at most 64 MiB, unless one shard is larger), if
+/// the disk has room (see [`file::SPARE_NAME`]). On a tmpfs the spare is
+/// memory: hence the cap.
+pub(crate) fn top_up_spare(own: &OwnShard) {
+    let len = own.len as u64;
+    file::top_up_spare(&own.dir, (file::SPARE_SHARDS * len).min(64 << 20).max(len));
 }
 
 /// A process that starts recording and finds no live shard treats what is
