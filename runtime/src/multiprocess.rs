@@ -134,7 +134,7 @@ pub fn encode_dir(dir: impl AsRef<Path>, how: impl Into<crate::Exposition>) -> V
 /// ```
 /// let dir = std::env::temp_dir().join(format!("promshard-doc-compacting-{}", std::process::id()));
 /// std::fs::create_dir_all(&dir).unwrap();
-/// let body = promshard::multiprocess::encode_dir_and_compact(&dir, promshard::Format::Text);
+/// let body = promshard::multiprocess::encode_dir_and_compact(&dir, promshard::Format::Prometheus);
 /// assert!(String::from_utf8(body).is_ok());
 /// # std::fs::remove_dir_all(&dir).unwrap();
 /// ```
