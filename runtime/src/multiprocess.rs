@@ -171,20 +171,22 @@ fn encode_dir_then(dir: &Path, how: crate::Exposition, compact: bool) -> Vec<u8>
 /// process when it does not, as the reason dead shards stay.
 fn owned_by_this_user(dir: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    static SAID: std::sync::Once = std::sync::Once::new();
+    // Not a `Once`: the message goes to the logger, user code, which
+    // must not run inside a lock of ours.
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
     match std::fs::metadata(dir) {
         Ok(meta) if meta.uid() == euid => true,
         Ok(meta) => {
-            SAID.call_once(|| {
+            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
                 crate::notice::warn(format!(
                     "not compacting {}: it belongs to uid {}, this process runs as uid {euid}; \
                      dead workers' shards stay until a process of its owner compacts them",
                     dir.display(),
                     meta.uid()
-                ))
-            });
+                ));
+            }
             false
         }
         Err(_) => false,
