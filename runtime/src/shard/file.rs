@@ -516,8 +516,11 @@ pub(crate) fn top_up_spare(dir: &Path, target: u64) {
     if available < missing.saturating_add(target) {
         return;
     }
+    // The system call, not `posix_fallocate`: where the file system cannot
+    // reserve (EOPNOTSUPP), glibc's fallback writes the blocks one by one,
+    // a slow start for a spare that would not be a reservation anyway.
     // SAFETY: a valid descriptor.
-    let _ = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, target as libc::off_t) };
+    let _ = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, target as libc::off_t) };
 }
 
 fn create_once(
