@@ -12,6 +12,7 @@ use super::sample::{self, Labels, Value};
 use super::text::{le_value, sum_shown, write_help, write_label};
 use crate::descriptor::{Descriptor, Kind, is_legacy_label_name, is_legacy_metric_name};
 use crate::labels::LabelDomain;
+use crate::native::NativeCounts;
 
 pub(crate) struct FamilyPlan {
     /// The rendering for each escaping scheme, in [`Escaping::ALL`]'s
@@ -166,7 +167,14 @@ impl FamilyPlan {
                     });
                     let count = (0..buckets).fold(0u64, |n, b| n.saturating_add(load(base + b)));
                     let sum = f64::from_bits(load(base + buckets));
-                    w.labels(labels.iter().copied()).histogram(out, bounds, count, sum);
+                    match desc.native {
+                        Some(spec) => {
+                            let start = base + buckets + 1;
+                            let native = NativeCounts::read(&slots[start..start + spec.width()], spec).limited();
+                            w.labels(labels.iter().copied()).native_histogram(out, bounds, &native, sum);
+                        }
+                        None => w.labels(labels.iter().copied()).histogram(out, bounds, count, sum),
+                    }
                 }
                 Kind::Info => {}
             }

@@ -14,6 +14,11 @@ use crate::metric::MetricCore;
 /// exposition accumulates the buckets, and `_count` is the `+Inf` bucket,
 /// so the two always agree.
 ///
+/// A native histogram ([`Opts::native`]) also counts each observation in
+/// its sparse exponential bucket: one more atomic add once the bucket is
+/// in use. Without classic buckets, its classic part is the `+Inf` count
+/// and the sum.
+///
 /// ```
 /// use promshard::{Histogram, Opts};
 ///
@@ -78,7 +83,8 @@ impl Histogram<()> {
 /// One series of a [`Histogram`].
 #[derive(Clone, Copy, Debug)]
 pub struct HistogramSeries {
-    /// `bounds.len() + 1` bucket counts (the last is `+Inf`), then the sum.
+    /// `bounds.len() + 1` bucket counts (the last is `+Inf`), then the
+    /// sum, then a native histogram's native slots (`crate::native`).
     slots: *const AtomicU64,
     /// Its metric: the bucket bounds, and where dropped observations are
     /// counted.
@@ -114,12 +120,17 @@ impl HistogramSeries {
             self.core.drop_observation();
             return;
         }
-        let bounds = self.core.descriptor().buckets;
+        let desc = self.core.descriptor();
+        let bounds = desc.buckets;
         let bucket = bucket_index(bounds, v);
-        // SAFETY: the series has bounds.len() + 2 slots; bucket <= bounds.len().
+        // SAFETY: the series has bounds.len() + 2 slots, then a native
+        // histogram's native slots; bucket <= bounds.len().
         unsafe {
             (*self.slots.add(bucket)).fetch_add(1, Ordering::Relaxed);
             float::add(&*self.slots.add(bounds.len() + 1), v);
+            if let Some(native) = desc.native {
+                crate::native::record(self.slots.add(bounds.len() + 2), native, v);
+            }
         }
     }
 
