@@ -276,11 +276,13 @@ impl Variant {
                     }
                 }
                 Kind::Histogram => {
+                    let series_slots = &slots[base..base + desc.width];
+                    let native_only = NativeCounts::native_only_count(desc.native, desc.buckets.len(), series_slots);
                     let mut cumulative = 0u64;
                     for bucket in 0..self.extra_labels.len() {
                         // Saturating: a hostile file's counts must not panic a scrape
                         // nor make the buckets go down.
-                        cumulative = cumulative.saturating_add(load(base + bucket));
+                        cumulative = native_only.unwrap_or(cumulative.saturating_add(load(base + bucket)));
                         f(line(Which::Main, &self.sample, Some(bucket), Value::Int(cumulative)));
                     }
                     f(line(Which::Count, &self.count, None, Value::Int(cumulative)));

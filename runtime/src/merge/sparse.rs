@@ -406,7 +406,12 @@ pub(crate) fn add_sparse(family: &mut SparseFamily, shard: &Shard, metric: usize
             }
             Kind::Histogram => {
                 let bounds = desc.buckets.iter().copied().chain([f64::INFINITY]);
-                let buckets = bounds.enumerate().map(|(b, bound)| (bound, get(base + b))).collect();
+                let series_slots = &slots[base..base + desc.width];
+                let native_only = NativeCounts::native_only_count(desc.native, desc.buckets.len(), series_slots);
+                let buckets = bounds
+                    .enumerate()
+                    .map(|(b, bound)| (bound, native_only.unwrap_or_else(|| get(base + b))))
+                    .collect();
                 let sum = ExactSum::from(f64::from_bits(get(base + desc.buckets.len() + 1)));
                 let native = desc.native.map(|spec| {
                     let start = base + desc.buckets.len() + 2;

@@ -11,8 +11,10 @@
 //!
 //! # Slots of one series
 //!
-//! After the classic slots (whose `+Inf` count and sum are the
-//! histogram's count and sum), [`NativeBuckets::width`] slots:
+//! After the classic slots (the histogram's sum, and with classic buckets
+//! their counts; a native-only histogram leaves its one classic bucket,
+//! `+Inf`, at zero and counts its observations in the native slots
+//! only), [`NativeBuckets::width`] slots:
 //!
 //! - the zero bucket's count;
 //! - a table of `max_buckets` entries, each a key and a count: the key
@@ -304,6 +306,19 @@ impl NativeCounts {
             *side = reduced;
         }
         self.schema = schema;
+    }
+
+    /// The count of a native-only histogram's series (`series`: its
+    /// slots), which is the total of its native counts: such a series
+    /// records nothing in its one classic bucket, `+Inf`. `None` for other
+    /// histograms, whose count is their classic buckets'.
+    pub(crate) fn native_only_count(
+        spec: Option<NativeBuckets>,
+        classic_buckets: usize,
+        series: &[AtomicU64],
+    ) -> Option<u64> {
+        let spec = spec.filter(|_| classic_buckets == 0)?;
+        Some(NativeCounts::read(series.get(2..2 + spec.width())?, spec).total())
     }
 
     /// Adds another series' counts, at the lower of the two schemas.
