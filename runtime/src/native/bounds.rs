@@ -3,7 +3,9 @@
 //! `frexp` gives, each the correctly rounded `f64` (computed to 60 digits
 //! and rounded once; generated, see `bounds_are_correctly_rounded`).
 
+// The table is data: 2^(1/2)/2 is among the bounds, written as a number.
 #[rustfmt::skip]
+#[allow(clippy::approx_constant)]
 pub(super) static BOUNDS: [&[f64]; 9] = [
     &[],
     &[

@@ -181,3 +181,61 @@ fn spans_and_deltas() {
     assert_eq!(spans, [(-2, 2), (3, 2), (5, 1)]);
     assert_eq!(deltas, [3, -2, 3, 0, -3]);
 }
+
+/// Threads claiming table entries at once never lose a count nor put one
+/// under another bucket's key, whether their buckets fit the table or
+/// spill to schema -4.
+#[test]
+fn racing_threads_lose_nothing() {
+    for capacity in [3, 64] {
+        let spec = NativeBuckets::new(4, capacity);
+        let s = slots(spec);
+        let fits = |v: f64| if v.is_finite() { 0.5 + v.abs().fract() * 1.5 } else { 1.0 };
+        let streams: Vec<Vec<f64>> = (0..4)
+            .map(|t| values(100 + t, 5000).into_iter().map(|v| if capacity == 3 { v } else { fits(v) }).collect())
+            .collect();
+        std::thread::scope(|scope| {
+            for stream in &streams {
+                let s = &s;
+                scope.spawn(move || stream.iter().for_each(|v| unsafe { record(s.as_ptr(), spec, *v) }));
+            }
+        });
+        let all: Vec<f64> = streams.concat();
+        let read = NativeCounts::read(&s, spec);
+        assert_eq!(read, NativeCounts { max_buckets: capacity, ..model(&all, read.schema) }, "capacity {capacity}");
+        assert_eq!(read.total(), all.len() as u64);
+        // 0.5 to 2 is 32 buckets at schema 4: they fit a table of 64.
+        assert_eq!(read.schema, if capacity == 3 { MIN_SCHEMA } else { 4 });
+    }
+}
+
+/// Two threads that start together and claim entries for different
+/// buckets at the same moment: each count stays under its own bucket's
+/// key.
+#[test]
+fn simultaneous_claims_keep_their_keys() {
+    use std::sync::atomic::AtomicUsize;
+    let spec = NativeBuckets::new(0, 4);
+    for round in 0..1000 {
+        let s = slots(spec);
+        let ready = AtomicUsize::new(0);
+        let streams: Vec<Vec<f64>> =
+            (0..2).map(|t| (0..4).map(|k| 2f64.powi(((t * 5 + k * 3 + round) % 17) as i32 - 8)).collect()).collect();
+        std::thread::scope(|scope| {
+            for stream in &streams {
+                let (s, ready) = (&s, &ready);
+                scope.spawn(move || {
+                    // Both spin until both are running, then record at once.
+                    ready.fetch_add(1, Ordering::SeqCst);
+                    while ready.load(Ordering::SeqCst) < 2 {
+                        std::hint::spin_loop();
+                    }
+                    stream.iter().for_each(|v| unsafe { record(s.as_ptr(), spec, *v) });
+                });
+            }
+        });
+        let all: Vec<f64> = streams.concat();
+        let read = NativeCounts::read(&s, spec);
+        assert_eq!(read, NativeCounts { max_buckets: 4, ..model(&all, read.schema) }, "round {round}");
+    }
+}
