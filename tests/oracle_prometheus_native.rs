@@ -2,8 +2,12 @@
 //! scrapes our `/metrics` over protobuf, where native histograms are
 //! exposed, and its `histogram_quantile` over the native series agrees
 //! with the classic one over the same observations, and with the true
-//! quantile, within one bucket of the native schema.
+//! quantile, within one bucket of the native schema: from one process's
+//! memory, and from a shard directory whose workers recorded a share of
+//! the observations each and exited (their counts merged, then
+//! compacted into the archive by the scrape).
 
+mod harness;
 mod support;
 
 use std::io::{Read, Write};
@@ -73,15 +77,10 @@ fn query(port: u16, query: &str) -> Option<f64> {
     sample["value"][1].as_str()?.parse().ok()
 }
 
-#[test]
-fn native_quantiles_agree_with_classic_ones_in_prometheus() {
-    let Some(binary) = support::prometheus() else {
-        support::skip_or_fail(support::PROMETHEUS_MISSING);
-        return;
-    };
-    // Log-uniform between 0.01 and 10, seeded.
+/// 3000 values, log-uniform between 0.01 and 10, seeded.
+fn values() -> Vec<f64> {
     let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut values: Vec<f64> = (0..3000)
+    (0..3000)
         .map(|_| {
             state ^= state << 13;
             state ^= state >> 7;
@@ -89,15 +88,22 @@ fn native_quantiles_agree_with_classic_ones_in_prometheus() {
             let unit = (state >> 11) as f64 / (1u64 << 53) as f64;
             0.01 * 1000f64.powf(unit)
         })
-        .collect();
-    for v in &values {
+        .collect()
+}
+
+fn record(values: &[f64]) {
+    for v in values {
         NATIVE.observe(*v);
         CLASSIC.observe(*v);
         BOTH.observe(*v);
     }
-    values.sort_by(f64::total_cmp);
-    let endpoint = promshard::serve("127.0.0.1:0").unwrap();
+}
 
+/// Starts Prometheus on `target`, waits for it to store the native
+/// histogram, and compares its quantiles with the classic ones and with
+/// those of `values`.
+fn check_in_prometheus(binary: &std::path::Path, target: std::net::SocketAddr, mut values: Vec<f64>) {
+    values.sort_by(f64::total_cmp);
     let dir = std::env::temp_dir().join(format!("promshard-prometheus-native-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -106,8 +112,7 @@ fn native_quantiles_agree_with_classic_ones_in_prometheus() {
         &config,
         format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: native\n    \
-             static_configs:\n      - targets: ['{}']\n",
-            endpoint.local_addr()
+             static_configs:\n      - targets: ['{target}']\n"
         ),
     )
     .unwrap();
@@ -156,8 +161,54 @@ fn native_quantiles_agree_with_classic_ones_in_prometheus() {
         assert!((native - truth).abs() <= error * truth, "q{q}: native {native} vs observed {truth}");
         assert_eq!(native, both, "q{q}: the same native buckets, with classic ones alongside");
     }
-
     drop(server);
-    endpoint.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn native_quantiles_agree_with_classic_ones_in_prometheus() {
+    if harness::in_any_child() {
+        return;
+    }
+    let Some(binary) = support::prometheus() else {
+        support::skip_or_fail(support::PROMETHEUS_MISSING);
+        return;
+    };
+    let values = values();
+    record(&values);
+    let endpoint = promshard::serve("127.0.0.1:0").unwrap();
+    check_in_prometheus(&binary, endpoint.local_addr(), values);
+    endpoint.shutdown();
+}
+
+#[test]
+fn merged_workers_native_quantiles_agree_in_prometheus() {
+    let binary = support::prometheus();
+    if !harness::in_any_child() && binary.is_none() {
+        support::skip_or_fail(support::PROMETHEUS_MISSING);
+        return;
+    }
+    harness::isolated("merged_workers_native_quantiles_agree_in_prometheus", Duration::from_secs(240), || {
+        let binary = binary.expect("found by the parent");
+        let dir = harness::TempDir::new("native-prometheus");
+        promshard::multiprocess::init(dir.path()).unwrap();
+        // This process joins the run before its workers come and go (a
+        // run ends when its last process does).
+        promshard::encode(promshard::Format::Prometheus);
+        let values = values();
+        // Three workers record a third of the values each and exit.
+        for part in values.chunks(1000) {
+            let part = part.to_vec();
+            let pid = harness::fork_child(move || {
+                record(&part);
+                0
+            });
+            assert_eq!(harness::wait_timeout(pid, Duration::from_secs(20)), Some(0));
+        }
+        let endpoint = promshard::serve("127.0.0.1:0").unwrap();
+        check_in_prometheus(&binary, endpoint.local_addr(), values);
+        endpoint.shutdown();
+        // The scrapes compacted the dead workers into the archive.
+        assert_eq!(harness::shard_files(dir.path()).iter().filter(|f| f.starts_with('p')).count(), 1);
+    });
 }

@@ -41,14 +41,14 @@ use std::collections::BTreeMap;
 use bounds::BOUNDS;
 
 /// The lowest schema: buckets grow by a factor of `2^16`.
-pub const MIN_SCHEMA: i8 = -4;
+pub(crate) const MIN_SCHEMA: i8 = -4;
 /// The highest schema: buckets grow by a factor of `2^(1/256)`.
-pub const MAX_SCHEMA: i8 = 8;
+pub(crate) const MAX_SCHEMA: i8 = 8;
 /// The largest `max_buckets` a native histogram may ask for.
-pub const MAX_BUCKETS_LIMIT: u32 = 4096;
+pub(crate) const MAX_BUCKETS_LIMIT: u32 = 4096;
 /// Observations whose magnitude is at most this (`2^-128`, client_golang's
 /// default) count in the zero bucket; this includes every subnormal value.
-pub const ZERO_THRESHOLD: f64 = f64::from_bits((1023 - 128) << 52);
+pub(crate) const ZERO_THRESHOLD: f64 = f64::from_bits((1023 - 128) << 52);
 
 /// The schema of the slots that catch what the table cannot hold.
 const COARSE_SCHEMA: i8 = MIN_SCHEMA;
@@ -80,10 +80,9 @@ pub struct NativeBuckets {
 }
 
 impl NativeBuckets {
-    /// Native buckets of `schema` (from [`MIN_SCHEMA`] to [`MAX_SCHEMA`];
-    /// each bucket's upper bound is `2^(2^-schema)` times its lower one)
-    /// holding up to `max_buckets` buckets per series (1 to
-    /// [`MAX_BUCKETS_LIMIT`]).
+    /// Native buckets of `schema` (-4 to 8; each bucket's upper bound is
+    /// `2^(2^-schema)` times its lower one) holding up to `max_buckets`
+    /// buckets per series (1 to 4096).
     ///
     /// # Panics
     ///
