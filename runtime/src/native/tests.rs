@@ -220,7 +220,7 @@ fn simultaneous_claims_keep_their_keys() {
         let s = slots(spec);
         let ready = AtomicUsize::new(0);
         let streams: Vec<Vec<f64>> =
-            (0..2).map(|t| (0..4).map(|k| 2f64.powi(((t * 5 + k * 3 + round) % 17) as i32 - 8)).collect()).collect();
+            (0..2).map(|t| (0..4).map(|k| 2f64.powi((t * 5 + k * 3 + round) % 17 - 8)).collect()).collect();
         std::thread::scope(|scope| {
             for stream in &streams {
                 let (s, ready) = (&s, &ready);
