@@ -35,6 +35,10 @@ static NATIVE_NARROW: Histogram;
 #[metric(buckets = [0.1, 1.0, 10.0], native(schema = 1, max_buckets = 40))]
 static NATIVE_BOTH: Histogram;
 
+/// `native` alone: the defaults, schema 3 and 160 buckets.
+#[metric(native)]
+static NATIVE_DEFAULTS: Histogram;
+
 const ASK: Duration = Duration::from_secs(20);
 
 fn seed() -> u64 {
@@ -160,8 +164,15 @@ fn memory_mode_exposes_the_histogram_of_the_observations() {
     let seed = seed();
     let work = TempDir::new("native-memory");
     record(&observations(seed, 0));
+    let defaults = [0.0, 1.0, 1.5, -3.0, 1e-3];
+    defaults.iter().for_each(|v| NATIVE_DEFAULTS.observe(*v));
     let proto = promshard::encode(Format::Protobuf);
     check("memory", &python, work.path(), &proto, &[0], seed);
+    let reports =
+        support::protobuf::check_native(&python, work.path(), &proto, &[("native_defaults", defaults.to_vec())]);
+    assert_eq!(reports["native_defaults"].schema, i64::from(promshard::NativeBuckets::DEFAULT_SCHEMA));
+    let native = NATIVE_DEFAULTS.core().descriptor().native.unwrap();
+    assert_eq!((native.schema(), native.max_buckets()), (3, 160));
     // The text formats show what a native-only histogram has: `+Inf`,
     // `_count`, `_sum`, and agree with the protobuf.
     let text = String::from_utf8(promshard::encode(Format::Prometheus)).unwrap();

@@ -80,6 +80,31 @@ pub struct NativeBuckets {
 }
 
 impl NativeBuckets {
+    /// The schema of `#[metric(native)]`: 3, buckets growing by about 9%
+    /// (client_golang's usual bucket factor 1.1 gives the same).
+    ///
+    /// ```
+    /// assert_eq!(promshard::NativeBuckets::DEFAULT_SCHEMA, 3);
+    /// ```
+    pub const DEFAULT_SCHEMA: i8 = 3;
+
+    /// The `max_buckets` of `#[metric(native)]`: 160, as is usual with
+    /// client_golang.
+    ///
+    /// ```
+    /// assert_eq!(promshard::NativeBuckets::DEFAULT_MAX_BUCKETS, 160);
+    /// ```
+    pub const DEFAULT_MAX_BUCKETS: u32 = 160;
+
+    /// Observations whose magnitude is at most this, `2^-128` (as
+    /// client_golang's default), count in the zero bucket: zeros and every
+    /// subnormal number.
+    ///
+    /// ```
+    /// assert_eq!(promshard::NativeBuckets::ZERO_THRESHOLD, 2f64.powi(-128));
+    /// ```
+    pub const ZERO_THRESHOLD: f64 = ZERO_THRESHOLD;
+
     /// Native buckets of `schema` (-4 to 8; each bucket's upper bound is
     /// `2^(2^-schema)` times its lower one) holding up to `max_buckets`
     /// buckets per series (1 to 4096).
