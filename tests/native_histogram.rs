@@ -39,6 +39,10 @@ static NATIVE_BOTH: Histogram;
 #[metric(native)]
 static NATIVE_DEFAULTS: Histogram;
 
+/// A negative schema: buckets growing by 16.
+#[metric(native(schema = -2, max_buckets = 8))]
+static NATIVE_COARSE: Histogram;
+
 const ASK: Duration = Duration::from_secs(20);
 
 fn seed() -> u64 {
@@ -166,11 +170,18 @@ fn memory_mode_exposes_the_histogram_of_the_observations() {
     record(&observations(seed, 0));
     let defaults = [0.0, 1.0, 1.5, -3.0, 1e-3];
     defaults.iter().for_each(|v| NATIVE_DEFAULTS.observe(*v));
+    let coarse = [0.5, 1.0, 16.0, 17.0, -1e9, 1e-9];
+    coarse.iter().for_each(|v| NATIVE_COARSE.observe(*v));
     let proto = promshard::encode(Format::Protobuf);
     check("memory", &python, work.path(), &proto, &[0], seed);
-    let reports =
-        support::protobuf::check_native(&python, work.path(), &proto, &[("native_defaults", defaults.to_vec())]);
+    let reports = support::protobuf::check_native(
+        &python,
+        work.path(),
+        &proto,
+        &[("native_defaults", defaults.to_vec()), ("native_coarse", coarse.to_vec())],
+    );
     assert_eq!(reports["native_defaults"].schema, i64::from(promshard::NativeBuckets::DEFAULT_SCHEMA));
+    assert_eq!(reports["native_coarse"].schema, -2);
     let native = NATIVE_DEFAULTS.core().descriptor().native.unwrap();
     assert_eq!((native.schema(), native.max_buckets()), (3, 160));
     // The text formats show what a native-only histogram has: `+Inf`,
