@@ -25,7 +25,9 @@
 //!   magnitudes at schema -4 (positive values, then negative ones),
 //!   indices -7 to 65 (`+Inf` is the bucket past `f64::MAX`'s, as in
 //!   client_golang). Nothing falls outside: no count is ever lost or
-//!   clamped into a bucket that does not hold its value.
+//!   clamped into a bucket that does not hold its value. The cost: once
+//!   a series' table is full, an observation whose bucket is not in it
+//!   looks at every entry (`max_buckets` loads) before it adds there.
 //!
 //! A series with counts in the schema -4 slots is exposed at schema -4
 //! (the table's counts converted); otherwise at the declared schema,
