@@ -174,9 +174,14 @@ static CONTENDED: Counter = Counter::new(Opts::new("bench_contended_total", "Cou
 /// Native only: schema 3 (growth 2^(1/8)), 160 buckets, as
 /// client_golang's usual `NativeHistogramBucketFactor: 1.1`.
 static NATIVE: Histogram = Histogram::new(Opts::new("bench_native_seconds", "Native histogram.").native(3, 160));
+/// A native histogram whose 160 buckets are all taken before timing, so
+/// that every observation timed misses them: its table is marked full,
+/// and each goes to the schema -4 counts at once.
+static NATIVE_FULL: Histogram =
+    Histogram::new(Opts::new("bench_native_full_seconds", "Full native table.").native(8, 160));
 /// The same observations into 10 classic buckets, unlabelled.
 static CLASSIC: Histogram = Histogram::new(Opts::new("bench_classic_seconds", "Classic histogram.").buckets(&BUCKETS));
-promshard::register!(REQUESTS, LABELLED, LEVEL, IN_FLIGHT, LATENCY, CONTENDED, NATIVE, CLASSIC);
+promshard::register!(REQUESTS, LABELLED, LEVEL, IN_FLIGHT, LATENCY, CONTENDED, NATIVE, NATIVE_FULL, CLASSIC);
 
 // ---------------------------------------------------------------------------
 // A histogram written by hand with atomics: the least a cumulative
@@ -825,6 +830,14 @@ fn native_observe(c: &mut Criterion, mode: Mode) {
         let table = black_box(&values);
         let mut i = Cycle::<30>(0);
         b.iter(move || CLASSIC.observe(table[i.next()]))
+    });
+    // 160 buckets of schema 8 between 1 and 1.6; the values timed are
+    // all above 2.
+    (0..160).for_each(|j| NATIVE_FULL.observe(2f64.powf((j as f64 + 0.5) / 256.0)));
+    group.bench_function("promshard_native_full_table", |b| {
+        let table = black_box(&values);
+        let mut i = Cycle::<30>(0);
+        b.iter(move || NATIVE_FULL.observe(table[i.next()] * 1000.0 + 2.0))
     });
     if !mode.peers {
         group.finish();

@@ -294,14 +294,11 @@ impl Opts {
     /// times its lower one, so schema 3 is a factor of about 1.09), at
     /// most `max_buckets` of them per series (1 to 4096), as
     /// client_golang's `NativeHistogramMaxBucketNumber`. Each series
-    /// keeps `1 + 2 × max_buckets + 146` slots (8 bytes each). A series'
+    /// keeps `2 + 2 × max_buckets + 146` slots (8 bytes each). A series'
     /// values in more than `max_buckets` buckets are counted at schema -4
     /// (a factor of 65536 per bucket) from then on, and a merge of
     /// processes shows at most `max_buckets` buckets, its schema lowered
-    /// as far as needed; no observation is ever lost. Once a series'
-    /// buckets are all taken, an observation outside them costs a look
-    /// at each of them: choose `max_buckets` above the buckets a process
-    /// needs.
+    /// as far as needed; no observation is ever lost.
     ///
     /// Classic buckets are kept alongside only when [`buckets`](Self::buckets)
     /// is called too. A native-only histogram shows `_count`, `_sum` and

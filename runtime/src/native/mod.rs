@@ -17,6 +17,8 @@
 //! only), [`NativeBuckets::width`] slots:
 //!
 //! - the zero bucket's count;
+//! - the full mark: 1 once an observation found no room in the table;
+//!   observations then go to the schema -4 slots at once;
 //! - a table of `max_buckets` entries, each a key and a count: the key
 //!   names a bucket at the declared schema (0 while the entry is free,
 //!   set once by compare-and-swap, never changed after), so an
@@ -25,9 +27,7 @@
 //!   magnitudes at schema -4 (positive values, then negative ones),
 //!   indices -7 to 65 (`+Inf` is the bucket past `f64::MAX`'s, as in
 //!   client_golang). Nothing falls outside: no count is ever lost or
-//!   clamped into a bucket that does not hold its value. The cost: once
-//!   a series' table is full, an observation whose bucket is not in it
-//!   looks at every entry (`max_buckets` loads) before it adds there.
+//!   clamped into a bucket that does not hold its value.
 //!
 //! A series with counts in the schema -4 slots is exposed at schema -4
 //! (the table's counts converted); otherwise at the declared schema,
@@ -60,6 +60,10 @@ const COARSE_LEN: usize = 73;
 /// Marks a table key as taken; the low 32 bits hold the index, bit 32
 /// the sign.
 const KEY_TAKEN: u64 = 1 << 63;
+/// The slot marked (1) once the table was found full; readers ignore it.
+const FULL: usize = 1;
+/// The table's first slot, after the zero count and the full mark.
+const TABLE: usize = 2;
 const KEY_NEGATIVE: u64 = 1 << 32;
 
 /// The native buckets of a histogram: the schema it records at and how
@@ -157,14 +161,15 @@ impl NativeBuckets {
         2f64.powf(2f64.powi(-i32::from(self.schema)))
     }
 
-    /// Slots per series after the classic ones: the zero count, a key
-    /// and a count per table entry, the schema -4 counts of both signs.
+    /// Slots per series after the classic ones: the zero count, the
+    /// full mark, a key and a count per table entry, the schema -4 counts
+    /// of both signs.
     ///
     /// ```
-    /// assert_eq!(promshard::NativeBuckets::new(3, 160).width(), 1 + 320 + 146);
+    /// assert_eq!(promshard::NativeBuckets::new(3, 160).width(), 2 + 320 + 146);
     /// ```
     pub const fn width(self) -> usize {
-        1 + 2 * self.max_buckets as usize + 2 * COARSE_LEN
+        TABLE + 2 * self.max_buckets as usize + 2 * COARSE_LEN
     }
 }
 
@@ -225,7 +230,17 @@ pub(crate) unsafe fn record(slots: *const AtomicU64, spec: NativeBuckets, v: f64
         let index = index(magnitude, spec.schema);
         let key = KEY_TAKEN | if negative { KEY_NEGATIVE } else { 0 } | u64::from(index as u32);
         let capacity = spec.max_buckets;
-        let table = slots.add(1);
+        let table = slots.add(TABLE);
+        let full = &*slots.add(FULL);
+        let coarse = reduce(index, spec.schema, COARSE_SCHEMA) - COARSE_FIRST;
+        let coarse = &*table.add(2 * capacity as usize + if negative { COARSE_LEN } else { 0 } + coarse as usize);
+        // A full table stays full, and the series is read at schema -4
+        // from then on, where a count in the table and one in the schema
+        // -4 slots are the same: go there at once.
+        if full.load(Ordering::Relaxed) != 0 {
+            coarse.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let mut at = home(index, negative, capacity);
         for _ in 0..capacity {
             let entry = &*table.add(2 * at as usize);
@@ -244,9 +259,8 @@ pub(crate) unsafe fn record(slots: *const AtomicU64, spec: NativeBuckets, v: f64
             }
             at = if at + 1 == capacity { 0 } else { at + 1 };
         }
-        let coarse = reduce(index, spec.schema, COARSE_SCHEMA) - COARSE_FIRST;
-        let side = if negative { COARSE_LEN } else { 0 };
-        (*table.add(2 * capacity as usize + side + coarse as usize)).fetch_add(1, Ordering::Relaxed);
+        full.store(1, Ordering::Relaxed);
+        coarse.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -289,8 +303,8 @@ impl NativeCounts {
         let capacity = spec.max_buckets as usize;
         let (first, last) = (first_index(spec.schema), inf_index(spec.schema));
         for entry in 0..capacity {
-            let key = get(1 + 2 * entry);
-            let count = get(2 + 2 * entry);
+            let key = get(TABLE + 2 * entry);
+            let count = get(TABLE + 1 + 2 * entry);
             let index = key as u32 as i32;
             let valid = key & !(KEY_TAKEN | KEY_NEGATIVE | u64::from(u32::MAX)) == 0 && key & KEY_TAKEN != 0;
             if count == 0 || !valid || !(first..=last).contains(&index) {
@@ -298,7 +312,7 @@ impl NativeCounts {
             }
             counts.add(key & KEY_NEGATIVE != 0, index, count);
         }
-        let coarse = 1 + 2 * capacity;
+        let coarse = TABLE + 2 * capacity;
         if (coarse..coarse + 2 * COARSE_LEN).any(|i| get(i) != 0) {
             counts.reduce_to(COARSE_SCHEMA);
             for i in 0..2 * COARSE_LEN {
@@ -385,12 +399,13 @@ impl NativeCounts {
         slots[0] = counts.zero;
         let capacity = spec.max_buckets as usize;
         let mut used = 0;
-        let coarse = 1 + 2 * capacity;
+        let coarse = TABLE + 2 * capacity;
         for (negative, side) in [(false, &counts.positive), (true, &counts.negative)] {
             for (&index, &count) in side {
                 if counts.schema == spec.schema && used < capacity {
-                    slots[1 + 2 * used] = KEY_TAKEN | if negative { KEY_NEGATIVE } else { 0 } | u64::from(index as u32);
-                    slots[2 + 2 * used] = count;
+                    slots[TABLE + 2 * used] =
+                        KEY_TAKEN | if negative { KEY_NEGATIVE } else { 0 } | u64::from(index as u32);
+                    slots[TABLE + 1 + 2 * used] = count;
                     used += 1;
                 } else {
                     let at = reduce(index, counts.schema, COARSE_SCHEMA) - COARSE_FIRST;
