@@ -21,7 +21,10 @@
 //! others; Python's summaries are `SUMMARY` with no quantiles. A
 //! histogram's buckets are its finite bounds: the `+Inf` bucket is the
 //! sample count (the file calls it optional, client_golang leaves it out,
-//! and Prometheus adds it back from the count).
+//! and Prometheus adds it back from the count). A native histogram adds
+//! its schema, zero bucket and sparse buckets (spans and deltas) to the
+//! same message, beside its classic buckets if it has any; its count is
+//! its native counts' total.
 
 pub(crate) mod messages;
 pub(crate) mod text;
