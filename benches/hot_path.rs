@@ -171,7 +171,17 @@ static LATENCY: Histogram<(Region,)> = Histogram::new(
         .buckets(&BUCKETS),
 );
 static CONTENDED: Counter = Counter::new(Opts::new("bench_contended_total", "Counter of two threads."));
-promshard::register!(REQUESTS, LABELLED, LEVEL, IN_FLIGHT, LATENCY, CONTENDED);
+/// Native only: schema 3 (growth 2^(1/8)), 160 buckets, as
+/// client_golang's usual `NativeHistogramBucketFactor: 1.1`.
+static NATIVE: Histogram = Histogram::new(Opts::new("bench_native_seconds", "Native histogram.").native(3, 160));
+/// A native histogram whose 160 buckets are all taken before timing, so
+/// that every observation timed misses them: its table is marked full,
+/// and each goes to the schema -4 counts at once.
+static NATIVE_FULL: Histogram =
+    Histogram::new(Opts::new("bench_native_full_seconds", "Full native table.").native(8, 160));
+/// The same observations into 10 classic buckets, unlabelled.
+static CLASSIC: Histogram = Histogram::new(Opts::new("bench_classic_seconds", "Classic histogram.").buckets(&BUCKETS));
+promshard::register!(REQUESTS, LABELLED, LEVEL, IN_FLIGHT, LATENCY, CONTENDED, NATIVE, NATIVE_FULL, CLASSIC);
 
 // ---------------------------------------------------------------------------
 // A histogram written by hand with atomics: the least a cumulative
@@ -803,10 +813,57 @@ fn contended_inc(c: &mut Criterion, mode: Mode) {
     group.finish();
 }
 
+/// One unlabelled native histogram (schema 3, 160 buckets): promshard's
+/// beside prometheus-client's (`Histogram::new_native`, a mutex-guarded
+/// bucket map), with each library's classic histogram of the same values
+/// for scale. The values span 6 powers of ten, so about 160 buckets.
+fn native_observe(c: &mut Criterion, mode: Mode) {
+    let mut group = hot_group(c, &format!("native_observe{}", mode.suffix));
+    floor(&mut group);
+    let values: [f64; 30] = core::array::from_fn(|i| OBSERVATIONS[i % 10] * 10f64.powi((i / 10) as i32 * 2 - 1));
+    group.bench_function("promshard_native", |b| {
+        let table = black_box(&values);
+        let mut i = Cycle::<30>(0);
+        b.iter(move || NATIVE.observe(table[i.next()]))
+    });
+    group.bench_function("promshard_classic", |b| {
+        let table = black_box(&values);
+        let mut i = Cycle::<30>(0);
+        b.iter(move || CLASSIC.observe(table[i.next()]))
+    });
+    // 160 buckets of schema 8 between 1 and 1.6; the values timed are
+    // all above 2.
+    (0..160).for_each(|j| NATIVE_FULL.observe(2f64.powf((j as f64 + 0.5) / 256.0)));
+    group.bench_function("promshard_native_full_table", |b| {
+        let table = black_box(&values);
+        let mut i = Cycle::<30>(0);
+        b.iter(move || NATIVE_FULL.observe(table[i.next()] * 1000.0 + 2.0))
+    });
+    if !mode.peers {
+        group.finish();
+        return;
+    }
+    use prometheus_client::metrics::histogram::{Histogram as ClientHistogram, NativeHistogramConfig};
+    let native = ClientHistogram::new_native(NativeHistogramConfig::with_schema(3).max_buckets(160));
+    group.bench_function("prometheus_client_native", |b| {
+        let table = black_box(&values);
+        let mut i = Cycle::<30>(0);
+        b.iter(|| native.observe(table[i.next()]))
+    });
+    let classic = ClientHistogram::new(BUCKETS);
+    group.bench_function("prometheus_client_classic", |b| {
+        let table = black_box(&values);
+        let mut i = Cycle::<30>(0);
+        b.iter(|| classic.observe(table[i.next()]))
+    });
+    group.finish();
+}
+
 fn all(c: &mut Criterion, mode: Mode) {
     counter_inc(c, mode);
     labelled_counter_inc(c, mode);
     histogram_observe(c, mode);
+    native_observe(c, mode);
     gauge_set(c, mode);
     gauge_inc_dec(c, mode);
     contended_inc(c, mode);

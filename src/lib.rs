@@ -28,16 +28,22 @@ pub use promshard_runtime::*;
 /// #[metric(labels(route = bounded(64)))]
 /// static ROUTE_HITS_TOTAL: Counter;
 ///
+/// /// Order sizes, as a native histogram (sparse exponential buckets).
+/// #[metric(unit = "bytes", native(schema = 2, max_buckets = 80))]
+/// static ORDER_SIZE_BYTES: Histogram;
+///
 /// ORDERS_PLACED_TOTAL.with(("digital",)).inc();
 /// ORDER_PROCESSING_SECONDS.with((Method::Post,)).observe(0.042);
 /// let _guard = IN_FLIGHT_ORDERS.track_inprogress();
 /// ROUTE_HITS_TOTAL.with(("/orders/{id}",)).inc();
+/// ORDER_SIZE_BYTES.observe(1520.0);
 ///
 /// use promshard::testing::sample_value;
 /// assert_eq!(sample_value("orders_placed_total", &[("category", "digital")]), Some(1.0));
 /// assert_eq!(sample_value("order_processing_seconds_count", &[("method", "post")]), Some(1.0));
 /// assert_eq!(sample_value("in_flight_orders", &[]), Some(1.0));
 /// assert_eq!(sample_value("route_hits_total", &[("route", "/orders/{id}")]), Some(1.0));
+/// assert_eq!(sample_value("order_size_bytes_count", &[]), Some(1.0));
 /// ```
 ///
 /// The static's type names the instrument: `Counter`, `Gauge`, `Histogram`,
@@ -66,7 +72,13 @@ pub use promshard_runtime::*;
 ///     `promshard_label_overflow_total`).
 /// - `buckets = [0.1, 0.5, 1.0]`, `linear(start, width, count)`,
 ///   `exponential(start, factor, count)` or the path of a `const` array
-///   (histograms only; Prometheus' defaults otherwise).
+///   (histograms only; Prometheus' defaults otherwise, unless `native`).
+/// - `native`, or `native(schema = 3, max_buckets = 160)` with either
+///   left out for its default (histograms only): a native histogram
+///   ([`Opts::native`](crate::Opts::native)), sparse exponential buckets
+///   of growth `2^(2^-schema)` (schema -4 to 8), at most `max_buckets`
+///   (1 to 4096) per series. Classic buckets are kept alongside only when
+///   `buckets` is given too.
 /// - `mode = livesum` (gauges only): how values from several processes
 ///   combine: `all`, `liveall`, `sum`, `livesum`, `min`, `livemin`, `max`,
 ///   `livemax`, `mostrecent`, `livemostrecent`.
@@ -81,7 +93,8 @@ pub use promshard_runtime::*;
 /// `_created`, `_bucket`…), a unit that is not the name's suffix, buckets
 /// that are empty, not finite or not strictly increasing, unbounded label
 /// types (`String`, integers, floats…) with the bounded alternatives,
-/// `mode` on a non-gauge, `buckets` on a non-histogram, unknown or
+/// `mode` on a non-gauge, `buckets` or `native` on a non-histogram, a
+/// native schema or `max_buckets` out of range, unknown or
 /// duplicate arguments, and a series budget overrun: label combinations ×
 /// (buckets + 2 for histograms) over `max_series`. When the count depends
 /// on a type defined elsewhere, a `const` assertion at the declaration

@@ -10,7 +10,7 @@ use syn::{Expr, ExprLit, ExprUnary, Ident, Lit, LitInt, LitStr, Token, Type, UnO
 
 use crate::ctxt::Ctxt;
 
-const KEYS: &str = "name, help, unit, labels, buckets, mode, store, max_series, crate";
+const KEYS: &str = "name, help, unit, labels, buckets, native, mode, store, max_series, crate";
 
 #[derive(Default)]
 pub(crate) struct Args {
@@ -20,6 +20,8 @@ pub(crate) struct Args {
     pub(crate) unit: Option<LitStr>,
     pub(crate) labels: Option<Labels>,
     pub(crate) buckets: Option<Buckets>,
+    /// `native` or `native(schema = 3, max_buckets = 160)`.
+    pub(crate) native: Option<Native>,
     pub(crate) mode: Option<Ident>,
     /// `store = redis`: the value lives in Redis, not in this process.
     pub(crate) store: Option<Ident>,
@@ -62,6 +64,14 @@ pub(crate) enum Source {
 pub(crate) struct Buckets {
     pub(crate) keyword: Ident,
     pub(crate) spec: BucketSpec,
+}
+
+/// `native(…)`: each value as written, with its span; `None` takes the
+/// runtime's default.
+pub(crate) struct Native {
+    pub(crate) keyword: Ident,
+    pub(crate) schema: Option<(i64, Span)>,
+    pub(crate) max_buckets: Option<(i64, Span)>,
 }
 
 pub(crate) enum BucketSpec {
@@ -152,6 +162,12 @@ fn parse_arg(input: ParseStream, args: &mut Args) -> syn::Result<()> {
             input.parse::<Token![=]>()?;
             let spec = parse_buckets(input)?;
             if args.buckets.replace(Buckets { keyword: key.clone(), spec }).is_some() {
+                return Err(duplicate());
+            }
+        }
+        "native" => {
+            let native = parse_native(input, key.clone())?;
+            if args.native.replace(native).is_some() {
                 return Err(duplicate());
             }
         }
@@ -279,6 +295,48 @@ fn parse_buckets(input: ParseStream) -> syn::Result<BucketSpec> {
 }
 
 use syn::parse::Parse;
+
+/// `native`, alone or with `(schema = …, max_buckets = …)`.
+fn parse_native(input: ParseStream, keyword: Ident) -> syn::Result<Native> {
+    let mut native = Native { keyword, schema: None, max_buckets: None };
+    if !input.peek(syn::token::Paren) {
+        return Ok(native);
+    }
+    let content;
+    parenthesized!(content in input);
+    for chunk in split_commas(content.parse()?) {
+        let parse = |input: ParseStream| {
+            let key: Ident = input.parse()?;
+            input.parse::<Token![=]>()?;
+            let value: Expr = input.parse()?;
+            let slot = match key.to_string().as_str() {
+                "schema" => &mut native.schema,
+                "max_buckets" => &mut native.max_buckets,
+                other => {
+                    return Err(syn::Error::new(
+                        key.span(),
+                        format!("unknown `native` argument `{other}`; expected one of: schema, max_buckets"),
+                    ));
+                }
+            };
+            if slot.replace((integer(&value)?, value.span())).is_some() {
+                return Err(syn::Error::new(key.span(), format!("duplicate `native` argument `{key}`")));
+            }
+            Ok(())
+        };
+        parse.parse2(chunk)?;
+    }
+    Ok(native)
+}
+
+/// An integer literal, possibly negated.
+fn integer(expr: &Expr) -> syn::Result<i64> {
+    match expr {
+        Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) => i.base10_parse(),
+        Expr::Unary(ExprUnary { op: UnOp::Neg(_), expr, .. }) => Ok(-integer(expr)?),
+        _ => Err(syn::Error::new(expr.span(), "expected an integer literal")),
+    }
+}
 
 /// A number literal, possibly negated, as `f64`.
 fn number(expr: &Expr) -> syn::Result<f64> {

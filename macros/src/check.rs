@@ -6,7 +6,7 @@ use syn::spanned::Spanned;
 use syn::{Ident, Type};
 
 use crate::ast::{Kind, Static};
-use crate::attr::{Args, BucketSpec, Label, Source};
+use crate::attr::{Args, BucketSpec, Label, Native, Source};
 use crate::ctxt::Ctxt;
 use crate::names;
 
@@ -105,6 +105,14 @@ pub(crate) fn check(decl: &Static, args: &Args, cx: &mut Ctxt) -> Option<Metric>
     }
     if let Kind::Enum(_) = kind {
         series_factor = None;
+    }
+    if let Some(native) = &args.native {
+        check_native(native, kind, cx);
+        // Without `buckets`, a native histogram's text shows `+Inf`,
+        // `_count` and `_sum` only.
+        if args.buckets.is_none() && matches!(kind, Kind::Histogram) {
+            series_factor = Some(2);
+        }
     }
 
     let mode = match (&args.mode, kind) {
@@ -307,6 +315,27 @@ fn label_cardinality(source: &Source) -> Option<usize> {
             Some(values.len() + extra as usize)
         }
         Source::Bounded { capacity, .. } => Some(capacity + 1),
+    }
+}
+
+/// The ranges the runtime's `NativeBuckets::new` accepts, checked here
+/// with the span of the value to change.
+fn check_native(native: &Native, kind: &Kind, cx: &mut Ctxt) {
+    if !matches!(kind, Kind::Histogram) {
+        cx.error(native.keyword.span(), "`native` applies to histograms only");
+    }
+    if let Some((schema, span)) = native.schema {
+        if !(-4..=8).contains(&schema) {
+            cx.error(
+                span,
+                format!("a native histogram's schema is from -4 to 8 (bucket growth 2^(2^-schema)), not {schema}"),
+            );
+        }
+    }
+    if let Some((max, span)) = native.max_buckets {
+        if !(1..=4096).contains(&max) {
+            cx.error(span, format!("`max_buckets` is from 1 to 4096, not {max}"));
+        }
     }
 }
 

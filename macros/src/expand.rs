@@ -78,8 +78,26 @@ fn expand(decl: &Static, args: &Args, metric: &Metric, krate: &TokenStream) -> T
             opts.extend(quote!(.buckets(&#path)));
             quote!(#path.len() + 2)
         }
+        None if args.native.is_some() => quote!(2),
         None => quote!(#krate::DEFAULT_BUCKETS.len() + 2),
     };
+    if let Some(native) = &args.native {
+        let schema = match native.schema {
+            Some((schema, _)) => {
+                let schema = proc_macro2::Literal::i8_unsuffixed(schema as i8);
+                quote!(#schema)
+            }
+            None => quote!(#krate::NativeBuckets::DEFAULT_SCHEMA),
+        };
+        let max = match native.max_buckets {
+            Some((max, _)) => {
+                let max = unsuffixed(max as usize);
+                quote!(#max)
+            }
+            None => quote!(#krate::NativeBuckets::DEFAULT_MAX_BUCKETS),
+        };
+        opts.extend(quote!(.native(#schema, #max)));
+    }
     if let Some(mode) = &metric.mode {
         opts.extend(quote!(.mode(#krate::GaugeMode::#mode)));
     }

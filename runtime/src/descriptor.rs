@@ -8,6 +8,7 @@
 use core::panic::Location;
 
 use crate::labels::LabelDomain;
+use crate::native::NativeBuckets;
 
 /// The Prometheus default histogram buckets, in seconds.
 pub const DEFAULT_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -237,7 +238,10 @@ pub struct Opts {
     help: &'static str,
     unit: Option<&'static str>,
     label_names: &'static [&'static str],
-    buckets: &'static [f64],
+    /// `None` until [`buckets`](Self::buckets) is called: the defaults,
+    /// unless the histogram is a native one.
+    buckets: Option<&'static [f64]>,
+    native: Option<NativeBuckets>,
     mode: GaugeMode,
     sparse: bool,
     file: &'static str,
@@ -257,7 +261,8 @@ impl Opts {
             help,
             unit: None,
             label_names: &[],
-            buckets: &DEFAULT_BUCKETS,
+            buckets: None,
+            native: None,
             mode: GaugeMode::All,
             sparse: false,
             file: location.file(),
@@ -277,9 +282,48 @@ impl Opts {
     }
 
     /// Histogram bucket upper bounds, strictly increasing and finite; the
-    /// `+Inf` bucket is implied. Defaults to [`DEFAULT_BUCKETS`].
+    /// `+Inf` bucket is implied. Defaults to [`DEFAULT_BUCKETS`], except
+    /// for a [`native`](Self::native) histogram, which has classic
+    /// buckets only when given here.
     pub const fn buckets(self, buckets: &'static [f64]) -> Opts {
-        Opts { buckets, ..self }
+        Opts { buckets: Some(buckets), ..self }
+    }
+
+    /// Makes a histogram a native one: sparse exponential buckets of
+    /// `schema` (-4 to 8: each bucket's upper bound is `2^(2^-schema)`
+    /// times its lower one, so schema 3 is a factor of about 1.09), at
+    /// most `max_buckets` of them per series (1 to 4096), as
+    /// client_golang's `NativeHistogramMaxBucketNumber`. Each series
+    /// keeps `2 + 2 × max_buckets + 146` slots (8 bytes each). A series'
+    /// values in more than `max_buckets` buckets are counted at schema -4
+    /// (a factor of 65536 per bucket) from then on, and a merge of
+    /// processes shows at most `max_buckets` buckets, its schema lowered
+    /// as far as needed; no observation is ever lost.
+    ///
+    /// Classic buckets are kept alongside only when [`buckets`](Self::buckets)
+    /// is called too. A native-only histogram shows `_count`, `_sum` and
+    /// the `+Inf` bucket in the text formats, and its native buckets in
+    /// protobuf, which Prometheus started with
+    /// `--enable-feature=native-histograms` scrapes.
+    ///
+    /// # Panics
+    ///
+    /// At compile time (in the `const` declaring the metric) when `schema`
+    /// or `max_buckets` is out of range.
+    ///
+    /// ```
+    /// use promshard::{Histogram, Opts};
+    ///
+    /// static LATENCY: Histogram = Histogram::new(
+    ///     Opts::new("query_seconds", "Query time.").unit("seconds").native(3, 160),
+    /// );
+    /// promshard::register!(LATENCY);
+    ///
+    /// LATENCY.observe(0.25);
+    /// assert_eq!(promshard::testing::sample_value("query_seconds_count", &[]), Some(1.0));
+    /// ```
+    pub const fn native(self, schema: i8, max_buckets: u32) -> Opts {
+        Opts { native: Some(NativeBuckets::new(schema, max_buckets)), ..self }
     }
 
     /// How a gauge is combined across processes.
@@ -322,8 +366,11 @@ pub struct Descriptor {
     pub label_names: &'static [&'static str],
     /// Every label's values, in the order of the label tuple.
     pub label_domains: &'static [LabelDomain],
-    /// Histogram bucket upper bounds without `+Inf` (empty otherwise).
+    /// Histogram bucket upper bounds without `+Inf` (empty otherwise, and
+    /// for a native histogram without classic buckets).
     pub buckets: &'static [f64],
+    /// A native histogram's buckets (`None` otherwise).
+    pub native: Option<NativeBuckets>,
     /// StateSet states (empty otherwise).
     pub states: &'static [&'static str],
     /// Gauge combination mode.
@@ -390,9 +437,15 @@ impl Descriptor {
                 "the metric name must end with `_<unit>` (before `_total` for counters)"
             );
         }
+        let buckets: &'static [f64] = match (opts.buckets, opts.native) {
+            (Some(b), _) => b,
+            (None, None) => &DEFAULT_BUCKETS,
+            (None, Some(_)) => &[],
+        };
+        assert!(opts.native.is_none() || matches!(kind, Kind::Histogram), "only a histogram can be native");
         if matches!(kind, Kind::Histogram) {
-            let b = opts.buckets;
-            assert!(!b.is_empty(), "histogram buckets must not be empty");
+            let b = buckets;
+            assert!(!b.is_empty() || opts.native.is_some(), "histogram buckets must not be empty");
             let mut k = 0;
             while k < b.len() {
                 assert!(b[k].is_finite(), "histogram buckets must be finite (+Inf is implied)");
@@ -408,7 +461,11 @@ impl Descriptor {
                 k += 1;
             }
         }
-        let width = kind.width(opts.mode, opts.buckets.len());
+        let native_width = match opts.native {
+            Some(native) => native.width(),
+            None => 0,
+        };
+        let width = kind.width(opts.mode, buckets.len()) + native_width;
         Descriptor {
             name,
             help: opts.help,
@@ -416,7 +473,8 @@ impl Descriptor {
             kind,
             label_names: opts.label_names,
             label_domains,
-            buckets: if matches!(kind, Kind::Histogram) { opts.buckets } else { &[] },
+            buckets: if matches!(kind, Kind::Histogram) { buckets } else { &[] },
+            native: opts.native,
             states,
             mode: opts.mode,
             sparse: opts.sparse,

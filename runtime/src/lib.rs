@@ -48,6 +48,7 @@ mod budget;
 mod descriptor;
 mod encode;
 mod labels;
+mod native;
 // 2. storage
 mod arena;
 mod info_slots;
@@ -107,6 +108,7 @@ pub use instruments::state_set::{Enum, EnumSeries};
 pub use label_set::{Bounded, LabelContext, LabelSet, LabelType};
 pub use labels::{LabelDomain, LabelValue, OTHER};
 pub use metric::MetricCore;
+pub use native::NativeBuckets;
 pub use process::ProcessCollector;
 pub use registry::{RegistryError, check_registry};
 pub use worker_collector::register_worker_collector;

@@ -77,3 +77,33 @@ const _: () = {
     #[linkme(crate = ::promshard::__private::linkme)]
     static ENTRY: &::promshard::__private::MetricCore = QUEUE_WAIT_SECONDS.core();
 };
+/// Reply sizes, native only, with the default schema.
+static REPLY_BYTES: Histogram = ::promshard::Histogram::new(
+    ::promshard::Opts::new(
+            "reply_bytes",
+            "Reply sizes, native only, with the default schema.",
+        )
+        .unit("bytes")
+        .native(::promshard::NativeBuckets::DEFAULT_SCHEMA, 80)
+        .declared_at(::core::file!(), ::core::line!()),
+);
+const _: () = {
+    #[::promshard::__private::linkme::distributed_slice(::promshard::__private::METRICS)]
+    #[linkme(crate = ::promshard::__private::linkme)]
+    static ENTRY: &::promshard::__private::MetricCore = REPLY_BYTES.core();
+};
+/// Lock hold times, classic buckets kept alongside the native ones.
+static LOCK_HOLD_SECONDS: Histogram = ::promshard::Histogram::new(
+    ::promshard::Opts::new(
+            "lock_hold_seconds",
+            "Lock hold times, classic buckets kept alongside the native ones.",
+        )
+        .buckets(&[0.001, 0.01])
+        .native(-1, 20)
+        .declared_at(::core::file!(), ::core::line!()),
+);
+const _: () = {
+    #[::promshard::__private::linkme::distributed_slice(::promshard::__private::METRICS)]
+    #[linkme(crate = ::promshard::__private::linkme)]
+    static ENTRY: &::promshard::__private::MetricCore = LOCK_HOLD_SECONDS.core();
+};

@@ -243,3 +243,128 @@ fn assert_parts_same(what: &str, decoded: &Decoded, skip: &[&str], values: &[&st
         );
     }
 }
+
+/// The native-histogram oracle: decodes the protobuf exposition on stdin
+/// with the same hand-declared `metrics.proto` as [`SCRIPT`], and checks
+/// each family named in argv[1] (a JSON object: family name → the bits of
+/// every value observed, as integers) against the histogram of those
+/// values, computed here as client_golang computes a bucket (`frexp`, the
+/// bounds `2^(j/2^schema)/2`) at the schema the exposition chose. NaN is
+/// not an observation. Prints, per family, what was decoded and what was
+/// expected.
+const NATIVE_SCRIPT: &str = r#"
+import bisect, json, math, struct, sys
+exec(sys.argv[2])  # the message declarations of SCRIPT, up to MetricFamily
+
+def bucket(v, schema):
+    if math.isinf(v):
+        return (1024 << schema if schema >= 0 else 1024 >> -schema) + 1
+    frac, exp = math.frexp(v)
+    if schema > 0:
+        bounds = [2 ** (j / 2 ** schema) / 2 for j in range(2 ** schema)]
+        return bisect.bisect_left(bounds, frac) + (exp - 1) * 2 ** schema
+    key = exp - 1 if frac == 0.5 else exp
+    return (key + (1 << -schema) - 1) >> -schema
+
+def expand(spans, deltas):
+    out, index, count, deltas = {}, 0, 0, list(deltas)
+    assert sum(s.length for s in spans) == len(deltas), 'spans and deltas disagree'
+    at = 0
+    for i, span in enumerate(spans):
+        index = span.offset if i == 0 else index + span.offset
+        for _ in range(span.length):
+            count += deltas[at]
+            at += 1
+            assert count > 0, 'an empty or negative bucket'
+            out[index] = count
+            index += 1
+    return out
+
+wanted = json.load(open(sys.argv[1]))
+data = sys.stdin.buffer.read()
+pos, report = 0, {}
+while pos < len(data):
+    size, pos = _DecodeVarint32(data, pos)
+    family = MetricFamily()
+    family.ParseFromString(data[pos:pos + size])
+    pos += size
+    if family.name not in wanted:
+        continue
+    assert len(family.metric) == 1, family.name
+    h = family.metric[0].histogram
+    schema = h.schema
+    values = [struct.unpack('<d', struct.pack('<Q', b))[0] for b in wanted[family.name]]
+    values = [v for v in values if v == v]
+    threshold = 2.0 ** -128
+    expected = {'zero': 0, 'positive': {}, 'negative': {}}
+    for v in values:
+        if abs(v) <= threshold:
+            expected['zero'] += 1
+            continue
+        side = expected['negative' if v < 0 else 'positive']
+        i = bucket(abs(v), schema)
+        side[str(i)] = side.get(str(i), 0) + 1
+    finite = [v for v in values if math.isfinite(v)]
+    report[family.name] = {
+        'schema': schema,
+        'zero_threshold': h.zero_threshold,
+        'count': h.sample_count,
+        'sum': h.sample_sum if math.isfinite(h.sample_sum) else repr(h.sample_sum),
+        'classic': [[b.upper_bound, b.cumulative_count] for b in h.bucket],
+        'got': {
+            'zero': h.zero_count,
+            'positive': {str(k): v for k, v in expand(h.positive_span, h.positive_delta).items()},
+            'negative': {str(k): v for k, v in expand(h.negative_span, h.negative_delta).items()},
+        },
+        'expected': expected,
+        'expected_count': len(values),
+        'expected_sum': math.fsum(finite) if len(finite) == len(values) else None,
+    }
+print(json.dumps(report))
+"#;
+
+/// What [`native_histograms`] found for one family.
+pub struct NativeReport {
+    pub schema: i64,
+    pub json: serde_json::Value,
+}
+
+/// Checks every family of `observed` in the protobuf exposition `proto`
+/// against the histogram of its observations (see [`NATIVE_SCRIPT`]):
+/// panics with both sides when a bucket, the zero bucket, the count or
+/// the threshold differs, or a family is missing. Returns each family's
+/// report.
+pub fn check_native(
+    python: &Path,
+    work: &Path,
+    proto: &[u8],
+    observed: &[(&str, Vec<f64>)],
+) -> std::collections::BTreeMap<String, NativeReport> {
+    let wanted: serde_json::Map<String, serde_json::Value> = observed
+        .iter()
+        .map(|(name, values)| ((*name).to_owned(), values.iter().map(|v| v.to_bits()).collect::<Vec<u64>>().into()))
+        .collect();
+    let path = work.join(format!("observed-{}.json", std::process::id()));
+    std::fs::write(&path, serde_json::Value::Object(wanted).to_string()).unwrap();
+    let declarations = &SCRIPT[..SCRIPT.find("def known").expect("the declarations end before `known`")];
+    let args = [OsStr::new("-c"), OsStr::new(NATIVE_SCRIPT), path.as_os_str(), OsStr::new(declarations)];
+    let output = run_with_stdin_bytes(python, &args, proto);
+    let _ = std::fs::remove_file(&path);
+    assert!(output.status.success(), "the native oracle failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("the oracle printed JSON");
+    let mut reports = std::collections::BTreeMap::new();
+    for (name, values) in observed {
+        let report = &json[*name];
+        assert!(report.is_object(), "{name}: not in the protobuf exposition");
+        assert_eq!(report["zero_threshold"].as_f64(), Some(2f64.powi(-128)), "{name}: zero threshold");
+        assert_eq!(report["got"], report["expected"], "{name}: buckets differ from the observations'\n{report:#}");
+        assert_eq!(report["count"], report["expected_count"], "{name}: count\n{report:#}");
+        let nan = values.iter().filter(|v| v.is_nan()).count();
+        assert_eq!(report["count"].as_u64(), Some((values.len() - nan) as u64), "{name}: count");
+        reports.insert(
+            (*name).to_owned(),
+            NativeReport { schema: report["schema"].as_i64().unwrap(), json: report.clone() },
+        );
+    }
+    reports
+}

@@ -12,6 +12,7 @@ use super::sample::{self, Labels, Value};
 use super::text::{le_value, sum_shown, write_help, write_label};
 use crate::descriptor::{Descriptor, Kind, is_legacy_label_name, is_legacy_metric_name};
 use crate::labels::LabelDomain;
+use crate::native::NativeCounts;
 
 pub(crate) struct FamilyPlan {
     /// The rendering for each escaping scheme, in [`Escaping::ALL`]'s
@@ -166,7 +167,14 @@ impl FamilyPlan {
                     });
                     let count = (0..buckets).fold(0u64, |n, b| n.saturating_add(load(base + b)));
                     let sum = f64::from_bits(load(base + buckets));
-                    w.labels(labels.iter().copied()).histogram(out, bounds, count, sum);
+                    match desc.native {
+                        Some(spec) => {
+                            let start = base + buckets + 1;
+                            let native = NativeCounts::read(&slots[start..start + spec.width()], spec).limited();
+                            w.labels(labels.iter().copied()).native_histogram(out, bounds, &native, sum);
+                        }
+                        None => w.labels(labels.iter().copied()).histogram(out, bounds, count, sum),
+                    }
                 }
                 Kind::Info => {}
             }
@@ -268,11 +276,13 @@ impl Variant {
                     }
                 }
                 Kind::Histogram => {
+                    let series_slots = &slots[base..base + desc.width];
+                    let native_only = NativeCounts::native_only_count(desc.native, desc.buckets.len(), series_slots);
                     let mut cumulative = 0u64;
                     for bucket in 0..self.extra_labels.len() {
                         // Saturating: a hostile file's counts must not panic a scrape
                         // nor make the buckets go down.
-                        cumulative = cumulative.saturating_add(load(base + bucket));
+                        cumulative = native_only.unwrap_or(cumulative.saturating_add(load(base + bucket)));
                         f(line(Which::Main, &self.sample, Some(bucket), Value::Int(cumulative)));
                     }
                     f(line(Which::Count, &self.count, None, Value::Int(cumulative)));

@@ -14,6 +14,11 @@ use crate::metric::MetricCore;
 /// exposition accumulates the buckets, and `_count` is the `+Inf` bucket,
 /// so the two always agree.
 ///
+/// A native histogram ([`Opts::native`]) also counts each observation in
+/// its sparse exponential bucket: one more atomic add once the bucket is
+/// in use. Without classic buckets, it adds to its sum and its native
+/// bucket only, and its count is its native buckets' total.
+///
 /// ```
 /// use promshard::{Histogram, Opts};
 ///
@@ -78,7 +83,8 @@ impl Histogram<()> {
 /// One series of a [`Histogram`].
 #[derive(Clone, Copy, Debug)]
 pub struct HistogramSeries {
-    /// `bounds.len() + 1` bucket counts (the last is `+Inf`), then the sum.
+    /// `bounds.len() + 1` bucket counts (the last is `+Inf`), then the
+    /// sum, then a native histogram's native slots (`crate::native`).
     slots: *const AtomicU64,
     /// Its metric: the bucket bounds, and where dropped observations are
     /// counted.
@@ -114,12 +120,24 @@ impl HistogramSeries {
             self.core.drop_observation();
             return;
         }
-        let bounds = self.core.descriptor().buckets;
+        let desc = self.core.descriptor();
+        let bounds = desc.buckets;
         let bucket = bucket_index(bounds, v);
-        // SAFETY: the series has bounds.len() + 2 slots; bucket <= bounds.len().
+        // SAFETY: the series has bounds.len() + 2 slots, then a native
+        // histogram's native slots; bucket <= bounds.len().
         unsafe {
-            (*self.slots.add(bucket)).fetch_add(1, Ordering::Relaxed);
+            match desc.native {
+                // Without classic buckets, the count is the native counts'
+                // total: one atomic add fewer.
+                Some(_) if bounds.is_empty() => {}
+                _ => {
+                    (*self.slots.add(bucket)).fetch_add(1, Ordering::Relaxed);
+                }
+            }
             float::add(&*self.slots.add(bounds.len() + 1), v);
+            if let Some(native) = desc.native {
+                crate::native::record(self.slots.add(bounds.len() + 2), native, v);
+            }
         }
     }
 
@@ -136,6 +154,12 @@ impl HistogramSeries {
 
     /// Number of observations so far.
     pub fn count(self) -> u64 {
+        let desc = self.core.descriptor();
+        if desc.native.is_some() && desc.buckets.is_empty() {
+            // SAFETY: the series' slots, as in `observe`.
+            let series = unsafe { core::slice::from_raw_parts(self.slots, desc.width) };
+            return crate::native::NativeCounts::native_only_count(desc.native, 0, series).unwrap_or(0);
+        }
         (0..=self.core.descriptor().buckets.len())
             // SAFETY: as in `observe`.
             .map(|i| unsafe { (*self.slots.add(i)).load(Ordering::Relaxed) })

@@ -21,6 +21,7 @@ use super::read::Shard;
 use super::sparse::{Acc, SparseFamily, SparseKind, add_sparse, per_process};
 use crate::descriptor::{Descriptor, GaugeMode, Kind};
 use crate::labels::LabelDomain;
+use crate::native::{self, NativeBuckets};
 use crate::shard::file::{self, ARCHIVE_NAME, COMPACT_LOCK, DirLock};
 use crate::shard::format::{self, FLAG_ARCHIVE, Header, MetricSpec, ShardError};
 use crate::shard::log::{self, ABSORBED_POSITION, DECLARED_POSITION, StringLog};
@@ -180,6 +181,8 @@ struct Archived<'a> {
     label_names: Vec<&'a str>,
     values: Vec<Vec<&'a str>>,
     buckets: Vec<f64>,
+    /// The native buckets of a native histogram: see [`archived_native`].
+    native: Option<NativeBuckets>,
     width: usize,
     series: usize,
 }
@@ -224,10 +227,19 @@ impl<'a> Archived<'a> {
         if matches!(kind, Kind::Info | Kind::StateSet) {
             return None;
         }
-        let width = kind.width(mode, buckets.len());
+        let native = archived_native(family);
+        let width = kind.width(mode, buckets.len()) + native.map_or(0, NativeBuckets::width);
         // No value of some label (a family with no series): no series.
         let series = values.iter().try_fold(1usize, |acc, v| acc.checked_mul(v.len()))?;
-        (series <= MAX_ARCHIVE_SERIES).then_some(Archived { family, label_names, values, buckets, width, series })
+        (series <= MAX_ARCHIVE_SERIES).then_some(Archived {
+            family,
+            label_names,
+            values,
+            buckets,
+            native,
+            width,
+            series,
+        })
     }
 
     /// The index of the series `labels` names in this layout.
@@ -278,12 +290,16 @@ impl<'a> Archived<'a> {
                         s[1] = stamp.to_bits();
                     }
                 }
-                Acc::Histogram { buckets, sum } => {
+                Acc::Histogram { buckets, sum, native } => {
                     for (bound, n) in buckets {
                         let b = self.buckets.iter().position(|x| x == bound).unwrap_or(self.buckets.len());
                         s[b] = s[b].saturating_add(*n);
                     }
-                    s[self.width - 1] = sum.value_up().to_bits();
+                    let classic = self.buckets.len() + 2;
+                    s[classic - 1] = sum.value_up().to_bits();
+                    if let (Some(spec), Some(counts)) = (self.native, native) {
+                        counts.write(&mut s[classic..], spec);
+                    }
                 }
                 Acc::Summary { .. } | Acc::Value(_) => {}
             }
@@ -306,8 +322,28 @@ impl<'a> Archived<'a> {
             offset,
             series: self.series,
             width: self.width,
+            native: self.native,
         }
     }
+}
+
+/// The native buckets the archive keeps a native family's counts in:
+/// its declared `max_buckets`, at the lowest schema at which every
+/// series shows at most that many buckets (the schema its exposition
+/// would show anyway), so each series fits its table. A series already
+/// at schema -4 (one whose table filled) goes to the schema -4 slots and
+/// does not lower the others. Every count is kept, exactly.
+fn archived_native(family: &SparseFamily) -> Option<NativeBuckets> {
+    let (mut schema, mut max): (Option<i8>, Option<u32>) = (None, None);
+    for acc in family.series.values() {
+        let Acc::Histogram { native: Some(counts), .. } = acc else { continue };
+        max = Some(max.map_or(counts.max_buckets, |m| m.min(counts.max_buckets)));
+        if counts.schema > native::MIN_SCHEMA {
+            let limited = counts.limited().schema;
+            schema = Some(schema.map_or(limited, |s| s.min(limited)));
+        }
+    }
+    max.map(|max| NativeBuckets::new(schema.unwrap_or(native::MIN_SCHEMA), max))
 }
 
 /// What tells archived metrics apart: name, kind, gauge mode, label names.

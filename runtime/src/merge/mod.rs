@@ -373,6 +373,9 @@ fn merge(shards: &[Shard], python: BTreeMap<String, SparseFamily>) -> Merged {
         let desc = first_shard.schema.entries[first].desc;
         let dense = !python.contains_key(name)
             && matches!(desc.kind, Kind::Counter | Kind::Gauge | Kind::Histogram | Kind::StateSet)
+            // Native counts merge bucket by bucket, not slot by slot (each
+            // process fills its table in its own order).
+            && desc.native.is_none()
             && desc.label_domains.iter().all(|d| matches!(d, LabelDomain::Values(_)))
             && contributions.iter().all(|(s, i)| s.schema.fingerprints[*i] == fingerprint);
         let family = if dense {

@@ -716,8 +716,10 @@ impl Prepared {
             What::CounterTotal => Acc::Counter { count: 0, fraction: value.into() },
             What::Gauge { skip_unset: true } if timestamp == 0.0 => return,
             What::Gauge { .. } => Acc::Gauge { value, stamp: timestamp },
-            What::Bucket(bound) => Acc::Histogram { buckets: vec![(bound, value as u64)], sum: ExactSum::default() },
-            What::HistogramSum => Acc::Histogram { buckets: Vec::new(), sum: value.into() },
+            What::Bucket(bound) => {
+                Acc::Histogram { buckets: vec![(bound, value as u64)], sum: ExactSum::default(), native: None }
+            }
+            What::HistogramSum => Acc::Histogram { buckets: Vec::new(), sum: value.into(), native: None },
             What::SummaryCount => Acc::Summary { count: value.into(), sum: ExactSum::default() },
             What::SummarySum => Acc::Summary { count: ExactSum::default(), sum: value.into() },
             What::Nothing => return,
@@ -837,9 +839,11 @@ pub(crate) fn add_entries(families: &mut BTreeMap<String, SparseFamily>, meta: &
                 let Some(at) = labels.iter().position(|(k, _)| k == "le") else { continue };
                 let (_, le) = labels.remove(at);
                 let Ok(bound) = le.parse::<f64>().or_else(|_| parse_go_float(&le)) else { continue };
-                Acc::Histogram { buckets: vec![(bound, entry.value as u64)], sum: ExactSum::default() }
+                Acc::Histogram { buckets: vec![(bound, entry.value as u64)], sum: ExactSum::default(), native: None }
             }
-            (PyKind::Histogram, "_sum") => Acc::Histogram { buckets: Vec::new(), sum: entry.value.into() },
+            (PyKind::Histogram, "_sum") => {
+                Acc::Histogram { buckets: Vec::new(), sum: entry.value.into(), native: None }
+            }
             (PyKind::Summary, "_count") => Acc::Summary { count: entry.value.into(), sum: ExactSum::default() },
             (PyKind::Summary, "_sum") => Acc::Summary { count: ExactSum::default(), sum: entry.value.into() },
             _ => continue,

@@ -68,7 +68,8 @@ pub(crate) fn schemas_in_use() -> usize {
 }
 
 /// Parses a shard from bytes in memory (for fuzzing): header, schema and
-/// string log, with every slot range checked.
+/// string log, with every slot range checked, and native histograms'
+/// counts read from whatever their slots hold.
 pub(crate) fn parse_bytes(bytes: &[u8]) -> Result<usize, ShardError> {
     // Slots are read as 8-byte atomics, so parse an aligned copy.
     let mut words = vec![0u64; bytes.len().div_ceil(8)].into_boxed_slice();
@@ -77,8 +78,19 @@ pub(crate) fn parse_bytes(bytes: &[u8]) -> Result<usize, ShardError> {
     let shard = Shard::parse(String::new(), Bytes::Copied(words, bytes.len()), false)?;
     let mut total = 0u64;
     for entry in &shard.schema.entries {
-        for slot in shard.slots(entry) {
+        let slots = shard.slots(entry);
+        for slot in slots {
             total = total.wrapping_add(slot.load(Ordering::Relaxed));
+        }
+        // Native counts are read from any slot values a file holds.
+        let desc = entry.desc;
+        if let Some(spec) = desc.native {
+            for series in 0..=desc.series {
+                let start = series * desc.width + desc.buckets.len() + 2;
+                let counts = crate::native::NativeCounts::read(&slots[start..start + spec.width()], spec).limited();
+                total = total.wrapping_add(counts.total());
+                total = total.wrapping_add(crate::native::NativeCounts::spans(&counts.negative).1.len() as u64);
+            }
         }
     }
     Ok(total as usize)

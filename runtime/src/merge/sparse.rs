@@ -16,6 +16,7 @@ use crate::encode::plan::{self, Source, write_header, write_typed_header};
 use crate::encode::proto::{self, MetricType, ProtoWriter};
 use crate::encode::sample::{self, Value};
 use crate::encode::text::{le_value, sum_shown};
+use crate::native::NativeCounts;
 
 /// The type of a sparse family: the five of ours, and Python's summary.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -36,10 +37,12 @@ pub(crate) enum Acc {
         value: f64,
         stamp: f64,
     },
-    /// Non-cumulative bucket counts by upper bound, and the sum.
+    /// Non-cumulative bucket counts by upper bound, the sum, and a native
+    /// histogram's native counts.
     Histogram {
         buckets: Vec<(f64, u64)>,
         sum: ExactSum,
+        native: Option<NativeCounts>,
     },
     Summary {
         count: ExactSum,
@@ -219,7 +222,7 @@ impl SparseFamily {
                 // Python's multiprocess summaries have no quantiles; their
                 // count is a whole number kept as a float.
                 Acc::Summary { count, sum } => w.summary(out, &[], count.value() as u64, sum.value()),
-                Acc::Histogram { buckets, sum } => {
+                Acc::Histogram { buckets, sum, native } => {
                     let mut sorted = buckets.clone();
                     sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
                     let mut cumulative = 0u64;
@@ -231,7 +234,10 @@ impl SparseFamily {
                         })
                         .collect();
                     let count = cumulative.last().map_or(0, |b| b.1);
-                    w.histogram(out, cumulative, count, sum.value());
+                    match native {
+                        Some(native) => w.native_histogram(out, cumulative, &native.limited(), sum.value()),
+                        None => w.histogram(out, cumulative, count, sum.value()),
+                    }
                 }
             }
         }
@@ -269,7 +275,7 @@ impl SparseFamily {
                     f(&format!("{name}_count"), &pairs, Value::Float(count.value()));
                     f(&format!("{name}_sum"), &pairs, Value::Float(sum.value()));
                 }
-                Acc::Histogram { buckets, sum } => {
+                Acc::Histogram { buckets, sum, .. } => {
                     let mut sorted = buckets.clone();
                     sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
                     if sorted.last().is_none_or(|b| b.0 != f64::INFINITY) {
@@ -298,7 +304,14 @@ fn combine(current: &mut Acc, value: Acc, mode: GaugeMode) {
             *count = count.saturating_add(c);
             fraction.add_sum(&f);
         }
-        (Acc::Histogram { buckets, sum }, Acc::Histogram { buckets: b, sum: s }) => {
+        (Acc::Histogram { buckets, sum, native }, Acc::Histogram { buckets: b, sum: s, native: n }) => {
+            // A series without native counts (Python's, another binary's
+            // classic one) adds none.
+            match (native.as_mut(), n) {
+                (Some(native), Some(n)) => native.merge(&n),
+                (None, Some(n)) => *native = Some(n),
+                (_, None) => {}
+            }
             for (bound, n) in b {
                 match buckets.iter_mut().find(|(x, _)| *x == bound) {
                     Some((_, count)) => *count = count.saturating_add(n),
@@ -393,9 +406,18 @@ pub(crate) fn add_sparse(family: &mut SparseFamily, shard: &Shard, metric: usize
             }
             Kind::Histogram => {
                 let bounds = desc.buckets.iter().copied().chain([f64::INFINITY]);
-                let buckets = bounds.enumerate().map(|(b, bound)| (bound, get(base + b))).collect();
+                let series_slots = &slots[base..base + desc.width];
+                let native_only = NativeCounts::native_only_count(desc.native, desc.buckets.len(), series_slots);
+                let buckets = bounds
+                    .enumerate()
+                    .map(|(b, bound)| (bound, native_only.unwrap_or_else(|| get(base + b))))
+                    .collect();
                 let sum = ExactSum::from(f64::from_bits(get(base + desc.buckets.len() + 1)));
-                family.add(labels, Acc::Histogram { buckets, sum });
+                let native = desc.native.map(|spec| {
+                    let start = base + desc.buckets.len() + 2;
+                    NativeCounts::read(&slots[start..start + spec.width()], spec)
+                });
+                family.add(labels, Acc::Histogram { buckets, sum, native });
             }
             Kind::StateSet => {
                 let current = get(base) as usize;

@@ -6,18 +6,22 @@ use std::fmt;
 
 use crate::descriptor::{Descriptor, GaugeMode, Kind};
 use crate::labels::LabelDomain;
+use crate::native::{self, NativeBuckets};
 
 /// The extension of shard files (ours; Python's end in `.db`).
 pub(crate) const EXTENSION: &str = "promshard";
 pub(crate) const MAGIC: [u8; 8] = *b"PSHARD\0\0";
-/// The newest version, which this version reads and writes: 3, a
-/// schema with metric or label names outside the legacy character set
-/// (`http.server.request.duration`). A file whose names are all legacy
-/// ones is still written as [`VERSION_LEGACY_NAMES`], which readers
-/// older than version 3 read; they skip a version 3 file as one of a
-/// newer version, since their schema check would take its names for
-/// corruption.
-pub(crate) const VERSION: u32 = 3;
+/// The newest version, which this version reads and writes: 4, a
+/// schema with a native histogram (metric flag bit 2, its parameters
+/// after its width). A file without one is still written as
+/// [`VERSION_UTF8_NAMES`] when it has metric or label names outside the
+/// legacy character set (`http.server.request.duration`), and as
+/// [`VERSION_LEGACY_NAMES`] otherwise, so that older readers read every
+/// file they can; they skip a newer file as one of a newer version,
+/// since their schema check would take its contents for corruption.
+pub(crate) const VERSION: u32 = 4;
+/// 3: names outside the legacy character set, no native histogram.
+pub(crate) const VERSION_UTF8_NAMES: u32 = 3;
 /// 2: info pairs moved from the string log to the info metric's slots.
 pub(crate) const VERSION_LEGACY_NAMES: u32 = 2;
 pub(crate) const HEADER_LEN: usize = 128;
@@ -308,6 +312,8 @@ pub(crate) struct MetricSpec<'a> {
     pub(crate) offset: usize,
     pub(crate) series: usize,
     pub(crate) width: usize,
+    /// [`Descriptor::native`].
+    pub(crate) native: Option<NativeBuckets>,
 }
 
 impl MetricSpec<'_> {
@@ -334,6 +340,7 @@ impl MetricSpec<'_> {
             offset,
             series: desc.series,
             width: desc.width,
+            native: desc.native,
         }
     }
 }
@@ -351,7 +358,13 @@ pub(crate) fn encode_specs(metrics: &[MetricSpec<'_>]) -> (Vec<u8>, u32) {
         crate::descriptor::is_legacy_metric_name(m.name)
             && m.labels.iter().all(|(name, _)| crate::descriptor::is_legacy_label_name(name))
     });
-    let version = if legacy { VERSION_LEGACY_NAMES } else { VERSION };
+    let version = if metrics.iter().any(|m| m.native.is_some()) {
+        VERSION
+    } else if legacy {
+        VERSION_LEGACY_NAMES
+    } else {
+        VERSION_UTF8_NAMES
+    };
     (encode_spec_bytes(metrics), version)
 }
 
@@ -364,7 +377,9 @@ fn encode_spec_bytes(metrics: &[MetricSpec<'_>]) -> Vec<u8> {
         put_str(&mut out, m.unit.unwrap_or(""));
         out.push(kind_code(m.kind));
         out.push(mode_code(m.mode));
-        out.extend_from_slice(&[if m.sparse { METRIC_FLAG_SPARSE } else { 0 }, 0]);
+        let flags =
+            if m.sparse { METRIC_FLAG_SPARSE } else { 0 } | if m.native.is_some() { METRIC_FLAG_NATIVE } else { 0 };
+        out.extend_from_slice(&[flags, 0]);
         out.extend_from_slice(&(m.labels.len() as u32).to_le_bytes());
         for (name, domain) in &m.labels {
             put_str(&mut out, name);
@@ -393,12 +408,20 @@ fn encode_spec_bytes(metrics: &[MetricSpec<'_>]) -> Vec<u8> {
         out.extend_from_slice(&(m.offset as u64).to_le_bytes());
         out.extend_from_slice(&(m.series as u64).to_le_bytes());
         out.extend_from_slice(&(m.width as u32).to_le_bytes());
+        if let Some(native) = m.native {
+            out.extend_from_slice(&[native.schema() as u8, 0, 0, 0]);
+            out.extend_from_slice(&native.max_buckets().to_le_bytes());
+            out.extend_from_slice(&native::ZERO_THRESHOLD.to_le_bytes());
+        }
     }
     out
 }
 
 /// Metric flag (first byte after the gauge mode): [`Descriptor::sparse`].
 const METRIC_FLAG_SPARSE: u8 = 1;
+/// Metric flag bit 2: a native histogram, whose parameters follow its
+/// width. (Bit 1 is taken by exemplars.)
+const METRIC_FLAG_NATIVE: u8 = 4;
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u32).to_le_bytes());
@@ -470,7 +493,8 @@ pub(crate) fn decode_schema(
         let mode = *GaugeMode::ALL.get(r.u8()? as usize).ok_or(ShardError::Schema)?;
         // Flags: readers ignore bits they do not know (an older reader
         // shows a sparse family's zero series, as before sparse families).
-        let sparse = r.take(2)?[0] & METRIC_FLAG_SPARSE != 0;
+        let flags = r.take(2)?[0];
+        let sparse = flags & METRIC_FLAG_SPARSE != 0;
         let label_count = r.u32()? as usize;
         let mut names = Vec::with_capacity(label_count.min(16));
         let mut domains = Vec::with_capacity(label_count.min(16));
@@ -505,7 +529,8 @@ pub(crate) fn decode_schema(
         let offset = r.u64()? as usize;
         let declared_series = r.u64()? as usize;
         let width = r.u32()? as usize;
-        let expected_width = kind.width(mode, buckets.len());
+        let native = if flags & METRIC_FLAG_NATIVE != 0 { Some(r.native(kind)?) } else { None };
+        let expected_width = kind.width(mode, buckets.len()) + native.map_or(0, NativeBuckets::width);
         let valid_names = crate::descriptor::is_metric_name(name)
             && names.iter().all(|n| crate::descriptor::is_label_name(n))
             && buckets.windows(2).all(|w| w[0] < w[1])
@@ -524,6 +549,7 @@ pub(crate) fn decode_schema(
             label_domains: keep(&mut r.store.domains, domains.into_boxed_slice()),
             buckets: keep(&mut r.store.floats, buckets.into_boxed_slice()),
             states: keep(&mut r.store.lists, states.into_boxed_slice()),
+            native,
             mode,
             sparse,
             series,
@@ -561,6 +587,25 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Result<u64, ShardError> {
         Ok(get_u64(self.take(8)?, 0))
     }
+    /// A native histogram's parameters, each checked: a schema of -4 to 8,
+    /// zero reserved bytes, 1 to 4096 buckets, the zero threshold this
+    /// version records with.
+    fn native(&mut self, kind: Kind) -> Result<NativeBuckets, ShardError> {
+        let head = self.take(4)?;
+        let schema = head[0] as i8;
+        let max_buckets = self.u32()?;
+        let threshold = f64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes"));
+        let valid = kind == Kind::Histogram
+            && (native::MIN_SCHEMA..=native::MAX_SCHEMA).contains(&schema)
+            && head[1..] == [0, 0, 0]
+            && (1..=native::MAX_BUCKETS_LIMIT).contains(&max_buckets)
+            && threshold.to_bits() == native::ZERO_THRESHOLD.to_bits();
+        if !valid {
+            return Err(ShardError::Schema);
+        }
+        Ok(NativeBuckets::new(schema, max_buckets))
+    }
+
     fn str(&mut self) -> Result<&'static str, ShardError> {
         let len = self.u32()? as usize;
         let bytes = self.take(len)?;
@@ -587,6 +632,7 @@ mod tests {
             offset: 0,
             series: 1,
             width: 2,
+            native: None,
         }
     }
 
@@ -598,15 +644,49 @@ mod tests {
         assert_eq!(legacy, VERSION_LEGACY_NAMES);
         for (name, label) in [("http.server.requests", "queue"), ("jobs", "http.route"), ("jobs", "a:b")] {
             let (schema, version) = encode_specs(&[spec("jobs", "queue"), spec(name, label)]);
-            assert_eq!(version, VERSION, "{name} {label}");
+            assert_eq!(version, VERSION_UTF8_NAMES, "{name} {label}");
             let mut store = SchemaStorage::default();
             let entries = decode_schema(&schema, 4, &mut store).unwrap();
             assert_eq!((entries[1].desc.name, entries[1].desc.label_names), (name, &[label][..]));
         }
+        let header = Header::layout(0, 1, 2, 3, (&[], VERSION_UTF8_NAMES), 0, 0);
+        assert_eq!(Header::decode(&header.encode(), 4096).unwrap().version, VERSION_UTF8_NAMES);
         let header = Header::layout(0, 1, 2, 3, (&[], VERSION), 0, 0);
         assert_eq!(Header::decode(&header.encode(), 4096).unwrap().version, VERSION);
         let mut newer = header.encode();
         newer[8] = (VERSION + 1) as u8;
         assert_eq!(Header::decode(&newer, 4096), Err(ShardError::Version));
+    }
+
+    /// A native histogram makes the file version 4; its parameters
+    /// follow its width and read back, and every one is checked.
+    #[test]
+    fn native_parameters_read_back_and_are_checked() {
+        let native = NativeBuckets::new(-2, 7);
+        let mut h = spec("latency", "route");
+        (h.kind, h.buckets, h.width, h.native) = (Kind::Histogram, &[1.0], 3 + native.width(), Some(native));
+        let (schema, version) = encode_specs(&[spec("jobs", "queue"), h]);
+        assert_eq!(version, VERSION);
+        let slots = 4 + 2 * (3 + native.width()) as u64;
+        let entries = decode_schema(&schema, slots, &mut SchemaStorage::default()).unwrap();
+        assert_eq!((entries[1].desc.native, entries[1].desc.width), (Some(native), 3 + native.width()));
+        assert_eq!(entries[0].desc.native, None);
+        // The parameters are the schema's last 16 bytes.
+        let at = schema.len() - 16;
+        let corrupt = |i: usize, byte: u8| {
+            let mut bad = schema.clone();
+            bad[at + i] = byte;
+            decode_schema(&bad, slots, &mut SchemaStorage::default()).err()
+        };
+        for (i, byte) in [(0, 9), (0, 0xfb), (1, 1), (4, 0), (5, 0x10), (15, 0x3f)] {
+            assert_eq!(corrupt(i, byte), Some(ShardError::Schema), "byte {i} = {byte}");
+        }
+        // A width that does not count the native slots.
+        let mut narrow = schema.clone();
+        narrow[at - 4..at].copy_from_slice(&3u32.to_le_bytes());
+        assert!(decode_schema(&narrow, slots, &mut SchemaStorage::default()).is_err());
+        // Flag bit 2 on a counter.
+        let (counter, _) = encode_specs(&[MetricSpec { native: Some(native), ..spec("jobs", "queue") }]);
+        assert!(decode_schema(&counter, 4096, &mut SchemaStorage::default()).is_err());
     }
 }

@@ -1,9 +1,10 @@
 //! The messages of `io.prometheus.client` (client_model's `metrics.proto`,
 //! proto2) and the `google.protobuf.Timestamp` it imports, declared by hand
 //! with prost's derive: no `protoc`, no build script. Every tag and type
-//! below was checked against the upstream file, field by field; the native
-//! histogram, exemplar and created-timestamp fields are declared (and left
-//! empty) so that later steps only fill them.
+//! below was checked against the upstream file, field by field. Native
+//! histograms fill their integer fields (schema, zero threshold and
+//! count, spans and deltas); the float-count and exemplar fields are
+//! declared and left empty.
 //!
 //! proto2 `repeated` numbers are not packed unless the file says so, and
 //! it does not: they are declared `packed = "false"`, as client_golang

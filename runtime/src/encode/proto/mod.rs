@@ -21,7 +21,10 @@
 //! others; Python's summaries are `SUMMARY` with no quantiles. A
 //! histogram's buckets are its finite bounds: the `+Inf` bucket is the
 //! sample count (the file calls it optional, client_golang leaves it out,
-//! and Prometheus adds it back from the count).
+//! and Prometheus adds it back from the count). A native histogram adds
+//! its schema, zero bucket and sparse buckets (spans and deltas) to the
+//! same message, beside its classic buckets if it has any; its count is
+//! its native counts' total.
 
 pub(crate) mod messages;
 pub(crate) mod text;
@@ -29,9 +32,11 @@ pub(crate) mod text;
 use prost::Message;
 
 use super::names::{Escaping, Role, escaped};
+use crate::native::NativeCounts;
 pub(crate) use messages::MetricType;
 use messages::{
-    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, Quantile, Summary, Timestamp, Untyped,
+    Bucket, BucketSpan, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, Quantile, Summary, Timestamp,
+    Untyped,
 };
 
 /// Writes families and their series. Keeps its scratch messages between
@@ -154,6 +159,7 @@ impl ProtoWriter {
     ) {
         let mut histogram = core::mem::take(&mut self.spare);
         histogram.bucket.clear();
+        Self::clear_native(&mut histogram);
         (histogram.sample_count, histogram.sample_sum) = (Some(count), Some(sum));
         histogram.created_timestamp = self.created;
         histogram.bucket.extend(buckets.into_iter().filter(|(bound, _)| *bound != f64::INFINITY).map(
@@ -163,6 +169,45 @@ impl ProtoWriter {
                 ..Bucket::default()
             },
         ));
+        self.metric.histogram = Some(histogram);
+        self.write(out);
+    }
+
+    /// A native histogram: its native counts (the count is theirs), the
+    /// classic buckets kept alongside (`(upper bound, cumulative count)`,
+    /// none for a native-only one) and the sum.
+    pub(crate) fn native_histogram(
+        &mut self,
+        out: &mut Vec<u8>,
+        buckets: impl IntoIterator<Item = (f64, u64)>,
+        native: &NativeCounts,
+        sum: f64,
+    ) {
+        let mut histogram = core::mem::take(&mut self.spare);
+        histogram.bucket.clear();
+        (histogram.sample_count, histogram.sample_sum) = (Some(native.total()), Some(sum));
+        histogram.created_timestamp = self.created;
+        histogram.bucket.extend(buckets.into_iter().filter(|(bound, _)| *bound != f64::INFINITY).map(
+            |(bound, cumulative)| Bucket {
+                cumulative_count: Some(cumulative),
+                upper_bound: Some(bound),
+                ..Bucket::default()
+            },
+        ));
+        histogram.schema = Some(i32::from(native.schema));
+        histogram.zero_threshold = Some(crate::native::ZERO_THRESHOLD);
+        histogram.zero_count = Some(native.zero);
+        let span = |(offset, length)| BucketSpan { offset: Some(offset), length: Some(length) };
+        let (positive, positive_delta) = NativeCounts::spans(&native.positive);
+        let (negative, negative_delta) = NativeCounts::spans(&native.negative);
+        histogram.positive_span = positive.into_iter().map(span).collect();
+        histogram.negative_span = negative.into_iter().map(span).collect();
+        (histogram.positive_delta, histogram.negative_delta) = (positive_delta, negative_delta);
+        if histogram.positive_span.is_empty() && histogram.negative_span.is_empty() {
+            // No bucket yet: an empty span still says the histogram is a
+            // native one (as client_golang writes it).
+            histogram.positive_span.push(span((0, 0)));
+        }
         self.metric.histogram = Some(histogram);
         self.write(out);
     }
@@ -177,6 +222,15 @@ impl ProtoWriter {
             created_timestamp: self.created,
         });
         self.write(out);
+    }
+
+    /// Empties the native fields of a reused histogram.
+    fn clear_native(h: &mut Histogram) {
+        (h.schema, h.zero_threshold, h.zero_count) = (None, None, None);
+        h.positive_span.clear();
+        h.negative_span.clear();
+        h.positive_delta.clear();
+        h.negative_delta.clear();
     }
 
     /// Appends the series as the open family's field 4, and clears its value.
