@@ -212,6 +212,17 @@ impl Kind {
         }
     }
 
+    /// Exemplars a series of this kind keeps when declared with
+    /// [`Opts::exemplars`]: one for a counter, one per bucket (`+Inf`
+    /// included) for a histogram, none for the other kinds.
+    pub const fn exemplars(self, buckets: usize) -> usize {
+        match self {
+            Kind::Counter => 1,
+            Kind::Histogram => buckets + 1,
+            _ => 0,
+        }
+    }
+
     /// The `# TYPE` word in the Prometheus 0.0.4 text format, which has no
     /// info or stateset types.
     pub const fn prometheus_type(self) -> &'static str {
@@ -240,6 +251,7 @@ pub struct Opts {
     buckets: &'static [f64],
     mode: GaugeMode,
     sparse: bool,
+    exemplars: bool,
     file: &'static str,
     line: u32,
 }
@@ -260,6 +272,7 @@ impl Opts {
             buckets: &DEFAULT_BUCKETS,
             mode: GaugeMode::All,
             sparse: false,
+            exemplars: false,
             file: location.file(),
             line: location.line(),
         }
@@ -285,6 +298,27 @@ impl Opts {
     /// How a gauge is combined across processes.
     pub const fn mode(self, mode: GaugeMode) -> Opts {
         Opts { mode, ..self }
+    }
+
+    /// Keeps the latest exemplar of every counter series, or of every
+    /// bucket of a histogram series, for `inc_with_exemplar` and
+    /// `observe_with_exemplar`. Off by default: each exemplar takes
+    /// 544 bytes of slots per series (per bucket), in memory and in shard
+    /// files, and metrics without it keep their size. Counters and
+    /// histograms only.
+    ///
+    /// ```
+    /// use promshard::{Counter, Opts};
+    ///
+    /// static ORDERS: Counter = Counter::new(Opts::new("orders_total", "Orders placed.").exemplars());
+    /// promshard::register!(ORDERS);
+    ///
+    /// ORDERS.inc_with_exemplar(&[("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736")]);
+    /// let text = String::from_utf8(promshard::encode(promshard::Format::OpenMetrics)).unwrap();
+    /// assert!(text.contains("orders_total 1 # {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"} 1 "));
+    /// ```
+    pub const fn exemplars(self) -> Opts {
+        Opts { exemplars: true, ..self }
     }
 
     /// Series at zero are exposed only where declared (see
@@ -335,6 +369,10 @@ pub struct Descriptor {
     /// answers: a series appears once it counts something, except the
     /// rows of each handler's own method, which are there from the start.
     pub sparse: bool,
+    /// Whether each series keeps its latest exemplar (per bucket, for a
+    /// histogram): see [`Opts::exemplars`]. Their slots follow the
+    /// series' others, within `width`.
+    pub exemplars: bool,
     /// Number of series: the product of the label cardinalities.
     pub series: usize,
     /// Slots (8 bytes each) per series.
@@ -408,7 +446,16 @@ impl Descriptor {
                 k += 1;
             }
         }
-        let width = kind.width(opts.mode, opts.buckets.len());
+        assert!(
+            !opts.exemplars || matches!(kind, Kind::Counter | Kind::Histogram),
+            "exemplars are kept for counters and histograms only"
+        );
+        let classic = kind.width(opts.mode, opts.buckets.len());
+        let width = if opts.exemplars {
+            classic + kind.exemplars(opts.buckets.len()) * crate::exemplar::WIDTH
+        } else {
+            classic
+        };
         Descriptor {
             name,
             help: opts.help,
@@ -420,6 +467,7 @@ impl Descriptor {
             states,
             mode: opts.mode,
             sparse: opts.sparse,
+            exemplars: opts.exemplars,
             series,
             width,
             file: opts.file,
@@ -431,6 +479,17 @@ impl Descriptor {
     /// that absorbs recordings with an out-of-range label index.
     pub const fn slots(&self) -> usize {
         (self.series + 1) * self.width
+    }
+
+    /// Slots per series before the exemplars: the counts, sums and
+    /// timestamps of the kind.
+    pub const fn classic_width(&self) -> usize {
+        self.kind.width(self.mode, self.buckets.len())
+    }
+
+    /// Exemplars per series: 0 unless declared with [`Opts::exemplars`].
+    pub const fn exemplar_count(&self) -> usize {
+        if self.exemplars { self.kind.exemplars(self.buckets.len()) } else { 0 }
     }
 }
 

@@ -177,6 +177,11 @@ struct Archived<'a> {
     values: Vec<Vec<&'a str>>,
     buckets: Vec<f64>,
     width: usize,
+    /// Slots per series before the exemplars.
+    classic: usize,
+    /// Whether the archived family keeps exemplars: the newest of the
+    /// files it absorbed, per series and bucket.
+    exemplars: bool,
     series: usize,
 }
 
@@ -219,9 +224,20 @@ impl<'a> Archived<'a> {
         if matches!(kind, Kind::Info | Kind::StateSet) {
             return None;
         }
-        let width = kind.width(mode, buckets.len());
+        let classic = kind.width(mode, buckets.len());
+        let exemplars = family.keeps_exemplars || !family.exemplars.is_empty();
+        let width = classic + if exemplars { kind.exemplars(buckets.len()) * crate::exemplar::WIDTH } else { 0 };
         let series = values.iter().try_fold(1usize, |acc, v| acc.checked_mul(v.len().max(1)))?;
-        (series <= MAX_ARCHIVE_SERIES).then_some(Archived { family, label_names, values, buckets, width, series })
+        (series <= MAX_ARCHIVE_SERIES).then_some(Archived {
+            family,
+            label_names,
+            values,
+            buckets,
+            width,
+            classic,
+            exemplars,
+            series,
+        })
     }
 
     /// Writes this family's slots, `(series + 1) * width` of them.
@@ -251,7 +267,7 @@ impl<'a> Archived<'a> {
                 }
                 Acc::Gauge { value, stamp } => {
                     s[0] = value.to_bits();
-                    if self.width == 2 {
+                    if self.classic == 2 {
                         s[1] = stamp.to_bits();
                     }
                 }
@@ -260,9 +276,25 @@ impl<'a> Archived<'a> {
                         let b = self.buckets.iter().position(|x| x == bound).unwrap_or(self.buckets.len());
                         s[b] = s[b].saturating_add(*n);
                     }
-                    s[self.width - 1] = sum.value_up().to_bits();
+                    s[self.classic - 1] = sum.value_up().to_bits();
                 }
                 Acc::Summary { .. } | Acc::Value(_) => {}
+            }
+            if !self.exemplars {
+                continue;
+            }
+            // The newest exemplar of each series (bucket) of the files
+            // absorbed, the previous archive's included.
+            let bounds: Vec<Option<f64>> = match acc {
+                Acc::Counter { .. } => vec![None],
+                Acc::Histogram { .. } => self.buckets.iter().copied().chain([f64::INFINITY]).map(Some).collect(),
+                _ => Vec::new(),
+            };
+            for (which, bound) in bounds.into_iter().enumerate() {
+                if let Some(exemplar) = self.family.exemplar(labels, bound) {
+                    let at = self.classic + which * crate::exemplar::WIDTH;
+                    s[at..at + crate::exemplar::WIDTH].copy_from_slice(&crate::exemplar_slots::words(exemplar));
+                }
             }
         }
         slots
@@ -277,6 +309,7 @@ impl<'a> Archived<'a> {
             kind,
             mode: if kind == Kind::Gauge { mode } else { GaugeMode::All },
             sparse: self.family.sparse,
+            exemplars: self.exemplars,
             labels: self.label_names.iter().zip(&self.values).map(|(n, v)| (*n, Ok(v.clone()))).collect(),
             buckets: &self.buckets,
             states: &[],
