@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use promshard::{Counter, Format, Histogram, metric};
@@ -208,60 +208,90 @@ fn fnv(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
+/// The exemplar of `ex_race_total` in `text`, checked: `Err` when it is
+/// not one a writer wrote whole (its label, of varying length, carries a
+/// checksum of itself and of the value).
+fn check_race_exemplar(text: &str) -> Result<Option<String>, String> {
+    let line = lines_of(text, "ex_race_total ").first().map(|l| l.to_string()).unwrap_or_default();
+    let Some((_, exemplar)) = line.split_once(" # ") else { return Ok(None) };
+    // `{w="thread:i:n:padding:checksum"} n stamp`
+    let torn = || Err(format!("torn exemplar: {line}"));
+    let Some((labels, rest)) = exemplar.split_once("} ") else { return torn() };
+    let Some(body) = labels.strip_prefix("{w=\"").and_then(|l| l.strip_suffix('"')) else { return torn() };
+    let Some((signed, sum)) = body.rsplit_once(':') else { return torn() };
+    if format!("{:016x}", fnv(signed)) != sum || rest.split(' ').next() != signed.split(':').nth(2) {
+        return torn();
+    }
+    Ok(Some(body.to_owned()))
+}
+
 /// Threads hammer one series' exemplar while scrapes read it: every
-/// exemplar a scrape shows is one a writer wrote whole (its label carries
-/// a checksum of itself and of the value), and the total counts every
-/// increment.
+/// exemplar a scrape shows is one a writer wrote whole, and the total
+/// counts every increment. The writers start each burst together (so
+/// they overlap as much as the machine allows) and stop together, and
+/// the exemplar is checked after each burst too: two writers whose
+/// stores interleaved would leave a torn one for good.
 #[test]
 fn racing_writers_never_tear_an_exemplar_and_lose_no_count() {
-    const THREADS: u64 = 4;
-    const EACH: u64 = 20_000;
+    const THREADS: usize = 4;
+    const BURST: usize = 2000;
     let done = AtomicBool::new(false);
-    let checked = AtomicU64::new(0);
-    std::thread::scope(|scope| {
-        let reader = scope.spawn(|| {
-            let mut seen = std::collections::HashSet::new();
-            while !done.load(Ordering::Relaxed) {
-                let text = openmetrics();
-                let line = lines_of(&text, "ex_race_total ").first().map(|l| l.to_string()).unwrap_or_default();
-                let Some((_, exemplar)) = line.split_once(" # ") else { continue };
-                // `{w="thread:i:n:checksum"} n stamp`
-                let (labels, rest) = exemplar.split_once("} ").unwrap();
-                let body =
-                    labels.strip_prefix("{w=\"").and_then(|l| l.strip_suffix('"')).unwrap_or_else(|| panic!("{line}"));
-                let fields: Vec<&str> = body.split(':').collect();
-                assert_eq!(fields.len(), 4, "torn label: {line}");
-                let signed = format!("{}:{}:{}", fields[0], fields[1], fields[2]);
-                assert_eq!(format!("{:016x}", fnv(&signed)), fields[3], "torn label: {line}");
-                let value = rest.split(' ').next().unwrap();
-                assert_eq!(value, fields[2], "value from another write than the label: {line}");
-                seen.insert(body.to_owned());
-                checked.fetch_add(1, Ordering::Relaxed);
-            }
-            seen.len()
-        });
+    let barrier = std::sync::Barrier::new(THREADS + 1);
+    let (mut checked, mut seen, mut failure) = (0u64, std::collections::HashSet::new(), None);
+    let total: u64 = std::thread::scope(|scope| {
         let writers: Vec<_> = (0..THREADS)
             .map(|t| {
+                let (done, barrier) = (&done, &barrier);
                 scope.spawn(move || {
-                    for i in 0..EACH {
-                        let n = i % 7 + 1;
-                        let signed = format!("{t}:{i}:{n}");
-                        let label = format!("{signed}:{:016x}", fnv(&signed));
-                        EX_RACE_TOTAL.inc_by_with_exemplar(n, &[("w", &label)]);
+                    // Made beforehand, so that the loop does little but
+                    // write, and the writers' stores overlap often.
+                    let labels: Vec<(u64, String)> = (0..80u64)
+                        .map(|i| {
+                            let n = i % 7 + 1;
+                            let signed = format!("{t}:{i}:{n}:{}", "x".repeat(i as usize));
+                            (n, format!("{signed}:{:016x}", fnv(&signed)))
+                        })
+                        .collect();
+                    let mut sum = 0u64;
+                    loop {
+                        barrier.wait();
+                        if done.load(Ordering::Relaxed) {
+                            return sum;
+                        }
+                        for (n, label) in labels.iter().cycle().take(BURST) {
+                            EX_RACE_TOTAL.inc_by_with_exemplar(*n, &[("w", label)]);
+                            sum += n;
+                        }
+                        barrier.wait();
                     }
                 })
             })
             .collect();
-        for w in writers {
-            w.join().unwrap();
+        // Failures end the loop rather than panic: the writers wait at
+        // the barrier, and must be let go.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while failure.is_none() && std::time::Instant::now() < deadline {
+            barrier.wait();
+            // During the burst.
+            match check_race_exemplar(&openmetrics()) {
+                Ok(body) => seen.extend(body),
+                Err(e) => failure = Some(e),
+            }
+            barrier.wait();
+            // After it, every writer stopped.
+            match check_race_exemplar(&openmetrics()) {
+                Ok(body) => seen.extend(body),
+                Err(e) => failure = Some(e),
+            }
+            checked += 2;
         }
         done.store(true, Ordering::Relaxed);
-        let distinct = reader.join().unwrap();
-        assert!(distinct > 1, "the reader saw {distinct} distinct exemplars: the race was not run");
+        barrier.wait();
+        writers.into_iter().map(|w| w.join().unwrap()).sum()
     });
-    assert!(checked.load(Ordering::Relaxed) > 10, "too few scrapes checked");
-    let per_thread: u64 = (0..EACH).map(|i| i % 7 + 1).sum();
+    assert_eq!(failure, None, "after {checked} checks");
+    assert!(seen.len() > 10 && checked >= 20, "{checked} checks saw {} distinct exemplars", seen.len());
     let text = openmetrics();
     let line = lines_of(&text, "ex_race_total ")[0];
-    assert!(line.starts_with(&format!("ex_race_total {} # {{w=\"", per_thread * THREADS)), "{line}");
+    assert!(line.starts_with(&format!("ex_race_total {total} # {{w=\"")), "want {total}: {line}");
 }
