@@ -67,48 +67,57 @@ impl fmt::Display for ExemplarError {
     }
 }
 
-/// An encoded label set, on the stack: recording an exemplar allocates
-/// nothing.
-pub(crate) struct Payload {
-    bytes: [u8; PAYLOAD_MAX],
-    len: usize,
-}
-
-impl Payload {
-    pub(crate) fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-}
-
-/// Checks a label set against the rules and encodes it: each name and
-/// value followed by a separator byte.
-pub(crate) fn encode(labels: &[(&str, &str)]) -> Result<Payload, ExemplarError> {
-    let mut out = Payload { bytes: [0; PAYLOAD_MAX], len: 0 };
-    let mut chars = 0usize;
+/// Checks a label set against the rules: the length of its payload
+/// (each name and value followed by a separator byte) when it passes.
+pub(crate) fn check(labels: &[(&str, &str)]) -> Result<usize, ExemplarError> {
+    let (mut chars, mut bytes) = (0usize, 0usize);
     for (i, &(name, value)) in labels.iter().enumerate() {
         if !valid_name(name) || labels[..i].iter().any(|(n, _)| *n == name) {
             return Err(ExemplarError::InvalidName);
         }
-        // Names are ASCII: their length is their character count. Checked
-        // before copying: within the limit, the payload fits (see
-        // PAYLOAD_MAX).
+        // Names are ASCII: their length is their character count.
         chars += name.len() + value.chars().count();
         if chars > MAX_CHARS {
             return Err(ExemplarError::TooLong);
         }
-        for field in [name.as_bytes(), value.as_bytes()] {
-            out.bytes[out.len..out.len + field.len()].copy_from_slice(field);
-            out.bytes[out.len + field.len()] = SEPARATOR;
-            out.len += field.len() + 1;
-        }
+        bytes += name.len() + value.len() + 2;
     }
-    Ok(out)
+    // Within the limit, the payload fits (see PAYLOAD_MAX).
+    debug_assert!(bytes <= PAYLOAD_MAX);
+    Ok(bytes)
 }
 
-/// As [`encode`], into a vector (cleared first).
+/// Calls `store(i, word)` with each 8-byte word of a checked label set's
+/// payload, in order, the last padded with zeros: recording an exemplar
+/// copies its labels straight into the slots, through no buffer.
+#[inline]
+pub(crate) fn pack(labels: &[(&str, &str)], mut store: impl FnMut(usize, u64)) {
+    let (mut word, mut filled, mut index) = (0u64, 0usize, 0usize);
+    let mut push = |byte: u8| {
+        word |= u64::from(byte) << (8 * filled);
+        filled += 1;
+        if filled == 8 {
+            store(index, word);
+            (word, filled, index) = (0, 0, index + 1);
+        }
+    };
+    for &(name, value) in labels {
+        for field in [name, value] {
+            field.bytes().for_each(&mut push);
+            push(SEPARATOR);
+        }
+    }
+    if filled > 0 {
+        store(index, word);
+    }
+}
+
+/// A checked label set's payload, as bytes.
 pub(crate) fn encode_labels(labels: &[(&str, &str)], out: &mut Vec<u8>) -> Result<(), ExemplarError> {
     out.clear();
-    out.extend_from_slice(encode(labels)?.as_bytes());
+    let len = check(labels)?;
+    pack(labels, |_, word| out.extend_from_slice(&word.to_le_bytes()));
+    out.truncate(len);
     Ok(())
 }
 

@@ -15,20 +15,18 @@ use crate::seqlock;
 /// leaves the slots odd for good, and they read as empty.
 const READ_TRIES: usize = 8;
 
-/// Writes an exemplar whose labels [`exemplar::encode_labels`] encoded
-/// into `payload`; false when another writer held the slots.
+/// Writes an exemplar whose labels passed [`exemplar::check`] (giving
+/// `len`, the payload's length); false when another writer held the
+/// slots.
 #[inline]
-pub(crate) fn write(slots: &[AtomicU64], payload: &[u8], value: f64, nanos: u64) -> bool {
-    debug_assert!(slots.len() >= WIDTH && payload.len() <= PAYLOAD_MAX);
+pub(crate) fn write(slots: &[AtomicU64], labels: &[(&str, &str)], len: usize, value: f64, nanos: u64) -> bool {
+    debug_assert!(slots.len() >= WIDTH && len <= PAYLOAD_MAX);
     let Some(odd) = seqlock::try_begin_write(&slots[0]) else { return false };
     slots[1].store(value.to_bits(), Ordering::Relaxed);
     slots[2].store(nanos, Ordering::Relaxed);
-    slots[3].store(payload.len() as u64, Ordering::Relaxed);
-    for (slot, chunk) in slots[4..WIDTH].iter().zip(payload.chunks(8)) {
-        let mut word = [0u8; 8];
-        word[..chunk.len()].copy_from_slice(chunk);
-        slot.store(u64::from_le_bytes(word), Ordering::Relaxed);
-    }
+    slots[3].store(len as u64, Ordering::Relaxed);
+    let payload = &slots[4..WIDTH];
+    exemplar::pack(labels, |i, word| payload[i].store(word, Ordering::Relaxed));
     seqlock::end_write(&slots[0], odd);
     true
 }
@@ -88,9 +86,9 @@ mod tests {
     fn round_trip_and_busy_writers_skip() {
         let s = slots();
         assert_eq!(read(&s), None, "never written");
-        let mut payload = Vec::new();
-        exemplar::encode_labels(&[("trace_id", "0af7651916cd43dd8448eb211c80319c")], &mut payload).unwrap();
-        assert!(write(&s, &payload, 0.25, 1_700_000_000_123_456_789));
+        let labels = [("trace_id", "0af7651916cd43dd8448eb211c80319c")];
+        let len = exemplar::check(&labels).unwrap();
+        assert!(write(&s, &labels, len, 0.25, 1_700_000_000_123_456_789));
         let got = read(&s).unwrap();
         assert_eq!((got.value, got.nanos), (0.25, 1_700_000_000_123_456_789));
         assert_eq!(got.labels[0].1, "0af7651916cd43dd8448eb211c80319c");
@@ -99,7 +97,7 @@ mod tests {
         assert_eq!(read(&copy), Some(got.clone()));
         // A writer in the middle of its write: others skip, readers wait.
         let odd = seqlock::try_begin_write(&s[0]).unwrap();
-        assert!(!write(&s, &payload, 9.0, 1), "a second writer skips");
+        assert!(!write(&s, &labels, len, 9.0, 1), "a second writer skips");
         assert_eq!(read(&s), None, "no whole copy while written");
         seqlock::end_write(&s[0], odd);
         assert_eq!(read(&s), Some(got));
@@ -108,14 +106,13 @@ mod tests {
     #[test]
     fn corrupt_slots_read_as_nothing() {
         let s = slots();
-        let mut payload = Vec::new();
-        exemplar::encode_labels(&[("a", "b")], &mut payload).unwrap();
-        assert!(write(&s, &payload, 1.0, 5));
+        let len = exemplar::check(&[("a", "b")]).unwrap();
+        assert!(write(&s, &[("a", "b")], len, 1.0, 5));
         s[3].store(PAYLOAD_MAX as u64 + 1, Ordering::Relaxed);
         assert_eq!(read(&s), None, "length beyond the payload");
         s[3].store(3, Ordering::Relaxed);
         assert_eq!(read(&s), None, "cut inside a field");
-        s[3].store(payload.len() as u64, Ordering::Relaxed);
+        s[3].store(len as u64, Ordering::Relaxed);
         s[1].store(f64::NAN.to_bits(), Ordering::Relaxed);
         assert_eq!(read(&s), None, "NaN value");
     }

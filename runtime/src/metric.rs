@@ -261,7 +261,7 @@ impl MetricCore {
         if value.is_nan() {
             return Err(ExemplarError::InvalidValue);
         }
-        let payload = crate::exemplar::encode(labels)?;
+        let len = crate::exemplar::check(labels)?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
@@ -269,7 +269,7 @@ impl MetricCore {
         // its exemplars' last: `classic_width + exemplar_count * WIDTH`.
         let slots =
             unsafe { core::slice::from_raw_parts(series.add(self.desc.classic_width() + which * WIDTH), WIDTH) };
-        Ok(crate::exemplar_slots::write(slots, payload.as_bytes(), value, nanos))
+        Ok(crate::exemplar_slots::write(slots, labels, len, value, nanos))
     }
 
     /// Counts a set of info pairs refused for its size.
