@@ -107,7 +107,7 @@ fn check_with(binary: &std::path::Path, target: std::net::SocketAddr, features: 
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut counter = Vec::new();
     let mut buckets = Vec::new();
-    while counter.len() < 1 || buckets.len() < 2 {
+    while counter.is_empty() || buckets.len() < 2 {
         assert!(Instant::now() < deadline, "{features}: no exemplars stored: {counter:?} {buckets:?}");
         std::thread::sleep(Duration::from_millis(300));
         counter = exemplars(port, "oracle_ex_checkouts_total");
