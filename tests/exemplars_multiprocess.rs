@@ -242,6 +242,34 @@ fn merged_scrape_shows_the_newest_exemplar_of_any_worker() {
         let own = harness::unescape(&workers[0].ask("scrape", ASK));
         assert_eq!(model.mismatch(&own), None, "seed {seed}: the last worker's scrape\n{own}");
         eprintln!("seed {seed}: {killed} killed, {exited} exited, {compactions} compactions");
+        // The merged protobuf, decoded by Google's library, carries the
+        // same exemplars (both merge paths, the archive's included).
+        if let Some(python) = support::protobuf::python_with_protobuf() {
+            let proto = promshard::multiprocess::encode_dir(dir.path(), Format::Protobuf);
+            let text = String::from_utf8(promshard::multiprocess::encode_dir(dir.path(), Format::Prometheus)).unwrap();
+            let work = harness::TempDir::new("exemplars-model-proto");
+            let decoded = support::protobuf::decode(&python, work.path(), &proto, &text);
+            let mut seen = BTreeMap::new();
+            for e in decoded.exemplars.as_array().unwrap() {
+                let name = e[0].as_str().unwrap();
+                if !name.starts_with("em_") {
+                    continue;
+                }
+                let labels: Vec<String> = e[1]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|kv| format!("{}=\"{}\"", kv[0].as_str().unwrap(), kv[1].as_str().unwrap()))
+                    .collect();
+                assert_eq!(e[2][0][0], "trace_id", "{e}");
+                seen.insert(format!("{name}{{{}}}", labels.join(",")), e[2][0][1].as_str().unwrap().to_owned());
+            }
+            let want: BTreeMap<String, String> =
+                model.series.iter().filter_map(|(k, (_, e))| Some((k.clone(), e.clone()?))).collect();
+            assert_eq!(seen, want, "seed {seed}: protobuf exemplars");
+        } else {
+            support::skip_or_fail(support::protobuf::PROTOBUF_MISSING);
+        }
         // The merged text is valid OpenMetrics to a strict parser.
         if let Some(python) = support::python_with_prometheus_client() {
             let check = "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
