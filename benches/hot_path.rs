@@ -181,7 +181,21 @@ static NATIVE_FULL: Histogram =
     Histogram::new(Opts::new("bench_native_full_seconds", "Full native table.").native(8, 160));
 /// The same observations into 10 classic buckets, unlabelled.
 static CLASSIC: Histogram = Histogram::new(Opts::new("bench_classic_seconds", "Classic histogram.").buckets(&BUCKETS));
-promshard::register!(REQUESTS, LABELLED, LEVEL, IN_FLIGHT, LATENCY, CONTENDED, NATIVE, NATIVE_FULL, CLASSIC);
+/// The same unlabelled counter, declared with exemplar storage.
+static WITH_EXEMPLARS: Counter =
+    Counter::new(Opts::new("bench_exemplar_requests_total", "Unlabelled counter with exemplars.").exemplars());
+promshard::register!(
+    REQUESTS,
+    LABELLED,
+    LEVEL,
+    IN_FLIGHT,
+    LATENCY,
+    CONTENDED,
+    NATIVE,
+    NATIVE_FULL,
+    CLASSIC,
+    WITH_EXEMPLARS
+);
 
 // ---------------------------------------------------------------------------
 // A histogram written by hand with atomics: the least a cumulative
@@ -319,8 +333,15 @@ struct ClientRegionLabels {
 type ClientHistogramFamily =
     prometheus_client::metrics::family::Family<ClientRegionLabels, prometheus_client::metrics::histogram::Histogram>;
 
+/// The exemplar label set of prometheus-client's exemplar counter.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+struct ClientTraceLabels {
+    trace_id: &'static str,
+}
+
 struct PrometheusClient {
     requests: prometheus_client::metrics::counter::Counter,
+    with_exemplar: prometheus_client::metrics::exemplar::CounterWithExemplar<ClientTraceLabels>,
     labelled:
         prometheus_client::metrics::family::Family<ClientRequestLabels, prometheus_client::metrics::counter::Counter>,
     level: prometheus_client::metrics::gauge::Gauge<f64, AtomicU64>,
@@ -335,6 +356,7 @@ static PROMETHEUS_CLIENT: LazyLock<PrometheusClient> = LazyLock::new(|| {
     let mut registry = prometheus_client::registry::Registry::default();
     let peers = PrometheusClient {
         requests: Default::default(),
+        with_exemplar: Default::default(),
         labelled: Default::default(),
         level: Default::default(),
         in_flight: Default::default(),
@@ -344,6 +366,7 @@ static PROMETHEUS_CLIENT: LazyLock<PrometheusClient> = LazyLock::new(|| {
     };
     registry.register("bench_requests", "Unlabelled counter.", peers.requests.clone());
     registry.register("bench_labelled_requests", "Counter with 3x3 labels.", peers.labelled.clone());
+    registry.register("bench_exemplar_requests", "Counter with exemplars.", peers.with_exemplar.clone());
     registry.register("bench_level", "Unlabelled gauge.", peers.level.clone());
     registry.register("bench_in_flight", "Unlabelled gauge, up and down.", peers.in_flight.clone());
     registry.register("bench_latency_seconds", "Histogram with 10 buckets, 3 regions.", peers.latency.clone());
@@ -773,6 +796,45 @@ fn histogram_observe(c: &mut Criterion, mode: Mode) {
 /// Runs `op` `iters` times on this thread and on a second one at once;
 /// the time is the slower thread's, so each iteration is one recording on
 /// each of the two threads.
+/// Trace ids for the exemplar rows, cycled.
+const TRACE_IDS: [&str; 8] = [
+    "4bf92f3577b34da6a3ce929d0e0e4736",
+    "00f067aa0ba902b7a3ce929d0e0e4736",
+    "b7ad6b7169203331a3ce929d0e0e4736",
+    "0af7651916cd43dd8448eb211c80319c",
+    "53995c3f42cd8ad8a3ce929d0e0e4736",
+    "5b8efff798038103d269b633813fc60c",
+    "eee19b7ec3c1b174a3ce929d0e0e4736",
+    "0123456789abcdef0123456789abcdef",
+];
+
+/// Exemplars: what an exemplar-enabled counter costs without one (it
+/// must cost what a plain counter does), and with one, against
+/// prometheus-client's exemplar counter (which takes a lock and keeps
+/// its label set; given the time, as promshard takes it).
+fn counter_inc_exemplar(c: &mut Criterion, mode: Mode) {
+    let mut group = hot_group(c, &format!("counter_inc_exemplar{}", mode.suffix));
+    floor(&mut group);
+    group.bench_function("promshard", |b| b.iter(|| REQUESTS.inc()));
+    group.bench_function("promshard_exemplars_enabled", |b| b.iter(|| WITH_EXEMPLARS.inc()));
+    group.bench_function("promshard_with_exemplar", |b| {
+        let table = black_box(&TRACE_IDS);
+        let mut i = Cycle::<8>(0);
+        b.iter(move || WITH_EXEMPLARS.inc_with_exemplar(&[("trace_id", table[i.next()])]))
+    });
+    if mode.peers {
+        group.bench_function("prometheus_client_with_exemplar", |b| {
+            let table = black_box(&TRACE_IDS);
+            let mut i = Cycle::<8>(0);
+            b.iter(move || {
+                let labels = ClientTraceLabels { trace_id: table[i.next()] };
+                PROMETHEUS_CLIENT.with_exemplar.inc_by(1, Some(labels), Some(std::time::SystemTime::now()))
+            })
+        });
+    }
+    group.finish();
+}
+
 fn two_threads(iters: u64, op: &(dyn Fn() + Sync)) -> Duration {
     let start = Barrier::new(2);
     std::thread::scope(|scope| {
@@ -867,6 +929,7 @@ fn all(c: &mut Criterion, mode: Mode) {
     gauge_set(c, mode);
     gauge_inc_dec(c, mode);
     contended_inc(c, mode);
+    counter_inc_exemplar(c, mode);
 }
 
 fn main() {

@@ -83,6 +83,10 @@ pub use promshard_runtime::*;
 ///   combine: `all`, `liveall`, `sum`, `livesum`, `min`, `livemin`, `max`,
 ///   `livemax`, `mostrecent`, `livemostrecent`.
 /// - `max_series = N`: the series budget, 1,000 by default.
+/// - `exemplars` (counters and histograms only): keep each series' latest
+///   exemplar (each bucket's, for a histogram), recorded with
+///   `inc_with_exemplar` / `observe_with_exemplar` and shown in
+///   OpenMetrics and protobuf scrapes; see [`Opts::exemplars`].
 /// - `crate = path`: where `promshard` is, for crates that re-export it.
 ///
 /// # Errors
@@ -94,7 +98,8 @@ pub use promshard_runtime::*;
 /// that are empty, not finite or not strictly increasing, unbounded label
 /// types (`String`, integers, floats…) with the bounded alternatives,
 /// `mode` on a non-gauge, `buckets` or `native` on a non-histogram, a
-/// native schema or `max_buckets` out of range, unknown or
+/// native schema or `max_buckets` out of range, `exemplars` on a gauge,
+/// info or enum, unknown or
 /// duplicate arguments, and a series budget overrun: label combinations ×
 /// (buckets + 2 for histograms) over `max_series`. When the count depends
 /// on a type defined elsewhere, a `const` assertion at the declaration

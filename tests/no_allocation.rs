@@ -55,12 +55,23 @@ static NOALLOC_IN_FLIGHT: Gauge;
 #[metric(unit = "seconds", buckets = [0.01, 0.1, 1.0])]
 static NOALLOC_LATENCY_SECONDS: Histogram;
 
+/// Orders, with exemplars.
+#[metric(labels(shop = ["a", "b"]), exemplars)]
+static NOALLOC_ORDERS_TOTAL: Counter;
+
+/// Checkout time, with exemplars.
+#[metric(buckets = [0.1, 1.0], exemplars)]
+static NOALLOC_CHECKOUT_SECONDS: Histogram;
+
 /// Allocations made by `f` on this thread.
 fn allocations(f: impl FnOnce()) -> u64 {
     let before = ALLOCATIONS.with(Cell::get);
     f();
     ALLOCATIONS.with(Cell::get) - before
 }
+
+/// An exemplar value over OpenMetrics' limit.
+const LONG: &str = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
 
 fn record_everything() {
     for i in 0..1000u32 {
@@ -72,6 +83,11 @@ fn record_everything() {
         NOALLOC_IN_FLIGHT.dec();
         let _ = NOALLOC_REQUESTS_TOTAL.with((method, "2xx")).inc_by_f64(0.5);
         NOALLOC_LATENCY_SECONDS.observe(f64::NAN);
+        let trace = ["4bf92f3577b34da6", "00f067aa0ba902b7"][i as usize % 2];
+        NOALLOC_ORDERS_TOTAL.with((["a", "b"][i as usize % 2],)).inc_with_exemplar(&[("trace_id", trace)]);
+        NOALLOC_CHECKOUT_SECONDS.observe_with_exemplar(f64::from(i) / 500.0, &[("trace_id", trace), ("n", "é")]);
+        // Refused (too long; logged the first time only): counted all the same.
+        NOALLOC_ORDERS_TOTAL.with(("a",)).inc_with_exemplar(&[("trace_id", LONG)]);
     }
 }
 
@@ -84,6 +100,9 @@ fn check() {
     assert_eq!(made, 0, "recording allocated {made} times after the first use");
     let text = String::from_utf8(promshard::encode(promshard::Format::Prometheus)).unwrap();
     assert!(text.contains("noalloc_routes_total{route=\"/a\"} 2000"), "{text}");
+    assert!(text.contains("noalloc_orders_total{shop=\"a\"} 3000"), "{text}");
+    let text = String::from_utf8(promshard::encode(promshard::Format::OpenMetrics)).unwrap();
+    assert!(text.contains("noalloc_orders_total{shop=\"b\"} 1000 # {trace_id=\"00f067aa0ba902b7\"} 1 "), "{text}");
 }
 
 #[test]

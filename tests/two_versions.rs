@@ -185,26 +185,24 @@ fn write_next_version(dest: &Path, bump_format: bool) {
                 replace_once(&text, "promshard = { path = \"..\" }\n", "").into_bytes()
             }
             ("shard", "format.rs") if bump_format => {
+                // Every version the copy reads or writes (the newest, and
+                // those for legacy names, UTF-8 names, exemplars) becomes
+                // one above all of ours: neither version reads the other's.
                 let text = String::from_utf8(bytes).unwrap();
-                let version = text
+                let versions: Vec<(String, u32)> = text
                     .lines()
-                    .find_map(|l| l.strip_prefix("pub(crate) const VERSION: u32 = ")?.strip_suffix(';'))
-                    .expect("the shard format version");
-                let newer = version.parse::<u32>().unwrap() + 1;
-                let text =
-                    replace_once(&text, &format!("VERSION: u32 = {version};"), &format!("VERSION: u32 = {newer};"));
-                // The oldest version read and written (for legacy names)
-                // is the new one too: neither version reads the other's.
-                let oldest = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("pub(crate) const VERSION_LEGACY_NAMES: u32 = ")?.strip_suffix(';'))
-                    .expect("the oldest shard format version");
-                replace_once(
-                    &text,
-                    &format!("VERSION_LEGACY_NAMES: u32 = {oldest};"),
-                    &format!("VERSION_LEGACY_NAMES: u32 = {newer};"),
-                )
-                .into_bytes()
+                    .filter_map(|l| {
+                        let rest = l.strip_prefix("pub(crate) const VERSION")?;
+                        let (_, number) = rest.split_once(": u32 = ")?;
+                        Some((l.to_owned(), number.strip_suffix(';')?.parse().ok()?))
+                    })
+                    .collect();
+                let newer = versions.iter().map(|(_, v)| *v).max().expect("the shard format versions") + 1;
+                let mut text = text;
+                for (line, version) in &versions {
+                    text = replace_once(&text, line, &line.replace(&format!("= {version};"), &format!("= {newer};")));
+                }
+                text.into_bytes()
             }
             _ => bytes,
         }

@@ -30,6 +30,10 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 #[metric(labels(status = ["ok", "err"]))]
 static CLI_TEST_REQUESTS_TOTAL: Counter;
 
+/// Orders the worker took, with the trace of the last one.
+#[metric(exemplars)]
+static CLI_TEST_ORDERS_TOTAL: Counter;
+
 /// The worker's temperature.
 #[metric(mode = sum)]
 static CLI_TEST_TEMPERATURE: Gauge;
@@ -61,6 +65,7 @@ fn worker_entry() {
     CLI_TEST_REQUESTS_TOTAL.with(("ok",)).inc_by(3);
     CLI_TEST_REQUESTS_TOTAL.with(("err",)).inc();
     CLI_TEST_TEMPERATURE.set(21.5);
+    CLI_TEST_ORDERS_TOTAL.inc_with_exemplar(&[("trace_id", "cli-7")]);
     list_items();
     list_items();
     // The runtime falls back to process memory when the directory cannot
@@ -495,6 +500,8 @@ fn serve_answers_metrics_requests() {
     assert!(headers.contains("content-type: application/openmetrics-text; version=1.0.0"), "{headers}");
     assert!(body.ends_with("# EOF\n"), "{body}");
     assert!(body.lines().any(|l| l == "cli_test_temperature 21.5"), "{body}");
+    let exemplar = "cli_test_orders_total 1 # {trace_id=\"cli-7\"} 1 ";
+    assert!(body.lines().any(|l| l.starts_with(exemplar)), "the exemplar from the worker's shard: {body}");
 
     let (status, headers, body) = server.get("HEAD", "/metrics", None);
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
@@ -511,6 +518,9 @@ fn serve_answers_metrics_requests() {
     let (status, _, body) = server.get("GET", "/metrics", None);
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     assert_has_values(&body);
+    assert!(body.lines().any(|l| l == "cli_test_orders_total 1"), "no exemplar in the text format: {body}");
+    let (_, _, body) = server.get("GET", "/metrics", Some(prometheus));
+    assert!(body.lines().any(|l| l.starts_with(exemplar)), "the dead worker's exemplar: {body}");
 
     let mut server = server;
     server.child.kill().unwrap();

@@ -10,7 +10,7 @@ use syn::{Expr, ExprLit, ExprUnary, Ident, Lit, LitInt, LitStr, Token, Type, UnO
 
 use crate::ctxt::Ctxt;
 
-const KEYS: &str = "name, help, unit, labels, buckets, native, mode, store, max_series, crate";
+const KEYS: &str = "name, help, unit, labels, buckets, native, mode, store, max_series, exemplars, crate";
 
 #[derive(Default)]
 pub(crate) struct Args {
@@ -26,6 +26,8 @@ pub(crate) struct Args {
     /// `store = redis`: the value lives in Redis, not in this process.
     pub(crate) store: Option<Ident>,
     pub(crate) max_series: Option<LitInt>,
+    /// `exemplars`: keep each series' latest exemplar (a bare flag).
+    pub(crate) exemplars: Option<Ident>,
 }
 
 pub(crate) struct Labels {
@@ -143,6 +145,11 @@ fn parse_arg(input: ParseStream, args: &mut Args) -> syn::Result<()> {
         "store" => {
             input.parse::<Token![=]>()?;
             if args.store.replace(input.parse()?).is_some() {
+                return Err(duplicate());
+            }
+        }
+        "exemplars" => {
+            if args.exemplars.replace(key.clone()).is_some() {
                 return Err(duplicate());
             }
         }

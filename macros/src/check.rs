@@ -131,6 +131,15 @@ pub(crate) fn check(decl: &Static, args: &Args, cx: &mut Ctxt) -> Option<Metric>
         (None, _) => None,
     };
 
+    if let Some(flag) = &args.exemplars {
+        if !matches!(kind, Kind::Counter | Kind::Histogram) {
+            cx.error(flag.span(), "`exemplars` applies to counters and histograms only");
+        }
+        if args.store.is_some() {
+            cx.error(flag.span(), "a Redis metric keeps no exemplars");
+        }
+    }
+
     let redis = match &args.store {
         None => false,
         Some(store) if store != "redis" => {

@@ -101,6 +101,9 @@ fn expand(decl: &Static, args: &Args, metric: &Metric, krate: &TokenStream) -> T
     if let Some(mode) = &metric.mode {
         opts.extend(quote!(.mode(#krate::GaugeMode::#mode)));
     }
+    if args.exemplars.is_some() {
+        opts.extend(quote!(.exemplars()));
+    }
     let span = ident.span();
     opts.extend(quote_spanned!(span=> .declared_at(::core::file!(), ::core::line!())));
 

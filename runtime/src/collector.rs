@@ -281,7 +281,7 @@ impl FamilyWriter<'_, '_> {
             if let Target::Proto { out, w } = &mut self.writer.target {
                 w.labels(labels.iter().copied());
                 match self.kind {
-                    Kind::Counter => w.counter(out, value),
+                    Kind::Counter => w.counter(out, value, None),
                     _ => w.gauge(out, value),
                 }
             } else {
@@ -315,7 +315,7 @@ impl FamilyWriter<'_, '_> {
         }
         if let Target::Proto { out, w } = &mut self.writer.target {
             let count = buckets.last().map_or(0, |b| b.1);
-            w.labels(labels.iter().copied()).histogram(out, buckets.iter().copied(), count, sum);
+            w.labels(labels.iter().copied()).histogram(out, buckets.iter().map(|&(b, c)| (b, c, None)), count, sum);
             return self;
         }
         let mut count = 0;

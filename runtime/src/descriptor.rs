@@ -213,6 +213,17 @@ impl Kind {
         }
     }
 
+    /// Exemplars a series of this kind keeps when declared with
+    /// [`Opts::exemplars`]: one for a counter, one per bucket (`+Inf`
+    /// included) for a histogram, none for the other kinds.
+    pub const fn exemplars(self, buckets: usize) -> usize {
+        match self {
+            Kind::Counter => 1,
+            Kind::Histogram => buckets + 1,
+            _ => 0,
+        }
+    }
+
     /// The `# TYPE` word in the Prometheus 0.0.4 text format, which has no
     /// info or stateset types.
     pub const fn prometheus_type(self) -> &'static str {
@@ -244,6 +255,7 @@ pub struct Opts {
     native: Option<NativeBuckets>,
     mode: GaugeMode,
     sparse: bool,
+    exemplars: bool,
     file: &'static str,
     line: u32,
 }
@@ -265,6 +277,7 @@ impl Opts {
             native: None,
             mode: GaugeMode::All,
             sparse: false,
+            exemplars: false,
             file: location.file(),
             line: location.line(),
         }
@@ -331,6 +344,27 @@ impl Opts {
         Opts { mode, ..self }
     }
 
+    /// Keeps the latest exemplar of every counter series, or of every
+    /// bucket of a histogram series, for `inc_with_exemplar` and
+    /// `observe_with_exemplar`. Off by default: each exemplar takes
+    /// 544 bytes of slots per series (per bucket), in memory and in shard
+    /// files, and metrics without it keep their size. Counters and
+    /// histograms only.
+    ///
+    /// ```
+    /// use promshard::{Counter, Opts};
+    ///
+    /// static ORDERS: Counter = Counter::new(Opts::new("orders_total", "Orders placed.").exemplars());
+    /// promshard::register!(ORDERS);
+    ///
+    /// ORDERS.inc_with_exemplar(&[("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736")]);
+    /// let text = String::from_utf8(promshard::encode(promshard::Format::OpenMetrics)).unwrap();
+    /// assert!(text.contains("orders_total 1 # {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"} 1 "));
+    /// ```
+    pub const fn exemplars(self) -> Opts {
+        Opts { exemplars: true, ..self }
+    }
+
     /// Series at zero are exposed only where declared (see
     /// [`Descriptor::sparse`]).
     pub(crate) const fn sparse(self) -> Opts {
@@ -382,6 +416,10 @@ pub struct Descriptor {
     /// answers: a series appears once it counts something, except the
     /// rows of each handler's own method, which are there from the start.
     pub sparse: bool,
+    /// Whether each series keeps its latest exemplar (per bucket, for a
+    /// histogram): see [`Opts::exemplars`]. Their slots follow the
+    /// series' others, within `width`.
+    pub exemplars: bool,
     /// Number of series: the product of the label cardinalities.
     pub series: usize,
     /// Slots (8 bytes each) per series.
@@ -461,11 +499,18 @@ impl Descriptor {
                 k += 1;
             }
         }
+        assert!(
+            !opts.exemplars || matches!(kind, Kind::Counter | Kind::Histogram),
+            "exemplars are kept for counters and histograms only"
+        );
         let native_width = match opts.native {
             Some(native) => native.width(),
             None => 0,
         };
-        let width = kind.width(opts.mode, buckets.len()) + native_width;
+        // Classic slots, then the native ones, then the exemplars.
+        let classic = kind.width(opts.mode, buckets.len()) + native_width;
+        let width =
+            if opts.exemplars { classic + kind.exemplars(buckets.len()) * crate::exemplar::WIDTH } else { classic };
         Descriptor {
             name,
             help: opts.help,
@@ -478,6 +523,7 @@ impl Descriptor {
             states,
             mode: opts.mode,
             sparse: opts.sparse,
+            exemplars: opts.exemplars,
             series,
             width,
             file: opts.file,
@@ -489,6 +535,27 @@ impl Descriptor {
     /// that absorbs recordings with an out-of-range label index.
     pub const fn slots(&self) -> usize {
         (self.series + 1) * self.width
+    }
+
+    /// Slots per series of the kind's own values: the counts, sums and
+    /// timestamps (a histogram's sum is the last of them).
+    pub const fn classic_width(&self) -> usize {
+        self.kind.width(self.mode, self.buckets.len())
+    }
+
+    /// Where a series' exemplars start: after its classic slots and its
+    /// native ones.
+    pub const fn exemplar_start(&self) -> usize {
+        self.classic_width()
+            + match self.native {
+                Some(native) => native.width(),
+                None => 0,
+            }
+    }
+
+    /// Exemplars per series: 0 unless declared with [`Opts::exemplars`].
+    pub const fn exemplar_count(&self) -> usize {
+        if self.exemplars { self.kind.exemplars(self.buckets.len()) } else { 0 }
     }
 }
 

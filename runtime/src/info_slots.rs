@@ -3,7 +3,9 @@
 //! same layout serves memory and shard storage, so both keep the same
 //! pairs under the same limit.
 
-use core::sync::atomic::{AtomicU64, Ordering, fence};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::seqlock;
 
 use crate::descriptor::{INFO_PAYLOAD_MAX, INFO_WIDTH};
 
@@ -52,16 +54,14 @@ pub(crate) fn write_payload(slots: &[AtomicU64], payload: &[u8]) -> bool {
     if payload.len() > INFO_PAYLOAD_MAX || slots.len() < INFO_WIDTH {
         return false;
     }
-    let sequence = slots[0].load(Ordering::Relaxed);
-    slots[0].store(sequence | 1, Ordering::Relaxed);
-    fence(Ordering::Release);
+    let odd = seqlock::begin_write(&slots[0]);
     slots[1].store(payload.len() as u64, Ordering::Relaxed);
     for (slot, chunk) in slots[2..].iter().zip(payload.chunks(8)) {
         let mut word = [0u8; 8];
         word[..chunk.len()].copy_from_slice(chunk);
         slot.store(u64::from_le_bytes(word), Ordering::Relaxed);
     }
-    slots[0].store((sequence | 1) + 1, Ordering::Release);
+    seqlock::end_write(&slots[0], odd);
     true
 }
 
@@ -72,27 +72,16 @@ pub(crate) fn read_pairs(slots: &[AtomicU64]) -> Option<Vec<(String, String)>> {
     if slots.len() < INFO_WIDTH {
         return None;
     }
-    for _ in 0..64 {
-        let before = slots[0].load(Ordering::Acquire);
-        if before == 0 {
-            return None;
-        }
-        if before & 1 == 1 {
-            std::thread::yield_now();
-            continue;
-        }
+    let payload = seqlock::read(&slots[0], 64, || {
         let len = (slots[1].load(Ordering::Relaxed) as usize).min(INFO_PAYLOAD_MAX);
         let mut payload = Vec::with_capacity(len.next_multiple_of(8));
         for slot in &slots[2..2 + len.div_ceil(8)] {
             payload.extend_from_slice(&slot.load(Ordering::Relaxed).to_le_bytes());
         }
         payload.truncate(len);
-        fence(Ordering::Acquire);
-        if slots[0].load(Ordering::Relaxed) == before {
-            return decode_pairs(&payload);
-        }
-    }
-    None
+        payload
+    })?;
+    decode_pairs(&payload)
 }
 
 #[cfg(test)]

@@ -16,7 +16,10 @@
 //!    (calling code that may panic without the panic hook);
 //! 1. definitions, pure data and rules: `descriptor` (names and their
 //!    validity, kinds, gauge modes and how each combines, buckets),
-//!    `labels` (label values and domains), `budget`, and `encode`
+//!    `labels` (label values and domains), `exemplar` (an exemplar's
+//!    rules and encoding), `seqlock` (the protocol of slots a reader
+//!    must see whole) with `exemplar_slots` (an exemplar's slots, which
+//!    the encoders read as they read counts), `budget`, and `encode`
 //!    (formats, escaping, the one sample-line writer, rendering plans);
 //! 2. storage: `arena` (memory), `info_slots` (how an info metric's
 //!    slots hold its pairs), `shard` (this process's shard file, fork
@@ -47,8 +50,11 @@ mod user_code;
 mod budget;
 mod descriptor;
 mod encode;
+mod exemplar;
+mod exemplar_slots;
 mod labels;
 mod native;
+mod seqlock;
 // 2. storage
 mod arena;
 mod info_slots;

@@ -30,6 +30,8 @@ pub struct MetricCore {
     /// `promshard_label_refused_total`, once laid out.
     refused: Tally,
     refused_logged: AtomicBool,
+    /// Whether an exemplar was refused yet (logged once).
+    exemplar_logged: AtomicBool,
     /// Observations dropped because they were NaN: this metric's series
     /// of `promshard_observations_dropped_total`, once laid out.
     dropped: Tally,
@@ -51,6 +53,7 @@ impl MetricCore {
             interners: OnceLock::new(),
             refused: Tally::new(),
             refused_logged: AtomicBool::new(false),
+            exemplar_logged: AtomicBool::new(false),
             dropped: Tally::new(),
             overflow: OnceLock::new(),
             schema_index: AtomicU32::new(u32::MAX),
@@ -224,6 +227,49 @@ impl MetricCore {
                 self.desc.name
             ));
         }
+    }
+
+    /// Stores exemplar number `which` of the series whose slots start at
+    /// `series` (its value already counted), unless refused (logged once
+    /// per metric) or another thread is writing the same exemplar right
+    /// now (skipped: that one is as recent).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn exemplar(&self, series: *const AtomicU64, which: usize, labels: &[(&str, &str)], value: f64) {
+        if let Err(e) = self.try_exemplar(series, which, labels, value) {
+            if !self.exemplar_logged.swap(true, Ordering::Relaxed) {
+                crate::notice::warn(format!(
+                    "metric `{}`: exemplar dropped ({e}); the value was counted. Further drops are not logged",
+                    self.desc.name
+                ));
+            }
+        }
+    }
+
+    /// As [`exemplar`](Self::exemplar): whether it was written.
+    pub(crate) fn try_exemplar(
+        &self,
+        series: *const AtomicU64,
+        which: usize,
+        labels: &[(&str, &str)],
+        value: f64,
+    ) -> Result<bool, crate::exemplar::ExemplarError> {
+        use crate::exemplar::{ExemplarError, WIDTH};
+        if which >= self.desc.exemplar_count() {
+            return Err(ExemplarError::NotEnabled);
+        }
+        if value.is_nan() {
+            return Err(ExemplarError::InvalidValue);
+        }
+        let len = crate::exemplar::check(labels)?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        // SAFETY: a series of this metric has `width` slots from `series`,
+        // its exemplars' last: `exemplar_start + exemplar_count * WIDTH`.
+        let slots =
+            unsafe { core::slice::from_raw_parts(series.add(self.desc.exemplar_start() + which * WIDTH), WIDTH) };
+        Ok(crate::exemplar_slots::write(slots, labels, len, value, nanos))
     }
 
     /// Counts a set of info pairs refused for its size.

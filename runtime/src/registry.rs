@@ -192,7 +192,7 @@ fn layout(declared: &[&'static MetricCore]) -> Registry {
         crate::shard::fork::count_fallbacks_in(core.slot_if_attached().unwrap_or(core::ptr::null()));
     }
     let declared: Vec<&Descriptor> = exposed.iter().map(|c| c.descriptor()).collect();
-    crate::linked::report(&declared, crate::shard::format::VERSION, multiprocess);
+    crate::linked::report(&declared, crate::shard::format::VERSION_NEWEST, multiprocess);
     Registry { families, arena, problems, unregistered: GateCell::new(Vec::new()), sample_names, started_nanos }
 }
 

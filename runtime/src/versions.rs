@@ -13,7 +13,13 @@ use crate::linked::{VERSION, write};
 use crate::metric::MetricCore;
 
 promshard_abi::submit!(
-    THIS = Version { version: Str::new(VERSION), shard_format: crate::shard::format::VERSION, render, declared, shard }
+    THIS = Version {
+        version: Str::new(VERSION),
+        shard_format: crate::shard::format::VERSION_NEWEST,
+        render,
+        declared,
+        shard
+    }
 );
 
 unsafe extern "C" fn render(code: u32, out: Sink) {

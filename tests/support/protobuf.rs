@@ -116,7 +116,7 @@ def h(v):
 TYPES = ['counter', 'gauge', 'summary', 'untyped', 'histogram', 'gaugehistogram']
 VALUE = {0: 'counter', 1: 'gauge', 2: 'summary', 3: 'untyped', 4: 'histogram'}
 data = sys.stdin.buffer.read()
-pos, families, samples, created = 0, [], [], []
+pos, families, samples, created, exemplars = 0, [], [], [], []
 while pos < len(data):
     size, pos = _DecodeVarint32(data, pos)
     assert pos + size <= len(data), 'a family runs past the end'
@@ -135,6 +135,14 @@ while pos < len(data):
         assert len({l[0] for l in labels}) == len(labels), (name, labels)
         def add(sample, value, extra=()):
             samples.append([sample, sorted(labels + [list(e) for e in extra]), h(value)])
+        def add_exemplar(sample, holder, extra=()):
+            # As the OpenMetrics exemplar of the sample would be.
+            if holder.HasField('exemplar'):
+                e = holder.exemplar
+                assert e.HasField('timestamp'), name
+                exemplars.append([sample, sorted(labels + [list(x) for x in extra]),
+                                  sorted([l.name, l.value] for l in e.label), h(e.value),
+                                  e.timestamp.seconds, e.timestamp.nanos])
         def add_created(holder):
             # As the OpenMetrics `_created` sample of the series would be.
             if holder.HasField('created_timestamp'):
@@ -142,6 +150,7 @@ while pos < len(data):
                 created.append([bare + '_created', sorted(labels), h(t.seconds + t.nanos / 1e9)])
         if kind == 0:
             add(name, m.counter.value)
+            add_exemplar(name, m.counter)
             add_created(m.counter)
         elif kind == 1:
             add(name, m.gauge.value)
@@ -158,6 +167,7 @@ while pos < len(data):
             assert bounds == sorted(bounds), (name, bounds)
             for b in m.histogram.bucket:
                 add(name + '_bucket', b.cumulative_count, [('le', floatToGoString(b.upper_bound))])
+                add_exemplar(name + '_bucket', b, [('le', floatToGoString(b.upper_bound))])
             if not bounds or bounds[-1] != float('inf'):
                 add(name + '_bucket', m.histogram.sample_count, [('le', '+Inf')])
             add(name + '_count', m.histogram.sample_count)
@@ -173,6 +183,7 @@ for family in text_string_to_metric_families(open(sys.argv[1], encoding='utf-8')
 print(json.dumps({
     'proto': {'families': sorted(families), 'samples': sorted(samples)},
     'created': sorted(created),
+    'exemplars': sorted(exemplars),
     'text': {'families': sorted(text_families), 'samples': sorted(text_samples)},
 }))
 "#;
@@ -185,6 +196,10 @@ pub struct Decoded {
     /// `[name, [[label, value]…], seconds as float.hex()]` OpenMetrics
     /// would show, sorted.
     pub created: serde_json::Value,
+    /// The exemplars of counters and buckets, as
+    /// `[sample, [[label, value]…], [[exemplar label, value]…], value as
+    /// float.hex(), timestamp seconds, timestamp nanos]`, sorted.
+    pub exemplars: serde_json::Value,
 }
 
 /// Decodes `proto` with Python's protobuf and parses `text` with
@@ -201,7 +216,12 @@ pub fn decode(python: &Path, work: &Path, proto: &[u8], text: &str) -> Decoded {
         String::from_utf8_lossy(&output.stderr)
     );
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("the decoder printed JSON");
-    Decoded { proto: json["proto"].clone(), text: json["text"].clone(), created: json["created"].clone() }
+    Decoded {
+        proto: json["proto"].clone(),
+        text: json["text"].clone(),
+        created: json["created"].clone(),
+        exemplars: json["exemplars"].clone(),
+    }
 }
 
 /// Panics with the differences when the two sides do not hold the same
@@ -310,7 +330,9 @@ while pos < len(data):
         'zero_threshold': h.zero_threshold,
         'count': h.sample_count,
         'sum': h.sample_sum if math.isfinite(h.sample_sum) else repr(h.sample_sum),
-        'classic': [[b.upper_bound, b.cumulative_count] for b in h.bucket],
+        # `+Inf` is listed when it carries an exemplar; JSON has no Infinity.
+        'classic': [[b.upper_bound if math.isfinite(b.upper_bound) else repr(b.upper_bound), b.cumulative_count]
+                    for b in h.bucket],
         'got': {
             'zero': h.zero_count,
             'positive': {str(k): v for k, v in expand(h.positive_span, h.positive_delta).items()},

@@ -11,6 +11,7 @@ use super::proto::{self, ProtoWriter};
 use super::sample::{self, Labels, Value};
 use super::text::{le_value, sum_shown, write_help, write_label};
 use crate::descriptor::{Descriptor, Kind, is_legacy_label_name, is_legacy_metric_name};
+use crate::exemplar::{self, Exemplar};
 use crate::labels::LabelDomain;
 use crate::native::NativeCounts;
 
@@ -80,10 +81,13 @@ impl FamilyPlan {
     pub(crate) fn encode_samples(&self, core: &dyn Source, slots: &[AtomicU64], x: Exposition, out: &mut Vec<u8>) {
         let variant = self.variant(x.escaping());
         let created = (x.format() == Format::OpenMetrics && x.created_samples()).then(|| core.created()).flatten();
+        // Exemplars exist in OpenMetrics only (and protobuf), never in
+        // the Prometheus text format.
+        let exemplars = x.format() == Format::OpenMetrics;
         // `_count` comes before `_sum`: written, then taken back if the
         // sum is not shown.
         let mut count_at = 0;
-        variant.visit(core, slots, created, |line| {
+        variant.visit(core, slots, created, exemplars, |line| {
             match line.which {
                 Which::Count => count_at = out.len(),
                 Which::Sum if !sum_shown(x.format(), line.value.as_f64()) => {
@@ -131,6 +135,7 @@ impl FamilyPlan {
                 continue;
             }
             let base = series * desc.width;
+            let exemplar = |which: usize| exemplar_at(desc, slots, series, which);
             if desc.kind == Kind::Info {
                 // Its labels are its pairs, as in the text formats.
                 if let Some(pairs) = core.info() {
@@ -147,7 +152,7 @@ impl FamilyPlan {
             match desc.kind {
                 Kind::Counter => {
                     let (count, fraction) = (load(base), f64::from_bits(load(base + 1)));
-                    w.labels(labels.iter().copied()).counter(out, count as f64 + fraction);
+                    w.labels(labels.iter().copied()).counter(out, count as f64 + fraction, exemplar(0).as_ref());
                 }
                 Kind::Gauge => w.labels(labels.iter().copied()).gauge(out, f64::from_bits(load(base))),
                 Kind::StateSet => {
@@ -163,7 +168,7 @@ impl FamilyPlan {
                     let mut cumulative = 0u64;
                     let bounds = desc.buckets.iter().copied().chain([f64::INFINITY]).enumerate().map(|(b, bound)| {
                         cumulative = cumulative.saturating_add(load(base + b));
-                        (bound, cumulative)
+                        (bound, cumulative, exemplar(b))
                     });
                     let count = (0..buckets).fold(0u64, |n, b| n.saturating_add(load(base + b)));
                     let sum = f64::from_bits(load(base + buckets));
@@ -211,7 +216,16 @@ impl Variant {
     /// Calls `f` with every sample of the family, in exposition order;
     /// with `created` (Unix nanoseconds), a `_created` sample follows
     /// each counter and histogram series.
-    fn visit(&self, core: &dyn Source, slots: &[AtomicU64], created: Option<u64>, mut f: impl FnMut(Line<'_>)) {
+    /// With `exemplars`, each counter series and histogram bucket that
+    /// has one carries its exemplar.
+    fn visit(
+        &self,
+        core: &dyn Source,
+        slots: &[AtomicU64],
+        created: Option<u64>,
+        exemplars: bool,
+        mut f: impl FnMut(Line<'_>),
+    ) {
         let created = created.map(|nanos| Value::Float(nanos_to_seconds(nanos)));
         let desc = core.descriptor();
         let escaping = self.escaping;
@@ -255,7 +269,16 @@ impl Variant {
                 }
             };
             let base = series * desc.width;
-            let line = |which, name, extra: Option<usize>, value| Line { which, name, labels, extra, value, series };
+            let line = |which, name, extra: Option<usize>, value| Line {
+                which,
+                name,
+                labels,
+                extra,
+                value,
+                series,
+                exemplar: None,
+            };
+            let exemplar = |which: usize| if exemplars { exemplar_at(desc, slots, series, which) } else { None };
             match desc.kind {
                 Kind::Counter => {
                     let (count, fraction) = (load(base), load(base + 1));
@@ -263,7 +286,7 @@ impl Variant {
                         0 => Value::Int(count),
                         bits => Value::Float(count as f64 + f64::from_bits(bits)),
                     };
-                    f(line(Which::Main, &self.sample, None, value));
+                    f(Line { exemplar: exemplar(0), ..line(Which::Main, &self.sample, None, value) });
                     if let Some(created) = created {
                         f(line(Which::Created, &self.created, None, created));
                     }
@@ -283,7 +306,8 @@ impl Variant {
                         // Saturating: a hostile file's counts must not panic a scrape
                         // nor make the buckets go down.
                         cumulative = native_only.unwrap_or(cumulative.saturating_add(load(base + bucket)));
-                        f(line(Which::Main, &self.sample, Some(bucket), Value::Int(cumulative)));
+                        let sample = line(Which::Main, &self.sample, Some(bucket), Value::Int(cumulative));
+                        f(Line { exemplar: exemplar(bucket), ..sample });
                     }
                     f(line(Which::Count, &self.count, None, Value::Int(cumulative)));
                     let sum = f64::from_bits(load(base + self.extra_labels.len()));
@@ -299,7 +323,8 @@ impl Variant {
                     });
                     if let Some(text) = text {
                         let which = Which::Main;
-                        f(Line { which, name: &self.sample, labels: &text, extra: None, value: Value::Int(1), series });
+                        let (name, labels, value) = (&self.sample, &text, Value::Int(1));
+                        f(Line { which, name, labels, extra: None, value, series, exemplar: None });
                     }
                 }
             }
@@ -381,13 +406,27 @@ pub(crate) struct Line<'a> {
     pub(crate) value: Value,
     /// The series' dense index, to recover structured labels.
     pub(crate) series: usize,
+    /// The exemplar of a counter series or histogram bucket, when asked
+    /// for and there is one.
+    pub(crate) exemplar: Option<Exemplar>,
 }
 
 impl Line<'_> {
     fn write(&self, extra_labels: &[String], escaping: Escaping, out: &mut Vec<u8>) {
         let extra = self.extra.map_or("", |i| extra_labels[i].as_str());
-        sample::write(out, self.name, &[Labels::Text(self.labels), Labels::Text(extra)], self.value, escaping);
+        let labels = [Labels::Text(self.labels), Labels::Text(extra)];
+        sample::write_with(out, self.name, &labels, self.value, escaping, self.exemplar.as_ref());
     }
+}
+
+/// Exemplar `which` of series `series` (the counter's, or bucket
+/// `which`'s), if the metric keeps exemplars and this one was written.
+pub(crate) fn exemplar_at(desc: &Descriptor, slots: &[AtomicU64], series: usize, which: usize) -> Option<Exemplar> {
+    if which >= desc.exemplar_count() {
+        return None;
+    }
+    let start = series * desc.width + desc.exemplar_start() + which * exemplar::WIDTH;
+    crate::exemplar_slots::read(slots.get(start..start + exemplar::WIDTH)?)
 }
 
 fn label_text(name: &str, value: &str, escaping: Escaping) -> String {
@@ -509,7 +548,7 @@ pub(crate) fn visit_family(plan: &FamilyPlan, source: &dyn Source, slots: &[Atom
         (Which::Main, kind) => kind.sample_suffix(),
     };
     let names = [Which::Main, Which::Count, Which::Sum, Which::Created].map(|w| format!("{}{}", desc.name, suffix(w)));
-    plan.variants[0].visit(source, slots, None, |line| {
+    plan.variants[0].visit(source, slots, None, false, |line| {
         let values = series_values(source, line.series).unwrap_or_default();
         let mut labels: Vec<(&str, &str)> = desc.label_names.iter().copied().zip(values).collect();
         labels.extend(info.iter().map(|(k, v)| (k.as_str(), v.as_str())));

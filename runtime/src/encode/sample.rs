@@ -3,6 +3,7 @@
 
 use super::names::{Escaping, is_quoted};
 use super::text::{write_f64, write_label, write_u64};
+use crate::exemplar::Exemplar;
 
 /// A sample value as it is best written: counts as integers.
 #[derive(Clone, Copy, Debug)]
@@ -71,6 +72,20 @@ impl Labels<'_> {
 /// written as `names` wrote it: a quoted name goes inside the braces, as
 /// the first item (`{"a.b",le="1.0"} 3`).
 pub(crate) fn write(out: &mut Vec<u8>, name: &str, labels: &[Labels<'_>], value: Value, escaping: Escaping) {
+    write_with(out, name, labels, value, escaping, None)
+}
+
+/// As [`write`], followed by `exemplar` in OpenMetrics' syntax when given
+/// (` # {trace_id="…"} value timestamp`): for OpenMetrics text only, on a
+/// counter's `_total` or a histogram's `_bucket` sample.
+pub(crate) fn write_with(
+    out: &mut Vec<u8>,
+    name: &str,
+    labels: &[Labels<'_>],
+    value: Value,
+    escaping: Escaping,
+    exemplar: Option<&Exemplar>,
+) {
     let quoted = is_quoted(name);
     if quoted {
         out.push(b'{');
@@ -94,6 +109,28 @@ pub(crate) fn write(out: &mut Vec<u8>, name: &str, labels: &[Labels<'_>], value:
     match value {
         Value::Int(v) => write_u64(out, v),
         Value::Float(v) => write_f64(out, v),
+    }
+    if let Some(exemplar) = exemplar {
+        out.extend_from_slice(b" # {");
+        for (i, (k, v)) in exemplar.labels.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            // Exemplar label names are legacy names: every scheme writes
+            // them as they are.
+            write_label(out, k, v, escaping);
+        }
+        out.extend_from_slice(b"} ");
+        write_f64(out, exemplar.value);
+        // The timestamp exactly, from its nanoseconds.
+        out.push(b' ');
+        write_u64(out, exemplar.nanos / 1_000_000_000);
+        let fraction = exemplar.nanos % 1_000_000_000;
+        if fraction != 0 {
+            let digits = format!("{fraction:09}");
+            out.push(b'.');
+            out.extend_from_slice(digits.trim_end_matches('0').as_bytes());
+        }
     }
     out.push(b'\n');
 }
@@ -120,6 +157,17 @@ mod tests {
             "{\"a.b\"} 1\n{\"a.b\",\"url.scheme\"=\"https\",le=\"0.1\"} 2\na_b{url_scheme=\"https\",le=\"0.1\"} 3\n";
         assert_eq!(String::from_utf8(out).unwrap(), want);
         assert!(matches!(Value::of_f64(3.0), Value::Int(3)));
+        let mut out = Vec::new();
+        let labels = vec![("trace_id".to_owned(), "a\"b".to_owned()), ("s".to_owned(), "é".to_owned())];
+        for (nanos, stamp) in [(1_700_000_000_120_000_000, "1700000000.12"), (5_000_000_000, "5"), (7, "0.000000007")] {
+            let exemplar = Exemplar { labels: labels.clone(), value: 0.5, nanos };
+            write_with(&mut out, "c_total", &[], Value::Int(2), u, Some(&exemplar));
+            let want = format!("c_total 2 # {{trace_id=\"a\\\"b\",s=\"é\"}} 0.5 {stamp}\n");
+            assert_eq!(String::from_utf8(core::mem::take(&mut out)).unwrap(), want);
+        }
+        let empty = Exemplar { labels: vec![], value: 1.0, nanos: 1_000_000_000 };
+        write_with(&mut out, "c_total", &[], Value::Int(1), u, Some(&empty));
+        assert_eq!(String::from_utf8(out).unwrap(), "c_total 1 # {} 1 1\n");
         assert!(matches!(Value::of_f64(0.25), Value::Float(_)));
     }
 }

@@ -40,8 +40,9 @@ impl<L: LabelSet> Counter<L> {
     #[inline(always)]
     pub fn with(&'static self, labels: L::Values<'_>) -> CounterSeries {
         let slot = self.core.series(L::index(labels, &self.core));
-        // SAFETY: `series` returns the address of two live slots.
-        CounterSeries { slots: unsafe { &*(slot as *const [AtomicU64; 2]) } }
+        // SAFETY: `series` returns the address of two live slots (and
+        // of the series' exemplar after them, when it has one).
+        CounterSeries { slots: unsafe { &*(slot as *const [AtomicU64; 2]) }, core: Some(&self.core) }
     }
 
     /// The descriptor-carrying core, for registration.
@@ -77,12 +78,49 @@ impl Counter<()> {
     pub fn inc_by_f64(&'static self, v: f64) -> Result<(), InvalidIncrement> {
         self.with(()).inc_by_f64(v)
     }
+
+    /// Adds one and keeps `labels` as the series' exemplar; see
+    /// [`CounterSeries::inc_with_exemplar`].
+    ///
+    /// ```
+    /// use promshard::{Counter, Opts};
+    ///
+    /// static PAID: Counter = Counter::new(Opts::new("payments_total", "Payments.").exemplars());
+    /// promshard::register!(PAID);
+    ///
+    /// PAID.inc_with_exemplar(&[("trace_id", "a1b2")]);
+    /// assert_eq!(promshard::testing::sample_value("payments_total", &[]), Some(1.0));
+    /// ```
+    #[inline]
+    pub fn inc_with_exemplar(&'static self, labels: &[(&str, &str)]) {
+        self.with(()).inc_with_exemplar(labels)
+    }
+
+    /// Adds `n` and keeps `labels` as the series' exemplar, with the
+    /// value `n`; see [`CounterSeries::inc_with_exemplar`].
+    ///
+    /// ```
+    /// use promshard::{Counter, Opts};
+    ///
+    /// static BYTES: Counter = Counter::new(Opts::new("sent_bytes_total", "Bytes sent.").exemplars());
+    /// promshard::register!(BYTES);
+    ///
+    /// BYTES.inc_by_with_exemplar(512, &[("trace_id", "a1b2")]);
+    /// assert_eq!(promshard::testing::sample_value("sent_bytes_total", &[]), Some(512.0));
+    /// ```
+    #[inline]
+    pub fn inc_by_with_exemplar(&'static self, n: u64, labels: &[(&str, &str)]) {
+        self.with(()).inc_by_with_exemplar(n, labels)
+    }
 }
 
 /// One series of a [`Counter`].
 #[derive(Clone, Copy, Debug)]
 pub struct CounterSeries {
     slots: &'static [AtomicU64; 2],
+    /// The counter, for its exemplar; `None` for the handler families'
+    /// series, which keep none.
+    core: Option<&'static MetricCore>,
 }
 
 impl CounterSeries {
@@ -94,7 +132,7 @@ impl CounterSeries {
     #[inline(always)]
     pub(crate) unsafe fn at(slot: *const AtomicU64) -> CounterSeries {
         // SAFETY: as the caller promises.
-        CounterSeries { slots: unsafe { &*(slot as *const [AtomicU64; 2]) } }
+        CounterSeries { slots: unsafe { &*(slot as *const [AtomicU64; 2]) }, core: None }
     }
 
     /// Adds one.
@@ -107,6 +145,63 @@ impl CounterSeries {
     #[inline(always)]
     pub fn inc_by(self, n: u64) {
         self.slots[0].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds one and keeps `labels` (a trace id, usually) as the series'
+    /// exemplar, with the value 1 and the current time: OpenMetrics and
+    /// protobuf scrapes show it after the series' total, and in
+    /// multiprocess mode the merged series shows the newest exemplar of
+    /// any process.
+    ///
+    /// The count always lands. The exemplar is dropped, and the first drop
+    /// of the metric logged, when the counter was declared without
+    /// [`Opts::exemplars`], or when `labels` break OpenMetrics' rules:
+    /// names `[a-zA-Z_][a-zA-Z0-9_]*` not starting with `__`, none
+    /// repeated, and at most 128 characters of names and values together.
+    /// It is also skipped, silently, when another thread is writing this
+    /// series' exemplar at the same moment (that one is as recent).
+    ///
+    /// ```
+    /// use promshard::{Counter, LabelValue, Opts};
+    ///
+    /// #[derive(Clone, Copy)]
+    /// enum Route { Home, Cart }
+    /// impl LabelValue for Route {
+    ///     const VALUES: &'static [&'static str] = &["home", "cart"];
+    ///     fn index(self) -> usize { self as usize }
+    /// }
+    ///
+    /// static HITS: Counter<(Route,)> =
+    ///     Counter::new(Opts::new("hits_total", "Hits.").labels(&["route"]).exemplars());
+    /// promshard::register!(HITS);
+    ///
+    /// HITS.with((Route::Cart,)).inc_with_exemplar(&[("trace_id", "7f00")]);
+    /// let text = String::from_utf8(promshard::encode(promshard::Format::OpenMetrics)).unwrap();
+    /// assert!(text.contains("hits_total{route=\"cart\"} 1 # {trace_id=\"7f00\"} 1 "));
+    /// ```
+    #[inline]
+    pub fn inc_with_exemplar(self, labels: &[(&str, &str)]) {
+        self.inc_by_with_exemplar(1, labels)
+    }
+
+    /// Adds `n` and keeps `labels` as the series' exemplar, with the
+    /// value `n`; see [`inc_with_exemplar`](Self::inc_with_exemplar).
+    ///
+    /// ```
+    /// use promshard::{Counter, Opts};
+    ///
+    /// static ROWS: Counter = Counter::new(Opts::new("rows_total", "Rows.").exemplars());
+    /// promshard::register!(ROWS);
+    ///
+    /// ROWS.with(()).inc_by_with_exemplar(3, &[("trace_id", "7f01")]);
+    /// assert_eq!(promshard::testing::sample_value("rows_total", &[]), Some(3.0));
+    /// ```
+    #[inline]
+    pub fn inc_by_with_exemplar(self, n: u64, labels: &[(&str, &str)]) {
+        self.inc_by(n);
+        if let Some(core) = self.core {
+            core.exemplar(self.slots.as_ptr(), 0, labels, n as f64);
+        }
     }
 
     /// Adds a float amount (seconds of CPU, bytes as a float, …).

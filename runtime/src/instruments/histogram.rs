@@ -78,6 +78,25 @@ impl Histogram<()> {
     pub fn start_timer(&'static self) -> HistogramTimer {
         self.with(()).start_timer()
     }
+
+    /// Records one observation and keeps `labels` as its bucket's
+    /// exemplar; see [`HistogramSeries::observe_with_exemplar`].
+    ///
+    /// ```
+    /// use promshard::{Histogram, Opts};
+    ///
+    /// static QUERY: Histogram =
+    ///     Histogram::new(Opts::new("query_seconds", "Query time.").buckets(&[0.1, 1.0]).exemplars());
+    /// promshard::register!(QUERY);
+    ///
+    /// QUERY.observe_with_exemplar(0.05, &[("trace_id", "c0ffee")]);
+    /// let text = String::from_utf8(promshard::encode(promshard::Format::OpenMetrics)).unwrap();
+    /// assert!(text.contains("query_seconds_bucket{le=\"0.1\"} 1 # {trace_id=\"c0ffee\"} 0.05 "));
+    /// ```
+    #[inline]
+    pub fn observe_with_exemplar(&'static self, v: f64, labels: &[(&str, &str)]) {
+        self.with(()).observe_with_exemplar(v, labels)
+    }
 }
 
 /// One series of a [`Histogram`].
@@ -121,8 +140,14 @@ impl HistogramSeries {
             return;
         }
         let desc = self.core.descriptor();
+        self.record(desc, bucket_index(desc.buckets, v), v);
+    }
+
+    /// Counts `v` into classic bucket `bucket` (and the native buckets of
+    /// a native histogram), and adds it to the sum.
+    #[inline(always)]
+    fn record(self, desc: &crate::descriptor::Descriptor, bucket: usize, v: f64) {
         let bounds = desc.buckets;
-        let bucket = bucket_index(bounds, v);
         // SAFETY: the series has bounds.len() + 2 slots, then a native
         // histogram's native slots; bucket <= bounds.len().
         unsafe {
@@ -139,6 +164,37 @@ impl HistogramSeries {
                 crate::native::record(self.slots.add(bounds.len() + 2), native, v);
             }
         }
+    }
+
+    /// Records one observation, as [`observe`](Self::observe), and keeps
+    /// `labels` as the exemplar of the bucket it lands in, with the value
+    /// `v` and the current time. The rules, and what happens to an
+    /// exemplar that breaks them, are [`CounterSeries::inc_with_exemplar`]'s
+    /// (a NaN observation is dropped, and its exemplar with it).
+    ///
+    /// [`CounterSeries::inc_with_exemplar`]: crate::CounterSeries::inc_with_exemplar
+    ///
+    /// ```
+    /// use promshard::{Histogram, Opts};
+    ///
+    /// static UPLOAD: Histogram =
+    ///     Histogram::new(Opts::new("upload_bytes", "Upload sizes.").buckets(&[1e3, 1e6]).exemplars());
+    /// promshard::register!(UPLOAD);
+    ///
+    /// UPLOAD.with(()).observe_with_exemplar(5e6, &[("trace_id", "big")]);
+    /// let text = String::from_utf8(promshard::encode(promshard::Format::OpenMetrics)).unwrap();
+    /// assert!(text.contains("upload_bytes_bucket{le=\"+Inf\"} 1 # {trace_id=\"big\"} 5000000 "), "{text}");
+    /// ```
+    #[inline]
+    pub fn observe_with_exemplar(self, v: f64, labels: &[(&str, &str)]) {
+        if v.is_nan() {
+            self.core.drop_observation();
+            return;
+        }
+        let desc = self.core.descriptor();
+        let bucket = bucket_index(desc.buckets, v);
+        self.record(desc, bucket, v);
+        self.core.exemplar(self.slots, bucket, labels, v);
     }
 
     /// Records a duration in seconds.

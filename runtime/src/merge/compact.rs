@@ -184,6 +184,11 @@ struct Archived<'a> {
     /// The native buckets of a native histogram: see [`archived_native`].
     native: Option<NativeBuckets>,
     width: usize,
+    /// Slots per series before the native ones and the exemplars.
+    classic: usize,
+    /// Whether the archived family keeps exemplars: the newest of the
+    /// files it absorbed, per series and bucket.
+    exemplars: bool,
     series: usize,
 }
 
@@ -228,7 +233,11 @@ impl<'a> Archived<'a> {
             return None;
         }
         let native = archived_native(family);
-        let width = kind.width(mode, buckets.len()) + native.map_or(0, NativeBuckets::width);
+        let classic = kind.width(mode, buckets.len());
+        let exemplars = family.keeps_exemplars || !family.exemplars.is_empty();
+        let width = classic
+            + native.map_or(0, NativeBuckets::width)
+            + if exemplars { kind.exemplars(buckets.len()) * crate::exemplar::WIDTH } else { 0 };
         // No value of some label (a family with no series): no series.
         let series = values.iter().try_fold(1usize, |acc, v| acc.checked_mul(v.len()))?;
         (series <= MAX_ARCHIVE_SERIES).then_some(Archived {
@@ -238,6 +247,8 @@ impl<'a> Archived<'a> {
             buckets,
             native,
             width,
+            classic,
+            exemplars,
             series,
         })
     }
@@ -286,7 +297,7 @@ impl<'a> Archived<'a> {
                 }
                 Acc::Gauge { value, stamp } => {
                     s[0] = value.to_bits();
-                    if self.width == 2 {
+                    if self.classic == 2 {
                         s[1] = stamp.to_bits();
                     }
                 }
@@ -295,13 +306,29 @@ impl<'a> Archived<'a> {
                         let b = self.buckets.iter().position(|x| x == bound).unwrap_or(self.buckets.len());
                         s[b] = s[b].saturating_add(*n);
                     }
-                    let classic = self.buckets.len() + 2;
-                    s[classic - 1] = sum.value_up().to_bits();
+                    s[self.classic - 1] = sum.value_up().to_bits();
                     if let (Some(spec), Some(counts)) = (self.native, native) {
-                        counts.write(&mut s[classic..], spec);
+                        counts.write(&mut s[self.classic..], spec);
                     }
                 }
                 Acc::Summary { .. } | Acc::Value(_) => {}
+            }
+            if !self.exemplars {
+                continue;
+            }
+            // The newest exemplar of each series (bucket) of the files
+            // absorbed, the previous archive's included.
+            let bounds: Vec<Option<f64>> = match acc {
+                Acc::Counter { .. } => vec![None],
+                Acc::Histogram { .. } => self.buckets.iter().copied().chain([f64::INFINITY]).map(Some).collect(),
+                _ => Vec::new(),
+            };
+            for (which, bound) in bounds.into_iter().enumerate() {
+                if let Some(exemplar) = self.family.exemplar(labels, bound) {
+                    let at =
+                        self.classic + self.native.map_or(0, NativeBuckets::width) + which * crate::exemplar::WIDTH;
+                    s[at..at + crate::exemplar::WIDTH].copy_from_slice(&crate::exemplar_slots::words(exemplar));
+                }
             }
         }
         slots
@@ -316,6 +343,7 @@ impl<'a> Archived<'a> {
             kind,
             mode: if kind == Kind::Gauge { mode } else { GaugeMode::All },
             sparse: self.family.sparse,
+            exemplars: self.exemplars,
             labels: self.label_names.iter().zip(&self.values).map(|(n, v)| (*n, Ok(v.clone()))).collect(),
             buckets: &self.buckets,
             states: &[],

@@ -439,7 +439,7 @@ fn merge_dense(first: &Shard, entry: usize, contributions: &[(&Shard, usize)], c
     if let Some(target) = &mut merged {
         let at = match desc.kind {
             Kind::Counter => 1,
-            _ => desc.width - 1,
+            _ => desc.classic_width() - 1,
         };
         for (series, sum) in sums.iter().enumerate() {
             *target[series * desc.width + at].get_mut() = sum.value().to_bits();
@@ -453,11 +453,24 @@ fn merge_dense(first: &Shard, entry: usize, contributions: &[(&Shard, usize)], c
 
 /// Adds one shard's slots into `target`, by kind and gauge mode; the
 /// float totals of counters and histograms go to `sums` (one per series,
-/// written into `target` once every shard is added).
+/// written into `target` once every shard is added). Each exemplar of
+/// `target` becomes the newer of its own and the shard's.
 fn fold(desc: &Descriptor, target: &mut [AtomicU64], slots: &[AtomicU64], seen: bool, sums: &mut Vec<ExactSum>) {
     let get = |s: &AtomicU64| s.load(Ordering::Relaxed);
     let float = |s: &AtomicU64| f64::from_bits(get(s));
-    let width = desc.width;
+    let (width, classic) = (desc.width, desc.classic_width());
+    for series in 0..desc.series {
+        for which in 0..desc.exemplar_count() {
+            let Some(theirs) = crate::encode::plan::exemplar_at(desc, slots, series, which) else { continue };
+            let ours = crate::encode::plan::exemplar_at(desc, target, series, which);
+            if ours.is_none_or(|ours| theirs.newer_than(&ours)) {
+                let start = series * width + desc.exemplar_start() + which * crate::exemplar::WIDTH;
+                for (slot, word) in target[start..].iter_mut().zip(crate::exemplar_slots::words(&theirs)) {
+                    *slot.get_mut() = word;
+                }
+            }
+        }
+    }
     if matches!(desc.kind, Kind::Counter | Kind::Histogram) && sums.is_empty() {
         sums.resize_with(desc.series, ExactSum::default);
     }
@@ -473,10 +486,10 @@ fn fold(desc: &Descriptor, target: &mut [AtomicU64], slots: &[AtomicU64], seen: 
                 totals.next().expect("a total per series").add(float(&s[1]));
             }
             Kind::Histogram => {
-                for b in 0..width - 1 {
+                for b in 0..classic - 1 {
                     *t[b].get_mut() = get(&t[b]).saturating_add(get(&s[b]));
                 }
-                totals.next().expect("a total per series").add(float(&s[width - 1]));
+                totals.next().expect("a total per series").add(float(&s[classic - 1]));
             }
             Kind::Gauge => {
                 let stamped = desc.mode.is_most_recent();

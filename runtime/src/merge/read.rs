@@ -92,6 +92,13 @@ pub(crate) fn parse_bytes(bytes: &[u8]) -> Result<usize, ShardError> {
                 total = total.wrapping_add(crate::native::NativeCounts::spans(&counts.negative).1.len() as u64);
             }
         }
+        // Exemplars are read from hostile bytes too.
+        for series in 0..entry.desc.series {
+            for which in 0..entry.desc.exemplar_count() {
+                let exemplar = crate::encode::plan::exemplar_at(entry.desc, slots, series, which);
+                total = total.wrapping_add(exemplar.map_or(0, |e| e.nanos));
+            }
+        }
     }
     Ok(total as usize)
 }
@@ -604,7 +611,8 @@ mod tests {
     use crate::labels::LabelDomain;
     use crate::shard::format::{self, HEADER_LEN, Header};
 
-    /// A small but complete shard image: every kind, a bounded label.
+    /// A small but complete shard image: every kind, a bounded label,
+    /// exemplars (format version 4).
     fn image() -> (Vec<u8>, Vec<u8>) {
         static DESCS: std::sync::OnceLock<Vec<Descriptor>> = std::sync::OnceLock::new();
         let descs = DESCS.get_or_init(|| {
@@ -615,6 +623,8 @@ mod tests {
                 Descriptor::new(Opts::new("g", "G.").mode(GaugeMode::MostRecent), Kind::Gauge, &[], 1, &[]),
                 Descriptor::new(Opts::new("h", "H.").buckets(&[1.0, 2.0]), Kind::Histogram, &[], 1, &[]),
                 Descriptor::new(Opts::new("s", "S."), Kind::StateSet, &[], 1, &["on", "off"]),
+                Descriptor::new(Opts::new("e_total", "E.").exemplars(), Kind::Counter, &[], 1, &[]),
+                Descriptor::new(Opts::new("eh", "EH.").buckets(&[1.0]).exemplars(), Kind::Histogram, &[], 1, &[]),
             ]
         });
         let mut offset = 0;
@@ -642,6 +652,14 @@ mod tests {
         bytes.extend_from_slice(&24u64.to_le_bytes());
         bytes.extend_from_slice(&record);
         bytes.resize(slots_offset + offset * 8, 7);
+        // A whole exemplar in `e_total`'s only series, after its two
+        // counts (the other exemplars hold the filler: odd, never whole).
+        let exemplar =
+            crate::exemplar::Exemplar { labels: vec![("trace_id".into(), "ab".into())], value: 1.0, nanos: 9 };
+        let at = slots_offset + (metrics[4].1 + 2) * 8;
+        for (i, word) in crate::exemplar_slots::words(&exemplar).iter().enumerate() {
+            bytes[at + i * 8..at + i * 8 + 8].copy_from_slice(&word.to_le_bytes());
+        }
         (bytes, schema)
     }
 

@@ -16,6 +16,7 @@ use crate::encode::plan::{self, Source, write_header, write_typed_header};
 use crate::encode::proto::{self, MetricType, ProtoWriter};
 use crate::encode::sample::{self, Value};
 use crate::encode::text::{le_value, sum_shown};
+use crate::exemplar::Exemplar;
 use crate::native::NativeCounts;
 
 /// The type of a sparse family: the five of ours, and Python's summary.
@@ -67,6 +68,12 @@ pub(crate) struct SparseFamily {
     /// When the family's counts started (Unix nanoseconds), if known: the
     /// created timestamp of its counters, histograms and summaries.
     pub(crate) created: Option<u64>,
+    /// The newest exemplar of each counter series (bound `None`) and
+    /// histogram bucket (its bound's bits) of any process.
+    pub(crate) exemplars: BTreeMap<(Labels, Option<u64>), Exemplar>,
+    /// Whether the family's definition keeps exemplars (some of its
+    /// processes' may, others not): an archive of it does.
+    pub(crate) keeps_exemplars: bool,
 }
 
 impl SparseFamily {
@@ -79,13 +86,35 @@ impl SparseFamily {
             sparse: false,
             series: BTreeMap::new(),
             created: None,
+            exemplars: BTreeMap::new(),
+            keeps_exemplars: false,
         }
+    }
+
+    /// Keeps `exemplar` for the series `labels` (and the bucket of upper
+    /// bound `bound`, for a histogram) if it is newer than the one kept.
+    pub(crate) fn add_exemplar(&mut self, labels: &Labels, bound: Option<f64>, exemplar: Exemplar) {
+        let key = (labels.clone(), bound.map(f64::to_bits));
+        let slot = self.exemplars.entry(key).or_insert_with(|| exemplar.clone());
+        if exemplar.newer_than(slot) {
+            *slot = exemplar;
+        }
+    }
+
+    /// The exemplar kept for a counter series (`bound` `None`) or a
+    /// histogram bucket.
+    pub(crate) fn exemplar(&self, labels: &Labels, bound: Option<f64>) -> Option<&Exemplar> {
+        if self.exemplars.is_empty() {
+            return None;
+        }
+        self.exemplars.get(&(labels.clone(), bound.map(f64::to_bits)))
     }
 
     /// The family of one of our metrics, empty.
     pub(crate) fn of(desc: &Descriptor) -> SparseFamily {
         let mut family = SparseFamily::new(desc.name, desc.help, desc.unit, SparseKind::Metric(desc.kind, desc.mode));
         family.sparse = desc.sparse;
+        family.keeps_exemplars = desc.exemplars;
         family
     }
 
@@ -150,7 +179,9 @@ impl SparseFamily {
         let mut current: Option<(*const Labels, bool)> = None;
         // `_count` comes before `_sum`: taken back if the sum is not shown.
         let mut count_at = 0;
-        self.visit_series(|labels, name, pairs, value| {
+        // Exemplars exist in OpenMetrics only.
+        let with_exemplars = format == Format::OpenMetrics;
+        self.visit_series(|labels, name, pairs, value, exemplar| {
             let left_out = match current {
                 Some((seen, left_out)) if core::ptr::eq(seen, labels) => left_out,
                 // Legacy names are written as they are (and a series'
@@ -185,7 +216,8 @@ impl SparseFamily {
                 return;
             }
             let token = written.iter().find(|(raw, _)| raw == name).map_or(name, |(_, token)| token.as_str());
-            sample::write(out, token, &[sample::Labels::Pairs(pairs)], value, escaping);
+            let exemplar = exemplar.filter(|_| with_exemplars);
+            sample::write_with(out, token, &[sample::Labels::Pairs(pairs)], value, escaping, exemplar);
             if name == last {
                 write_created(out, pairs);
             }
@@ -217,7 +249,9 @@ impl SparseFamily {
             }
             w.labels(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             match acc {
-                Acc::Counter { count, fraction } => w.counter(out, *count as f64 + fraction.value()),
+                Acc::Counter { count, fraction } => {
+                    w.counter(out, *count as f64 + fraction.value(), self.exemplar(labels, None))
+                }
                 Acc::Gauge { value, .. } | Acc::Value(value) => w.gauge(out, *value),
                 // Python's multiprocess summaries have no quantiles; their
                 // count is a whole number kept as a float.
@@ -226,11 +260,14 @@ impl SparseFamily {
                     let mut sorted = buckets.clone();
                     sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
                     let mut cumulative = 0u64;
-                    let cumulative: Vec<(f64, u64)> = sorted
+                    if sorted.last().is_none_or(|b| b.0 != f64::INFINITY) {
+                        sorted.push((f64::INFINITY, 0));
+                    }
+                    let cumulative: Vec<(f64, u64, Option<Exemplar>)> = sorted
                         .into_iter()
                         .map(|(bound, n)| {
                             cumulative = cumulative.saturating_add(n);
-                            (bound, cumulative)
+                            (bound, cumulative, self.exemplar(labels, Some(bound)).cloned())
                         })
                         .collect();
                     let count = cumulative.last().map_or(0, |b| b.1);
@@ -246,34 +283,36 @@ impl SparseFamily {
 
     /// Calls `f(sample name, labels, value)` for every sample.
     pub(crate) fn visit(&self, mut f: impl FnMut(&str, &[(&str, &str)], Value)) {
-        self.visit_series(|_, name, pairs, value| f(name, pairs, value));
+        self.visit_series(|_, name, pairs, value, _| f(name, pairs, value));
     }
 
-    /// As [`visit`](Self::visit), with each sample's series too.
-    fn visit_series(&self, mut f: impl FnMut(&Labels, &str, &[(&str, &str)], Value)) {
+    /// As [`visit`](Self::visit), with each sample's series too, and the
+    /// exemplar of a counter's total or a histogram's bucket.
+    fn visit_series(&self, mut f: impl FnMut(&Labels, &str, &[(&str, &str)], Value, Option<&Exemplar>)) {
         let name = &self.name;
         for (labels, acc) in &self.series {
-            let mut f = |sample: &str, pairs: &[(&str, &str)], value| f(labels, sample, pairs, value);
+            let mut f =
+                |sample: &str, pairs: &[(&str, &str)], value, exemplar| f(labels, sample, pairs, value, exemplar);
             let pairs: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             match acc {
                 Acc::Counter { count, fraction } => {
                     let fraction = fraction.value();
                     let value =
                         if fraction == 0.0 { Value::Int(*count) } else { Value::Float(*count as f64 + fraction) };
-                    f(&format!("{name}_total"), &pairs, value);
+                    f(&format!("{name}_total"), &pairs, value, self.exemplar(labels, None));
                 }
-                Acc::Gauge { value, .. } => f(name, &pairs, Value::Float(*value)),
+                Acc::Gauge { value, .. } => f(name, &pairs, Value::Float(*value), None),
                 Acc::Value(v) => {
                     let sample = if matches!(self.kind, SparseKind::Metric(Kind::Info, _)) {
                         format!("{name}_info")
                     } else {
                         name.clone()
                     };
-                    f(&sample, &pairs, Value::Float(*v));
+                    f(&sample, &pairs, Value::Float(*v), None);
                 }
                 Acc::Summary { count, sum } => {
-                    f(&format!("{name}_count"), &pairs, Value::Float(count.value()));
-                    f(&format!("{name}_sum"), &pairs, Value::Float(sum.value()));
+                    f(&format!("{name}_count"), &pairs, Value::Float(count.value()), None);
+                    f(&format!("{name}_sum"), &pairs, Value::Float(sum.value()), None);
                 }
                 Acc::Histogram { buckets, sum, .. } => {
                     let mut sorted = buckets.clone();
@@ -288,10 +327,10 @@ impl SparseFamily {
                         let le = le_value(bound);
                         let mut with_le = pairs.clone();
                         with_le.push(("le", &le));
-                        f(&bucket, &with_le, Value::Int(cumulative));
+                        f(&bucket, &with_le, Value::Int(cumulative), self.exemplar(labels, Some(bound)));
                     }
-                    f(&format!("{name}_count"), &pairs, Value::Int(cumulative));
-                    f(&format!("{name}_sum"), &pairs, Value::Float(sum.value()));
+                    f(&format!("{name}_count"), &pairs, Value::Int(cumulative), None);
+                    f(&format!("{name}_sum"), &pairs, Value::Float(sum.value()), None);
                 }
             }
         }
@@ -377,6 +416,7 @@ pub(crate) fn add_sparse(family: &mut SparseFamily, shard: &Shard, metric: usize
         return;
     }
     let source = ShardSource { shard, metric, desc };
+    family.keeps_exemplars |= desc.exemplars;
     let pid = per_process(desc, shard).then(|| ("pid".to_owned(), shard.pid.to_string()));
     if desc.kind == Kind::Info {
         if let Some(pairs) = source.info() {
@@ -395,6 +435,13 @@ pub(crate) fn add_sparse(family: &mut SparseFamily, shard: &Shard, metric: usize
             desc.label_names.iter().zip(values).map(|(k, v)| ((*k).to_owned(), v.to_owned())).collect();
         labels.extend(pid.clone());
         let base = series * desc.width;
+        for which in 0..desc.exemplar_count() {
+            if let Some(exemplar) = plan::exemplar_at(desc, slots, series, which) {
+                let bound =
+                    (desc.kind == Kind::Histogram).then(|| desc.buckets.get(which).copied().unwrap_or(f64::INFINITY));
+                family.add_exemplar(&labels, bound, exemplar);
+            }
+        }
         match desc.kind {
             Kind::Counter => {
                 let fraction = ExactSum::from(f64::from_bits(get(base + 1)));

@@ -13,14 +13,18 @@ pub(crate) const EXTENSION: &str = "promshard";
 pub(crate) const MAGIC: [u8; 8] = *b"PSHARD\0\0";
 /// The newest version, which this version reads and writes: 4, a
 /// schema with a native histogram (metric flag bit 2, its parameters
-/// after its width). A file without one is still written as
-/// [`VERSION_UTF8_NAMES`] when it has metric or label names outside the
-/// legacy character set (`http.server.request.duration`), and as
-/// [`VERSION_LEGACY_NAMES`] otherwise, so that older readers read every
-/// file they can; they skip a newer file as one of a newer version,
+/// after its width) or a metric that keeps exemplars (metric flag bit 1,
+/// its exemplar slots counted in its width). A file with neither is
+/// still written as [`VERSION_UTF8_NAMES`] when it has metric or label
+/// names outside the legacy character set (`http.server.request.duration`),
+/// and as [`VERSION_LEGACY_NAMES`] otherwise, so that older readers read
+/// every file they can; they skip a newer file as one of a newer version,
 /// since their schema check would take its contents for corruption.
 pub(crate) const VERSION: u32 = 4;
-/// 3: names outside the legacy character set, no native histogram.
+/// The newest version this one reads.
+pub(crate) const VERSION_NEWEST: u32 = VERSION;
+/// 3: names outside the legacy character set, no native histogram and no
+/// exemplars.
 pub(crate) const VERSION_UTF8_NAMES: u32 = 3;
 /// 2: info pairs moved from the string log to the info metric's slots.
 pub(crate) const VERSION_LEGACY_NAMES: u32 = 2;
@@ -229,7 +233,7 @@ impl Header {
             return Err(ShardError::Foreign);
         }
         let version = get_u32(bytes, 8);
-        if !(VERSION_LEGACY_NAMES..=VERSION).contains(&version) {
+        if !(VERSION_LEGACY_NAMES..=VERSION_NEWEST).contains(&version) {
             return Err(ShardError::Version);
         }
         if bytes.len() < HEADER_LEN {
@@ -304,6 +308,8 @@ pub(crate) struct MetricSpec<'a> {
     pub(crate) mode: GaugeMode,
     /// [`Descriptor::sparse`].
     pub(crate) sparse: bool,
+    /// [`Descriptor::exemplars`].
+    pub(crate) exemplars: bool,
     /// Each label's name and, for a fixed list, its values; `Err(capacity)`
     /// for a bounded label.
     pub(crate) labels: Vec<(&'a str, Result<Vec<&'a str>, usize>)>,
@@ -334,6 +340,7 @@ impl MetricSpec<'_> {
             kind: desc.kind,
             mode: desc.mode,
             sparse: desc.sparse,
+            exemplars: desc.exemplars,
             labels,
             buckets: desc.buckets,
             states: desc.states,
@@ -358,7 +365,7 @@ pub(crate) fn encode_specs(metrics: &[MetricSpec<'_>]) -> (Vec<u8>, u32) {
         crate::descriptor::is_legacy_metric_name(m.name)
             && m.labels.iter().all(|(name, _)| crate::descriptor::is_legacy_label_name(name))
     });
-    let version = if metrics.iter().any(|m| m.native.is_some()) {
+    let version = if metrics.iter().any(|m| m.native.is_some() || m.exemplars) {
         VERSION
     } else if legacy {
         VERSION_LEGACY_NAMES
@@ -377,8 +384,9 @@ fn encode_spec_bytes(metrics: &[MetricSpec<'_>]) -> Vec<u8> {
         put_str(&mut out, m.unit.unwrap_or(""));
         out.push(kind_code(m.kind));
         out.push(mode_code(m.mode));
-        let flags =
-            if m.sparse { METRIC_FLAG_SPARSE } else { 0 } | if m.native.is_some() { METRIC_FLAG_NATIVE } else { 0 };
+        let flags = if m.sparse { METRIC_FLAG_SPARSE } else { 0 }
+            | if m.exemplars { METRIC_FLAG_EXEMPLARS } else { 0 }
+            | if m.native.is_some() { METRIC_FLAG_NATIVE } else { 0 };
         out.extend_from_slice(&[flags, 0]);
         out.extend_from_slice(&(m.labels.len() as u32).to_le_bytes());
         for (name, domain) in &m.labels {
@@ -419,8 +427,11 @@ fn encode_spec_bytes(metrics: &[MetricSpec<'_>]) -> Vec<u8> {
 
 /// Metric flag (first byte after the gauge mode): [`Descriptor::sparse`].
 const METRIC_FLAG_SPARSE: u8 = 1;
+/// Metric flag: [`Descriptor::exemplars`]; the series' exemplar slots
+/// follow its others, within `width`.
+const METRIC_FLAG_EXEMPLARS: u8 = 2;
 /// Metric flag bit 2: a native histogram, whose parameters follow its
-/// width. (Bit 1 is taken by exemplars.)
+/// width.
 const METRIC_FLAG_NATIVE: u8 = 4;
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -495,6 +506,7 @@ pub(crate) fn decode_schema(
         // shows a sparse family's zero series, as before sparse families).
         let flags = r.take(2)?[0];
         let sparse = flags & METRIC_FLAG_SPARSE != 0;
+        let exemplars = flags & METRIC_FLAG_EXEMPLARS != 0;
         let label_count = r.u32()? as usize;
         let mut names = Vec::with_capacity(label_count.min(16));
         let mut domains = Vec::with_capacity(label_count.min(16));
@@ -530,14 +542,18 @@ pub(crate) fn decode_schema(
         let declared_series = r.u64()? as usize;
         let width = r.u32()? as usize;
         let native = if flags & METRIC_FLAG_NATIVE != 0 { Some(r.native(kind)?) } else { None };
-        let expected_width = kind.width(mode, buckets.len()) + native.map_or(0, NativeBuckets::width);
+        let classic = kind.width(mode, buckets.len()) + native.map_or(0, NativeBuckets::width);
+        let exemplar_slots = kind.exemplars(buckets.len()) * crate::exemplar::WIDTH;
+        // Only counters and histograms keep exemplars.
+        let expected_width = if exemplars && exemplar_slots > 0 { classic + exemplar_slots } else { classic };
         let valid_names = crate::descriptor::is_metric_name(name)
             && names.iter().all(|n| crate::descriptor::is_label_name(n))
             && buckets.windows(2).all(|w| w[0] < w[1])
             && buckets.iter().all(|b| b.is_finite());
         let slots = declared_series.checked_add(1).and_then(|s| s.checked_mul(width)).ok_or(ShardError::Schema)?;
         let fits = offset.checked_add(slots).is_some_and(|end| end as u64 <= slots_count);
-        if declared_series != series || width != expected_width || !fits || !valid_names {
+        let exemplars_valid = !exemplars || exemplar_slots > 0;
+        if declared_series != series || width != expected_width || !fits || !valid_names || !exemplars_valid {
             return Err(ShardError::Schema);
         }
         let desc = Descriptor {
@@ -552,6 +568,7 @@ pub(crate) fn decode_schema(
             native,
             mode,
             sparse,
+            exemplars,
             series,
             width,
             file: "",
@@ -626,6 +643,7 @@ mod tests {
             kind: Kind::Counter,
             mode: GaugeMode::All,
             sparse: false,
+            exemplars: false,
             labels: vec![(label, Ok(vec!["v"]))],
             buckets: &[],
             states: &[],
@@ -654,7 +672,7 @@ mod tests {
         let header = Header::layout(0, 1, 2, 3, (&[], VERSION), 0, 0);
         assert_eq!(Header::decode(&header.encode(), 4096).unwrap().version, VERSION);
         let mut newer = header.encode();
-        newer[8] = (VERSION + 1) as u8;
+        newer[8] = (VERSION_NEWEST + 1) as u8;
         assert_eq!(Header::decode(&newer, 4096), Err(ShardError::Version));
     }
 
@@ -688,5 +706,28 @@ mod tests {
         // Flag bit 2 on a counter.
         let (counter, _) = encode_specs(&[MetricSpec { native: Some(native), ..spec("jobs", "queue") }]);
         assert!(decode_schema(&counter, 4096, &mut SchemaStorage::default()).is_err());
+    }
+
+    /// A metric with exemplars makes the file version 4 and reads back
+    /// with its flag; a width that does not count the exemplars, or the
+    /// flag on a kind that keeps none, is a bad schema.
+    #[test]
+    fn exemplars_flag_width_and_version() {
+        let width = 2 + crate::exemplar::WIDTH;
+        let with = MetricSpec { exemplars: true, width, ..spec("jobs", "queue") };
+        let (schema, version) = encode_specs(&[spec("other", "queue"), with]);
+        assert_eq!(version, VERSION);
+        let mut store = SchemaStorage::default();
+        let entries = decode_schema(&schema, 2 * width as u64 + 4, &mut store).unwrap();
+        assert!(entries[1].desc.exemplars && !entries[0].desc.exemplars);
+        assert_eq!((entries[1].desc.width, entries[1].desc.exemplar_count()), (width, 1));
+        let wrong = MetricSpec { exemplars: true, ..spec("jobs", "queue") };
+        let (schema, _) = encode_specs(&[wrong]);
+        assert_eq!(decode_schema(&schema, 1 << 20, &mut store).err(), Some(ShardError::Schema));
+        let gauge = MetricSpec { exemplars: true, kind: Kind::Gauge, width: 1, ..spec("g", "queue") };
+        let (schema, _) = encode_specs(&[gauge]);
+        assert_eq!(decode_schema(&schema, 1 << 20, &mut store).err(), Some(ShardError::Schema));
+        let header = Header::layout(0, 1, 2, 3, (&[], VERSION), 0, 0);
+        assert_eq!(Header::decode(&header.encode(), 4096).unwrap().version, VERSION);
     }
 }

@@ -35,8 +35,8 @@ use super::names::{Escaping, Role, escaped};
 use crate::native::NativeCounts;
 pub(crate) use messages::MetricType;
 use messages::{
-    Bucket, BucketSpan, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, Quantile, Summary, Timestamp,
-    Untyped,
+    Bucket, BucketSpan, Counter, Exemplar, Gauge, Histogram, LabelPair, Metric, MetricFamily, Quantile, Summary,
+    Timestamp, Untyped,
 };
 
 /// Writes families and their series. Keeps its scratch messages between
@@ -131,9 +131,10 @@ impl ProtoWriter {
         self
     }
 
-    pub(crate) fn counter(&mut self, out: &mut Vec<u8>, value: f64) {
+    /// A counter, with its exemplar if it has one.
+    pub(crate) fn counter(&mut self, out: &mut Vec<u8>, value: f64, exemplar: Option<&crate::exemplar::Exemplar>) {
         self.metric.counter =
-            Some(Counter { value: Some(value), created_timestamp: self.created, ..Counter::default() });
+            Some(Counter { value: Some(value), created_timestamp: self.created, exemplar: exemplar.map(message) });
         self.write(out);
     }
 
@@ -147,13 +148,14 @@ impl ProtoWriter {
         self.write(out);
     }
 
-    /// A classic histogram from `(upper bound, cumulative count)` in
-    /// increasing order; an infinite bound is left out (the count is the
-    /// `+Inf` bucket).
+    /// A classic histogram from `(upper bound, cumulative count,
+    /// exemplar)` in increasing order; an infinite bound is left out (the
+    /// count is the `+Inf` bucket) unless it has an exemplar, which only a
+    /// bucket can carry (client_golang writes it the same way).
     pub(crate) fn histogram(
         &mut self,
         out: &mut Vec<u8>,
-        buckets: impl IntoIterator<Item = (f64, u64)>,
+        buckets: impl IntoIterator<Item = (f64, u64, Option<crate::exemplar::Exemplar>)>,
         count: u64,
         sum: f64,
     ) {
@@ -162,24 +164,28 @@ impl ProtoWriter {
         Self::clear_native(&mut histogram);
         (histogram.sample_count, histogram.sample_sum) = (Some(count), Some(sum));
         histogram.created_timestamp = self.created;
-        histogram.bucket.extend(buckets.into_iter().filter(|(bound, _)| *bound != f64::INFINITY).map(
-            |(bound, cumulative)| Bucket {
-                cumulative_count: Some(cumulative),
-                upper_bound: Some(bound),
-                ..Bucket::default()
-            },
-        ));
+        histogram.bucket.extend(
+            buckets.into_iter().filter(|(bound, _, exemplar)| *bound != f64::INFINITY || exemplar.is_some()).map(
+                |(bound, cumulative, exemplar)| Bucket {
+                    cumulative_count: Some(cumulative),
+                    upper_bound: Some(bound),
+                    exemplar: exemplar.as_ref().map(message),
+                    ..Bucket::default()
+                },
+            ),
+        );
         self.metric.histogram = Some(histogram);
         self.write(out);
     }
 
     /// A native histogram: its native counts (the count is theirs), the
-    /// classic buckets kept alongside (`(upper bound, cumulative count)`,
-    /// none for a native-only one) and the sum.
+    /// classic buckets kept alongside (`(upper bound, cumulative count,
+    /// exemplar)`, none for a native-only one but an exemplar's `+Inf`)
+    /// and the sum.
     pub(crate) fn native_histogram(
         &mut self,
         out: &mut Vec<u8>,
-        buckets: impl IntoIterator<Item = (f64, u64)>,
+        buckets: impl IntoIterator<Item = (f64, u64, Option<crate::exemplar::Exemplar>)>,
         native: &NativeCounts,
         sum: f64,
     ) {
@@ -187,13 +193,16 @@ impl ProtoWriter {
         histogram.bucket.clear();
         (histogram.sample_count, histogram.sample_sum) = (Some(native.total()), Some(sum));
         histogram.created_timestamp = self.created;
-        histogram.bucket.extend(buckets.into_iter().filter(|(bound, _)| *bound != f64::INFINITY).map(
-            |(bound, cumulative)| Bucket {
-                cumulative_count: Some(cumulative),
-                upper_bound: Some(bound),
-                ..Bucket::default()
-            },
-        ));
+        histogram.bucket.extend(
+            buckets.into_iter().filter(|(bound, _, exemplar)| *bound != f64::INFINITY || exemplar.is_some()).map(
+                |(bound, cumulative, exemplar)| Bucket {
+                    cumulative_count: Some(cumulative),
+                    upper_bound: Some(bound),
+                    exemplar: exemplar.as_ref().map(message),
+                    ..Bucket::default()
+                },
+            ),
+        );
         histogram.schema = Some(i32::from(native.schema));
         histogram.zero_threshold = Some(crate::native::ZERO_THRESHOLD);
         histogram.zero_count = Some(native.zero);
@@ -245,6 +254,23 @@ impl ProtoWriter {
         }
         let Metric { gauge, counter, summary, untyped, timestamp_ms, .. } = &mut self.metric;
         (*gauge, *counter, *summary, *untyped, *timestamp_ms) = (None, None, None, None, None);
+    }
+}
+
+/// An exemplar as `io.prometheus.client.Exemplar`. Its label names are
+/// legacy names, which every escaping scheme keeps.
+fn message(exemplar: &crate::exemplar::Exemplar) -> Exemplar {
+    Exemplar {
+        label: exemplar
+            .labels
+            .iter()
+            .map(|(k, v)| LabelPair { name: Some(k.clone()), value: Some(v.clone()) })
+            .collect(),
+        value: Some(exemplar.value),
+        timestamp: Some(Timestamp {
+            seconds: (exemplar.nanos / 1_000_000_000) as i64,
+            nanos: (exemplar.nanos % 1_000_000_000) as i32,
+        }),
     }
 }
 
@@ -303,11 +329,11 @@ pub(crate) mod tests {
         let mut out = Vec::new();
         let mut w = ProtoWriter::new(Escaping::Underscores);
         w.begin(&mut out, "requests", "_total", "Requests.", MetricType::Counter, None);
-        w.labels([("method", "get"), ("url.scheme", "https")]).counter(&mut out, 3.0);
-        w.labels([]).counter(&mut out, 0.5);
+        w.labels([("method", "get"), ("url.scheme", "https")]).counter(&mut out, 3.0, None);
+        w.labels([]).counter(&mut out, 0.5, None);
         w.begin(&mut out, "empty", "", "Nothing.", MetricType::Gauge, None);
         w.begin(&mut out, "latency.seconds", "", "Latency.", MetricType::Histogram, Some("seconds"));
-        w.labels([("a", "b")]).histogram(&mut out, [(0.1, 1), (1.0, 4), (f64::INFINITY, 5)], 5, 2.5);
+        w.labels([("a", "b")]).histogram(&mut out, [(0.1, 1, None), (1.0, 4, None), (f64::INFINITY, 5, None)], 5, 2.5);
         w.end(&mut out);
         let families = decode(&out);
         assert_eq!(families.len(), 2);
@@ -349,7 +375,7 @@ pub(crate) mod tests {
         let mut out = Vec::new();
         let mut w = ProtoWriter::new(Escaping::Underscores);
         w.begin(&mut out, "h", "", "", MetricType::Histogram, Some("s"));
-        w.labels([("a", "b")]).histogram(&mut out, [(1.0, 2)], 3, 0.5);
+        w.labels([("a", "b")]).histogram(&mut out, [(1.0, 2, None)], 3, 0.5);
         w.end(&mut out);
         let mut want = vec![0x0a, 1, b'h', 0x12, 0, 0x18, 4, 0x2a, 1, b's'];
         let bucket = [0x08, 2, 0x11, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f];

@@ -75,7 +75,7 @@ fn write_samples(
                 }
                 w.labels(pairs(labels));
                 match kind {
-                    MetricType::Counter => w.counter(out, *value),
+                    MetricType::Counter => w.counter(out, *value, None),
                     MetricType::Gauge => w.gauge(out, *value),
                     _ => w.untyped(out, *value),
                 }
@@ -111,7 +111,7 @@ fn write_samples(
             for (labels, points, count, sum) in &series {
                 w.labels(pairs(labels));
                 if kind == MetricType::Histogram {
-                    w.histogram(out, points.iter().map(|&(b, c)| (b, c as u64)), *count as u64, *sum);
+                    w.histogram(out, points.iter().map(|&(b, c)| (b, c as u64, None)), *count as u64, *sum);
                 } else {
                     w.summary(out, points, *count as u64, *sum);
                 }
