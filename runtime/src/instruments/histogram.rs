@@ -86,12 +86,12 @@ impl Histogram<()> {
     /// use promshard::{Histogram, Opts};
     ///
     /// static QUERY: Histogram =
-    ///     Histogram::new(Opts::new("query_seconds", "Query time.").buckets(&[0.1, 1.0]).exemplars());
+    ///     Histogram::new(Opts::new("lookup_seconds", "Query time.").buckets(&[0.1, 1.0]).exemplars());
     /// promshard::register!(QUERY);
     ///
     /// QUERY.observe_with_exemplar(0.05, &[("trace_id", "c0ffee")]);
     /// let text = String::from_utf8(promshard::encode(promshard::Format::OpenMetrics)).unwrap();
-    /// assert!(text.contains("query_seconds_bucket{le=\"0.1\"} 1 # {trace_id=\"c0ffee\"} 0.05 "));
+    /// assert!(text.contains("lookup_seconds_bucket{le=\"0.1\"} 1 # {trace_id=\"c0ffee\"} 0.05 "));
     /// ```
     #[inline]
     pub fn observe_with_exemplar(&'static self, v: f64, labels: &[(&str, &str)]) {
