@@ -203,6 +203,14 @@ pub use promshard_macros::metric;
 /// every call is observed in the histogram, so its `_count` is the
 /// counter's sum.
 ///
+/// # Exemplars
+///
+/// With feature `opentelemetry`, a call that ends while an OpenTelemetry
+/// span is active (in `opentelemetry::Context::current()`) records its
+/// `trace_id` and `span_id` as the exemplar of its count and of its
+/// duration's bucket, shown in OpenMetrics and protobuf scrapes. Calls
+/// outside a span count as before.
+///
 /// # Arguments
 ///
 /// - `route = "/users/{id}"` with `method = "GET"`: an HTTP handler,

@@ -14,7 +14,7 @@ use core::task::{Context, Poll};
 
 use super::clock::{self, Stamp};
 use super::families::{CANCELLED_STATUS, HandlerKind, PANIC_STATUS};
-use super::layout::{COUNTER_WIDTH, HandlerSite, SiteSlots};
+use super::layout::{HandlerSite, SiteSlots};
 use super::outcome::Outcome;
 use crate::instruments::counter::CounterSeries;
 
@@ -136,10 +136,21 @@ impl Call {
                 *slots.statuses.get(code as usize).unwrap_or(&other) as usize
             }
         };
-        slots.duration.observe(self.start.elapsed_seconds());
+        let elapsed = self.start.elapsed_seconds();
+        let width = slots.calls_core.descriptor().width;
         // SAFETY: `calls` is followed by one series per status or result
         // of this handler (and method), and `outcome` indexes one of them.
-        unsafe { CounterSeries::at(slots.calls.add(outcome * COUNTER_WIDTH)) }.inc();
+        let calls = unsafe { CounterSeries::of(slots.calls.add(outcome * width), slots.calls_core) };
+        super::trace::with_active_span(|exemplar| match exemplar {
+            Some(labels) => {
+                slots.duration.observe_with_exemplar(elapsed, labels);
+                calls.inc_with_exemplar(labels);
+            }
+            None => {
+                slots.duration.observe(elapsed);
+                calls.inc();
+            }
+        });
         slots.in_flight.dec();
     }
 }

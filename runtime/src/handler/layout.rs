@@ -91,8 +91,10 @@ impl HandlerSite {
 pub(crate) struct SiteSlots {
     pub(crate) kind: HandlerKind,
     /// The calls counter's series for this handler (and method) and the
-    /// first status or result; the `i`-th is `2 * i` slots further.
+    /// first status or result; the `i`-th is `i` counter widths further.
     pub(crate) calls: *const AtomicU64,
+    /// The calls counter, for its width and exemplars.
+    pub(crate) calls_core: &'static MetricCore,
     pub(crate) duration: HistogramSeries,
     pub(crate) in_flight: GaugeSeries,
     /// HTTP status code → index of its `status` value; entry 0 is `other`.
@@ -107,9 +109,6 @@ pub(crate) struct SiteSlots {
 // SAFETY: the pointers address process-lifetime atomics.
 unsafe impl Send for SiteSlots {}
 unsafe impl Sync for SiteSlots {}
-
-/// Slots per series of the calls counter.
-pub(crate) const COUNTER_WIDTH: usize = Kind::Counter.width(GaugeMode::All, 0);
 
 /// One set of three families and the sites that record into it.
 struct Group {
@@ -401,6 +400,7 @@ impl Group {
                 SiteSlots {
                     kind: self.families.kind,
                     calls: calls.series(row * outcomes),
+                    calls_core: calls,
                     duration: HistogramSeries::at(duration.series(row), duration),
                     in_flight: GaugeSeries::untimed(&*in_flight.series(handler)),
                     statuses: self.statuses,
@@ -485,6 +485,7 @@ fn group(families: HandlerFamilies, handlers: Vec<&'static str>, sites: Vec<&'st
     // method and status series appear once they count something.
     let at = |opts: Opts| {
         let opts = opts.declared_at(first.file, first.line);
+        let opts = if super::trace::EXEMPLARS { opts.exemplars() } else { opts };
         if families.kind == HandlerKind::Http { opts.sparse() } else { opts }
     };
     let core = |desc: Descriptor| -> &'static MetricCore { Box::leak(Box::new(MetricCore::new(desc))) };

@@ -13,6 +13,7 @@ pub(crate) mod layout;
 pub(crate) mod outcome;
 #[cfg(feature = "tower")]
 pub(crate) mod request;
+mod trace;
 
 pub use call::{Call, Instrumented};
 pub use families::{

@@ -160,8 +160,19 @@ impl Request {
         // status from their label lists.
         unsafe {
             let row = route * methods + self.method;
-            HistogramSeries::at(duration.series(row), duration).observe(self.start.elapsed_seconds());
-            CounterSeries::at(calls.series(row * outcomes + status)).inc();
+            let elapsed = self.start.elapsed_seconds();
+            let duration = HistogramSeries::at(duration.series(row), duration);
+            let calls = CounterSeries::of(calls.series(row * outcomes + status), calls);
+            super::trace::with_active_span(|exemplar| match exemplar {
+                Some(labels) => {
+                    duration.observe_with_exemplar(elapsed, labels);
+                    calls.inc_with_exemplar(labels);
+                }
+                None => {
+                    duration.observe(elapsed);
+                    calls.inc();
+                }
+            });
         }
         families.in_flight(self.scope.in_flight.get()).dec();
     }

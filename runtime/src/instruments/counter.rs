@@ -118,21 +118,21 @@ impl Counter<()> {
 #[derive(Clone, Copy, Debug)]
 pub struct CounterSeries {
     slots: &'static [AtomicU64; 2],
-    /// The counter, for its exemplar; `None` for the handler families'
-    /// series, which keep none.
+    /// The counter, for its exemplar.
     core: Option<&'static MetricCore>,
 }
 
 impl CounterSeries {
-    /// The series whose two slots start at `slot`.
+    /// The series of `core` whose slots start at `slot`, with its
+    /// exemplars.
     ///
     /// # Safety
     ///
-    /// `slot` addresses two live slots of a counter's arena.
+    /// `slot` addresses the first slot of a series of `core`'s arena.
     #[inline(always)]
-    pub(crate) unsafe fn at(slot: *const AtomicU64) -> CounterSeries {
+    pub(crate) unsafe fn of(slot: *const AtomicU64, core: &'static MetricCore) -> CounterSeries {
         // SAFETY: as the caller promises.
-        CounterSeries { slots: unsafe { &*(slot as *const [AtomicU64; 2]) }, core: None }
+        CounterSeries { slots: unsafe { &*(slot as *const [AtomicU64; 2]) }, core: Some(core) }
     }
 
     /// Adds one.
