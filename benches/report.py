@@ -268,6 +268,31 @@ HOT_GROUPS = [
         ],
     ),
     (
+        "counter_inc_exemplar",
+        "Counter `inc()` with exemplars",
+        "floor",
+        [
+            ("floor", "bare atomic", "for scale"),
+            ("promshard", "**promshard** `REQUESTS.inc()`, a counter without exemplars", "one `fetch_add`"),
+            ("promshard_exemplars_enabled", "**promshard** `inc()` on a counter declared with `exemplars`", "the same `fetch_add`: the exemplar slots are only touched by `inc_with_exemplar`"),
+            ("promshard_with_exemplar", "**promshard** `inc_with_exemplar(&[(\"trace_id\", id)])`", "the add, the wall clock, a try-lock on the series' exemplar seqlock, the labels written into its slots"),
+            ("prometheus_client_with_exemplar", "prometheus-client `CounterWithExemplar::inc_by(1, Some(labels), Some(now))`", "the add under a lock that also keeps a clone of the label set"),
+        ],
+    ),
+    (
+        "native_observe",
+        "Native histogram `observe()` (values over 6 powers of ten, about 160 buckets)",
+        "floor",
+        [
+            ("floor", "bare atomic", "for scale"),
+            ("promshard_native", "**promshard** `native(3, 160)` `observe(v)`", "bucket index from the float's exponent and mantissa, the entry found in a fixed table (claimed once by compare-and-swap), one add there, the sum by compare-and-swap"),
+            ("promshard_native_full_table", "**promshard** native, its 160 entries all taken", "a miss marks the table full; the value is counted in the fixed schema -4 slots behind it"),
+            ("promshard_classic", "**promshard** classic, 10 buckets, the same values", "for scale"),
+            ("prometheus_client_native", "prometheus-client `Histogram::new_native(schema 3, 160 buckets)`", "its native histogram: buckets in a map under a lock"),
+            ("prometheus_client_classic", "prometheus-client classic, 10 buckets", "for scale"),
+        ],
+    ),
+    (
         "counter_inc_2_threads",
         "One counter `inc()` from 2 threads at once (time per increment per thread)",
         "floor",
@@ -294,6 +319,18 @@ def hot_tables():
         for function, label, note in rows:
             ns = C.get((group, function))
             body.append([label, t(ns), x(ratio(ns, floor)), x(ratio(ns, ours)), code(HOT, function, f'"{group}{{'), note])
+            mmap = C.get((group + "_mmap", function))
+            if function.startswith("promshard_") and mmap is not None:
+                body.append(
+                    [
+                        f"{label}, multiprocess mode",
+                        t(mmap),
+                        x(ratio(mmap, floor_mmap)),
+                        x(ratio(mmap, ours)),
+                        code(HOT, "in_shard_process"),
+                        "the same in a forked child recording into its shard",
+                    ]
+                )
             if function == "promshard":
                 body.append(
                     [
