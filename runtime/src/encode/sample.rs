@@ -111,28 +111,36 @@ pub(crate) fn write_with(
         Value::Float(v) => write_f64(out, v),
     }
     if let Some(exemplar) = exemplar {
-        out.extend_from_slice(b" # {");
-        for (i, (k, v)) in exemplar.labels.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            // Exemplar label names are legacy names: every scheme writes
-            // them as they are.
-            write_label(out, k, v, escaping);
-        }
-        out.extend_from_slice(b"} ");
-        write_f64(out, exemplar.value);
-        // The timestamp exactly, from its nanoseconds.
-        out.push(b' ');
-        write_u64(out, exemplar.nanos / 1_000_000_000);
-        let fraction = exemplar.nanos % 1_000_000_000;
-        if fraction != 0 {
-            let digits = format!("{fraction:09}");
-            out.push(b'.');
-            out.extend_from_slice(digits.trim_end_matches('0').as_bytes());
-        }
+        write_exemplar(out, exemplar, escaping);
     }
     out.push(b'\n');
+}
+
+/// ` # {labels} value timestamp`: out of line, so that the sample writer
+/// every other line goes through stays small.
+#[cold]
+#[inline(never)]
+fn write_exemplar(out: &mut Vec<u8>, exemplar: &Exemplar, escaping: Escaping) {
+    out.extend_from_slice(b" # {");
+    for (i, (k, v)) in exemplar.labels.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Exemplar label names are legacy names: every scheme writes
+        // them as they are.
+        write_label(out, k, v, escaping);
+    }
+    out.extend_from_slice(b"} ");
+    write_f64(out, exemplar.value);
+    // The timestamp exactly, from its nanoseconds.
+    out.push(b' ');
+    write_u64(out, exemplar.nanos / 1_000_000_000);
+    let fraction = exemplar.nanos % 1_000_000_000;
+    if fraction != 0 {
+        let digits = format!("{fraction:09}");
+        out.push(b'.');
+        out.extend_from_slice(digits.trim_end_matches('0').as_bytes());
+    }
 }
 
 #[cfg(test)]

@@ -164,16 +164,7 @@ impl ProtoWriter {
         Self::clear_native(&mut histogram);
         (histogram.sample_count, histogram.sample_sum) = (Some(count), Some(sum));
         histogram.created_timestamp = self.created;
-        histogram.bucket.extend(
-            buckets.into_iter().filter(|(bound, _, exemplar)| *bound != f64::INFINITY || exemplar.is_some()).map(
-                |(bound, cumulative, exemplar)| Bucket {
-                    cumulative_count: Some(cumulative),
-                    upper_bound: Some(bound),
-                    exemplar: exemplar.as_ref().map(message),
-                    ..Bucket::default()
-                },
-            ),
-        );
+        Self::classic_buckets(&mut histogram, buckets);
         self.metric.histogram = Some(histogram);
         self.write(out);
     }
@@ -193,16 +184,7 @@ impl ProtoWriter {
         histogram.bucket.clear();
         (histogram.sample_count, histogram.sample_sum) = (Some(native.total()), Some(sum));
         histogram.created_timestamp = self.created;
-        histogram.bucket.extend(
-            buckets.into_iter().filter(|(bound, _, exemplar)| *bound != f64::INFINITY || exemplar.is_some()).map(
-                |(bound, cumulative, exemplar)| Bucket {
-                    cumulative_count: Some(cumulative),
-                    upper_bound: Some(bound),
-                    exemplar: exemplar.as_ref().map(message),
-                    ..Bucket::default()
-                },
-            ),
-        );
+        Self::classic_buckets(&mut histogram, buckets);
         histogram.schema = Some(i32::from(native.schema));
         histogram.zero_threshold = Some(crate::native::ZERO_THRESHOLD);
         histogram.zero_count = Some(native.zero);
@@ -231,6 +213,25 @@ impl ProtoWriter {
             created_timestamp: self.created,
         });
         self.write(out);
+    }
+
+    /// `(upper bound, cumulative count, exemplar)` as the histogram's
+    /// classic buckets: `+Inf` is implied by the count, and listed only to
+    /// carry an exemplar (as client_golang does).
+    fn classic_buckets(
+        histogram: &mut Histogram,
+        buckets: impl IntoIterator<Item = (f64, u64, Option<crate::exemplar::Exemplar>)>,
+    ) {
+        histogram.bucket.extend(
+            buckets.into_iter().filter(|(bound, _, exemplar)| *bound != f64::INFINITY || exemplar.is_some()).map(
+                |(bound, cumulative, exemplar)| Bucket {
+                    cumulative_count: Some(cumulative),
+                    upper_bound: Some(bound),
+                    exemplar: exemplar.as_ref().map(message),
+                    ..Bucket::default()
+                },
+            ),
+        );
     }
 
     /// Empties the native fields of a reused histogram.
