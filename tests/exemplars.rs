@@ -75,14 +75,6 @@ fn strict_exemplars(python: &std::path::Path, text: &str) -> Value {
     serde_json::from_str(&support::run_python(python, STRICT, text)).expect("the parser printed JSON")
 }
 
-fn python() -> Option<std::path::PathBuf> {
-    let python = support::protobuf::python_with_protobuf();
-    if python.is_none() {
-        support::skip_or_fail(support::protobuf::PROTOBUF_MISSING);
-    }
-    python
-}
-
 /// What we recorded appears, exactly, in both formats and to both
 /// parsers; never in the Prometheus text format. (No `"` in the values:
 /// prometheus_client 0.26's exemplar parser takes an escaped quote for
@@ -106,7 +98,7 @@ fn openmetrics_and_protobuf_show_the_latest_exemplar() {
     assert!(!prometheus.contains(" # {"), "exemplars in the Prometheus text format:\n{prometheus}");
     assert!(lines_of(&text, "ex_orders_total{kind=\"pen\"}")[0].ends_with(" 1"), "no exemplar on pen:\n{text}");
 
-    let Some(python) = python() else { return };
+    let Some(python) = support::protobuf::python_or_skip() else { return };
     let strict = strict_exemplars(&python, &text);
     // This test's families only: the other tests record in parallel.
     let mine = |e: &&Value| ["ex_orders", "ex_render"].iter().any(|p| e[0].as_str().unwrap().starts_with(p));
@@ -191,7 +183,7 @@ fn the_label_limit_counts_characters_and_counts_always_land() {
     assert!(text.contains("ex_plain_seconds_count 1\n"), "\n{text}");
     assert!(!text.contains("trace_id=\"nan\""), "\n{text}");
 
-    let Some(python) = python() else { return };
+    let Some(python) = support::protobuf::python_or_skip() else { return };
     // The strict parser takes the 128-character set, and gives it back.
     let strict = strict_exemplars(&python, &text);
     let at_seen = strict.as_array().unwrap().iter().find(|e| e[1] == json!([["case", "at"]])).expect("kept");

@@ -5,6 +5,7 @@
 //! Python's parsers and escaping functions over random names (seeded,
 //! the seed printed), promtool, and a real Prometheus server.
 
+mod rng;
 mod support;
 
 use std::ffi::OsStr;
@@ -14,6 +15,7 @@ use promshard::{
     Collector, Counter, Enum, Escaping, Exposition, Format, Gauge, Histogram, LabelValue, MetricWriter, Protocol,
     metric,
 };
+use rng::Rng;
 use support::{PROMTOOL_MISSING, PYTHON_MISSING, promtool, python_with_prometheus_client, run_python, skip_or_fail};
 
 /// Duration of HTTP server requests.
@@ -294,21 +296,7 @@ fn promtool_accepts_the_escaped_schemes() {
     }
 }
 
-/// xorshift64*, seeded.
-struct Rng(u64);
-
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn pick<T: Copy>(&mut self, from: &[T]) -> T {
-        from[(self.next() % from.len() as u64) as usize]
-    }
-
     /// A name of 1 to 12 characters drawn from legacy ones, the
     /// characters the schemes treat specially, quotes and backslashes,
     /// and characters beyond ASCII.

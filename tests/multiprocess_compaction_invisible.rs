@@ -19,11 +19,13 @@
 //! printed with the steps in every failure.
 
 mod harness;
+mod rng;
 
 use std::time::Duration;
 
 use harness::{TempDir, Worker, isolated, shard_files};
 use promshard::{Counter, Exposition, Format, Gauge, Histogram, instrument_handler, metric};
+use rng::Rng;
 
 /// Jobs by queue (declared in no sorted order).
 #[metric(labels(queue = ["mail", "billing", "zeta", "alpha"]))]
@@ -84,21 +86,6 @@ fn handle(command: &str) -> String {
         other => panic!("unknown command {other:?}"),
     }
     "ok".into()
-}
-
-/// xorshift64*: a small seeded generator, enough to pick operations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 const OPS: [&str; 9] = ["jobs", "tenant", "size", "inflight", "batch", "setting", "depth", "call", "frac"];

@@ -41,6 +41,7 @@
 //! `multiprocess_lost_series.rs`).
 
 mod harness;
+mod rng;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -50,6 +51,7 @@ use std::time::{Duration, Instant};
 
 use harness::{Sample, TempDir, Worker, isolated, parse_samples, unescape};
 use promshard::{Counter, Gauge, Histogram, metric};
+use rng::Rng;
 
 /// Requests by kind.
 #[metric(labels(kind = ["a", "b", "c"]))]
@@ -286,24 +288,6 @@ impl Model {
     }
 }
 
-/// A xorshift64* generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-}
-
 struct Driver {
     seed: u64,
     steps: Vec<String>,
@@ -349,7 +333,7 @@ impl Driver {
     /// A process of the run: `None` for the master, else a worker id.
     fn process(&mut self, rng: &mut Rng) -> Option<u32> {
         let ids: Vec<u32> = self.workers.keys().copied().collect();
-        if ids.is_empty() || rng.below(3) == 0 { None } else { Some(*rng.pick(&ids)) }
+        if ids.is_empty() || rng.below(3) == 0 { None } else { Some(*rng.pick_ref(&ids)) }
     }
 
     fn to(&mut self, process: Option<u32>, command: &str) -> String {
@@ -404,7 +388,7 @@ impl Driver {
                 let key = p.unwrap_or(0);
                 match rng.below(3) {
                     0 => {
-                        let kind = *rng.pick(&KINDS);
+                        let kind = *rng.pick_ref(&KINDS);
                         let n = rng.below(5) + 1;
                         self.steps.push(format!("{}: requests{{kind={kind}}} += {n}", Self::name(p)));
                         self.to(p, &format!("c {kind} {n}"));
@@ -450,7 +434,7 @@ impl Driver {
                 self.model.gauges.insert(id, 0);
             }
             46..=50 if !self.workers.is_empty() => {
-                let id = *rng.pick(&self.workers.keys().copied().collect::<Vec<_>>());
+                let id = *rng.pick_ref(&self.workers.keys().copied().collect::<Vec<_>>());
                 self.steps.push(format!("worker {id} exits cleanly"));
                 let status = self.ask(&format!("exit {id}"));
                 if status != "exit code 0" {
@@ -460,7 +444,7 @@ impl Driver {
                 self.model.gauges.remove(&id);
             }
             51..=54 if !self.workers.is_empty() => {
-                let id = *rng.pick(&self.workers.keys().copied().collect::<Vec<_>>());
+                let id = *rng.pick_ref(&self.workers.keys().copied().collect::<Vec<_>>());
                 self.steps.push(format!("worker {id} is SIGKILLed"));
                 self.ask(&format!("kill {id}"));
                 self.workers.remove(&id);

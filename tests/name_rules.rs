@@ -7,20 +7,13 @@
 #[allow(dead_code)]
 #[path = "../macros/src/names.rs"]
 mod names;
+mod rng;
 
 use promshard::{Collector, Escaping, Exposition, MetricWriter, Protocol};
+use rng::Rng;
 use std::sync::Mutex;
 
-struct Rng(u64);
-
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
     fn name(&mut self) -> String {
         const CHARS: &[char] = &['a', 'Z', '_', ':', '0', '.', '-', ' ', 'é', '😀', '\n', '\u{85}', '"'];
         let len = self.next() % 5;

@@ -79,20 +79,12 @@ for family in text_string_to_metric_families(sys.stdin.read()):
 print(' '.join(sorted(ids)))
 "#;
 
-fn python() -> Option<std::path::PathBuf> {
-    let python = support::protobuf::python_with_protobuf();
-    if python.is_none() {
-        support::skip_or_fail(support::protobuf::PROTOBUF_MISSING);
-    }
-    python
-}
-
 #[test]
 fn native_histograms_keep_exemplars_in_memory() {
     if harness::in_any_child() {
         return;
     }
-    let Some(python) = python() else { return };
+    let Some(python) = support::protobuf::python_or_skip() else { return };
     let work = TempDir::new("native-exemplars");
     let all = record(0);
     let proto = promshard::encode(Format::Protobuf);
@@ -113,7 +105,8 @@ fn worker(command: &str) -> String {
 #[test]
 fn native_histograms_keep_exemplars_across_processes_and_the_archive() {
     const NAME: &str = "native_histograms_keep_exemplars_across_processes_and_the_archive";
-    let python = if harness::is_child(NAME) || !harness::in_any_child() { python() } else { None };
+    let python =
+        if harness::is_child(NAME) || !harness::in_any_child() { support::protobuf::python_or_skip() } else { None };
     let Some(python) = python else { return };
     isolated(NAME, Duration::from_secs(120), || {
         let dir = TempDir::new("native-exemplars-mp");

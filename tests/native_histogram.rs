@@ -12,12 +12,14 @@
 //! not an observation: dropped and counted elsewhere).
 
 mod harness;
+mod rng;
 mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use harness::{TempDir, Worker, isolated};
 use promshard::{Format, Histogram, metric};
+use rng::Rng;
 
 /// Anything at all, in a table small enough to spill.
 #[metric(native(schema = 3, max_buckets = 24))]
@@ -54,20 +56,9 @@ fn seed() -> u64 {
     seed
 }
 
-struct Rng(u64);
-
 impl Rng {
-    fn new(seed: u64, stream: u64) -> Rng {
+    fn for_stream(seed: u64, stream: u64) -> Rng {
         Rng((seed ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
     /// Log-uniform between `lo` and `hi`.
     fn log_between(&mut self, lo: f64, hi: f64) -> f64 {
@@ -77,7 +68,7 @@ impl Rng {
 
 /// The three histograms' observations for one process's stream.
 fn observations(seed: u64, stream: u64) -> [Vec<f64>; 3] {
-    let mut rng = Rng::new(seed, stream);
+    let mut rng = Rng::for_stream(seed, stream);
     let n = 150 + (rng.next() % 150) as usize;
     let wide = (0..n)
         .map(|_| match rng.next() % 12 {
@@ -151,20 +142,12 @@ fn check(what: &str, python: &std::path::Path, work: &std::path::Path, proto: &[
     assert_eq!(at_10, Some(both.iter().filter(|v| **v <= 10.0).count() as u64), "{what}: classic le=10");
 }
 
-fn python() -> Option<std::path::PathBuf> {
-    let python = support::protobuf::python_with_protobuf();
-    if python.is_none() {
-        support::skip_or_fail(support::protobuf::PROTOBUF_MISSING);
-    }
-    python
-}
-
 #[test]
 fn memory_mode_exposes_the_histogram_of_the_observations() {
     if harness::in_any_child() {
         return;
     }
-    let Some(python) = python() else { return };
+    let Some(python) = support::protobuf::python_or_skip() else { return };
     let seed = seed();
     let work = TempDir::new("native-memory");
     record(&observations(seed, 0));
@@ -207,7 +190,7 @@ fn workers_merge_and_compact_into_the_histogram_of_all_observations() {
     let Some(python) = (if harness::is_child("workers_merge_and_compact_into_the_histogram_of_all_observations")
         || !harness::in_any_child()
     {
-        python()
+        support::protobuf::python_or_skip()
     } else {
         None
     }) else {

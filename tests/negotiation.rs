@@ -4,11 +4,14 @@
 //! scrapers send, and the `Content-Type` the built-in endpoint answers
 //! with over HTTP.
 
+mod rng;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
 use promshard::{Escaping, Exposition, Protocol, metric};
+use rng::Rng;
 
 /// Something to scrape, with a UTF-8 name.
 #[metric(name = "negotiation.requests")]
@@ -124,30 +127,7 @@ fn model(ranges: &[Range]) -> (Protocol, Escaping) {
     best.map_or((Protocol::PrometheusText0_0_4, Escaping::Underscores), |(_, _, p, e)| (p, e))
 }
 
-struct Rng(u64);
-
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<T: Copy>(&mut self, from: &[T]) -> T {
-        from[self.below(from.len() as u64) as usize]
-    }
-
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            items.swap(i, self.below(i as u64 + 1) as usize);
-        }
-    }
-
     fn range(&mut self) -> Range {
         let media = self.pick(&[
             "application/openmetrics-text",

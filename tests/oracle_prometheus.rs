@@ -4,12 +4,10 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use promshard::{Counter, Enum, Gauge, Histogram, Info, LabelValue, metric};
+use support::prometheus_server::PrometheusServer;
 
 #[derive(Clone, Copy, LabelValue)]
 enum Method {
@@ -37,48 +35,6 @@ static ORACLE_BUILD_INFO: Info;
 #[metric]
 static ORACLE_PHASE: Enum<Method>;
 
-/// Stops the server (by its pid) when the test ends, however it ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn encode_query(query: &str) -> String {
-    query
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// The value of an instant query that returns one series, or `None`.
-fn query(port: u16, query: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let request = format!(
-        "GET /api/v1/query?query={} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-        encode_query(query)
-    );
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let body = response.split_once("\r\n\r\n")?.1;
-    // One series: {"metric":{…},"value":[<time>,"<value>"]}
-    let value = body.split("\"value\":[").nth(1)?;
-    let value = value.split_once(",\"")?.1;
-    Some(value.split_once('"')?.0.to_owned())
-}
-
 #[test]
 fn a_prometheus_server_scrapes_what_we_recorded() {
     let Some(binary) = support::prometheus() else {
@@ -94,36 +50,11 @@ fn a_prometheus_server_scrapes_what_we_recorded() {
     ORACLE_PHASE.set(Method::Post);
     let endpoint = promshard::serve("127.0.0.1:0").unwrap();
 
-    let dir = std::env::temp_dir().join(format!("promshard-prometheus-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: promshard\n    \
-             static_configs:\n      - targets: ['{}']\n",
-            endpoint.local_addr()
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let server = Server(
-        Command::new(binary)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let server = PrometheusServer::start(&binary, "oracle", "promshard", &[endpoint.local_addr()], &[]);
 
     // The first scrape happens within a scrape interval of the start.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while query(port, "up{job=\"promshard\"}").as_deref() != Some("1") {
+    while server.query_one("up{job=\"promshard\"}").as_deref() != Some("1") {
         assert!(Instant::now() < deadline, "Prometheus never scraped us successfully");
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -140,18 +71,12 @@ fn a_prometheus_server_scrapes_what_we_recorded() {
         ("oracle_phase{oracle_phase=\"get\"}", "0"),
     ];
     for (series, value) in expect {
-        assert_eq!(query(port, series).as_deref(), Some(value), "{series}");
+        assert_eq!(server.query_one(series).as_deref(), Some(value), "{series}");
     }
     // Prometheus asks for OpenMetrics first; metadata tells what it parsed.
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(stream, "GET /api/v1/metadata?metric=oracle_phase HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut metadata = String::new();
-    stream.read_to_string(&mut metadata).unwrap();
-    assert!(metadata.contains("\"type\":\"stateset\""), "scraped as OpenMetrics: {metadata}");
+    let metadata = server.get("/api/v1/metadata?metric=oracle_phase").expect("the metadata answer");
+    assert_eq!(metadata["data"]["oracle_phase"][0]["type"], "stateset", "scraped as OpenMetrics: {metadata}");
 
     drop(server);
     endpoint.shutdown();
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,13 +6,11 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use promshard::{Counter, Histogram, metric};
 use serde_json::Value;
+use support::prometheus_server::{PrometheusServer, percent_encoded};
 
 /// Checkouts, by shop.
 #[metric(labels(shop = ["north", "south"]), exemplars)]
@@ -22,45 +20,11 @@ static ORACLE_EX_CHECKOUTS_TOTAL: Counter;
 #[metric(unit = "seconds", buckets = [0.1, 1.0], exemplars)]
 static ORACLE_EX_CHECKOUT_SECONDS: Histogram;
 
-/// Stops the server (by its pid) when the test ends, however it ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn encode_query(query: &str) -> String {
-    query
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// The JSON body of `GET path` on the server, or `None`.
-fn get(port: u16, path: &str) -> Option<Value> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    serde_json::from_str(response.split_once("\r\n\r\n")?.1).ok()
-}
-
 /// Every exemplar Prometheus holds for `query`, as
 /// `(series labels, exemplar labels, value, timestamp)`.
-fn exemplars(port: u16, query: &str) -> Vec<(Value, Value, f64, f64)> {
-    let path = format!("/api/v1/query_exemplars?query={}&start=0&end=9999999999", encode_query(query));
-    let Some(body) = get(port, &path) else { return Vec::new() };
+fn exemplars(server: &PrometheusServer, query: &str) -> Vec<(Value, Value, f64, f64)> {
+    let path = format!("/api/v1/query_exemplars?query={}&start=0&end=9999999999", percent_encoded(query));
+    let Some(body) = server.get(&path) else { return Vec::new() };
     let mut out = Vec::new();
     for series in body["data"].as_array().into_iter().flatten() {
         for e in series["exemplars"].as_array().into_iter().flatten() {
@@ -78,40 +42,16 @@ fn now() -> f64 {
 /// Starts Prometheus with `features` scraping `target`, waits for its
 /// first successful scrape, and checks the exemplars it stored.
 fn check_with(binary: &std::path::Path, target: std::net::SocketAddr, features: &str, window: (f64, f64)) {
-    let dir = std::env::temp_dir().join(format!("promshard-prometheus-ex-{}-{features}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: promshard\n    \
-             static_configs:\n      - targets: ['{target}']\n"
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let server = Server(
-        Command::new(binary)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg(format!("--enable-feature={features}"))
-            .arg("--log.level=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let flag = format!("--enable-feature={features}");
+    let server = PrometheusServer::start(binary, &format!("ex-{features}"), "promshard", &[target], &[&flag]);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut counter = Vec::new();
     let mut buckets = Vec::new();
     while counter.is_empty() || buckets.len() < 2 {
         assert!(Instant::now() < deadline, "{features}: no exemplars stored: {counter:?} {buckets:?}");
         std::thread::sleep(Duration::from_millis(300));
-        counter = exemplars(port, "oracle_ex_checkouts_total");
-        buckets = exemplars(port, "oracle_ex_checkout_seconds_bucket");
+        counter = exemplars(&server, "oracle_ex_checkouts_total");
+        buckets = exemplars(&server, "oracle_ex_checkout_seconds_bucket");
     }
     let (series, labels, value, stamp) = &counter[0];
     assert_eq!(counter.len(), 1, "{features}: {counter:?}");
@@ -130,7 +70,6 @@ fn check_with(binary: &std::path::Path, target: std::net::SocketAddr, features: 
     let want = vec![("+Inf".to_owned(), "slow1".to_owned(), 4.0), ("0.1".to_owned(), "fast1".to_owned(), 0.02)];
     assert_eq!(seen, want, "{features}");
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

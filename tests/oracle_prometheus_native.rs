@@ -10,12 +10,10 @@
 mod harness;
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use promshard::{Histogram, Opts};
+use support::prometheus_server::PrometheusServer;
 
 /// The bucket growth of schema 3: `2^(1/8)`.
 const FACTOR: f64 = 1.0905077326652577;
@@ -36,45 +34,9 @@ static BOTH: Histogram = Histogram::new(
 );
 promshard::register!(BOTH);
 
-/// Stops the server (by its pid) when the test ends, however it ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn percent_encoded(query: &str) -> String {
-    query
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// The value of an instant query that returns one sample, or `None`.
-fn query(port: u16, query: &str) -> Option<f64> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let request = format!(
-        "GET /api/v1/query?query={} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-        percent_encoded(query)
-    );
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let body: serde_json::Value = serde_json::from_str(response.split_once("\r\n\r\n")?.1).ok()?;
-    let result = body["data"]["result"].as_array()?;
-    let [sample] = &result[..] else { return None };
-    sample["value"][1].as_str()?.parse().ok()
+fn query(server: &PrometheusServer, query: &str) -> Option<f64> {
+    server.query_one(query)?.parse().ok()
 }
 
 /// 3000 values, log-uniform between 0.01 and 10, seeded.
@@ -104,47 +66,23 @@ fn record(values: &[f64]) {
 /// those of `values`.
 fn check_in_prometheus(binary: &std::path::Path, target: std::net::SocketAddr, mut values: Vec<f64>) {
     values.sort_by(f64::total_cmp);
-    let dir = std::env::temp_dir().join(format!("promshard-prometheus-native-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: native\n    \
-             static_configs:\n      - targets: ['{target}']\n"
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let server = Server(
-        Command::new(binary)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--enable-feature=native-histograms")
-            .arg("--log.level=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let server =
+        PrometheusServer::start(binary, "native", "native", &[target], &["--enable-feature=native-histograms"]);
 
     // Native histograms are stored only from a protobuf scrape: their
     // count being there says the scrape was one.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while query(port, "histogram_count(oracle_native_seconds)").is_none()
-        || query(port, "oracle_classic_seconds_count").is_none()
+    while query(&server, "histogram_count(oracle_native_seconds)").is_none()
+        || query(&server, "oracle_classic_seconds_count").is_none()
     {
         assert!(Instant::now() < deadline, "Prometheus never stored the native histogram");
         std::thread::sleep(Duration::from_millis(200));
     }
     let n = values.len() as f64;
-    assert_eq!(query(port, "histogram_count(oracle_native_seconds)"), Some(n));
-    assert_eq!(query(port, "histogram_count(oracle_both_seconds)"), Some(n));
+    assert_eq!(query(&server, "histogram_count(oracle_native_seconds)"), Some(n));
+    assert_eq!(query(&server, "histogram_count(oracle_both_seconds)"), Some(n));
     let sum: f64 = values.iter().sum();
-    let native_sum = query(port, "histogram_sum(oracle_native_seconds)").unwrap();
+    let native_sum = query(&server, "histogram_sum(oracle_native_seconds)").unwrap();
     assert!((native_sum - sum).abs() <= sum * 1e-12, "{native_sum} vs {sum}");
 
     // Within one native bucket of the truth: the bucket's width relative
@@ -152,9 +90,9 @@ fn check_in_prometheus(binary: &std::path::Path, target: std::net::SocketAddr, m
     // two estimates must agree more closely: within half of that.
     let error = FACTOR - 1.0;
     for q in [0.1, 0.5, 0.9, 0.99] {
-        let native = query(port, &format!("histogram_quantile({q}, oracle_native_seconds)")).unwrap();
-        let both = query(port, &format!("histogram_quantile({q}, oracle_both_seconds)")).unwrap();
-        let classic = query(port, &format!("histogram_quantile({q}, oracle_classic_seconds_bucket)")).unwrap();
+        let native = query(&server, &format!("histogram_quantile({q}, oracle_native_seconds)")).unwrap();
+        let both = query(&server, &format!("histogram_quantile({q}, oracle_both_seconds)")).unwrap();
+        let classic = query(&server, &format!("histogram_quantile({q}, oracle_classic_seconds_bucket)")).unwrap();
         let truth = values[((q * n).ceil() as usize).clamp(1, values.len()) - 1];
         eprintln!("q{q}: native {native}, classic {classic}, observed {truth}");
         assert!((native - classic).abs() <= error / 2.0 * classic, "q{q}: native {native} vs classic {classic}");
@@ -162,7 +100,6 @@ fn check_in_prometheus(binary: &std::path::Path, target: std::net::SocketAddr, m
         assert_eq!(native, both, "q{q}: the same native buckets, with classic ones alongside");
     }
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

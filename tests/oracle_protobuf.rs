@@ -11,6 +11,7 @@
 //! SKIPPED, or fail under `PROMSHARD_ORACLES=require`.
 
 mod harness;
+mod rng;
 mod support;
 
 use std::sync::Mutex;
@@ -18,6 +19,7 @@ use std::sync::Mutex;
 use promshard::{
     Collector, Counter, Enum, Escaping, Exposition, Gauge, Histogram, Info, LabelValue, MetricWriter, Protocol, metric,
 };
+use rng::Rng;
 use support::protobuf::{PROTOBUF_MISSING, assert_same, decode, python_with_protobuf};
 
 #[derive(Clone, Copy, LabelValue)]
@@ -57,24 +59,7 @@ static PB_EVENTS: Counter;
 
 const ODD: [&str; 7] = ["say \"hi\"", "back\\slash", "new\nline", "caf\u{e9} \u{4e2d} \u{1F600}", "", "tab\there", "x"];
 
-struct Rng(u64);
-
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<T: Copy>(&mut self, from: &[T]) -> T {
-        from[self.below(from.len() as u64) as usize]
-    }
-
     /// Any float a gauge may hold, the awkward ones often.
     fn float(&mut self) -> f64 {
         match self.below(10) {

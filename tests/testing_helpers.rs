@@ -6,6 +6,7 @@
 
 mod harness;
 mod http_client;
+mod rng;
 mod support;
 
 use std::time::Duration;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use harness::{TempDir, Worker, isolated};
 use promshard::testing::{Snapshot, parse, snapshot};
 use promshard::{Counter, Histogram, assert_delta, metric};
+use rng::Rng;
 
 /// Orders by tenant.
 #[metric(labels(tenant = bounded(64)))]
@@ -112,22 +114,6 @@ fn deltas_in_a_forked_pool_count_every_worker() {
         }
         assert_delta!(before, "helpers_orders_total", [("tenant", "pool")], 3.0);
     });
-}
-
-/// A small seeded generator (xorshift), so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 fn random_value(rng: &mut Rng) -> String {

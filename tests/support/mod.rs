@@ -13,6 +13,7 @@
 #![allow(dead_code)]
 
 pub mod gzip;
+pub mod prometheus_server;
 pub mod protobuf;
 pub mod python;
 

@@ -25,6 +25,16 @@ pub const PROTOBUF_CONTENT_TYPE: &str = "application/vnd.google.protobuf; proto=
 pub const PROTOBUF_MISSING: &str = "python3 with prometheus_client and protobuf not found; \
      run `python3 -m pip install prometheus_client protobuf` or set PROMSHARD_PYTHON";
 
+/// [`python_with_protobuf`], or `None` after skipping loudly (failing
+/// under `PROMSHARD_ORACLES=require`).
+pub fn python_or_skip() -> Option<PathBuf> {
+    let python = python_with_protobuf();
+    if python.is_none() {
+        super::skip_or_fail(PROTOBUF_MISSING);
+    }
+    python
+}
+
 /// A Python that imports both `prometheus_client` and `google.protobuf`.
 pub fn python_with_protobuf() -> Option<PathBuf> {
     let candidate = tool_from_env("PROMSHARD_PYTHON").or_else(|| super::find_in_path("python3"))?;
@@ -286,6 +296,15 @@ def bucket(v, schema):
     key = exp - 1 if frac == 0.5 else exp
     return (key + (1 << -schema) - 1) >> -schema
 
+def exact_sum(values):
+    # fsum raises when a partial sum overflows (two values near f64::MAX);
+    # JSON has no Infinity either.
+    try:
+        total = math.fsum(values)
+    except OverflowError:
+        return None
+    return total if math.isfinite(total) else None
+
 def expand(spans, deltas):
     out, index, count, deltas = {}, 0, 0, list(deltas)
     assert sum(s.length for s in spans) == len(deltas), 'spans and deltas disagree'
@@ -340,7 +359,7 @@ while pos < len(data):
         },
         'expected': expected,
         'expected_count': len(values),
-        'expected_sum': math.fsum(finite) if len(finite) == len(values) else None,
+        'expected_sum': exact_sum(finite) if len(finite) == len(values) else None,
     }
 print(json.dumps(report))
 "#;
