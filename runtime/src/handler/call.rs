@@ -141,16 +141,7 @@ impl Call {
         // SAFETY: `calls` is followed by one series per status or result
         // of this handler (and method), and `outcome` indexes one of them.
         let calls = unsafe { CounterSeries::of(slots.calls.add(outcome * width), slots.calls_core) };
-        super::trace::with_active_span(|exemplar| match exemplar {
-            Some(labels) => {
-                slots.duration.observe_with_exemplar(elapsed, labels);
-                calls.inc_with_exemplar(labels);
-            }
-            None => {
-                slots.duration.observe(elapsed);
-                calls.inc();
-            }
-        });
+        super::trace::record(slots.duration, calls, elapsed);
         slots.in_flight.dec();
     }
 }

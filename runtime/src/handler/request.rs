@@ -163,16 +163,7 @@ impl Request {
             let elapsed = self.start.elapsed_seconds();
             let duration = HistogramSeries::at(duration.series(row), duration);
             let calls = CounterSeries::of(calls.series(row * outcomes + status), calls);
-            super::trace::with_active_span(|exemplar| match exemplar {
-                Some(labels) => {
-                    duration.observe_with_exemplar(elapsed, labels);
-                    calls.inc_with_exemplar(labels);
-                }
-                None => {
-                    duration.observe(elapsed);
-                    calls.inc();
-                }
-            });
+            super::trace::record(duration, calls, elapsed);
         }
         families.in_flight(self.scope.in_flight.get()).dec();
     }

@@ -2,6 +2,9 @@
 //! with the `opentelemetry` feature, the trace and span ids of the span
 //! active (in OpenTelemetry's current context) when the call ends.
 
+use crate::instruments::counter::CounterSeries;
+use crate::instruments::histogram::HistogramSeries;
+
 /// Calls `f` with the exemplar labels of the active span (`trace_id`,
 /// `span_id`, lowercase hex as W3C trace context writes them), or with
 /// `None` when no valid span is active or the feature is off. Allocates
@@ -23,6 +26,23 @@ pub(crate) fn with_active_span<R>(f: impl FnOnce(Option<&[(&str, &str)]>) -> R) 
         }
     }
     f(None)
+}
+
+/// Records the end of a call or request that took `elapsed` seconds: its
+/// duration and its count, with the active span's ids as their exemplar
+/// when there is one.
+#[inline(always)]
+pub(crate) fn record(duration: HistogramSeries, calls: CounterSeries, elapsed: f64) {
+    with_active_span(|exemplar| match exemplar {
+        Some(labels) => {
+            duration.observe_with_exemplar(elapsed, labels);
+            calls.inc_with_exemplar(labels);
+        }
+        None => {
+            duration.observe(elapsed);
+            calls.inc();
+        }
+    });
 }
 
 /// `bytes` in lowercase hex, written into `out` (twice as long).

@@ -42,7 +42,7 @@ impl<L: LabelSet> Counter<L> {
         let slot = self.core.series(L::index(labels, &self.core));
         // SAFETY: `series` returns the address of two live slots (and
         // of the series' exemplar after them, when it has one).
-        CounterSeries { slots: unsafe { &*(slot as *const [AtomicU64; 2]) }, core: Some(&self.core) }
+        CounterSeries { slots: unsafe { &*(slot as *const [AtomicU64; 2]) }, core: &self.core }
     }
 
     /// The descriptor-carrying core, for registration.
@@ -119,7 +119,7 @@ impl Counter<()> {
 pub struct CounterSeries {
     slots: &'static [AtomicU64; 2],
     /// The counter, for its exemplar.
-    core: Option<&'static MetricCore>,
+    core: &'static MetricCore,
 }
 
 impl CounterSeries {
@@ -132,7 +132,7 @@ impl CounterSeries {
     #[inline(always)]
     pub(crate) unsafe fn of(slot: *const AtomicU64, core: &'static MetricCore) -> CounterSeries {
         // SAFETY: as the caller promises.
-        CounterSeries { slots: unsafe { &*(slot as *const [AtomicU64; 2]) }, core: Some(core) }
+        CounterSeries { slots: unsafe { &*(slot as *const [AtomicU64; 2]) }, core }
     }
 
     /// Adds one.
@@ -199,9 +199,7 @@ impl CounterSeries {
     #[inline]
     pub fn inc_by_with_exemplar(self, n: u64, labels: &[(&str, &str)]) {
         self.inc_by(n);
-        if let Some(core) = self.core {
-            core.exemplar(self.slots.as_ptr(), 0, labels, n as f64);
-        }
+        self.core.exemplar(self.slots.as_ptr(), 0, labels, n as f64);
     }
 
     /// Adds a float amount (seconds of CPU, bytes as a float, …).

@@ -23,7 +23,7 @@ pub(crate) use super::own::{Identity, identity, own_name};
 
 pub(crate) use super::format::EXTENSION;
 pub(crate) const ARCHIVE_NAME: &str = "archive.promshard";
-const DIR_LOCK: &str = ".promshard.lock";
+pub(crate) const DIR_LOCK: &str = ".promshard.lock";
 /// Held shared by every recording process of a run for its life, and by
 /// the children it forks (they inherit the descriptor, and so the lock):
 /// a start that cannot take it exclusively knows at once that the run is
@@ -151,6 +151,14 @@ impl DirLock {
     }
 }
 
+/// Whether `meta` is a regular file of this process's user: the only
+/// kind of file of the directory we open for locks, reading or the spare
+/// (anything else was planted, or is another user's).
+fn is_ours(meta: &fs::Metadata) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    meta.is_file() && meta.uid() == unsafe { libc::geteuid() }
+}
+
 /// How long a process waits for another's start (see [`DirLock::start`]).
 pub(crate) const START_LOCK_WAIT: Duration = Duration::from_secs(10);
 
@@ -272,8 +280,7 @@ fn open_lock_file(path: &Path, create: bool) -> io::Result<File> {
             return Err(e);
         }
     };
-    // SAFETY: geteuid has no preconditions.
-    if !meta.is_file() || meta.uid() != unsafe { libc::geteuid() } {
+    if !is_ours(&meta) {
         close_lock_file(file);
         return Err(io::Error::other("not a regular file of ours"));
     }
@@ -354,8 +361,7 @@ pub(crate) fn open_for_read(path: &Path) -> Result<File, super::format::ShardErr
         crate::notice::warn(format!("{} is this process's own shard; not reading it by name", path.display()));
         return Err(ShardError::Io);
     }
-    // SAFETY: geteuid has no preconditions.
-    if !meta.is_file() || meta.uid() != unsafe { libc::geteuid() } {
+    if !is_ours(&meta) {
         return Err(ShardError::Untrusted);
     }
     Ok(file)
@@ -474,8 +480,7 @@ fn release_spare(dir: &Path, need: u64) -> bool {
         return false;
     };
     let Ok(meta) = file.metadata() else { return false };
-    // SAFETY: geteuid has no preconditions.
-    if !meta.is_file() || meta.uid() != unsafe { libc::geteuid() } || meta.len() == 0 {
+    if !is_ours(&meta) || meta.len() == 0 {
         return false;
     }
     let freed = file.set_len(meta.len().saturating_sub(need + 4096)).is_ok();
@@ -502,8 +507,7 @@ pub(crate) fn top_up_spare(dir: &Path, target: u64) {
         .open(&path);
     let Ok(file) = file else { return };
     let Ok(meta) = file.metadata() else { return };
-    // SAFETY: geteuid has no preconditions.
-    if !meta.is_file() || meta.uid() != unsafe { libc::geteuid() } || meta.len() >= target {
+    if !is_ours(&meta) || meta.len() >= target {
         return;
     }
     let missing = target - meta.len();

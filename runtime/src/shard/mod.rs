@@ -76,7 +76,7 @@ pub(crate) fn start(
         // starts deciding at once.
         crate::notice::warn(format!(
             "{} has been held for {} s by a process that does not finish starting (stopped?); starting without it",
-            dir.join(".promshard.lock").display(),
+            dir.join(file::DIR_LOCK).display(),
             file::START_LOCK_WAIT.as_secs()
         ));
     }
