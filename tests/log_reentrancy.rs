@@ -28,6 +28,10 @@ static LOG_MESSAGES_TOTAL: Counter;
 #[metric]
 static LOG_JOBS_TOTAL: Counter;
 
+/// Log records, each with the logger's exemplar.
+#[metric(exemplars)]
+static LOG_TRACED_TOTAL: Counter;
+
 const DEADLINE: Duration = Duration::from_secs(10);
 
 /// A log backend that counts every promshard record under a label value
@@ -53,6 +57,7 @@ impl log::Log for CountingLogger {
         }
         let n = SEEN.fetch_add(1, Ordering::SeqCst);
         LOG_MESSAGES_TOTAL.with((format!("promshard-{n}").as_str(),)).inc();
+        LOG_TRACED_TOTAL.inc_with_exemplar(&[("trace_id", "logger")]);
         INSIDE.with(|i| i.set(false));
     }
 
@@ -124,6 +129,29 @@ fn logger_that_records_during_the_first_recording() {
         let text = within("a scrape", own_text);
         assert_eq!(value_in(&text, "log_jobs_total", &[]), Some(1.0));
         fork_still_works("the first recording");
+    });
+}
+
+/// A refused exemplar is logged from inside `inc_with_exemplar`; the
+/// logger then records an exemplar of the same series. Neither hangs,
+/// both counts land, and the exemplar kept is the logger's (the refused
+/// one never was).
+#[test]
+fn logger_that_records_an_exemplar_when_one_is_refused() {
+    isolated("logger_that_records_an_exemplar_when_one_is_refused", Duration::from_secs(60), || {
+        install_logger();
+        let base = TempDir::new("log-exemplar");
+        promshard::multiprocess::init(base.path().join("shards")).unwrap();
+        let too_long = "x".repeat(200);
+        within("a refused exemplar whose warning the logger answers with one of its own", move || {
+            LOG_TRACED_TOTAL.inc_with_exemplar(&[("trace_id", too_long.as_str())])
+        });
+        assert!(SEEN.load(Ordering::SeqCst) >= 1, "promshard logged the refusal");
+        let text = within("a scrape", || String::from_utf8(promshard::encode(promshard::Format::OpenMetrics)).unwrap());
+        let line = text.lines().find(|l| l.starts_with("log_traced_total ")).unwrap_or_else(|| panic!("{text}"));
+        let logged = SEEN.load(Ordering::SeqCst) as f64;
+        assert!(line.starts_with(&format!("log_traced_total {} # {{trace_id=\"logger\"}} 1 ", 1.0 + logged)), "{line}");
+        fork_still_works("a refused exemplar");
     });
 }
 
