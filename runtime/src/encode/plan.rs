@@ -188,11 +188,9 @@ impl FamilyPlan {
                     });
                     let count = (0..buckets).fold(0u64, |n, b| n.saturating_add(load(base + b)));
                     let sum = f64::from_bits(load(base + buckets));
-                    match desc.native {
-                        Some(spec) => {
-                            let start = base + buckets + 1;
-                            let native = NativeCounts::read(&slots[start..start + spec.width()], spec).limited();
-                            w.labels(labels.iter().copied()).native_histogram(out, bounds, &native, sum);
+                    match NativeCounts::of_series(desc, &slots[base..base + desc.width]) {
+                        Some(native) => {
+                            w.labels(labels.iter().copied()).native_histogram(out, bounds, &native.limited(), sum)
                         }
                         None => w.labels(labels.iter().copied()).histogram(out, bounds, count, sum),
                     }
@@ -316,7 +314,7 @@ impl Variant {
                 }
                 Kind::Histogram => {
                     let series_slots = &slots[base..base + desc.width];
-                    let native_only = NativeCounts::native_only_count(desc.native, desc.buckets.len(), series_slots);
+                    let native_only = NativeCounts::native_only_count(desc, series_slots);
                     let mut cumulative = 0u64;
                     for bucket in 0..self.extra_labels.len() {
                         // Saturating: a hostile file's counts must not panic a scrape

@@ -211,12 +211,12 @@ impl HistogramSeries {
     /// Number of observations so far.
     pub fn count(self) -> u64 {
         let desc = self.core.descriptor();
-        if desc.native.is_some() && desc.buckets.is_empty() {
-            // SAFETY: the series' slots, as in `observe`.
-            let series = unsafe { core::slice::from_raw_parts(self.slots, desc.width) };
-            return crate::native::NativeCounts::native_only_count(desc.native, 0, series).unwrap_or(0);
+        // SAFETY: the series' slots, as in `observe`.
+        let series = unsafe { core::slice::from_raw_parts(self.slots, desc.width) };
+        if let Some(count) = crate::native::NativeCounts::native_only_count(desc, series) {
+            return count;
         }
-        (0..=self.core.descriptor().buckets.len())
+        (0..=desc.buckets.len())
             // SAFETY: as in `observe`.
             .map(|i| unsafe { (*self.slots.add(i)).load(Ordering::Relaxed) })
             .sum()

@@ -84,10 +84,11 @@ pub(crate) fn parse_bytes(bytes: &[u8]) -> Result<usize, ShardError> {
         }
         // Native counts are read from any slot values a file holds.
         let desc = entry.desc;
-        if let Some(spec) = desc.native {
+        if desc.native.is_some() {
             for series in 0..=desc.series {
-                let start = series * desc.width + desc.buckets.len() + 2;
-                let counts = crate::native::NativeCounts::read(&slots[start..start + spec.width()], spec).limited();
+                let series_slots = &slots[series * desc.width..(series + 1) * desc.width];
+                let Some(counts) = crate::native::NativeCounts::of_series(desc, series_slots) else { continue };
+                let counts = counts.limited();
                 total = total.wrapping_add(counts.total());
                 total = total.wrapping_add(crate::native::NativeCounts::spans(&counts.negative).1.len() as u64);
             }

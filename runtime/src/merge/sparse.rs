@@ -94,10 +94,14 @@ impl SparseFamily {
     /// Keeps `exemplar` for the series `labels` (and the bucket of upper
     /// bound `bound`, for a histogram) if it is newer than the one kept.
     pub(crate) fn add_exemplar(&mut self, labels: &Labels, bound: Option<f64>, exemplar: Exemplar) {
-        let key = (labels.clone(), bound.map(f64::to_bits));
-        let slot = self.exemplars.entry(key).or_insert_with(|| exemplar.clone());
-        if exemplar.newer_than(slot) {
-            *slot = exemplar;
+        match self.exemplars.entry((labels.clone(), bound.map(f64::to_bits))) {
+            std::collections::btree_map::Entry::Vacant(vacant) => {
+                vacant.insert(exemplar);
+            }
+            std::collections::btree_map::Entry::Occupied(mut kept) if exemplar.newer_than(kept.get()) => {
+                kept.insert(exemplar);
+            }
+            std::collections::btree_map::Entry::Occupied(_) => {}
         }
     }
 
@@ -454,16 +458,13 @@ pub(crate) fn add_sparse(family: &mut SparseFamily, shard: &Shard, metric: usize
             Kind::Histogram => {
                 let bounds = desc.buckets.iter().copied().chain([f64::INFINITY]);
                 let series_slots = &slots[base..base + desc.width];
-                let native_only = NativeCounts::native_only_count(desc.native, desc.buckets.len(), series_slots);
+                let native_only = NativeCounts::native_only_count(desc, series_slots);
                 let buckets = bounds
                     .enumerate()
                     .map(|(b, bound)| (bound, native_only.unwrap_or_else(|| get(base + b))))
                     .collect();
                 let sum = ExactSum::from(f64::from_bits(get(base + desc.buckets.len() + 1)));
-                let native = desc.native.map(|spec| {
-                    let start = base + desc.buckets.len() + 2;
-                    NativeCounts::read(&slots[start..start + spec.width()], spec)
-                });
+                let native = NativeCounts::of_series(desc, series_slots);
                 family.add(labels, Acc::Histogram { buckets, sum, native });
             }
             Kind::StateSet => {

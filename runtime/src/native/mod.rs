@@ -348,17 +348,24 @@ impl NativeCounts {
         self.schema = schema;
     }
 
+    /// The native counts of one series of a native histogram (`series`:
+    /// the series' slots, whose native ones follow its classic ones);
+    /// `None` for another metric, or slots too few (a corrupt file).
+    pub(crate) fn of_series(desc: &crate::descriptor::Descriptor, series: &[AtomicU64]) -> Option<NativeCounts> {
+        let spec = desc.native?;
+        let start = desc.classic_width();
+        Some(NativeCounts::read(series.get(start..start + spec.width())?, spec))
+    }
+
     /// The count of a native-only histogram's series (`series`: its
     /// slots), which is the total of its native counts: such a series
     /// records nothing in its one classic bucket, `+Inf`. `None` for other
     /// histograms, whose count is their classic buckets'.
-    pub(crate) fn native_only_count(
-        spec: Option<NativeBuckets>,
-        classic_buckets: usize,
-        series: &[AtomicU64],
-    ) -> Option<u64> {
-        let spec = spec.filter(|_| classic_buckets == 0)?;
-        Some(NativeCounts::read(series.get(2..2 + spec.width())?, spec).total())
+    pub(crate) fn native_only_count(desc: &crate::descriptor::Descriptor, series: &[AtomicU64]) -> Option<u64> {
+        if !desc.buckets.is_empty() {
+            return None;
+        }
+        Some(NativeCounts::of_series(desc, series)?.total())
     }
 
     /// Adds another series' counts, at the lower of the two schemas.
