@@ -8,7 +8,8 @@
 //!   switch every process to memory-only recording: recording still goes
 //!   to the shard and compaction still happens.
 //! - A planted `.archive.tmp` that is a symlink or a directory must not
-//!   stop compaction for good, and nothing is written through the link.
+//!   stop compaction for good, and nothing is written through the link;
+//!   nor through a `.promshard.spare` planted as a symlink.
 
 mod harness;
 
@@ -107,6 +108,26 @@ fn planted_compact_lock_symlink() {
         std::os::unix::fs::symlink(&target, dir.join(".compact.lock")).unwrap();
         records_and_compacts(&dir, "a symlink planted as .compact.lock");
         assert_eq!(std::fs::read(&target).unwrap(), b"not yours", "nothing written through the symlink");
+    });
+}
+
+/// The spare kept for a full disk (`.promshard.spare`) planted as a
+/// symlink: recording and compaction go on, and the spare is never grown
+/// or shrunk through the link (its target keeps its size and bytes).
+#[test]
+fn planted_spare_symlink() {
+    isolated("planted_spare_symlink", SCENARIO, || {
+        let base = TempDir::new("hostile-sparelink");
+        let dir = base.path().join("shards");
+        std::fs::create_dir(&dir).unwrap();
+        harness::set_mode(&dir, 0o700);
+        let target = base.path().join("elsewhere");
+        std::fs::write(&target, b"not yours").unwrap();
+        std::os::unix::fs::symlink(&target, dir.join(".promshard.spare")).unwrap();
+        records_and_compacts(&dir, "a symlink planted as .promshard.spare");
+        assert_eq!(std::fs::read(&target).unwrap(), b"not yours", "nothing written through the symlink");
+        let link = std::fs::symlink_metadata(dir.join(".promshard.spare")).unwrap();
+        assert!(link.file_type().is_symlink(), "the planted link is left as it is");
     });
 }
 
