@@ -4,6 +4,7 @@
 //! shards, collectors) writes through here.
 
 pub(crate) mod format;
+pub(crate) mod line;
 pub(crate) mod names;
 pub(crate) mod plan;
 pub(crate) mod proto;

@@ -6,7 +6,8 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::format::{Exposition, Format};
-use super::names::{self, Escaping};
+use super::line;
+use super::names::{self, Escaping, is_quoted};
 use super::proto::{self, ProtoWriter};
 use super::sample::{self, Labels, Value};
 use super::text::{le_value, sum_shown, write_help, write_label};
@@ -36,7 +37,7 @@ struct Variant {
     created: String,
     /// `a="x",b="y"` for every series, in dense index order; `None` when
     /// a bounded label's values are only known at scrape time.
-    series_labels: Option<Vec<String>>,
+    series_labels: Option<SeriesText>,
     /// `le="…"` (histograms) or `name="state"` (state sets).
     extra_labels: Vec<String>,
 }
@@ -79,6 +80,13 @@ impl FamilyPlan {
 
     /// Writes the samples only.
     pub(crate) fn encode_samples(&self, core: &dyn Source, slots: &[AtomicU64], x: Exposition, out: &mut Vec<u8>) {
+        if !self.encode_plain(core, slots, x, out) {
+            self.encode_any(core, slots, x, out);
+        }
+    }
+
+    /// [`Self::encode_samples`] for every family.
+    fn encode_any(&self, core: &dyn Source, slots: &[AtomicU64], x: Exposition, out: &mut Vec<u8>) {
         let variant = self.variant(x.escaping());
         let created = (x.format() == Format::OpenMetrics && x.created_samples()).then(|| core.created()).flatten();
         // `_count` comes before `_sum`: written, then taken back if the
@@ -118,6 +126,45 @@ impl FamilyPlan {
 }
 
 impl FamilyPlan {
+    /// Writes the samples of a counter or gauge family whose every label
+    /// is a fixed list, with no pair added and no exemplar to show: the
+    /// common family, and what a scrape of many series is made of, in a
+    /// loop of its own. False (nothing written) for any other family.
+    fn encode_plain(&self, core: &dyn Source, slots: &[AtomicU64], x: Exposition, out: &mut Vec<u8>) -> bool {
+        let desc = core.descriptor();
+        let variant = self.variant(x.escaping());
+        let Some(all) = &variant.series_labels else { return false };
+        let exemplars = x.format() == Format::OpenMetrics && desc.exemplar_count() > 0;
+        let created = x.format() == Format::OpenMetrics && x.created_samples() && core.created().is_some();
+        if !matches!(desc.kind, Kind::Counter | Kind::Gauge)
+            || exemplars
+            || created
+            || core.extra_pair().is_some()
+            || is_quoted(&variant.sample)
+            || desc.width == 0
+        {
+            return false;
+        }
+        let counter = desc.kind == Kind::Counter;
+        let series = slots.chunks_exact(desc.width).zip(all.iter()).enumerate();
+        for (index, (values, labels)) in series.take(desc.series) {
+            if desc.sparse && hidden(desc, core, slots, index) {
+                continue;
+            }
+            let first = values[0].load(Ordering::Relaxed);
+            let value = match counter {
+                // A counter's whole count, and the fraction `inc_by(f64)` added.
+                true => match values.get(1).map_or(0, |f| f.load(Ordering::Relaxed)) {
+                    0 => Value::Int(first),
+                    bits => Value::Float(first as f64 + f64::from_bits(bits)),
+                },
+                false => Value::Float(f64::from_bits(first)),
+            };
+            line::write_line(out, &variant.sample, labels, "", value);
+        }
+        true
+    }
+
     /// Renders the family from its slots in protobuf: one `MetricFamily`
     /// (none when it has no series to show).
     pub(crate) fn encode_proto(&self, core: &dyn Source, slots: &[AtomicU64], w: &mut ProtoWriter, out: &mut Vec<u8>) {
@@ -252,10 +299,10 @@ impl Variant {
                 continue;
             }
             let labels = match &self.series_labels {
-                Some(all) if extra.is_empty() => all[series].as_str(),
+                Some(all) if extra.is_empty() => all.get(series),
                 Some(all) => {
                     dynamic.clear();
-                    dynamic.push_str(&all[series]);
+                    dynamic.push_str(all.get(series));
                     if !dynamic.is_empty() {
                         dynamic.push(',');
                     }
@@ -428,6 +475,9 @@ pub(crate) struct Line<'a> {
 impl Line<'_> {
     fn write(&self, extra_labels: &[String], escaping: Escaping, exemplar: Option<&Exemplar>, out: &mut Vec<u8>) {
         let extra = self.extra.map_or("", |i| extra_labels[i].as_str());
+        if exemplar.is_none() && !is_quoted(self.name) {
+            return line::write_line(out, self.name, self.labels, extra, self.value);
+        }
         let labels = [Labels::Text(self.labels), Labels::Text(extra)];
         sample::write_with(out, self.name, &labels, self.value, escaping, exemplar);
     }
@@ -470,21 +520,74 @@ pub(crate) fn series_values(core: &dyn Source, series: usize) -> Option<Vec<&str
 
 /// The label text of every series in dense index order, when every label
 /// is a fixed list.
-fn series_labels(desc: &Descriptor, escaping: Escaping) -> Option<Vec<String>> {
-    let mut all = vec![String::new()];
+fn series_labels(desc: &Descriptor, escaping: Escaping) -> Option<SeriesText> {
+    let mut rendered: Vec<Vec<String>> = Vec::with_capacity(desc.label_names.len());
     for (name, domain) in desc.label_names.iter().zip(desc.label_domains) {
         let LabelDomain::Values(values) = domain else {
             return None;
         };
-        let rendered: Vec<String> = values.iter().map(|v| label_text(name, v, escaping)).collect();
-        all = all
-            .iter()
-            .flat_map(|prefix| {
-                rendered.iter().map(move |r| if prefix.is_empty() { r.clone() } else { format!("{prefix},{r}") })
-            })
-            .collect();
+        rendered.push(values.iter().map(|v| label_text(name, v, escaping)).collect());
     }
-    Some(all)
+    SeriesText::new(&rendered)
+}
+
+/// Every series' label text, `a="x",b="y"`, in dense index order, held
+/// in one buffer: one allocation for the family instead of one a series,
+/// and read front to back by a scrape.
+struct SeriesText {
+    text: String,
+    /// Where each series' text ends in `text`.
+    ends: Vec<u32>,
+}
+
+impl SeriesText {
+    /// Every combination of `rendered` (each label's values, rendered),
+    /// the last label varying fastest; `None` when the text would not be
+    /// addressable by `u32` offsets (then it is rendered at each scrape).
+    fn new(rendered: &[Vec<String>]) -> Option<SeriesText> {
+        let series = rendered.iter().try_fold(1usize, |n, values| n.checked_mul(values.len()))?;
+        let mut text = String::new();
+        let mut ends = Vec::with_capacity(series);
+        let mut digits = vec![0usize; rendered.len()];
+        for _ in 0..series {
+            for (position, &digit) in digits.iter().enumerate() {
+                if position > 0 {
+                    text.push(',');
+                }
+                text.push_str(&rendered[position][digit]);
+            }
+            ends.push(u32::try_from(text.len()).ok()?);
+            for position in (0..digits.len()).rev() {
+                digits[position] += 1;
+                if digits[position] < rendered[position].len() {
+                    break;
+                }
+                digits[position] = 0;
+            }
+        }
+        text.shrink_to_fit();
+        Some(SeriesText { text, ends })
+    }
+
+    /// Every series' label text, in order.
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let text = &self.text[start..end as usize];
+            start = end as usize;
+            text
+        })
+    }
+
+    /// Series `series`' label text.
+    #[inline]
+    fn get(&self, series: usize) -> &str {
+        let start = match series {
+            0 => 0,
+            _ => self.ends[series - 1] as usize,
+        };
+        &self.text[start..self.ends[series] as usize]
+    }
 }
 
 fn header(desc: &Descriptor, format: Format, escaping: Escaping) -> String {
@@ -594,5 +697,128 @@ mod range_tests {
         assert!(inside.iter().all(|s| in_ranges(&ranges, *s)), "{ranges:?}");
         assert!(!outside.iter().any(|s| in_ranges(&ranges, *s)), "{ranges:?}");
         assert!(!in_ranges(&[], 0));
+    }
+}
+
+/// The loop of counters and gauges ([`FamilyPlan::encode_plain`]) against
+/// the one every family can take ([`FamilyPlan::encode_any`]): the same
+/// bytes for random families, values and expositions.
+#[cfg(test)]
+mod plain_tests {
+    use core::sync::atomic::AtomicU64;
+
+    use super::{FamilyPlan, Source};
+    use crate::descriptor::{Descriptor, Kind, Opts};
+    use crate::encode::format::{Exposition, Protocol};
+    use crate::encode::names::Escaping;
+    use crate::labels::LabelDomain;
+
+    struct Family {
+        desc: Descriptor,
+        declared: Vec<bool>,
+        extra: Option<(&'static str, &'static str)>,
+        created: Option<u64>,
+    }
+
+    impl Source for Family {
+        fn descriptor(&self) -> &Descriptor {
+            &self.desc
+        }
+        fn bounded(&self, _: usize, _: usize) -> Option<&str> {
+            None
+        }
+        fn info(&self) -> Option<Vec<(String, String)>> {
+            None
+        }
+        fn extra_pair(&self) -> Option<(&str, &str)> {
+            self.extra
+        }
+        fn declared(&self, series: usize) -> bool {
+            self.declared[series]
+        }
+        fn created(&self) -> Option<u64> {
+            self.created
+        }
+    }
+
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            // xorshift64*
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn pick<T: Copy>(&mut self, from: &[T]) -> T {
+            from[self.below(from.len())]
+        }
+    }
+
+    fn leak<T>(v: Vec<T>) -> &'static [T] {
+        Box::leak(v.into_boxed_slice())
+    }
+
+    #[test]
+    fn counters_and_gauges_encode_as_every_family_does() {
+        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+        println!("seed {seed}");
+        let mut rng = Rng(seed);
+        let names = ["requests", "a_b", "my.metric", "über"];
+        const LABEL_NAMES: [&str; 4] = ["route", "tenant", "code", "url.scheme"];
+        let values = ["GET", "", "/api/v1/resource/10", "a\"b", "c\\d", "e\nf", "日本", "x,y=\"z\""];
+        let floats = [0.0, -0.0, 0.5, 1e300, -2.5, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 3.0, 1e-7];
+        for round in 0..400 {
+            let kind = rng.pick(&[Kind::Counter, Kind::Gauge]);
+            let labels = rng.below(4);
+            let domains: Vec<LabelDomain> = (0..labels)
+                .map(|_| LabelDomain::Values(leak((0..1 + rng.below(4)).map(|_| rng.pick(&values)).collect())))
+                .collect();
+            let series = domains.iter().map(|d| d.cardinality()).product();
+            let mut opts = Opts::new(rng.pick(&names), "help").labels(LABEL_NAMES.split_at(labels).0);
+            if rng.below(3) == 0 {
+                opts = opts.sparse();
+            }
+            if kind == Kind::Counter && rng.below(3) == 0 {
+                opts = opts.exemplars();
+            }
+            let desc = Descriptor::new(opts, kind, leak(domains), series, &[]);
+            let slots: Vec<AtomicU64> = (0..desc.slots())
+                .map(|_| {
+                    let word = match rng.below(5) {
+                        0 => 0,
+                        1 => rng.next() >> rng.below(64),
+                        2 => rng.pick(&floats).to_bits(),
+                        3 => rng.below(1000) as u64,
+                        _ => rng.next(),
+                    };
+                    AtomicU64::new(word)
+                })
+                .collect();
+            let family = Family {
+                declared: (0..series).map(|_| rng.below(2) == 0).collect(),
+                extra: (rng.below(4) == 0).then_some(("pid", "42")),
+                created: (rng.below(2) == 0).then_some(rng.next() >> 4),
+                desc,
+            };
+            let plan = FamilyPlan::new(&family.desc);
+            for protocol in [Protocol::PrometheusText1_0_0, Protocol::OpenMetricsText1_0_0] {
+                for escaping in Escaping::ALL {
+                    let x = Exposition::new(protocol, escaping).with_created_samples(rng.below(2) == 0);
+                    let (mut plain, mut any) = (b"# before\n".to_vec(), b"# before\n".to_vec());
+                    plan.encode_samples(&family, &slots, x, &mut plain);
+                    plan.encode_any(&family, &slots, x, &mut any);
+                    assert_eq!(
+                        String::from_utf8_lossy(&plain),
+                        String::from_utf8_lossy(&any),
+                        "seed {seed}, round {round}, {x:?}"
+                    );
+                }
+            }
+        }
     }
 }
