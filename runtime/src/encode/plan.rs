@@ -294,6 +294,7 @@ impl Variant {
         let extra = extra_text.as_str();
         let load = |i: usize| slots[i].load(Ordering::Relaxed);
         let mut dynamic = String::new();
+        let mut escaped = Vec::new();
         for series in 0..desc.series {
             if hidden(desc, core, slots, series) {
                 continue;
@@ -313,20 +314,22 @@ impl Variant {
                     let Some(values) = series_values(core, series) else {
                         continue;
                     };
-                    dynamic.clear();
+                    // Escaped into one buffer kept across series: no
+                    // allocation per label and series.
+                    escaped.clear();
                     for (i, (name, value)) in desc.label_names.iter().zip(values).enumerate() {
                         if i > 0 {
-                            dynamic.push(',');
+                            escaped.push(b',');
                         }
-                        dynamic.push_str(&label_text(name, value, escaping));
+                        write_label(&mut escaped, name, value, escaping);
                     }
                     if !extra.is_empty() {
-                        if !dynamic.is_empty() {
-                            dynamic.push(',');
+                        if !escaped.is_empty() {
+                            escaped.push(b',');
                         }
-                        dynamic.push_str(extra);
+                        escaped.extend_from_slice(extra.as_bytes());
                     }
-                    dynamic.as_str()
+                    core::str::from_utf8(&escaped).expect("escaping keeps UTF-8")
                 }
             };
             let base = series * desc.width;
