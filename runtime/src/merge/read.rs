@@ -394,7 +394,17 @@ const CACHE_POLL: std::time::Duration = std::time::Duration::from_micros(200);
 /// The mark of a cache taken out: clears [`HOLDER`] when dropped, so a
 /// scrape that panics (and the thread that caught it) leaves no one
 /// waiting. The cache it was out with is lost, as a forked child's is.
+/// While it lives the thread logs nothing (see [`crate::gate::take_out`]):
+/// a `log` backend that waited for a thread waiting for the cache would
+/// never return.
 struct Out((u32, std::thread::ThreadId));
+
+impl Out {
+    fn new(holder: (u32, std::thread::ThreadId)) -> Out {
+        crate::gate::take_out();
+        Out(holder)
+    }
+}
 
 impl Drop for Out {
     fn drop(&mut self) {
@@ -403,6 +413,7 @@ impl Drop for Out {
                 *holder = None;
             }
         });
+        crate::gate::give_back();
     }
 }
 
@@ -414,9 +425,8 @@ impl ShardCache {
     /// reach the scrapes after it, and a scrape that began from an empty
     /// cache and put it back last made every later one forget it (a
     /// previous run's counts came back). A thread that already has it out
-    /// (a log backend that scrapes from inside a scrape's warning) and a
-    /// forked child (its parent's scraping thread does not exist in it)
-    /// get an empty one instead.
+    /// and a forked child (its parent's scraping thread does not exist in
+    /// it) get an empty one instead.
     pub(crate) fn take() -> ShardCache {
         let me = (std::process::id(), std::thread::current().id());
         loop {
@@ -428,7 +438,7 @@ impl ShardCache {
                 }
             });
             if let Some(mut cache) = taken {
-                cache.out = Some(Out(me));
+                cache.out = Some(Out::new(me));
                 return cache;
             }
             std::thread::sleep(CACHE_POLL);
