@@ -229,22 +229,17 @@ fn hex(s: &str) -> String {
 fn expected(model: &Model, escaping: Escaping) -> Samples {
     let utf8 = escaping == Escaping::AllowUtf8;
     let (events, label) = if utf8 { ("odd.events_total", "label.ü") } else { ("odd_events_total", "label__") };
-    let label = match escaping {
-        Escaping::AllowUtf8 | Escaping::Underscores => label.to_owned(),
-        // Not scraped in those schemes (see `scrape_with_every_parser`).
-        _ => unreachable!(),
-    };
+    // Only these two schemes are scraped.
+    assert!(matches!(escaping, Escaping::AllowUtf8 | Escaping::Underscores));
     let mut samples = Samples::new();
-    let values = Odd::VALUES;
-    for a in 0..N {
-        for b in 0..M {
+    for (a, value) in Odd::VALUES.iter().copied().enumerate() {
+        for (b, short) in Short::VALUES.iter().copied().enumerate() {
             let (count, fraction) = model.requests[a * M + b];
-            let labels = [("a", values[a]), ("b", Short::VALUES[b])];
-            samples.insert(key("odd_requests_total", &labels), total(count, fraction));
+            samples.insert(key("odd_requests_total", &[("a", value), ("b", short)]), total(count, fraction));
         }
         let (count, fraction) = model.events[a];
-        samples.insert(key(events, &[(&label, values[a])]), total(count, fraction));
-        samples.insert(key("odd_level", &[("a", values[a])]), model.level[a]);
+        samples.insert(key(events, &[(label, value)]), total(count, fraction));
+        samples.insert(key("odd_level", &[("a", value)]), model.level[a]);
     }
     let wide: Vec<(String, &str)> = (0..8).map(|i| (format!("l{i:02}"), One::VALUES[0])).collect();
     let wide: Vec<(&str, &str)> = wide.iter().map(|(k, v)| (k.as_str(), *v)).collect();
