@@ -114,6 +114,48 @@ fn logger_that_records_during_a_scrape() {
     });
 }
 
+/// A log backend that hands each promshard record to another thread,
+/// which scrapes (a backend that attaches the current metrics to what it
+/// ships), and waits for it.
+struct ScrapingLogger;
+
+impl log::Log for ScrapingLogger {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let message = record.args().to_string();
+        eprintln!("[log {}] {message}", record.level());
+        if message.starts_with("promshard") {
+            std::thread::spawn(|| promshard::encode(promshard::Format::Prometheus).len()).join().unwrap();
+            SEEN.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// A scrape waits for the cache another thread's scrape has out: that
+/// scrape must not be waiting in turn for a `log` backend that waits for
+/// the first one.
+#[test]
+fn logger_that_waits_for_a_scrape_on_another_thread() {
+    isolated("logger_that_waits_for_a_scrape_on_another_thread", Duration::from_secs(60), || {
+        log::set_boxed_logger(Box::new(ScrapingLogger)).unwrap();
+        log::set_max_level(log::LevelFilter::Trace);
+        let base = TempDir::new("log-scrape-thread");
+        let dir = base.path().join("shards");
+        promshard::multiprocess::init(&dir).unwrap();
+        LOG_JOBS_TOTAL.inc();
+        std::fs::write(dir.join("junk.promshard"), b"not a shard at all, just junk").unwrap();
+        let text = within("a scrape whose warning the logger hands to a scraping thread", own_text);
+        assert_eq!(value_in(&text, "log_jobs_total", &[]), Some(1.0));
+        assert!(SEEN.load(Ordering::SeqCst) >= 1, "promshard logged about the bad file");
+        fork_still_works("a scrape that logged");
+    });
+}
+
 #[test]
 fn logger_that_records_during_the_first_recording() {
     isolated("logger_that_records_during_the_first_recording", Duration::from_secs(60), || {

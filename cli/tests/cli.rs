@@ -981,3 +981,123 @@ fn serve_writes_created_samples_when_asked() {
     let (_, _, after) = server.get("GET", "/metrics", openmetrics);
     assert_eq!(created(&after), starts, "the dead worker's counts started when they did: {after}");
 }
+
+/// One run of a Python pool: a master that forks one worker, which
+/// records `argv[1]` into a counter and a `livesum` gauge, prints its pid
+/// and waits to be killed; the master exits when its worker is gone.
+const PYTHON_RUN: &str = r#"
+import os, signal, sys
+pid = os.fork()
+if pid == 0:
+    from prometheus_client import Counter, Gauge
+    Counter('runs_jobs', 'Jobs.').inc(float(sys.argv[1]))
+    Gauge('runs_inflight', 'In flight.', multiprocess_mode='livesum').set(float(sys.argv[1]))
+    print('READY', os.getpid(), flush=True)
+    signal.pause()
+    os._exit(0)
+os.waitpid(pid, 0)
+"#;
+
+/// A Python run's master, and its worker's pid; both killed by pid on
+/// drop.
+struct PythonRun {
+    master: Child,
+    worker: u32,
+}
+
+impl PythonRun {
+    fn start(python: &Path, dir: &Path, amount: u32) -> PythonRun {
+        let mut master = Command::new(python)
+            .args(["-c", PYTHON_RUN, &amount.to_string()])
+            .env("PROMETHEUS_MULTIPROC_DIR", dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(master.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let worker = line.strip_prefix("READY ").and_then(|p| p.trim().parse().ok()).expect("the worker's pid");
+        PythonRun { master, worker }
+    }
+
+    /// Kills the worker (SIGKILL, no hook) and waits for the master.
+    fn stop(mut self) {
+        kill_pid(self.worker);
+        wait_bounded(&mut self.master, TIMEOUT).expect("the master exits once its worker is gone");
+    }
+}
+
+impl Drop for PythonRun {
+    fn drop(&mut self) {
+        kill_pid(self.worker);
+        let _ = self.master.kill();
+        let _ = self.master.wait();
+    }
+}
+
+/// SIGKILLs `pid` (a worker a Python run of this test forked).
+fn kill_pid(pid: u32) {
+    let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
+}
+
+/// What a scrape shows of the Python runs: `runs_jobs_total` and
+/// `runs_inflight` (0 when not shown).
+fn python_runs(body: &str) -> (f64, f64) {
+    let value = |name: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .map_or(0.0, |v| v.parse::<f64>().unwrap())
+    };
+    (value("runs_jobs_total"), value("runs_inflight"))
+}
+
+/// `promshard serve` answers every scrape with the same view when several
+/// scrapers come at once, as they do when two Prometheus servers (an HA
+/// pair) or Prometheus and a person with curl scrape one sidecar. A
+/// previous run's files count for nothing and a dead worker's `livesum`
+/// gauge stops counting: that is what the sidecar learnt in earlier
+/// scrapes (the run's master, that writers can be proven dead), and a
+/// scrape that overlaps another must not forget it, nor make the scrapes
+/// after it forget it.
+#[test]
+fn serve_gives_concurrent_scrapers_the_same_python_view() {
+    let Some(python) = support::python_with_prometheus_client() else {
+        return support::skip_or_fail(support::PYTHON_MISSING);
+    };
+    let scratch = Scratch::new("python-runs");
+    let dir = scratch.shards();
+    // A previous run: 5 jobs, then gone.
+    PythonRun::start(&python, &dir, 5).stop();
+    std::thread::sleep(Duration::from_millis(300));
+    // This run: 7 jobs and 7 in flight while its worker lives.
+    let run = PythonRun::start(&python, &dir, 7);
+    let server = Server::start(&dir);
+    assert_eq!(python_runs(&server.get("GET", "/metrics", None).2), (7.0, 7.0), "this run only");
+    // Its worker dies: its jobs still count, its in-flight gauge does not,
+    // and the previous run's jobs still do not.
+    run.stop();
+    assert_eq!(python_runs(&server.get("GET", "/metrics", None).2), (7.0, 0.0), "the run's worker is dead");
+
+    let server = &server;
+    let wrong: Vec<String> = std::thread::scope(|s| {
+        let scrapers: Vec<_> = (0..16)
+            .map(|_| {
+                s.spawn(move || {
+                    (0..8)
+                        .map(|_| python_runs(&server.get("GET", "/metrics", None).2))
+                        .filter(|seen| *seen != (7.0, 0.0))
+                        .map(|seen| format!("{seen:?}"))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        scrapers.into_iter().flat_map(|t| t.join().unwrap()).collect()
+    });
+    let after = python_runs(&server.get("GET", "/metrics", None).2);
+    assert!(
+        wrong.is_empty() && after == (7.0, 0.0),
+        "{} of 128 concurrent scrapes were not (7, 0): {:?}; the next scrape alone: {after:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+}

@@ -36,10 +36,36 @@ thread_local! {
     static PENDING: RefCell<Vec<(log::Level, String)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Queues `message` if this thread holds the gate; otherwise hands it
-/// back, to be logged now.
+thread_local! {
+    /// How many things this thread has out that other threads may wait
+    /// for (the scrape cache): it logs nothing until they are back, as
+    /// under the gate, so that a `log` backend never runs while others
+    /// wait on it.
+    static OUT: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Marks this thread as having out something other threads wait for:
+/// what it logs is queued until [`give_back`].
+pub(crate) fn take_out() {
+    OUT.with(|o| o.set(o.get() + 1));
+}
+
+/// Ends a [`take_out`]; logs what was queued once this thread has
+/// nothing out and holds no gate.
+pub(crate) fn give_back() {
+    let last = OUT.with(|o| {
+        o.set(o.get().saturating_sub(1));
+        o.get() == 0
+    });
+    if last && DEPTH.with(|d| d.get()) == 0 {
+        flush();
+    }
+}
+
+/// Queues `message` if this thread holds the gate (or has something out,
+/// see [`take_out`]); otherwise hands it back, to be logged now.
 pub(crate) fn defer(level: log::Level, message: String) -> Option<(log::Level, String)> {
-    if DEPTH.with(|d| d.get() > 0) {
+    if DEPTH.with(|d| d.get() > 0) || OUT.with(|o| o.get() > 0) {
         PENDING.with(|p| p.borrow_mut().push((level, message)));
         None
     } else {
@@ -74,7 +100,9 @@ pub(crate) fn locked<R>(f: impl FnOnce() -> R) -> R {
             });
             if outermost {
                 unlock();
-                flush();
+                if OUT.with(|o| o.get()) == 0 {
+                    flush();
+                }
             }
         }
     }

@@ -346,8 +346,8 @@ fn collect_once(dir: &Path, own: Option<&'static crate::shard::OwnShard>, checke
 }
 
 /// After a merge of `dir` by this process, removes its Python files that
-/// count for nothing (see [`python::PyCache::prune`]); 0 when another
-/// scrape has the cache right now.
+/// count for nothing (see [`python::PyCache::prune`]), once no other
+/// scrape has the cache out.
 pub(crate) fn prune_python(dir: &Path) -> usize {
     let mut cache = ShardCache::take();
     let mut python = cache.take_python(dir);

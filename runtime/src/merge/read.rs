@@ -316,10 +316,14 @@ impl Shard {
 ///
 /// The cache is a process-wide table under the gate, but no scrape holds
 /// the gate while it works: a scrape takes the whole cache out, works on
-/// it with nothing locked, and puts it back. Two scrapes at once simply
-/// find less in the cache; a fork mid-scrape gives the child an empty one.
+/// it with nothing locked, and puts it back. A scrape that finds it out
+/// waits for it (see [`ShardCache::take`]); a fork mid-scrape gives the
+/// child an empty one.
 #[derive(Default)]
 pub(crate) struct ShardCache {
+    /// Marks the cache out with this thread until it is put back, or
+    /// dropped by a scrape that panicked.
+    out: Option<Out>,
     entries: BTreeMap<PathBuf, Cached>,
     /// The listings of the last few directories read, most recent first.
     listings: Vec<CachedListing>,
@@ -381,15 +385,71 @@ static BAD: GateCell<BTreeMap<PathBuf, (file::Identity, ShardError)>> = GateCell
 
 static CACHE: GateCell<Option<ShardCache>> = GateCell::new(None);
 
+/// The process and thread that have [`CACHE`]'s value out for a scrape.
+static HOLDER: GateCell<Option<(u32, std::thread::ThreadId)>> = GateCell::new(None);
+
+/// How long a scrape sleeps between looks at a cache another thread has out.
+const CACHE_POLL: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// The mark of a cache taken out: clears [`HOLDER`] when dropped, so a
+/// scrape that panics (and the thread that caught it) leaves no one
+/// waiting. The cache it was out with is lost, as a forked child's is.
+/// While it lives the thread logs nothing (see [`crate::gate::take_out`]):
+/// a `log` backend that waited for a thread waiting for the cache would
+/// never return.
+struct Out((u32, std::thread::ThreadId));
+
+impl Out {
+    fn new(holder: (u32, std::thread::ThreadId)) -> Out {
+        crate::gate::take_out();
+        Out(holder)
+    }
+}
+
+impl Drop for Out {
+    fn drop(&mut self) {
+        HOLDER.with(|holder| {
+            if *holder == Some(self.0) {
+                *holder = None;
+            }
+        });
+        crate::gate::give_back();
+    }
+}
+
 impl ShardCache {
-    /// Takes the process's cache out for one scrape.
+    /// Takes the process's cache out for one scrape. While another thread
+    /// of this process has it out, waits for it to come back: what a
+    /// scrape learns of a directory (which Python run is the current one,
+    /// that its writers can be proven dead, each dead file's counts) must
+    /// reach the scrapes after it, and a scrape that began from an empty
+    /// cache and put it back last made every later one forget it (a
+    /// previous run's counts came back). A thread that already has it out
+    /// and a forked child (its parent's scraping thread does not exist in
+    /// it) get an empty one instead.
     pub(crate) fn take() -> ShardCache {
-        CACHE.with(Option::take).unwrap_or_default()
+        let me = (std::process::id(), std::thread::current().id());
+        loop {
+            let taken = HOLDER.with(|holder| match *holder {
+                Some((pid, thread)) if pid == me.0 && thread != me.1 => None,
+                _ => {
+                    *holder = Some(me);
+                    Some(CACHE.with(Option::take).unwrap_or_default())
+                }
+            });
+            if let Some(mut cache) = taken {
+                cache.out = Some(Out::new(me));
+                return cache;
+            }
+            std::thread::sleep(CACHE_POLL);
+        }
     }
 
     /// Puts the cache back after a scrape.
-    pub(crate) fn put_back(self) {
+    pub(crate) fn put_back(mut self) {
+        let out = self.out.take();
         CACHE.with(|cache| *cache = Some(self));
+        drop(out);
     }
 
     /// This process's own shard, read through its mapping (never by name:
