@@ -322,7 +322,8 @@ impl Shard {
 #[derive(Default)]
 pub(crate) struct ShardCache {
     /// Marks the cache out with this thread until it is put back, or
-    /// dropped by a scrape that panicked.
+    /// dropped by a scrape that panicked. `None` for a cache of one scrape
+    /// only, dropped instead of put back (see [`ShardCache::take`]).
     out: Option<Out>,
     entries: BTreeMap<PathBuf, Cached>,
     /// The listings of the last few directories read, most recent first.
@@ -391,6 +392,12 @@ static HOLDER: GateCell<Option<(u32, std::thread::ThreadId)>> = GateCell::new(No
 /// How long a scrape sleeps between looks at a cache another thread has out.
 const CACHE_POLL: std::time::Duration = std::time::Duration::from_micros(200);
 
+/// How long a scrape waits for a cache another thread has out. A scrape
+/// takes milliseconds; one that holds the cache longer is stuck (a file
+/// on a hung network mount, a thread stopped in a debugger), and must not
+/// hang every other scrape of the process with it.
+const CACHE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The mark of a cache taken out: clears [`HOLDER`] when dropped, so a
 /// scrape that panics (and the thread that caught it) leaves no one
 /// waiting. The cache it was out with is lost, as a forked child's is.
@@ -424,30 +431,42 @@ impl ShardCache {
     /// that its writers can be proven dead, each dead file's counts) must
     /// reach the scrapes after it, and a scrape that began from an empty
     /// cache and put it back last made every later one forget it (a
-    /// previous run's counts came back). A thread that already has it out
-    /// and a forked child (its parent's scraping thread does not exist in
-    /// it) get an empty one instead.
+    /// previous run's counts came back). A forked child (its parent's
+    /// scraping thread does not exist in it) takes it as it is: empty.
+    ///
+    /// A thread that already has it out (a scrape within a scrape), and a
+    /// scrape that waited [`CACHE_WAIT`] in vain, get an empty cache of
+    /// their own, which is dropped instead of put back: that scrape reads
+    /// the directory afresh, and the scrapes after it still find what the
+    /// cache knew.
     pub(crate) fn take() -> ShardCache {
         let me = (std::process::id(), std::thread::current().id());
+        let start = std::time::Instant::now();
         loop {
             let taken = HOLDER.with(|holder| match *holder {
-                Some((pid, thread)) if pid == me.0 && thread != me.1 => None,
+                Some((pid, thread)) if pid == me.0 && thread == me.1 => Some(None),
+                Some((pid, _)) if pid == me.0 => None,
                 _ => {
                     *holder = Some(me);
-                    Some(CACHE.with(Option::take).unwrap_or_default())
+                    Some(Some(CACHE.with(Option::take).unwrap_or_default()))
                 }
             });
-            if let Some(mut cache) = taken {
-                cache.out = Some(Out::new(me));
-                return cache;
+            match taken {
+                Some(Some(mut cache)) => {
+                    cache.out = Some(Out::new(me));
+                    return cache;
+                }
+                Some(None) => return ShardCache::default(),
+                None if start.elapsed() >= CACHE_WAIT => return ShardCache::default(),
+                None => std::thread::sleep(CACHE_POLL),
             }
-            std::thread::sleep(CACHE_POLL);
         }
     }
 
-    /// Puts the cache back after a scrape.
+    /// Puts the cache back after a scrape (a cache of one scrape only is
+    /// dropped).
     pub(crate) fn put_back(mut self) {
-        let out = self.out.take();
+        let Some(out) = self.out.take() else { return };
         CACHE.with(|cache| *cache = Some(self));
         drop(out);
     }
