@@ -281,6 +281,32 @@ impl MetricCore {
         Ok(crate::exemplar_slots::write(slots, labels, len, value, nanos))
     }
 
+    /// Clears every exemplar of this metric that a write left busy (its
+    /// sequence word odd; see [`seqlock::clear_interrupted_write`]): in a
+    /// forked child, the writes that threads of the parent were in the
+    /// middle of. Only from the fork child handler, whose thread is the
+    /// child's only one: loads and stores in the arena, nothing else.
+    ///
+    /// [`seqlock::clear_interrupted_write`]: crate::seqlock::clear_interrupted_write
+    pub(crate) fn clear_interrupted_exemplars(&self) {
+        use crate::exemplar::WIDTH;
+        let count = self.desc.exemplar_count();
+        let Some(base) = self.slot_if_attached().filter(|_| count > 0) else { return };
+        let (start, width) = (self.desc.exemplar_start(), self.desc.width);
+        // Every series, the discard series too: it is written like the
+        // others.
+        for series in 0..=self.desc.series {
+            for which in 0..count {
+                // SAFETY: the arena holds (series + 1) * width slots from
+                // `base`; a series' exemplars are its last
+                // `count * WIDTH` slots from `exemplar_start`, each led by
+                // its sequence word.
+                let sequence = unsafe { &*base.add(series * width + start + which * WIDTH) };
+                crate::seqlock::clear_interrupted_write(sequence);
+            }
+        }
+    }
+
     /// Counts a set of info pairs refused for its size.
     pub(crate) fn refuse_info(&self) {
         self.refused.add();
