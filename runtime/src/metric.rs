@@ -233,20 +233,31 @@ impl MetricCore {
     /// `series` (its value already counted), unless refused (logged once
     /// per metric) or another thread is writing the same exemplar right
     /// now (skipped: that one is as recent).
-    #[cold]
+    ///
+    /// Out of line (it is the bulk of `inc_with_exemplar`, and callers'
+    /// code stays small), but not cold: it is the whole point of the call.
+    /// The refusal is.
     #[inline(never)]
     pub(crate) fn exemplar(&self, series: *const AtomicU64, which: usize, labels: &[(&str, &str)], value: f64) {
         if let Err(e) = self.try_exemplar(series, which, labels, value) {
-            if !self.exemplar_logged.swap(true, Ordering::Relaxed) {
-                crate::notice::warn(format!(
-                    "metric `{}`: exemplar dropped ({e}); the value was counted. Further drops are not logged",
-                    self.desc.name
-                ));
-            }
+            self.refuse_exemplar(e);
+        }
+    }
+
+    /// Logs the metric's first refused exemplar.
+    #[cold]
+    #[inline(never)]
+    fn refuse_exemplar(&self, e: crate::exemplar::ExemplarError) {
+        if !self.exemplar_logged.swap(true, Ordering::Relaxed) {
+            crate::notice::warn(format!(
+                "metric `{}`: exemplar dropped ({e}); the value was counted. Further drops are not logged",
+                self.desc.name
+            ));
         }
     }
 
     /// As [`exemplar`](Self::exemplar): whether it was written.
+    #[inline]
     pub(crate) fn try_exemplar(
         &self,
         series: *const AtomicU64,
@@ -262,14 +273,38 @@ impl MetricCore {
             return Err(ExemplarError::InvalidValue);
         }
         let len = crate::exemplar::check(labels)?;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let nanos = crate::exemplar::now_nanos();
         // SAFETY: a series of this metric has `width` slots from `series`,
         // its exemplars' last: `exemplar_start + exemplar_count * WIDTH`.
         let slots =
             unsafe { core::slice::from_raw_parts(series.add(self.desc.exemplar_start() + which * WIDTH), WIDTH) };
         Ok(crate::exemplar_slots::write(slots, labels, len, value, nanos))
+    }
+
+    /// Clears every exemplar of this metric that a write left busy (its
+    /// sequence word odd; see [`seqlock::clear_interrupted_write`]): in a
+    /// forked child, the writes that threads of the parent were in the
+    /// middle of. Only from the fork child handler, whose thread is the
+    /// child's only one: loads and stores in the arena, nothing else.
+    ///
+    /// [`seqlock::clear_interrupted_write`]: crate::seqlock::clear_interrupted_write
+    pub(crate) fn clear_interrupted_exemplars(&self) {
+        use crate::exemplar::WIDTH;
+        let count = self.desc.exemplar_count();
+        let Some(base) = self.slot_if_attached().filter(|_| count > 0) else { return };
+        let (start, width) = (self.desc.exemplar_start(), self.desc.width);
+        // Every series, the discard series too: it is written like the
+        // others.
+        for series in 0..=self.desc.series {
+            for which in 0..count {
+                // SAFETY: the arena holds (series + 1) * width slots from
+                // `base`; a series' exemplars are its last
+                // `count * WIDTH` slots from `exemplar_start`, each led by
+                // its sequence word.
+                let sequence = unsafe { &*base.add(series * width + start + which * WIDTH) };
+                crate::seqlock::clear_interrupted_write(sequence);
+            }
+        }
     }
 
     /// Counts a set of info pairs refused for its size.

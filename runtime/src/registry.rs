@@ -196,6 +196,32 @@ fn layout(declared: &[&'static MetricCore]) -> Registry {
     Registry { families, arena, problems, unregistered: GateCell::new(Vec::new()), sample_names, started_nanos }
 }
 
+/// In a forked child, from its fork handler (the child's only thread,
+/// holding the gate): clears the exemplars that the parent's threads were
+/// in the middle of writing when it forked (see
+/// [`MetricCore::clear_interrupted_exemplars`]), in the slots the child
+/// kept: the registry's arena when `arena` (in memory, or a private copy
+/// of a shard; not when the child was just given zeroed slots), and the
+/// arenas of metrics used without registration (always process memory).
+/// No allocation, no lock.
+///
+/// # Safety
+///
+/// Only from the fork child handler, with the gate held.
+pub(crate) unsafe fn clear_interrupted_exemplars(arena: bool) {
+    // A layout is made under the gate: here it is whole or not begun.
+    let Some(registry) = REGISTRY.get() else { return };
+    if arena {
+        for family in &registry.families {
+            family.core.clear_interrupted_exemplars();
+        }
+    }
+    // SAFETY: the caller holds the gate.
+    for (family, _) in unsafe { registry.unregistered.get_mut_holding_gate() }.iter() {
+        family.core.clear_interrupted_exemplars();
+    }
+}
+
 /// The arena: this process's shard file when `PROMSHARD_DIR` is set (and
 /// usable), process memory otherwise.
 fn arena_for(exposed: &[&'static MetricCore], offsets: &[usize], total: usize, declared: usize) -> Box<dyn Arena> {

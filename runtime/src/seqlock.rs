@@ -37,6 +37,18 @@ pub(crate) fn end_write(sequence: &AtomicU64, odd: u64) {
     sequence.store(odd + 1, Ordering::Release);
 }
 
+/// In a forked child, before any other thread exists: a write begun (the
+/// word odd) by a thread of the parent will never end, as that thread is
+/// not in the child, and would keep the slots from every writer and
+/// reader for good. Sets such a word to 0, "never written" (what the
+/// slots held before that write is half overwritten); an even word is
+/// left alone. A load and at most a store: safe in a fork handler.
+pub(crate) fn clear_interrupted_write(sequence: &AtomicU64) {
+    if sequence.load(Ordering::Relaxed) & 1 == 1 {
+        sequence.store(0, Ordering::Relaxed);
+    }
+}
+
 /// Copies what `copy` reads between two equal, even loads of `sequence`,
 /// trying up to `tries` times; `None` when never written, or when a
 /// writer was busy every time (or died mid-write, in another process).

@@ -134,7 +134,15 @@ extern "C" fn child() {
     // A child of a process that records in private memory (its own
     // shard could not be made) keeps a private copy: the mapping holds no
     // header or schema to make a file from.
-    if let Some(shard) = own::own().filter(|_| !FAILED.load(Ordering::Relaxed)) {
+    let own = own::own().filter(|_| !FAILED.load(Ordering::Relaxed));
+    // The slots this child keeps as they were (all of them in memory
+    // mode, or in a private copy; the arenas of unregistered metrics
+    // always) may hold an exemplar a thread of the parent was writing,
+    // its sequence word odd for good: cleared here. A new shard, or the
+    // zeroed memory a failed one falls back to, holds none.
+    // SAFETY: we are the child's only thread and hold the gate.
+    unsafe { crate::registry::clear_interrupted_exemplars(own.is_none()) };
+    if let Some(shard) = own {
         // SAFETY: we are the only thread of the child; see `switch`.
         if !unsafe { switch(shard) } {
             FAILED.store(true, Ordering::Relaxed);
