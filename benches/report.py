@@ -312,13 +312,16 @@ def hot_tables():
     parts = []
     for group, title, floor_name, rows in HOT_GROUPS:
         floor = C.get((group, floor_name))
-        ours = C.get((group, "promshard"))
+        reference = REFERENCE.get(group, "promshard")
+        ours = C.get((group, reference))
         floor_mmap = C.get((group + "_mmap", floor_name))
         ours_mmap = C.get((group + "_mmap", "promshard"))
         body = []
         for function, label, note in rows:
             ns = C.get((group, function))
-            body.append([label, t(ns), x(ratio(ns, floor)), x(ratio(ns, ours)), code(HOT, function, f'"{group}{{'), note])
+            # A peer's row is set against the promshard row doing the same work.
+            mine = C.get((group, COUNTERPART.get((group, function), reference)))
+            body.append([label, t(ns), x(ratio(ns, floor)), x(ratio(ns, mine)), code(HOT, function, f'"{group}{{'), note])
             mmap = C.get((group + "_mmap", function))
             if function.startswith("promshard_") and mmap is not None:
                 body.append(
@@ -794,6 +797,12 @@ WHY = {
 # work of one of promshard's variants against that variant (in
 # `counter_inc_exemplar`, `promshard` is the plain counter, without an
 # exemplar; `native_observe` has no `promshard` row at all).
+# The promshard row of a group the "× promshard" column divides by, where
+# the group has no row named `promshard`.
+REFERENCE = {"native_observe": "promshard_native"}
+
+# The promshard row a peer's row is compared with, where it is not the
+# group's reference: the one doing the same work.
 COUNTERPART = {
     ("counter_inc_exemplar", "prometheus_client_with_exemplar"): "promshard_with_exemplar",
     ("native_observe", "prometheus_client_native"): "promshard_native",
