@@ -453,3 +453,199 @@ fn invalid_options_are_refused() {
     assert!(!debug.contains("hunter2") && debug.contains("Basic"), "{debug}");
     assert!(promshard::serve("256.0.0.1:0").is_err());
 }
+
+/// A renderer whose body is far larger than a loopback socket's buffers
+/// (so a client that never reads leaves the server's write blocked), and
+/// whose every byte says where it is, so that a wrong body shows.
+fn large(_accept: Option<&str>) -> (Vec<u8>, &'static str) {
+    (large_body().to_vec(), "text/plain; version=0.0.4; charset=utf-8")
+}
+
+fn large_body() -> &'static [u8] {
+    static BODY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BODY.get_or_init(|| (0..400_000).flat_map(|i| format!("big_{i:06} {i}\n").into_bytes()).collect())
+}
+
+/// Clients that ask for a large scrape and never read it hold their
+/// connection only until the timeout; meanwhile (cap permitting) others
+/// get the whole body, byte for byte, and after it the places are free.
+#[test]
+fn clients_that_never_read_are_cut_off_and_others_get_the_whole_body() {
+    const CAP: usize = 4;
+    let timeout = Duration::from_millis(700);
+    let server = ServerOptions::new().timeout(timeout).max_connections(CAP).serve_with("127.0.0.1:0", large).unwrap();
+    let addr = server.local_addr();
+
+    let fetch_on = |client: &mut Client| {
+        let start = Instant::now();
+        client.send("GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let reply = client.reply(false).unwrap();
+        assert_eq!(reply.status, 200);
+        assert!(reply.body.as_bytes() == large_body(), "a wrong body of {} bytes", reply.body.len());
+        start.elapsed()
+    };
+    let fetch_whole = move |addr| fetch_on(&mut Client::connect(addr));
+
+    // Every place but one held by a client that asked and never reads,
+    // several times on one connection (pipelined).
+    let sleepers: Vec<TcpStream> = (0..CAP - 1)
+        .map(|_| {
+            let mut stream = TcpStream::connect_timeout(&addr, PATIENCE).unwrap();
+            stream.write_all("GET /metrics HTTP/1.1\r\n\r\n".repeat(50).as_bytes()).unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    // The one place left serves a reading scraper, again and again.
+    let mut reader = Client::connect(addr);
+    for _ in 0..3 {
+        let took = fetch_on(&mut reader);
+        assert!(took < Duration::from_secs(3), "a reading scraper waited {took:?}");
+    }
+    drop(reader);
+
+    // Past the timeout, the non-readers' places are given back: CAP readers
+    // at once are all served.
+    std::thread::sleep(timeout + Duration::from_millis(500));
+    let readers: Vec<_> = (0..CAP).map(|_| std::thread::spawn(move || fetch_whole(addr))).collect();
+    for reader in readers {
+        let took = reader.join().unwrap();
+        assert!(took < Duration::from_secs(3), "{took:?}");
+    }
+    // The non-readers were closed (end of stream or reset after what the
+    // buffers held), not kept.
+    for mut sleeper in sleepers {
+        sleeper.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut sink = vec![0u8; 1 << 20];
+        let start = Instant::now();
+        loop {
+            match sleeper.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => assert!(start.elapsed() < PATIENCE, "a non-reader was never closed"),
+            }
+        }
+    }
+    server.shutdown();
+}
+
+/// Odd but legal requests, each answered as the docs say and never with
+/// a wrong body: methods, targets, versions, repeated and huge headers,
+/// `Connection: close` inside a pipeline.
+#[test]
+fn odd_requests_get_the_documented_answers() {
+    let server = short_server();
+    let addr = server.local_addr();
+    // Queries (also holding `/`, `?` and `#`), and percent-encoding that is
+    // not decoded into `/metrics`.
+    for target in ["/metrics?", "/metrics?a=b&c=%2F", "/metrics?x=/metrics?y#z"] {
+        let reply = request(addr, &format!("GET {target} HTTP/1.1"));
+        assert_eq!((reply.status, reply.body.as_str()), (200, "up 1\n"), "{target}");
+    }
+    for target in ["/metrics/", "/%6Detrics", "//metrics", "/metrics%3F", "*"] {
+        assert_eq!(request(addr, &format!("GET {target} HTTP/1.1")).status, 404, "{target}");
+    }
+    assert_eq!(request(addr, "OPTIONS /metrics HTTP/1.1").status, 405);
+    assert_eq!(request(addr, "OPTIONS * HTTP/1.1").status, 404);
+    // Huge and repeated Accept and Accept-Encoding under the head limit.
+    let huge = format!("Accept: {}", "text/plain;q=0.1, ".repeat(350));
+    let reply = request(addr, &format!("GET /metrics HTTP/1.1\r\n{huge}\r\nAccept: */*\r\nAccept: x"));
+    assert_eq!((reply.status, reply.body.as_str()), (200, "up 1\n"));
+    let repeated = "Accept-Encoding: identity\r\n".repeat(40);
+    let reply = request(addr, &format!("GET /metrics HTTP/1.1\r\n{repeated}Accept-Encoding: gzip;q=0"));
+    assert_eq!((reply.status, reply.body.as_str(), reply.header("content-encoding")), (200, "up 1\n", None));
+
+    // HTTP/1.0 without Host, with and without keep-alive asked for: one
+    // response, then closed.
+    for head in ["GET /metrics HTTP/1.0\r\n\r\n", "GET /metrics HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"] {
+        let mut client = Client::connect(addr);
+        client.send(head).unwrap();
+        let reply = client.reply(false).unwrap();
+        assert_eq!((reply.status, reply.body.as_str()), (200, "up 1\n"));
+        assert!(client.closed(), "{head:?}");
+    }
+
+    // A pipeline with `Connection: close` in the middle: answered up to
+    // it, the rest ignored. A POST with a body ends the pipeline too.
+    let mut client = Client::connect(addr);
+    client
+        .send("GET /metrics HTTP/1.1\r\n\r\nHEAD /metrics HTTP/1.1\r\nConnection: close\r\n\r\nGET /metrics HTTP/1.1\r\n\r\n")
+        .unwrap();
+    assert_eq!(client.reply(false).unwrap().status, 200);
+    let reply = client.reply(true).unwrap();
+    assert_eq!((reply.status, reply.header("connection")), (200, Some("close")));
+    assert!(client.closed());
+    let mut client = Client::connect(addr);
+    client.send("POST /metrics HTTP/1.1\r\nContent-Length: 26\r\n\r\nGET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    let reply = client.reply(false).unwrap();
+    assert_eq!((reply.status, reply.header("connection")), (405, Some("close")));
+    assert!(client.closed(), "a body is never read as a request");
+    server.shutdown();
+}
+
+/// Slowloris at and past the cap: clients sending their heads a byte at a
+/// time hold their places no longer than the timeout, the ones past the
+/// cap are turned away at once, and scrapes then succeed.
+#[test]
+fn dribblers_at_the_cap_give_their_places_back_after_the_timeout() {
+    const CAP: usize = 6;
+    let timeout = Duration::from_millis(800);
+    let server = ServerOptions::new().timeout(timeout).max_connections(CAP).serve_with("127.0.0.1:0", fixed).unwrap();
+    let addr = server.local_addr();
+    let start = Instant::now();
+    let dribblers: Vec<_> = (0..3 * CAP)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut client = Client::connect(addr);
+                let began = Instant::now();
+                for byte in "GET /metrics HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".bytes() {
+                    if client.reader.get_mut().write_all(&[byte]).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                    if began.elapsed() > PATIENCE {
+                        break;
+                    }
+                }
+                // Held to the end: cut off (408, 503 or nothing) by now.
+                let _ = client.closed();
+                began.elapsed()
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // While they hold the places: a scrape is turned away quickly, never
+    // left waiting.
+    let asked = Instant::now();
+    let mut extra = Client::connect(addr);
+    let _ = extra.send("GET /metrics HTTP/1.1\r\n\r\n");
+    if let Ok(reply) = extra.reply(false) {
+        assert!(matches!(reply.status, 200 | 503), "{reply:?}");
+    }
+    assert!(asked.elapsed() < Duration::from_secs(1), "waited {:?}", asked.elapsed());
+    for dribbler in dribblers {
+        let held = dribbler.join().unwrap();
+        assert!(held < timeout + BOUND, "a dribbler was kept {held:?}");
+    }
+    get_soon(addr);
+    assert!(start.elapsed() < timeout + BOUND + Duration::from_secs(2));
+    server.shutdown();
+}
+
+/// A timeout so long it means "never" (`Duration::MAX`, or `promshard
+/// serve --timeout 1e19`, which the CLI accepts) is a valid option: the
+/// server must still answer, and shut down.
+#[test]
+fn a_timeout_meaning_never_still_serves() {
+    for timeout in [Duration::MAX, Duration::from_secs(u64::MAX / 2), Duration::from_secs_f64(1e19)] {
+        let server = ServerOptions::new().timeout(timeout).serve_with("127.0.0.1:0", fixed).unwrap();
+        let addr = server.local_addr();
+        let mut client = Client::connect(addr);
+        client.send("GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        let reply = client.reply(false);
+        assert!(reply.as_ref().is_ok_and(|r| r.status == 200), "timeout {timeout:?}: {reply:?}");
+        assert_eq!(get(addr).status, 200);
+        let start = Instant::now();
+        server.shutdown();
+        assert!(start.elapsed() < Duration::from_secs(2), "timeout {timeout:?}: shutdown took {:?}", start.elapsed());
+    }
+}

@@ -480,3 +480,34 @@ fn dropping_a_periodic_push_waits_one_timeout_at_most() {
         }
     });
 }
+
+/// A timeout meaning "never" (`Duration::MAX`) is a valid option: a push
+/// to a gateway that answers succeeds, and so does the last push of a
+/// periodic one, never a panic.
+#[test]
+fn a_timeout_meaning_never_still_pushes() {
+    isolated("a_timeout_meaning_never_still_pushes", Duration::from_secs(60), || {
+        record();
+        let gateway = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = gateway.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in gateway.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_millis(300)));
+                let mut buf = [0u8; 65536];
+                let mut got = Vec::new();
+                // The head and a body of Content-Length bytes, or what came
+                // before the client paused.
+                while let Ok(n @ 1..) = stream.read(&mut buf) {
+                    got.extend_from_slice(&buf[..n]);
+                }
+                let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            }
+        });
+        for timeout in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
+            let result =
+                std::panic::catch_unwind(|| Pusher::new(&format!("http://{addr}"), "never").timeout(timeout).push());
+            assert!(matches!(result, Ok(Ok(()))), "timeout {timeout:?}: {result:?}");
+        }
+    });
+}

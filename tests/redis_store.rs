@@ -550,3 +550,18 @@ fn a_redis_out_of_memory_loses_and_doubles_nothing() {
     let Some(binary) = redis_server() else { return };
     isolated("a_redis_out_of_memory_loses_and_doubles_nothing", Duration::from_secs(60), || out_of_memory(&binary));
 }
+
+/// A timeout meaning "never" (`Duration::MAX`) is a valid option: with
+/// Redis down, `flush()` says so (the deltas stay pending), never panics.
+#[test]
+fn a_timeout_meaning_never_still_flushes() {
+    isolated("a_timeout_meaning_never_still_flushes", Duration::from_secs(60), || {
+        let down = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        promshard::redis::configure(
+            Config::new(&format!("redis://{down}/"), "never").timeout(Duration::MAX).flush_interval(Duration::MAX),
+        );
+        SIGNUPS_TOTAL.with((Plan::Pro,)).inc();
+        let result = std::panic::catch_unwind(promshard::redis::flush);
+        assert!(matches!(result, Ok(Err(_))), "{result:?}");
+    });
+}

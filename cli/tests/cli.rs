@@ -869,6 +869,20 @@ fn serve_caps_connections() {
     }
 }
 
+/// `--timeout` takes any positive number of seconds; one so large it
+/// means "never" must still serve.
+#[test]
+fn serve_with_a_timeout_meaning_never_answers() {
+    let scratch = Scratch::new("serve-huge-timeout");
+    let server = Server::start_with(&scratch.shards(), &["--timeout", "1e19"]);
+    let mut stream = server.connect();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    let read = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response);
+    assert!(read.is_ok() && response.starts_with("HTTP/1.1 200 "), "{read:?}: {response:.200}");
+}
+
 /// A prometheus_client `.db` file (`MmapedDict`'s layout) holding one
 /// series of `metric` with `value`, preallocated to 64 KiB as Python's are.
 fn python_db(path: &Path, metric: &str, sample: &str, value: f64) -> fs::File {

@@ -36,6 +36,10 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
 use crate::expose::Format;
 
+/// The longest timeout kept: far beyond any job, far within what an
+/// `Instant` can be moved by.
+const MAX_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// The timeout of a [`Pusher`] that was given none: a job's exit should
 /// not wait long for a gateway that is down.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -122,9 +126,12 @@ impl Pusher {
     }
 
     /// Bounds every call: connecting, sending and reading the answer
-    /// together.
+    /// together. A longer one than a century (`Duration::MAX` for
+    /// "never") counts as a century.
     pub fn timeout(mut self, timeout: Duration) -> Pusher {
-        self.timeout = timeout;
+        // The HTTP client adds it to `Instant::now()`, which panics past
+        // what the clock can hold.
+        self.timeout = timeout.min(MAX_TIMEOUT);
         self
     }
 

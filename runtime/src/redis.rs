@@ -68,17 +68,24 @@ impl Config {
     }
 
     /// Bounds connecting, and each read and write, of one flush or scrape.
+    /// A longer one than a century (`Duration::MAX` for "never") counts as
+    /// a century.
     pub fn timeout(mut self, timeout: Duration) -> Config {
-        self.timeout = timeout.max(Duration::from_millis(1));
+        self.timeout = timeout.clamp(Duration::from_millis(1), MAX_DURATION);
         self
     }
 
-    /// How often each process sends its pending deltas.
+    /// How often each process sends its pending deltas (at most once a
+    /// century).
     pub fn flush_interval(mut self, interval: Duration) -> Config {
-        self.flush_interval = interval.max(Duration::from_millis(1));
+        self.flush_interval = interval.clamp(Duration::from_millis(1), MAX_DURATION);
         self
     }
 }
+
+/// The longest timeout or interval kept: deadlines are `Instant::now()`
+/// plus a few of them, which panics past what the clock can hold.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Under the gate, which a fork holds: a child never finds it locked.
 static CONFIG: GateCell<Option<Config>> = GateCell::new(None);

@@ -52,6 +52,10 @@ impl std::fmt::Debug for ServerOptions {
     }
 }
 
+/// The longest timeout kept: far beyond any deployment, far within what an
+/// `Instant` can be moved by.
+const MAX_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 impl ServerOptions {
     /// The default of [`timeout`](ServerOptions::timeout): 10 seconds.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,7 +80,8 @@ impl ServerOptions {
     /// connecting or from the previous response on a kept-alive connection,
     /// and how long it may take to receive a response. A connection over
     /// it is closed (with 408 when it had sent part of a request). Must
-    /// not be zero.
+    /// not be zero; a longer one than a century (`Duration::MAX` for
+    /// "never") counts as a century.
     pub fn timeout(mut self, timeout: Duration) -> ServerOptions {
         self.timeout = timeout;
         self
@@ -169,7 +174,9 @@ impl ServerOptions {
             credentials.validate().map_err(invalid)?;
         }
         let limits = Limits {
-            timeout: self.timeout,
+            // Deadlines are `Instant::now() + timeout`, which panics past
+            // what the clock can hold.
+            timeout: self.timeout.min(MAX_TIMEOUT),
             max_connections: self.max_connections,
             max_header_bytes: self.max_header_bytes,
         };
