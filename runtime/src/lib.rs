@@ -44,6 +44,8 @@
 
 // 0. support
 mod gate;
+#[cfg(any(feature = "http", feature = "push", feature = "redis"))]
+mod longest_wait;
 mod notice;
 mod user_code;
 // 1. definitions

@@ -35,10 +35,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
 use crate::expose::Format;
-
-/// The longest timeout kept: far beyond any job, far within what an
-/// `Instant` can be moved by.
-const MAX_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+use crate::longest_wait::LONGEST_WAIT;
 
 /// The timeout of a [`Pusher`] that was given none: a job's exit should
 /// not wait long for a gateway that is down.
@@ -131,7 +128,7 @@ impl Pusher {
     pub fn timeout(mut self, timeout: Duration) -> Pusher {
         // The HTTP client adds it to `Instant::now()`, which panics past
         // what the clock can hold.
-        self.timeout = timeout.min(MAX_TIMEOUT);
+        self.timeout = timeout.min(LONGEST_WAIT);
         self
     }
 

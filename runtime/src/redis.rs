@@ -44,6 +44,7 @@ use crate::gate::GateCell;
 use crate::instruments::counter::Counter;
 use crate::label_set::LabelSet;
 use crate::labels::LabelDomain;
+use crate::longest_wait::LONGEST_WAIT;
 use crate::metric::MetricCore;
 
 /// Where the Redis metrics of this process live, and how long to wait.
@@ -71,21 +72,17 @@ impl Config {
     /// A longer one than a century (`Duration::MAX` for "never") counts as
     /// a century.
     pub fn timeout(mut self, timeout: Duration) -> Config {
-        self.timeout = timeout.clamp(Duration::from_millis(1), MAX_DURATION);
+        self.timeout = timeout.clamp(Duration::from_millis(1), LONGEST_WAIT);
         self
     }
 
     /// How often each process sends its pending deltas (at most once a
     /// century).
     pub fn flush_interval(mut self, interval: Duration) -> Config {
-        self.flush_interval = interval.clamp(Duration::from_millis(1), MAX_DURATION);
+        self.flush_interval = interval.clamp(Duration::from_millis(1), LONGEST_WAIT);
         self
     }
 }
-
-/// The longest timeout or interval kept: deadlines are `Instant::now()`
-/// plus a few of them, which panics past what the clock can hold.
-const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Under the gate, which a fork holds: a child never finds it locked.
 static CONFIG: GateCell<Option<Config>> = GateCell::new(None);

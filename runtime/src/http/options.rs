@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::auth::Credentials;
 use super::connection::Limits;
 use super::listener::MetricsServer;
+use crate::longest_wait::LONGEST_WAIT;
 
 /// How to run a `/metrics` endpoint: its limits and the credentials it
 /// asks for. Start from [`ServerOptions::new`] (or
@@ -51,10 +52,6 @@ impl std::fmt::Debug for ServerOptions {
             .finish()
     }
 }
-
-/// The longest timeout kept: far beyond any deployment, far within what an
-/// `Instant` can be moved by.
-const MAX_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 impl ServerOptions {
     /// The default of [`timeout`](ServerOptions::timeout): 10 seconds.
@@ -176,7 +173,7 @@ impl ServerOptions {
         let limits = Limits {
             // Deadlines are `Instant::now() + timeout`, which panics past
             // what the clock can hold.
-            timeout: self.timeout.min(MAX_TIMEOUT),
+            timeout: self.timeout.min(LONGEST_WAIT),
             max_connections: self.max_connections,
             max_header_bytes: self.max_header_bytes,
         };
