@@ -105,7 +105,7 @@ fn parse(bytes: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
         Some("HEAD") => Method::Head,
         _ => Method::Other,
     };
-    let target = request.path.unwrap_or("");
+    let target = origin_form(request.path.unwrap_or(""));
     let path = target.split('?').next().unwrap_or("").to_owned();
 
     let mut accept: Option<String> = None;
@@ -147,6 +147,21 @@ fn join(list: &mut Option<String>, value: &[u8]) {
     }
 }
 
+/// The path and query of a request target: the target itself in origin
+/// form (`/metrics?x`), or what follows the authority of an absolute one
+/// (`http://host:9090/metrics?x`, which RFC 9112 §3.2.2 says a server must
+/// accept; a proxy sends it), `/` when that is empty.
+fn origin_form(target: &str) -> &str {
+    let scheme =
+        ["http://", "https://"].into_iter().find(|s| target.get(..s.len()).is_some_and(|t| t.eq_ignore_ascii_case(s)));
+    let Some(scheme) = scheme else { return target };
+    let rest = &target[scheme.len()..];
+    match rest.find(['/', '?']) {
+        Some(at) if rest.as_bytes()[at] == b'/' => &rest[at..],
+        _ => "/",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +192,22 @@ mod tests {
         assert!(!parsed("GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").has_body);
         let head = parsed("GET / HTTP/1.1\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n");
         assert_eq!(head.authorization, [b"a".to_vec(), b"b".to_vec()]);
+    }
+
+    #[test]
+    fn absolute_targets_are_their_path() {
+        for (target, path) in [
+            ("http://localhost:9090/metrics?x=1", "/metrics"),
+            ("HTTPS://h/metrics", "/metrics"),
+            ("http://h", "/"),
+            ("http://h?x=/metrics", "/"),
+            ("http://[::1]:80/a/b", "/a/b"),
+            ("/metrics", "/metrics"),
+            ("*", "*"),
+            ("httpx://h/metrics", "httpx://h/metrics"),
+        ] {
+            assert_eq!(parsed(&format!("GET {target} HTTP/1.1\r\n\r\n")).path, path, "{target}");
+        }
     }
 
     #[test]
