@@ -290,6 +290,24 @@ fn a_redis_that_never_answers_costs_a_bounded_time() {
     isolated("a_redis_that_never_answers_costs_a_bounded_time", Duration::from_secs(60), silent_redis);
 }
 
+fn host_name(binary: &Path) {
+    let redis = Redis::start(binary);
+    // `localhost` may give `::1` first, where nothing listens: the next
+    // address is tried.
+    let url = format!("redis://localhost:{}/", redis.port);
+    promshard::redis::configure(Config::new(&url, "shop").timeout(Duration::from_secs(2)));
+    SIGNUPS_TOTAL.with((Plan::Pro,)).inc_by(3);
+    promshard::redis::flush().unwrap();
+    assert_eq!(pro(&own_text()), Some(3.0));
+    assert_eq!(redis.command("GET metrics:shop:signups_total{plan=\"pro\"}").as_deref(), Some("$1\r\n3"));
+}
+
+#[test]
+fn a_redis_named_by_host_name_is_reached() {
+    let Some(binary) = redis_server() else { return };
+    isolated("a_redis_named_by_host_name_is_reached", Duration::from_secs(60), || host_name(&binary));
+}
+
 fn wrong_type_key(binary: &Path) {
     let redis = Redis::start(binary);
     // Someone stored a string where a series of ours lives.

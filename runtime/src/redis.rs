@@ -513,12 +513,57 @@ fn prefix(config: &Config) -> String {
     format!("metrics:{}:", config.application)
 }
 
+/// Connects to the configured Redis within its timeout, the name lookup
+/// included: the redis crate looks a host name up with the system's
+/// resolver, which no timeout bounds (a DNS server that does not answer
+/// held `flush()` for as long as the resolver's own retries), so a name is
+/// looked up here first, within the timeout, and each address it gives is
+/// tried in turn.
 fn connect(config: &Config) -> redis::RedisResult<redis::Connection> {
-    let client = redis::Client::open(config.url.as_str())?;
-    let connection = client.get_connection_with_timeout(config.timeout)?;
-    connection.set_read_timeout(Some(config.timeout))?;
-    connection.set_write_timeout(Some(config.timeout))?;
-    Ok(connection)
+    use redis::{ConnectionAddr, IntoConnectionInfo};
+    let info = config.url.as_str().into_connection_info()?;
+    let addresses = match info.addr() {
+        ConnectionAddr::Tcp(host, port) if host.parse::<std::net::IpAddr>().is_err() => {
+            let (host, port) = (host.clone(), *port);
+            let lookup = move || std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port)).map(Vec::from_iter);
+            let found = resolve_within(config.timeout, lookup).map_err(|e| {
+                redis::RedisError::from(std::io::Error::new(e.kind(), format!("looking up the Redis host: {e}")))
+            })?;
+            found.into_iter().map(|a| info.clone().set_addr(ConnectionAddr::Tcp(a.ip().to_string(), port))).collect()
+        }
+        _ => vec![info],
+    };
+    let mut last = None;
+    for info in addresses {
+        match redis::Client::open(info).and_then(|c| c.get_connection_with_timeout(config.timeout)) {
+            Ok(connection) => {
+                connection.set_read_timeout(Some(config.timeout))?;
+                connection.set_write_timeout(Some(config.timeout))?;
+                return Ok(connection);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::NotFound, "the Redis host has no address"))
+    }))
+}
+
+/// What `lookup` returns, if it returns within `timeout`: it runs on a
+/// thread of its own, left to finish alone when it does not (a lookup
+/// cannot be cancelled).
+fn resolve_within<T: Send + 'static>(
+    timeout: Duration,
+    lookup: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new().name("promshard-redis-lookup".into()).spawn(move || {
+        let _ = tx.send(lookup());
+    })?;
+    match rx.recv_timeout(timeout) {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no answer within {timeout:?}"))),
+    }
 }
 
 /// Sends this process's pending changes now: call before a clean exit so
@@ -795,3 +840,23 @@ fn labels_of(desc: &Descriptor, series: usize) -> Vec<(&'static str, &'static st
 
 #[linkme::distributed_slice(crate::collector::COLLECTORS)]
 static REDIS_COLLECTOR: &dyn Collector = &RedisCollector;
+
+#[cfg(test)]
+mod lookup_tests {
+    use super::resolve_within;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_lookup_that_does_not_answer_is_given_up_on_at_the_timeout() {
+        let started = Instant::now();
+        let slow = resolve_within(Duration::from_millis(100), || {
+            std::thread::sleep(Duration::from_secs(3));
+            Ok(1)
+        });
+        assert_eq!(slow.map_err(|e| e.kind()), Err(std::io::ErrorKind::TimedOut));
+        assert!(started.elapsed() < Duration::from_secs(2), "waited {:?}", started.elapsed());
+        assert_eq!(resolve_within(Duration::from_secs(5), || Ok(7)).unwrap(), 7);
+        let failed = resolve_within::<()>(Duration::from_secs(5), || Err(std::io::ErrorKind::NotFound.into()));
+        assert_eq!(failed.map_err(|e| e.kind()), Err(std::io::ErrorKind::NotFound));
+    }
+}
