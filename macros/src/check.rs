@@ -2,6 +2,7 @@
 //! Every violation is recorded with the span of the token to change.
 
 use proc_macro2::Span;
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Ident, Type};
 
@@ -55,7 +56,7 @@ pub(crate) fn check(decl: &Static, args: &Args, cx: &mut Ctxt) -> Option<Metric>
 
     let (name, name_span) = match &args.name {
         Some(lit) => (lit.value(), lit.span()),
-        None => (decl.ident.to_string().to_lowercase(), decl.ident.span()),
+        None => (decl.ident.unraw().to_string().to_lowercase(), decl.ident.span()),
     };
     check_name(&name, name_span, kind, cx);
 

@@ -3,6 +3,7 @@
 
 use proc_macro2::TokenStream;
 use quote::quote;
+use syn::ext::IdentExt;
 use syn::{GenericArgument, ItemFn, LitStr, PathArguments, ReturnType, Type, TypeParamBound};
 
 use crate::ctxt::Ctxt;
@@ -124,7 +125,7 @@ pub(crate) fn check(item: &ItemFn, args: &HandlerArgs, cx: &mut Ctxt) -> Option<
         (Some(name), _) => quote!(#name),
         (None, Some((route, _))) => quote!(#route),
         (None, None) => {
-            let name = format!("::{}", sig.ident);
+            let name = format!("::{}", sig.ident.unraw());
             quote!(::core::concat!(::core::module_path!(), #name))
         }
     };
