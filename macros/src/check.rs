@@ -132,6 +132,41 @@ pub(crate) fn check(decl: &Static, args: &Args, cx: &mut Ctxt) -> Option<Metric>
         (None, _) => None,
     };
 
+    // In multiprocess mode a metric kept per process (an Enum, a gauge of
+    // mode `all`, the default, or `liveall`) gets a `pid` label of its
+    // own: a declared one would give every sample two, which Prometheus
+    // refuses with the whole scrape.
+    let per_process = args.store.is_none()
+        && match kind {
+            Kind::Enum(_) => true,
+            Kind::Gauge => args.mode.as_ref().is_none_or(|mode| mode == "all" || mode == "liveall"),
+            _ => false,
+        };
+    if per_process {
+        for label in labels.iter().filter(|l| names::labels_clash(&l.name.text, "pid")) {
+            let why = match kind {
+                Kind::Enum(_) => "an Enum metric is kept per process".to_owned(),
+                _ => format!(
+                    "a gauge of mode `{}` is kept per process",
+                    args.mode.as_ref().map_or("all".to_owned(), |m| m.to_string())
+                ),
+            };
+            cx.error(
+                label.name.span,
+                format!(
+                    "label `{}`: {why}, under a `pid` label of its own in multiprocess mode, so a declared `pid` \
+                     would appear twice in every sample (Prometheus refuses the scrape): rename it{}",
+                    label.name.text,
+                    if matches!(kind, Kind::Gauge) {
+                        ", or choose a mode that combines processes (`mode = livesum`, `max`...)"
+                    } else {
+                        ""
+                    },
+                ),
+            );
+        }
+    }
+
     if let Some(flag) = &args.exemplars {
         if !matches!(kind, Kind::Counter | Kind::Histogram) {
             cx.error(flag.span(), "`exemplars` applies to counters and histograms only");
