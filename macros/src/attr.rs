@@ -4,6 +4,7 @@
 //! is reported without hiding mistakes in the others.
 
 use proc_macro2::{Span, TokenStream, TokenTree};
+use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
 use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, ExprUnary, Ident, Lit, LitInt, LitStr, Token, Type, UnOp, bracketed, parenthesized};
@@ -215,7 +216,7 @@ fn parse_label(input: ParseStream) -> syn::Result<Label> {
         LabelName { text: lit.value(), span: lit.span() }
     } else {
         let ident: Ident = input.parse()?;
-        LabelName { text: ident.to_string(), span: ident.span() }
+        LabelName { text: ident.unraw().to_string(), span: ident.span() }
     };
     if input.peek(Token![:]) {
         input.parse::<Token![:]>()?;

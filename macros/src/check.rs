@@ -2,6 +2,7 @@
 //! Every violation is recorded with the span of the token to change.
 
 use proc_macro2::Span;
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Ident, Type};
 
@@ -55,7 +56,7 @@ pub(crate) fn check(decl: &Static, args: &Args, cx: &mut Ctxt) -> Option<Metric>
 
     let (name, name_span) = match &args.name {
         Some(lit) => (lit.value(), lit.span()),
-        None => (decl.ident.to_string().to_lowercase(), decl.ident.span()),
+        None => (decl.ident.unraw().to_string().to_lowercase(), decl.ident.span()),
     };
     check_name(&name, name_span, kind, cx);
 
@@ -130,6 +131,41 @@ pub(crate) fn check(decl: &Static, args: &Args, cx: &mut Ctxt) -> Option<Metric>
         }
         (None, _) => None,
     };
+
+    // In multiprocess mode a metric kept per process (an Enum, a gauge of
+    // mode `all`, the default, or `liveall`) gets a `pid` label of its
+    // own: a declared one would give every sample two, which Prometheus
+    // refuses with the whole scrape.
+    let per_process = args.store.is_none()
+        && match kind {
+            Kind::Enum(_) => true,
+            Kind::Gauge => args.mode.as_ref().is_none_or(|mode| mode == "all" || mode == "liveall"),
+            _ => false,
+        };
+    if per_process {
+        for label in labels.iter().filter(|l| names::labels_clash(&l.name.text, "pid")) {
+            let why = match kind {
+                Kind::Enum(_) => "an Enum metric is kept per process".to_owned(),
+                _ => format!(
+                    "a gauge of mode `{}` is kept per process",
+                    args.mode.as_ref().map_or("all".to_owned(), |m| m.to_string())
+                ),
+            };
+            cx.error(
+                label.name.span,
+                format!(
+                    "label `{}`: {why}, under a `pid` label of its own in multiprocess mode, so a declared `pid` \
+                     would appear twice in every sample (Prometheus refuses the scrape): rename it{}",
+                    label.name.text,
+                    if matches!(kind, Kind::Gauge) {
+                        ", or choose a mode that combines processes (`mode = livesum`, `max`...)"
+                    } else {
+                        ""
+                    },
+                ),
+            );
+        }
+    }
 
     if let Some(flag) = &args.exemplars {
         if !matches!(kind, Kind::Counter | Kind::Histogram) {

@@ -2,6 +2,7 @@
 
 use proc_macro2::TokenStream;
 use quote::quote;
+use syn::ext::IdentExt;
 use syn::{Data, DeriveInput, Fields, LitStr};
 
 pub(crate) fn label_value(input: &DeriveInput) -> syn::Result<TokenStream> {
@@ -40,7 +41,7 @@ pub(crate) fn label_value(input: &DeriveInput) -> syn::Result<TokenStream> {
         if !matches!(variant.fields, Fields::Unit) {
             push(syn::Error::new_spanned(&variant.fields, "label values are fieldless variants; remove the fields"));
         }
-        let mut value = snake_case(&variant.ident.to_string());
+        let mut value = snake_case(&variant.ident.unraw().to_string());
         for attr in variant.attrs.iter().filter(|a| a.path().is_ident("label")) {
             let result = attr.parse_nested_meta(|meta| {
                 if meta.path.is_ident("rename") {

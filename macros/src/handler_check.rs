@@ -3,6 +3,7 @@
 
 use proc_macro2::TokenStream;
 use quote::quote;
+use syn::ext::IdentExt;
 use syn::{GenericArgument, ItemFn, LitStr, PathArguments, ReturnType, Type, TypeParamBound};
 
 use crate::ctxt::Ctxt;
@@ -26,9 +27,14 @@ pub(crate) struct Handler {
     /// body need it); `None` for `impl Trait`, which cannot be written in a
     /// `let`.
     pub(crate) return_type: Option<Type>,
-    /// For a body that returns a future, the future's output type when it
-    /// can be written (no `impl` in it): the outcome is read from it.
-    pub(crate) future_output: Option<Type>,
+    /// The type the outcome is read from, written on the outcome's
+    /// closure: the return type, or for a body that returns a future its
+    /// output, with each `impl Trait` in it left to inference (`_`).
+    /// Without it, a type the body leaves to inference until the end (the
+    /// error of `?`, converted by `From`) would be classified by a rule
+    /// chosen before it is known: `Result<impl IntoResponse, AppError>`
+    /// would ask `AppError` for its status.
+    pub(crate) classified: Option<Type>,
 }
 
 /// How the function runs its body.
@@ -119,7 +125,7 @@ pub(crate) fn check(item: &ItemFn, args: &HandlerArgs, cx: &mut Ctxt) -> Option<
         (Some(name), _) => quote!(#name),
         (None, Some((route, _))) => quote!(#route),
         (None, None) => {
-            let name = format!("::{}", sig.ident);
+            let name = format!("::{}", sig.ident.unraw());
             quote!(::core::concat!(::core::module_path!(), #name))
         }
     };
@@ -136,13 +142,17 @@ pub(crate) fn check(item: &ItemFn, args: &HandlerArgs, cx: &mut Ctxt) -> Option<
     // The output, written on the outcome's closure: the body's future may
     // leave it to be inferred from the return type (`.into()`, `parse()`),
     // later than the outcome is chosen.
-    let future_output = match body {
+    let classified = match body {
         Body::BoxedFuture | Body::ImplFuture => boxed_future_output(&sig.output)
             .or_else(|| box_future_alias(&sig.output))
             .or_else(|| impl_future_output(&sig.output).flatten())
-            .filter(|ty| !contains_impl_trait(ty))
-            .cloned(),
-        Body::Sync | Body::Async => None,
+            .and_then(infer_impl_trait),
+        // The body is pinned to a return type without `impl`.
+        Body::Sync | Body::Async if never => None,
+        Body::Sync | Body::Async => match &sig.output {
+            ReturnType::Type(_, ty) if contains_impl_trait(ty) => infer_impl_trait(ty),
+            _ => None,
+        },
     };
     let return_type = match &sig.output {
         ReturnType::Default => Some(syn::parse_quote!(())),
@@ -152,7 +162,7 @@ pub(crate) fn check(item: &ItemFn, args: &HandlerArgs, cx: &mut Ctxt) -> Option<
         _ if never => Some(syn::parse_quote!(::core::convert::Infallible)),
         ReturnType::Type(_, ty) => Some((**ty).clone()),
     };
-    Some(Handler { http, label, body, never, return_type, future_output })
+    Some(Handler { http, label, body, never, return_type, classified })
 }
 
 /// `X` when `output` is `Pin<Box<dyn Future<Output = X> + ...>>`.
@@ -213,6 +223,45 @@ fn single_argument<'a>(ty: &'a Type, name: &str) -> Option<&'a Type> {
         GenericArgument::Type(ty) => Some(ty),
         _ => None,
     })
+}
+
+/// `ty` with every `impl Trait` in it replaced by `_`, which a closure's
+/// parameter may hold; `None` when an `impl` is left where this does not
+/// look (in a bound, a function pointer...), or when nothing is known
+/// (`ty` is `impl Trait` itself).
+fn infer_impl_trait(ty: &Type) -> Option<Type> {
+    fn replace(ty: &mut Type) {
+        match ty {
+            Type::ImplTrait(_) => *ty = syn::parse_quote!(_),
+            Type::Path(path) => {
+                if let Some(qself) = &mut path.qself {
+                    replace(&mut qself.ty);
+                }
+                for segment in &mut path.path.segments {
+                    if let PathArguments::AngleBracketed(args) = &mut segment.arguments {
+                        for arg in &mut args.args {
+                            if let GenericArgument::Type(ty) = arg {
+                                replace(ty);
+                            }
+                        }
+                    }
+                }
+            }
+            Type::Reference(reference) => replace(&mut reference.elem),
+            Type::Tuple(tuple) => tuple.elems.iter_mut().for_each(replace),
+            Type::Array(array) => replace(&mut array.elem),
+            Type::Slice(slice) => replace(&mut slice.elem),
+            Type::Paren(paren) => replace(&mut paren.elem),
+            Type::Group(group) => replace(&mut group.elem),
+            _ => {}
+        }
+    }
+    if matches!(ty, Type::ImplTrait(_)) {
+        return None;
+    }
+    let mut ty = ty.clone();
+    replace(&mut ty);
+    (!contains_impl_trait(&ty)).then_some(ty)
 }
 
 fn contains_impl_trait(ty: &Type) -> bool {

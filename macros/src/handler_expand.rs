@@ -63,7 +63,7 @@ fn expand(function: ItemFn, args: &HandlerArgs, handler: &Handler) -> TokenStrea
             #krate::__private::HandlerSite::function(&#families, #label, ::core::file!(), ::core::line!())
         },
     };
-    let classify = match &handler.future_output {
+    let classify = match &handler.classified {
         Some(output) => quote!(|__ret: &#output| #krate::__private::outcome!(__ret)),
         None => quote!(|__ret| #krate::__private::outcome!(__ret)),
     };
@@ -83,10 +83,14 @@ fn expand(function: ItemFn, args: &HandlerArgs, handler: &Handler) -> TokenStrea
     let run = match handler.body {
         Body::Sync => quote!(__PROMSHARD_HANDLER.call(move || #pinned, #classify)),
         Body::Async => quote!(__PROMSHARD_HANDLER.instrument(async move #pinned, #classify).await),
+        // The body runs in a closure, as a sync body does, so that a
+        // `return` in it hands its future to the wrapper too instead of
+        // leaving the function with it, uncounted.
         Body::BoxedFuture => {
-            quote!(::std::boxed::Box::pin(__PROMSHARD_HANDLER.instrument(#block, #classify)))
+            let ty = handler.return_type.as_ref().expect("a boxed future's type is written out");
+            quote!(::std::boxed::Box::pin(__PROMSHARD_HANDLER.instrument_made(move || -> #ty #block, #classify)))
         }
-        Body::ImplFuture => quote!(__PROMSHARD_HANDLER.instrument(#block, #classify)),
+        Body::ImplFuture => quote!(__PROMSHARD_HANDLER.instrument_made(move || #block, #classify)),
     };
     // A body that never returns was pinned to `Infallible`; nothing of it
     // comes back, so the call's value is matched empty, which is `!`.

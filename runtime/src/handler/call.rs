@@ -89,6 +89,18 @@ impl HandlerSite {
     {
         Instrumented { future, classify: Some(classify), site: self, call: None }
     }
+
+    /// [`instrument`](Self::instrument) for the future `make` returns: the
+    /// body of a `fn` returning a future, run as a closure so that its
+    /// early `return`s give their future to the wrapper too.
+    #[inline(always)]
+    pub fn instrument_made<F, C>(&'static self, make: impl FnOnce() -> F, classify: C) -> Instrumented<F, C>
+    where
+        F: Future,
+        C: FnOnce(&F::Output) -> Outcome,
+    {
+        self.instrument(make(), classify)
+    }
 }
 
 /// A call in progress: its end is recorded once, by `finish` or, when
