@@ -344,6 +344,30 @@ impl Opts {
         Opts { mode, ..self }
     }
 
+    /// Checks a metric kept per process (an `Enum`, or a gauge when
+    /// `per_process_mode` and its mode is `all` or `liveall`) for a
+    /// declared `pid` label: multiprocess mode labels each process's
+    /// series with `pid` itself, and a sample with two is refused by
+    /// Prometheus with its whole scrape.
+    ///
+    /// # Panics
+    ///
+    /// At compile time (in `const` context) when such a metric declares
+    /// `pid`.
+    pub(crate) const fn check_pid_free(&self, per_process_mode: bool) {
+        if per_process_mode && !self.mode.is_per_process() {
+            return;
+        }
+        let mut i = 0;
+        while i < self.label_names.len() {
+            assert!(
+                !eq(self.label_names[i], "pid"),
+                "label `pid`: this metric is kept per process, under a `pid` label of its own in multiprocess mode; rename it (or give the gauge a mode that combines processes)"
+            );
+            i += 1;
+        }
+    }
+
     /// Keeps the latest exemplar of every counter series, or of every
     /// bucket of a histogram series, for `inc_with_exemplar` and
     /// `observe_with_exemplar`. Off by default: each exemplar takes

@@ -29,9 +29,13 @@ pub struct Gauge<L: LabelSet = ()> {
 }
 
 impl<L: LabelSet> Gauge<L> {
-    /// Declares a gauge; `opts` must name one label per element of `L`.
+    /// Declares a gauge; `opts` must name one label per element of `L`,
+    /// and none `pid` while the gauge's mode is `all` (the default) or
+    /// `liveall`: multiprocess mode labels each process's series with
+    /// `pid` itself (a compile error when used in a `static`).
     #[track_caller]
     pub const fn new(opts: Opts) -> Self {
+        opts.check_pid_free(true);
         let desc = Descriptor::new(opts, Kind::Gauge, L::DOMAINS, L::CARDINALITY, &[]);
         Gauge { core: MetricCore::new(desc), labels: PhantomData }
     }

@@ -33,9 +33,12 @@ pub struct Enum<S: LabelValue, L: LabelSet = ()> {
 }
 
 impl<S: LabelValue, L: LabelSet> Enum<S, L> {
-    /// Declares an enum metric whose states are the values of `S`.
+    /// Declares an enum metric whose states are the values of `S`; no
+    /// label may be named `pid`, which multiprocess mode gives each
+    /// process's series itself (a compile error when used in a `static`).
     #[track_caller]
     pub const fn new(opts: Opts) -> Self {
+        opts.check_pid_free(false);
         let desc = Descriptor::new(opts, Kind::StateSet, L::DOMAINS, L::CARDINALITY, S::VALUES);
         Enum { core: MetricCore::new(desc), types: PhantomData }
     }
