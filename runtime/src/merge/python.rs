@@ -517,6 +517,10 @@ impl PyCache {
             let Some(stat) = self.live.known(pid) else { continue };
             let master = match python_live::has_children(pid) {
                 Some(true) => pid,
+                // A master of the run that records, left without workers
+                // for a moment (its only one retired and not yet
+                // replaced): still the master, not its own parent.
+                _ if self.run_masters.contains(&(pid, stat.start_ticks)) => pid,
                 // No `children` file (CONFIG_PROC_CHILDREN): the parent.
                 Some(false) | None => stat.ppid,
             };
