@@ -1487,3 +1487,60 @@ fn serve_keeps_a_recording_masters_run_while_it_has_no_worker() {
     pool.apply(worker, &op);
     assert_eq!(jobs(&server), 2.0, "the replacement");
 }
+
+/// Odd things named like prometheus_client's files in a Python directory
+/// (a FIFO, a directory, a link to a character device) are bad files: a
+/// `dump`, a `check` and a scrape skip them, within seconds, and still
+/// show the good file beside them. A FIFO used to block every one of them
+/// for ever in `open`, and the sidecar with it.
+#[test]
+fn odd_python_db_files_never_hang_a_reader() {
+    let scratch = Scratch::new("python-odd");
+    let dir = scratch.shards();
+    fs::create_dir_all(&dir).unwrap();
+    // Above Linux's largest pid_max: no process has these pids.
+    let gone = 4_194_400;
+    drop(python_db(&dir.join(format!("counter_{gone}.db")), "py_jobs", "py_jobs_total", 5.0));
+    let fifo = dir.join(format!("counter_{}.db", gone + 1));
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    fs::create_dir(dir.join(format!("gauge_all_{}.db", gone + 2))).unwrap();
+    std::os::unix::fs::symlink("/dev/urandom", dir.join(format!("histogram_{}.db", gone + 3))).unwrap();
+
+    let bounded = |args: &[&str]| {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env_remove(promshard::multiprocess::DIR_ENV)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut out = String::new();
+            let _ = stdout.read_to_string(&mut out);
+            out
+        });
+        let status = wait_bounded(&mut child, Duration::from_secs(10));
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        (status, reader.join().unwrap())
+    };
+    let (status, out) = bounded(&["dump", path(&dir)]);
+    assert!(status.is_some(), "promshard dump hangs on an odd .db file");
+    assert!(out.lines().any(|l| l == "py_jobs_total 5"), "{out}");
+    let (status, out) = bounded(&["check", path(&dir)]);
+    assert!(status.is_some(), "promshard check hangs on an odd .db file");
+    assert_eq!(status.unwrap().code(), Some(1), "odd files are problems: {out}");
+
+    let server = Server::start(&dir);
+    let mut stream = server.connect();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    let read = stream.read_to_string(&mut response);
+    assert!(read.is_ok(), "promshard serve hangs on an odd .db file: {read:?}");
+    assert!(response.lines().any(|l| l == "py_jobs_total 5"), "{response}");
+}
