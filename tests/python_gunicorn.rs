@@ -274,3 +274,47 @@ fn flask_under_gunicorn_without_hooks() {
     drop(gunicorn);
     eprintln!("gunicorn test: {recycled} workers recycled, {:?}", started.elapsed());
 }
+
+/// `kill -HUP` of the master (a graceful reload: new workers, the old
+/// ones finish their requests and leave) three times under load, with
+/// workers also retiring after 5 requests, scraped throughout: the count
+/// never goes down, and at the end equals the requests made and Python's
+/// collector with the hook emulated, sample by sample.
+#[test]
+fn graceful_reloads_under_load_lose_no_count() {
+    let Some(python) = python() else {
+        return skip_or_fail("python3 with flask, gunicorn, prometheus_client and prometheus_flask_exporter not found");
+    };
+    let app_dir = TempDir::new("gunicorn-hup-app");
+    let dir = TempDir::new("gunicorn-hup-metrics");
+    let d = &dir.0;
+    std::fs::write(app_dir.0.join("app.py"), APP).unwrap();
+    let gunicorn = Gunicorn::start(&python, &app_dir.0, d);
+    let addr = gunicorn.addr;
+    let loader = std::thread::spawn(move || load(addr, 1, 300));
+    let mut last = 0.0;
+    let mut reloads = 0;
+    let started = Instant::now();
+    while !loader.is_finished() {
+        let text = String::from_utf8(promshard::multiprocess::encode_dir(d, promshard::Format::Prometheus)).unwrap();
+        let counted: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("flask_http_request_total{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum();
+        assert!(counted >= last, "the request count went down: {counted} < {last}");
+        last = counted;
+        if reloads < 3 && started.elapsed() > Duration::from_millis(400 * (reloads + 1)) {
+            // SAFETY: kill(2) of the gunicorn master this test started.
+            assert_eq!(unsafe { libc::kill(gunicorn.child.id() as i32, libc::SIGHUP) }, 0);
+            reloads += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    loader.join().unwrap();
+    assert!(reloads > 0, "the load ended before any reload");
+    std::thread::sleep(Duration::from_millis(1500));
+    let end = compare("after graceful reloads", &python, d, &gunicorn, &[]);
+    assert_eq!(requests_counted(&end), 301.0, "the readiness probe and 300, after {reloads} reloads");
+    drop(gunicorn);
+}

@@ -1115,3 +1115,432 @@ fn serve_gives_concurrent_scrapers_the_same_python_view() {
         &wrong[..wrong.len().min(5)]
     );
 }
+
+// The seeded model of a Python pool under `promshard serve`.
+#[path = "../../tests/rng/mod.rs"]
+mod rng;
+
+/// A Python pool master as gunicorn runs one: it imports the app's metrics
+/// (and with `preload`, records into an unlabelled counter before forking,
+/// as a preloaded app that counts at import does), forks workers on
+/// command, hands each its operations through a pipe, and exits or kills
+/// them (calling `mark_process_dead` after a clean exit when told, as a
+/// `child_exit` hook would).
+const MODEL_POOL: &str = r#"
+import json, os, signal, sys, traceback
+from prometheus_client import Counter, Gauge, Histogram, Summary
+from prometheus_client.multiprocess import mark_process_dead
+
+MODES = ['all', 'liveall', 'min', 'livemin', 'max', 'livemax', 'sum', 'livesum', 'mostrecent', 'livemostrecent']
+M = {
+    'c': Counter('model_jobs', 'Jobs.', ['kind']),
+    'h': Histogram('model_latency_seconds', 'Latency.', ['kind'], buckets=[0.1, 1.0, 10.0]),
+    's': Summary('model_size_bytes', 'Size.', ['kind']),
+}
+for mode in MODES:
+    M['g_' + mode] = Gauge('model_gauge_' + mode, 'Gauge of mode ' + mode, ['kind'], multiprocess_mode=mode)
+if sys.argv[1] == 'preload':
+    M['plain'] = Counter('model_plain', 'Unlabelled, made at import.')
+    M['plain'].inc()
+
+def apply(op):
+    name, kind, method, amount = op
+    child = M[name] if kind is None else M[name].labels(kind)
+    getattr(child, method)(amount)
+
+def worker(r):
+    print('W', os.getpid(), flush=True)
+    for line in os.fdopen(r):
+        op = json.loads(line)
+        if op[0] == 'exit':
+            return
+        apply(op)
+        print('OK', os.getpid(), flush=True)
+
+pipes = {}
+for line in sys.stdin:
+    cmd, _, rest = line.rstrip('\n').partition(' ')
+    if cmd == 'spawn':
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(w)
+            for p in pipes.values():
+                p.close()
+            try:
+                worker(r)
+            except BaseException:
+                print('FAILED', repr(traceback.format_exc()), flush=True)
+            finally:
+                os._exit(0)
+        os.close(r)
+        pipes[pid] = os.fdopen(w, 'w')
+    elif cmd == 'to':
+        pid, _, op = rest.partition(' ')
+        pipes[int(pid)].write(op + '\n')
+        pipes[int(pid)].flush()
+    elif cmd == 'master':
+        apply(json.loads(rest))
+        print('OK', os.getpid(), flush=True)
+    elif cmd == 'kill':
+        pid = int(rest)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pipes.pop(pid).close()
+        print('KILLED', pid, flush=True)
+    elif cmd == 'exit':
+        pid, mark = rest.split()
+        pid = int(pid)
+        p = pipes.pop(pid)
+        p.write('["exit"]\n')
+        p.close()
+        os.waitpid(pid, 0)
+        if mark == '1':
+            mark_process_dead(pid)
+        print('EXITED', pid, flush=True)
+"#;
+
+/// A [`MODEL_POOL`] master; dropping it SIGKILLs it and its workers by pid.
+struct ModelPool {
+    master: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+    workers: Vec<u32>,
+}
+
+impl ModelPool {
+    fn start(python: &Path, dir: &Path, preload: bool) -> ModelPool {
+        let mut master = Command::new(python)
+            .args(["-c", MODEL_POOL, if preload { "preload" } else { "plain" }])
+            .env("PROMETHEUS_MULTIPROC_DIR", dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = master.stdin.take().unwrap();
+        let stdout = master.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        ModelPool { master, stdin, lines, workers: Vec::new() }
+    }
+
+    fn pid(&self) -> u32 {
+        self.master.id()
+    }
+
+    fn send(&mut self, command: &str) {
+        writeln!(self.stdin, "{command}").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// The next line starting with `word`, within a minute.
+    fn expect(&mut self, word: &str) -> Vec<String> {
+        loop {
+            let line = self.lines.recv_timeout(TIMEOUT).unwrap_or_else(|_| panic!("no {word} line from the pool"));
+            assert!(!line.starts_with("FAILED"), "a Python worker failed: {line}");
+            let fields: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+            if fields.first().map(String::as_str) == Some(word) {
+                return fields;
+            }
+        }
+    }
+
+    fn spawn(&mut self) -> u32 {
+        self.send("spawn");
+        let pid = self.expect("W")[1].parse().unwrap();
+        self.workers.push(pid);
+        pid
+    }
+
+    /// Runs `op` (`[metric, label value or null, method, amount]`) in
+    /// worker `pid`, or in the master when `pid` is its own.
+    fn apply(&mut self, pid: u32, op: &serde_json::Value) {
+        if pid == self.pid() {
+            self.send(&format!("master {op}"));
+        } else {
+            self.send(&format!("to {pid} {op}"));
+        }
+        assert_eq!(self.expect("OK")[1], pid.to_string());
+    }
+
+    fn kill(&mut self, pid: u32) {
+        self.send(&format!("kill {pid}"));
+        self.expect("KILLED");
+        self.workers.retain(|w| *w != pid);
+    }
+
+    fn exit(&mut self, pid: u32, mark: bool) {
+        self.send(&format!("exit {pid} {}", u8::from(mark)));
+        self.expect("EXITED");
+        self.workers.retain(|w| *w != pid);
+    }
+}
+
+impl Drop for ModelPool {
+    fn drop(&mut self) {
+        for pid in &self.workers {
+            kill_pid(*pid);
+        }
+        let _ = self.master.kill();
+        let _ = self.master.wait();
+    }
+}
+
+/// Label values as a web app makes them: UTF-8, quotes, backslashes,
+/// newlines, the empty string.
+const MODEL_KINDS: [&str; 7] = ["a", "", "ü→日本", "q\"uote\"", "back\\slash", "new\nline", "tab\t{x=\"1\"}"];
+const MODEL_MODES: [&str; 10] =
+    ["all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum", "mostrecent", "livemostrecent"];
+
+impl rng::Rng {
+    /// One recording, as `[metric, label value, method, amount]`.
+    fn model_op(&mut self, preload: bool) -> serde_json::Value {
+        let kind = self.pick(&MODEL_KINDS);
+        match self.below(if preload { 6 } else { 5 }) {
+            0 => serde_json::json!(["c", kind, "inc", self.pick(&[1.0, 0.5, 2.25, 1e6, 0.0])]),
+            1 => serde_json::json!(["h", kind, "observe", self.pick(&[0.05, 0.5, 5.0, 50.0, 1.0, -2.0])]),
+            2 => serde_json::json!(["s", kind, "observe", self.pick(&[3.0, 0.25, 1e9])]),
+            5 => serde_json::json!(["plain", null, "inc", self.pick(&[1.0, 3.0])]),
+            _ => {
+                let mode = self.pick(&MODEL_MODES);
+                // Python allows only `set` in the `mostrecent` modes.
+                let method =
+                    if mode.ends_with("mostrecent") { "set" } else { self.pick(&["set", "set", "inc", "dec"]) };
+                serde_json::json!([format!("g_{mode}"), kind, method, self.pick(&[-3.5, 0.0, 7.0, 1e10, 2.5])])
+            }
+        }
+    }
+}
+
+/// The writer's pid in a prometheus_client file name (`counter_123.db`).
+fn python_file_pid(name: &str) -> Option<u32> {
+    name.strip_suffix(".db")?.rsplit('_').next()?.parse().ok()
+}
+
+/// What `promshard serve` shows of a Python directory, parsed by Python,
+/// its own self-metrics left out.
+fn served_samples(python: &Path, server: &Server) -> support::python::Samples {
+    let (status, _, body) = server.get("GET", "/metrics", None);
+    assert!(status.contains(" 200 "), "{status}: {body}");
+    let text: String = body.lines().filter(|l| !l.contains("promshard_")).map(|l| format!("{l}\n")).collect();
+    support::python::parse(python, &text)
+}
+
+/// A seeded model of a gunicorn-like Python pool under `promshard serve`:
+/// workers forked by a Python master record every metric type and gauge
+/// mode with odd label values, exit cleanly (with and without
+/// `mark_process_dead`), are SIGKILLed and replaced, and the master is
+/// restarted with and without wiping the directory. After every step the
+/// sidecar's scrape must equal Python's own `MultiProcessCollector` over
+/// the same directory, with only the differences the README documents:
+/// dead workers' `live*` gauges count for nothing (the oracle calls
+/// `mark_process_dead` for them) and a previous run's files count for
+/// nothing (the oracle skips them). `PROMSHARD_SEED` replays a seed.
+#[test]
+fn serve_matches_pythons_collector_over_a_seeded_python_pool() {
+    let Some(python) = support::python_with_prometheus_client() else {
+        return support::skip_or_fail(support::PYTHON_MISSING);
+    };
+    let seed = std::env::var("PROMSHARD_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64);
+    eprintln!("seed {seed} (PROMSHARD_SEED={seed} replays it)");
+    let mut rng = rng::Rng::new(seed);
+    let scratch = Scratch::new("python-model");
+    let dir = scratch.shards();
+    fs::create_dir_all(&dir).unwrap();
+    let server = Server::start(&dir);
+    let started = Instant::now();
+
+    let mut preload = rng.below(2) == 0;
+    let mut pool = ModelPool::start(&python, &dir, preload);
+    // Dead writers of this run (the oracle marks them dead), and the files
+    // of previous runs (the oracle skips them) with their pids.
+    let mut dead: Vec<u32> = Vec::new();
+    let mut previous: Vec<String> = Vec::new();
+    let mut log: Vec<String> = vec![format!("start master {} preload={preload}", pool.pid())];
+    // Whether a live process of this run has written a file yet: until
+    // then the last run is shown, as the README says, not compared.
+    let mut established = preload;
+    for _ in 0..2 {
+        let pid = pool.spawn();
+        log.push(format!("spawn {pid}"));
+    }
+    let mut step = 0;
+    while step < 120 && started.elapsed() < Duration::from_secs(35) {
+        step += 1;
+        let roll = rng.below(100);
+        let live = pool.workers.clone();
+        if roll < 60 && !live.is_empty() {
+            let pid = if preload && rng.below(8) == 0 { pool.pid() } else { rng.pick(&live) };
+            for _ in 0..=rng.below(3) {
+                let op = rng.model_op(preload);
+                log.push(format!("{pid}: {op}"));
+                pool.apply(pid, &op);
+            }
+            established = true;
+        } else if roll < 70 && live.len() < 5 {
+            let pid = pool.spawn();
+            log.push(format!("spawn {pid}"));
+        } else if roll < 80 && !live.is_empty() {
+            let pid = rng.pick(&live);
+            let mark = rng.below(2) == 0;
+            pool.exit(pid, mark);
+            dead.push(pid);
+            log.push(format!("exit {pid} mark_process_dead={mark}"));
+        } else if roll < 92 && !live.is_empty() {
+            let pid = rng.pick(&live);
+            pool.kill(pid);
+            dead.push(pid);
+            log.push(format!("SIGKILL {pid}"));
+        } else {
+            // The master restarted: a new run, with or without a wipe.
+            let wipe = rng.below(2) == 0;
+            drop(pool);
+            if wipe {
+                for entry in fs::read_dir(&dir).unwrap() {
+                    fs::remove_file(entry.unwrap().path()).unwrap();
+                }
+                previous.clear();
+            } else {
+                previous = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+            }
+            dead.clear();
+            // The old run's last change well before the new master starts.
+            std::thread::sleep(Duration::from_millis(150));
+            preload = rng.below(2) == 0;
+            established = preload;
+            pool = ModelPool::start(&python, &dir, preload);
+            log.push(format!("restart wipe={wipe}: master {} preload={preload}", pool.pid()));
+            for _ in 0..=rng.below(2) {
+                let pid = pool.spawn();
+                log.push(format!("spawn {pid}"));
+            }
+        }
+        // A pid of this run that a previous run's file names is the
+        // documented pid-reuse case: not compared.
+        let previous_pids: Vec<u32> = previous.iter().filter_map(|f| python_file_pid(f)).collect();
+        let this_run: Vec<u32> = pool.workers.iter().chain(&dead).copied().chain([pool.pid()]).collect();
+        if this_run.iter().any(|p| previous_pids.contains(p)) {
+            log.push("a pid of a previous run reused: not compared".to_owned());
+            continue;
+        }
+        if !established {
+            log.push("no live writer of this run yet: the last run is shown, not compared".to_owned());
+            continue;
+        }
+        let ours = served_samples(&python, &server);
+        let skip: Vec<&str> = previous.iter().map(String::as_str).collect();
+        let theirs = support::python::oracle(&python, &dir, &dead, &skip);
+        let diff = support::python::differences(&ours, &theirs);
+        assert!(
+            diff.is_empty(),
+            "seed {seed}, step {step}: promshard serve differs from Python's collector:\n{diff}\nsteps:\n{}",
+            log.join("\n")
+        );
+    }
+    eprintln!("seed {seed}: {step} steps in {:?}", started.elapsed());
+}
+
+/// A pool whose master records (gunicorn's `preload_app` with a metric
+/// counted at import) restarted without a wipe: when its only worker is
+/// gone and not yet replaced (`workers = 1` recycling after
+/// `max_requests`), the master is still the run's master. The previous
+/// run's counts must not come back for that moment.
+#[test]
+fn serve_keeps_a_recording_masters_run_while_it_has_no_worker() {
+    let Some(python) = support::python_with_prometheus_client() else {
+        return support::skip_or_fail(support::PYTHON_MISSING);
+    };
+    let scratch = Scratch::new("python-lone-master");
+    let dir = scratch.shards();
+    fs::create_dir_all(&dir).unwrap();
+    let server = Server::start(&dir);
+    let jobs = |server: &Server| {
+        let samples = served_samples(&python, server);
+        samples.get("model_jobs_total{kind=61}").map_or(0.0, |v| v.parse::<f64>().unwrap())
+    };
+    let op = serde_json::json!(["c", "a", "inc", 5.0]);
+    let mut pool = ModelPool::start(&python, &dir, true);
+    let worker = pool.spawn();
+    pool.apply(worker, &op);
+    assert_eq!(jobs(&server), 5.0);
+    drop(pool);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let mut pool = ModelPool::start(&python, &dir, true);
+    let op = serde_json::json!(["c", "a", "inc", 1.0]);
+    let worker = pool.spawn();
+    pool.apply(worker, &op);
+    assert_eq!(jobs(&server), 1.0, "a new run starts from zero");
+    pool.kill(worker);
+    assert_eq!(jobs(&server), 1.0, "the master alone, between two workers");
+    let worker = pool.spawn();
+    pool.apply(worker, &op);
+    assert_eq!(jobs(&server), 2.0, "the replacement");
+}
+
+/// Odd things named like prometheus_client's files in a Python directory
+/// (a FIFO, a directory, a link to a character device) are bad files: a
+/// `dump`, a `check` and a scrape skip them, within seconds, and still
+/// show the good file beside them. A FIFO used to block every one of them
+/// for ever in `open`, and the sidecar with it.
+#[test]
+fn odd_python_db_files_never_hang_a_reader() {
+    let scratch = Scratch::new("python-odd");
+    let dir = scratch.shards();
+    fs::create_dir_all(&dir).unwrap();
+    // Above Linux's largest pid_max: no process has these pids.
+    let gone = 4_194_400;
+    drop(python_db(&dir.join(format!("counter_{gone}.db")), "py_jobs", "py_jobs_total", 5.0));
+    let fifo = dir.join(format!("counter_{}.db", gone + 1));
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    fs::create_dir(dir.join(format!("gauge_all_{}.db", gone + 2))).unwrap();
+    std::os::unix::fs::symlink("/dev/urandom", dir.join(format!("histogram_{}.db", gone + 3))).unwrap();
+
+    let bounded = |args: &[&str]| {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env_remove(promshard::multiprocess::DIR_ENV)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut out = String::new();
+            let _ = stdout.read_to_string(&mut out);
+            out
+        });
+        let status = wait_bounded(&mut child, Duration::from_secs(10));
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        (status, reader.join().unwrap())
+    };
+    let (status, out) = bounded(&["dump", path(&dir)]);
+    assert!(status.is_some(), "promshard dump hangs on an odd .db file");
+    assert!(out.lines().any(|l| l == "py_jobs_total 5"), "{out}");
+    let (status, out) = bounded(&["check", path(&dir)]);
+    assert!(status.is_some(), "promshard check hangs on an odd .db file");
+    assert_eq!(status.unwrap().code(), Some(1), "odd files are problems: {out}");
+
+    let server = Server::start(&dir);
+    let mut stream = server.connect();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    let read = stream.read_to_string(&mut response);
+    assert!(read.is_ok(), "promshard serve hangs on an odd .db file: {read:?}");
+    assert!(response.lines().any(|l| l == "py_jobs_total 5"), "{response}");
+}

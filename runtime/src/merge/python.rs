@@ -517,6 +517,10 @@ impl PyCache {
             let Some(stat) = self.live.known(pid) else { continue };
             let master = match python_live::has_children(pid) {
                 Some(true) => pid,
+                // A master of the run that records, left without workers
+                // for a moment (its only one retired and not yet
+                // replaced): still the master, not its own parent.
+                _ if self.run_masters.contains(&(pid, stat.start_ticks)) => pid,
                 // No `children` file (CONFIG_PROC_CHILDREN): the parent.
                 Some(false) | None => stat.ppid,
             };
@@ -601,7 +605,7 @@ fn read_bytes(path: &Path, info: &mut FileInfo) -> std::io::Result<Vec<u8>> {
     if let Some(kept) = &info.kept {
         return python_db::read_bytes(&kept.0);
     }
-    let file = std::fs::File::open(path)?;
+    let file = python_db::open(path)?;
     let bytes = python_db::read_bytes(&file)?;
     let same = file.metadata().is_ok_and(|m| file::identity(&m) == info.identity);
     if same && KeptFile::reserve() {
@@ -796,7 +800,7 @@ fn sparse_kind(meta: &PyFile) -> (SparseKind, Option<GaugeMode>) {
 /// The bytes a file says it uses (its header), 0 if unreadable.
 fn used_bytes(path: &Path) -> u64 {
     let mut head = [0u8; 4];
-    let read = std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head));
+    let read = python_db::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head));
     read.map_or(0, |()| i32::from_ne_bytes(head).max(0) as u64)
 }
 

@@ -201,7 +201,7 @@ pub(crate) fn read(path: &Path) -> Result<Vec<Entry>, PyDbError> {
 /// the file really holds whatever the header claims. Entries that cannot
 /// be shown are left out, and the first named (see [`parse_skipping`]).
 pub(crate) fn read_skipping(path: &Path) -> Result<(Vec<Entry>, Option<PyDbError>), PyDbError> {
-    let mut header = File::open(path)?.take(HEADER as u64);
+    let mut header = open(path)?.take(HEADER as u64);
     let mut buf = Vec::with_capacity(HEADER);
     header.read_to_end(&mut buf)?;
     if let Some(used) = read_i32(&buf, 0).and_then(|u| usize::try_from(u).ok()) {
@@ -209,6 +209,19 @@ pub(crate) fn read_skipping(path: &Path) -> Result<(Vec<Entry>, Option<PyDbError
         header.into_inner().take(rest).read_to_end(&mut buf)?;
     }
     parse_skipping(&buf)
+}
+
+/// Opens a file named like prometheus_client's for reading, only if it is
+/// a regular file (through a link, as Python's collector follows links):
+/// a FIFO is opened without waiting for a writer and refused, as is a
+/// directory or a device, whose reads would never end or mean nothing.
+pub(crate) fn open(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    Ok(file)
 }
 
 /// Reads from `at` until `buf` is full or the file ends.
