@@ -511,3 +511,138 @@ fn a_timeout_meaning_never_still_pushes() {
         }
     });
 }
+
+/// Latencies, in native buckets only.
+#[metric(native(schema = 3, max_buckets = 40))]
+static PUSHED_NATIVE_SECONDS: Histogram;
+
+/// What a protobuf scrape asks for.
+const PROTOBUF_ACCEPT: &str =
+    "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited";
+
+/// A native histogram is pushed with its buckets: the gateway keeps what
+/// it is given, and serves it back in protobuf, as Prometheus scrapes it.
+/// The text format has no native buckets (only `+Inf`, `_count`, `_sum`).
+#[test]
+fn a_native_histogram_arrives_with_its_buckets() {
+    let Some((binary, _)) = tools() else { return };
+    let Some(python) = support::protobuf::python_or_skip() else { return };
+    isolated("a_native_histogram_arrives_with_its_buckets", Duration::from_secs(60), || {
+        let gateway = Gateway::start(&binary, false);
+        let observed = [0.003, 0.02, 0.02, 0.5, 7.0, 7.5, 120.0];
+        for v in observed {
+            PUSHED_NATIVE_SECONDS.observe(v);
+        }
+        Pusher::new(&gateway.url(), "native").push().unwrap_or_else(|e| panic!("{e}\n{}", gateway.log()));
+        let response = http_client::fetch(gateway.addr, "GET", "/metrics", &[("Accept", PROTOBUF_ACCEPT)]);
+        assert_eq!(response.status, 200);
+        let work = TempDir::new("push-native");
+        support::protobuf::check_native(
+            &python,
+            work.path(),
+            &response.body,
+            &[("pushed_native_seconds", observed.to_vec())],
+        );
+    });
+}
+
+/// The gateway's explanation of a refusal is kept when the 4 KiB kept of
+/// it ends inside a character (its messages quote label values, in any
+/// language).
+#[test]
+fn a_refusal_cut_inside_a_character_keeps_its_explanation() {
+    isolated("a_refusal_cut_inside_a_character_keeps_its_explanation", Duration::from_secs(60), || {
+        let refusing = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = refusing.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = refusing.accept().unwrap();
+            let mut buf = [0u8; 65536];
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+            let _ = stream.read(&mut buf);
+            // 1 + 2 × 3000 bytes: byte 4096 is inside an `é`.
+            let body = format!("pushed metrics are invalid: x{}", "é".repeat(3000));
+            let _ = write!(stream, "HTTP/1.1 400 Bad Request\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        });
+        let result = Pusher::new(&format!("http://{addr}"), "refused").timeout(Duration::from_secs(5)).push();
+        server.join().unwrap();
+        match result {
+            Err(PushError::Status { status: 400, body }) => {
+                assert!(body.starts_with("pushed metrics are invalid: xé"), "{:?}", &body[..body.len().min(80)])
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
+/// The master of a forked pool, once its workers have exited, pushes
+/// every worker's counts with a plain pusher (no `directory`), and its
+/// own counts with them.
+#[test]
+fn the_master_pushes_the_pool_after_its_workers_exit() {
+    let Some((binary, python)) = tools() else { return };
+    isolated("the_master_pushes_the_pool_after_its_workers_exit", Duration::from_secs(60), || {
+        let gateway = Gateway::start(&binary, false);
+        let dir = TempDir::new("push-master");
+        promshard::multiprocess::init(dir.path().join("shards")).unwrap();
+        let wait = Duration::from_secs(20);
+        let mut workers: Vec<Worker> = (0..3).map(|_| Worker::spawn(pool_worker)).collect();
+        for worker in &mut workers {
+            assert_eq!(worker.ask("record", wait), "ok");
+        }
+        for worker in workers.iter_mut().rev() {
+            worker.exit(wait).expect("the worker exits");
+        }
+        PUSH_TEST_ROWS_TOTAL.with((Outcome::Exported,)).inc();
+        Pusher::new(&gateway.url(), "master").push().unwrap();
+        let rows = group_samples(&python, &gateway, "push_test_rows", &[("job", "master"), ("outcome", "exported")]);
+        assert_eq!(rows.first().map(|s| s.2), Some(3.0 * 1200.0 + 1.0), "{rows:?}");
+    });
+}
+
+/// A job that panics with its exit guard in scope still pushes what it
+/// counted (the guard is dropped while unwinding), and the process ends
+/// with the panic, not an abort.
+#[test]
+fn a_panicking_job_still_pushes_from_its_guards() {
+    let Some((binary, python)) = tools() else { return };
+    isolated("a_panicking_job_still_pushes_from_its_guards", Duration::from_secs(60), || {
+        let gateway = Gateway::start(&binary, false);
+        let url = gateway.url();
+        let unwound = std::panic::catch_unwind(move || {
+            let _exit = promshard::push::on_exit(Pusher::new(&url, "panicked"));
+            let _periodic = promshard::push::every(Pusher::new(&url, "panicked_periodic"), Duration::from_millis(50));
+            record();
+            std::thread::sleep(Duration::from_millis(200));
+            panic!("the job failed");
+        });
+        assert!(unwound.is_err());
+        for job in ["panicked", "panicked_periodic"] {
+            let rows = group_samples(&python, &gateway, "push_test_rows", &[("job", job), ("outcome", "exported")]);
+            assert_eq!(rows.first().map(|s| s.2), Some(1200.0), "{job}: {rows:?}");
+        }
+    });
+}
+
+/// A series that carries a label also in the group (`instance`, say, or
+/// `job`): the gateway would overwrite its value with the group's (one
+/// such series) or refuse the push (several that then collide). The Go
+/// client refuses such a push before sending; so do we, and the gateway
+/// is left as it was.
+#[test]
+fn a_series_carrying_a_grouping_label_is_refused_before_sending() {
+    struct Clash;
+    impl Collector for Clash {
+        fn collect(&self, out: &mut MetricWriter<'_>) {
+            out.gauge("push_clash_hosts", "Hosts seen.").sample(&[("instance", "host-a")], 1.0);
+        }
+    }
+    let Some((binary, python)) = tools() else { return };
+    isolated("a_series_carrying_a_grouping_label_is_refused_before_sending", Duration::from_secs(60), || {
+        let gateway = Gateway::start(&binary, false);
+        promshard::register_collector(Clash);
+        let result = Pusher::new(&gateway.url(), "clash").grouping("instance", "host-b").push();
+        assert!(matches!(result, Err(PushError::Grouping(_))), "{result:?}");
+        let served = samples(&python, &gateway.metrics(), "push_clash_");
+        assert!(served.is_empty(), "the gateway got {served:?}");
+    });
+}
