@@ -160,13 +160,13 @@ impl Pusher {
     /// Replaces the whole group with the current exposition (HTTP `PUT`):
     /// what a job does when it ends.
     pub fn push(&self) -> Result<(), PushError> {
-        self.send("PUT", Some(self.body()))
+        self.send("PUT", Some(self.body()?))
     }
 
     /// Replaces, in the group, the families the current exposition holds
     /// and keeps the others (HTTP `POST`).
     pub fn push_add(&self) -> Result<(), PushError> {
-        self.send("POST", Some(self.body()))
+        self.send("POST", Some(self.body()?))
     }
 
     /// Deletes the group from the gateway.
@@ -174,11 +174,38 @@ impl Pusher {
         self.send("DELETE", None)
     }
 
-    fn body(&self) -> Vec<u8> {
-        match &self.directory {
-            Some(dir) => crate::multiprocess::encode_dir(dir, Format::Prometheus),
-            None => crate::expose::encode(Format::Prometheus),
+    /// The exposition to push, in protobuf: the text formats have no
+    /// native buckets and no exemplars, and the gateway keeps what it is
+    /// given and serves it back in protobuf.
+    fn body(&self) -> Result<Vec<u8>, PushError> {
+        let body = match &self.directory {
+            Some(dir) => crate::multiprocess::encode_dir(dir, Format::Protobuf),
+            None => crate::expose::encode(Format::Protobuf),
+        };
+        self.check_labels(&body)?;
+        Ok(body)
+    }
+
+    /// Refuses a series that carries `job` or a grouping label: the
+    /// gateway would overwrite its value with the group's (or refuse the
+    /// push when series then collide), as client_golang refuses it too.
+    fn check_labels(&self, mut body: &[u8]) -> Result<(), PushError> {
+        use prost::Message;
+        let grouped = |name: &str| name == "job" || self.grouping.iter().any(|(n, _)| n == name);
+        while !body.is_empty() {
+            let Ok(family) = crate::encode::proto::messages::MetricFamily::decode_length_delimited(&mut body) else {
+                return Ok(());
+            };
+            for metric in &family.metric {
+                if let Some(label) = metric.label.iter().find_map(|l| l.name.as_deref().filter(|n| grouped(n))) {
+                    return Err(PushError::Grouping(format!(
+                        "a series of `{}` carries the label `{label}`, which the group sets",
+                        family.name.as_deref().unwrap_or_default()
+                    )));
+                }
+            }
         }
+        Ok(())
     }
 
     fn send(&self, method: &str, body: Option<Vec<u8>>) -> Result<(), PushError> {
@@ -198,7 +225,7 @@ impl Pusher {
         let result = match body {
             Some(body) => {
                 let request = request
-                    .header("Content-Type", Format::Prometheus.content_type())
+                    .header("Content-Type", Format::Protobuf.content_type())
                     .body(body)
                     .map_err(|e| PushError::Grouping(e.to_string()))?;
                 agent.run(request)
@@ -210,9 +237,11 @@ impl Pusher {
         if (200..300).contains(&status) {
             return Ok(());
         }
-        let mut body = String::new();
-        let _ = response.body_mut().as_reader().take(MAX_ERROR_BODY).read_to_string(&mut body);
-        Err(PushError::Status { status, body })
+        // As bytes: the 4 KiB kept may end inside a character, and
+        // `read_to_string` would then keep nothing.
+        let mut body = Vec::new();
+        let _ = response.body_mut().as_reader().take(MAX_ERROR_BODY).read_to_end(&mut body);
+        Err(PushError::Status { status, body: String::from_utf8_lossy(&body).into_owned() })
     }
 }
 
