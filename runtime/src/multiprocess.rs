@@ -75,6 +75,13 @@ pub use crate::shard::DIR_ENV;
 /// Selects multiprocess mode with `dir` as the shard directory, like
 /// setting `PROMSHARD_DIR`. Call it before anything is recorded.
 ///
+/// From this call on the process is one of the directory's run, shard or
+/// not (it holds the run's lock, and so do the workers it forks): a
+/// master that forks workers, waits for them and only then records,
+/// scrapes or pushes finds their counts, where a process that joined only
+/// at its first recording would have found no live process of the run
+/// and started a new one from zero.
+///
 /// # Errors
 ///
 /// When a directory was already chosen or metrics were already laid out
@@ -82,6 +89,12 @@ pub use crate::shard::DIR_ENV;
 pub fn init(dir: impl AsRef<Path>) -> Result<(), AlreadyStarted> {
     if crate::registry::is_laid_out() || !shard::configure(dir.as_ref().to_owned()) {
         return Err(AlreadyStarted);
+    }
+    // This process is of the run from now on, shard or not: its workers'
+    // counts outlive them while it lives. Best effort: a directory that
+    // cannot be used now is reported by the shard's start.
+    if let Some(dir) = shard::configured_dir() {
+        let _ = shard::join_before_start(&dir);
     }
     // Worker collectors registered before now publish from now on, and
     // so do the workers this process forks.

@@ -57,6 +57,25 @@ impl Arena for ShardArena {
     }
 }
 
+/// Makes this process part of the run in `dir` before it has a shard
+/// (see `multiprocess::init`): under the start lock, takes the run lock
+/// shared for the rest of the process, and clears a previous run when no
+/// live process holds that lock, as a start does. The workers it forks
+/// inherit the lock, so while it lives the run does: a shard it makes
+/// after its workers exited (a job's master that then pushes, a master
+/// that records late) joins their run instead of clearing their counts as
+/// a previous run's. Its own start later finds the run live (its own
+/// lock) and takes the run's start from the lock file.
+pub(crate) fn join_before_start(dir: &Path) -> io::Result<()> {
+    let (dir, _) = file::prepare_dir(dir)?;
+    let _start_lock = file::DirLock::start(&dir)?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    if !file::join_run(&dir, now)?.live {
+        clear_previous_run(&dir)?;
+    }
+    Ok(())
+}
+
 /// Starts this process's shard in `dir`: clears a previous run if no live
 /// process holds a shard there, creates and maps our file, writes the
 /// header and schema. `metrics` are the exposed metrics with their slot

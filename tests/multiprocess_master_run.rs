@@ -1,0 +1,63 @@
+//! A master that called `multiprocess::init` is of the run from that call
+//! on, shard or not: workers it forks record and exit, and the master's
+//! scrape or push made afterwards (its shard made only then) carries their
+//! counts instead of taking them for a previous run's and clearing them.
+//! A job's master that forks a pool, waits for it and pushes is this.
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::{TempDir, Worker, isolated, own_text, value_in};
+use promshard::{Counter, metric};
+
+/// Jobs done, by every process of the pool.
+#[metric]
+static POOL_JOBS_TOTAL: Counter;
+
+fn worker(command: &str) -> String {
+    match command {
+        "record" => {
+            POOL_JOBS_TOTAL.inc_by(100);
+            "ok".to_owned()
+        }
+        other => panic!("unknown command {other:?}"),
+    }
+}
+
+fn pool_then_master(master_records: bool) {
+    let dir = TempDir::new("master-run");
+    promshard::multiprocess::init(dir.path().join("shards")).unwrap();
+    let wait = Duration::from_secs(20);
+    let mut workers: Vec<Worker> = (0..3).map(|_| Worker::spawn(worker)).collect();
+    for w in &mut workers {
+        assert_eq!(w.ask("record", wait), "ok");
+    }
+    // Last forked first: a later worker holds the earlier ones' command
+    // pipes, inherited at its fork.
+    for w in workers.iter_mut().rev() {
+        w.exit(wait).expect("the worker exits");
+    }
+    // Every worker is gone; the master makes its shard only now.
+    if master_records {
+        POOL_JOBS_TOTAL.inc();
+    }
+    let want = 300.0 + if master_records { 1.0 } else { 0.0 };
+    assert_eq!(value_in(&own_text(), "pool_jobs_total", &[]), Some(want), "the workers' counts are the run's");
+    // And they stay once folded into the archive.
+    assert_eq!(value_in(&own_text(), "pool_jobs_total", &[]), Some(want));
+}
+
+#[test]
+fn a_master_recording_after_its_workers_exit_keeps_their_counts() {
+    isolated("a_master_recording_after_its_workers_exit_keeps_their_counts", Duration::from_secs(60), || {
+        pool_then_master(true)
+    });
+}
+
+#[test]
+fn a_master_scraping_after_its_workers_exit_keeps_their_counts() {
+    isolated("a_master_scraping_after_its_workers_exit_keeps_their_counts", Duration::from_secs(60), || {
+        pool_then_master(false)
+    });
+}
