@@ -84,8 +84,12 @@ fn directory_removed_and_recreated_under_live_workers() {
         let jobs_master = value_in(&master, "removed_jobs_total", &[]).unwrap_or(0.0);
         let errors_master = self_metric_errors(&master);
         let said = warnings();
-        eprintln!("after: a {jobs_a} (errors {errors_a}), b {jobs_b} (errors {errors_b}), master {jobs_master} (errors {errors_master}, before {before}); warnings {said:?}");
-        for (who, jobs, errors) in [("a", jobs_a, errors_a), ("b", jobs_b, errors_b), ("master", jobs_master, errors_master)] {
+        eprintln!(
+            "after: a {jobs_a} (errors {errors_a}), b {jobs_b} (errors {errors_b}), master {jobs_master} (errors {errors_master}, before {before}); warnings {said:?}"
+        );
+        for (who, jobs, errors) in
+            [("a", jobs_a, errors_a), ("b", jobs_b, errors_b), ("master", jobs_master, errors_master)]
+        {
             assert!(
                 jobs == 30.0 || errors > before,
                 "{who}'s scrape shows {jobs} of the pool's 30 jobs after the directory was recreated, and no self-metric says why"
@@ -97,7 +101,8 @@ fn directory_removed_and_recreated_under_live_workers() {
             "nothing logged about {} being replaced: {said:?}",
             dir.display()
         );
-        a.exit(ASK);
-        b.exit(ASK);
+        // `b` holds `a`'s command pipe (forked after it): `b` goes first.
+        assert_eq!(b.exit(ASK), Some(0));
+        assert_eq!(a.exit(ASK), Some(0));
     });
 }
