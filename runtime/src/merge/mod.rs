@@ -54,8 +54,18 @@ static SHARD_ERRORS: Counter<(ShardError,)> = Counter::new(
 static SHARD_ERRORS_ENTRY: &MetricCore = SHARD_ERRORS.core();
 
 impl LabelValue for ShardError {
-    const VALUES: &'static [&'static str] =
-        &["truncated", "foreign", "version", "checksum", "schema", "untrusted", "io", "python", "descriptors"];
+    const VALUES: &'static [&'static str] = &[
+        "truncated",
+        "foreign",
+        "version",
+        "checksum",
+        "schema",
+        "untrusted",
+        "io",
+        "python",
+        "descriptors",
+        "unlinked",
+    ];
     fn index(self) -> usize {
         ShardError::ALL.iter().position(|e| *e == self).unwrap_or(usize::MAX)
     }
@@ -243,6 +253,24 @@ fn collect_once(dir: &Path, own: Option<&'static crate::shard::OwnShard>, checke
         }
     }
     let mut seen = HashSet::new();
+    if let Some(own) = own {
+        let path = dir.join(own.file_name());
+        // Removed with its directory (`rm -rf`, a deploy script recreating
+        // it) or replaced: this process records on into a file no other
+        // scrape can see. Said once, and counted.
+        if own.unlinked() && cache.newly_bad(&path, ShardError::Unlinked) {
+            if let Some(series) = SHARD_ERRORS.series_if_laid_out((ShardError::Unlinked,)) {
+                series.inc();
+            }
+            crate::notice::error(format!(
+                "{} ({}); restart the process to record into the directory again",
+                path.display(),
+                ShardError::Unlinked.describe()
+            ));
+        }
+        // Kept in the table of bad files: counted once, not at each scrape.
+        seen.insert(path);
+    }
     let listed = cache.list(dir, own_name.as_deref());
     let (listing, relisted) = match &listed {
         Ok((listing, relisted)) => (listing.clone(), *relisted),

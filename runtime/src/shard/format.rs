@@ -56,10 +56,14 @@ pub(crate) enum ShardError {
     Python,
     /// The process is out of file descriptors (`ulimit -n`).
     Descriptors,
+    /// This process's own shard is no longer in its directory (the
+    /// directory was removed or replaced, or the file deleted): no other
+    /// process's scrape sees its counts any more.
+    Unlinked,
 }
 
 impl ShardError {
-    pub(crate) const ALL: [ShardError; 9] = [
+    pub(crate) const ALL: [ShardError; 10] = [
         ShardError::Truncated,
         ShardError::Foreign,
         ShardError::Version,
@@ -69,6 +73,7 @@ impl ShardError {
         ShardError::Io,
         ShardError::Python,
         ShardError::Descriptors,
+        ShardError::Unlinked,
     ];
 
     pub(crate) fn reason(self) -> &'static str {
@@ -82,6 +87,7 @@ impl ShardError {
             ShardError::Io => "io",
             ShardError::Python => "python",
             ShardError::Descriptors => "descriptors",
+            ShardError::Unlinked => "unlinked",
         }
     }
 }
@@ -99,6 +105,10 @@ impl ShardError {
             ShardError::Io => "could not be opened or read",
             ShardError::Python => "a Python .db file that could not be parsed",
             ShardError::Descriptors => "no file descriptor left to open it (raise `ulimit -n`)",
+            ShardError::Unlinked => {
+                "this process's own shard, no longer in the directory (removed or replaced while the process \
+                 runs): its counts are seen by its own scrapes only, until it restarts"
+            }
         };
         format!("{}: {what}", self.reason())
     }

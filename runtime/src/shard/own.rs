@@ -89,6 +89,18 @@ impl OwnShard {
         (self.file_dev.load(Ordering::Relaxed), self.file_ino.load(Ordering::Relaxed))
     }
 
+    /// Whether the current file is no longer this process's shard in its
+    /// directory: the file was deleted (with its directory, say), or the
+    /// directory its path names is another one (removed and recreated).
+    pub(crate) fn unlinked(&self) -> bool {
+        let fd = self.fd.load(Ordering::Relaxed);
+        // SAFETY: a zeroed `stat` is valid; fstat only writes it.
+        let mut st: libc::stat = unsafe { core::mem::zeroed() };
+        // SAFETY: a descriptor this process keeps open for good.
+        let deleted = unsafe { libc::fstat(fd, &mut st) } == 0 && st.st_nlink == 0;
+        deleted || dir_identity(&self.dir).is_some_and(|id| id != self.dir_id)
+    }
+
     /// The file name of the current shard.
     pub(crate) fn file_name(&self) -> String {
         own_name(self.pid.load(Ordering::Relaxed), self.nonce.load(Ordering::Relaxed))
