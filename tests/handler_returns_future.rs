@@ -11,28 +11,16 @@
 //! Expected: the call is the future's life, as for `async fn`: from its
 //! first poll to its end, with the outcome of its output.
 
+mod calls;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use calls::{Yield, path};
 use promshard::instrument_handler;
 use promshard::testing::sample_value;
-
-/// Pending on its first poll, ready on the second: a body that awaits.
-struct Yield(bool);
-
-impl Future for Yield {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            Poll::Ready(())
-        } else {
-            self.0 = true;
-            Poll::Pending
-        }
-    }
-}
 
 /// Polls `future` once; `Some(output)` if it completed.
 fn poll_once<F: Future>(future: Pin<&mut F>) -> Option<F::Output> {
@@ -48,10 +36,6 @@ fn run_with_pause<F: Future>(future: F, pause: Duration) -> F::Output {
     assert!(poll_once(future.as_mut()).is_none(), "the body awaits once");
     std::thread::sleep(pause);
     poll_once(future.as_mut()).expect("ready on the second poll")
-}
-
-fn path(function: &str) -> String {
-    format!("{}::{function}", module_path!())
 }
 
 /// Calls by result (`ok`, `error`, `panic`, `cancelled`), the duration's
