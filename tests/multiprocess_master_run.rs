@@ -8,7 +8,7 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{TempDir, Worker, isolated, own_text, value_in};
+use harness::{Setup, TempDir, Worker, isolated, isolated_with, own_text, value_in};
 use promshard::{Counter, metric};
 
 /// Jobs done, by every process of the pool.
@@ -59,5 +59,21 @@ fn a_master_recording_after_its_workers_exit_keeps_their_counts() {
 fn a_master_scraping_after_its_workers_exit_keeps_their_counts() {
     isolated("a_master_scraping_after_its_workers_exit_keeps_their_counts", Duration::from_secs(60), || {
         pool_then_master(false)
+    });
+}
+
+/// `PROMSHARD_DIR=` (set, empty: a template's variable left blank) records
+/// in process memory, as unset does, and says so once instead of
+/// silently: no other process would see these counts.
+#[test]
+fn an_empty_promshard_dir_is_said() {
+    let setup = Setup { env: vec![("PROMSHARD_DIR".to_owned(), "".into())], cwd: None };
+    isolated_with("an_empty_promshard_dir_is_said", Duration::from_secs(30), setup, || {
+        harness::capture_logs();
+        POOL_JOBS_TOTAL.inc();
+        assert_eq!(promshard::multiprocess::shard_dir(), None);
+        assert_eq!(value_in(&own_text(), "pool_jobs_total", &[]), Some(1.0));
+        let said: Vec<String> = harness::warnings().into_iter().filter(|w| w.contains("set but empty")).collect();
+        assert_eq!(said.len(), 1, "{:?}", harness::warnings());
     });
 }

@@ -225,7 +225,18 @@ pub(crate) unsafe fn clear_interrupted_exemplars(arena: bool) {
 /// The arena: this process's shard file when `PROMSHARD_DIR` is set (and
 /// usable), process memory otherwise.
 fn arena_for(exposed: &[&'static MetricCore], offsets: &[usize], total: usize, declared: usize) -> Box<dyn Arena> {
-    let Some(dir) = crate::shard::configured_dir() else { return Box::new(MemoryArena::new(total)) };
+    let Some(dir) = crate::shard::configured_dir() else {
+        // Set but empty is a mistake (a deploy template's variable left
+        // blank), not a choice of memory mode: said, once, at layout.
+        if std::env::var_os(crate::shard::DIR_ENV).is_some_and(|v| v.is_empty()) {
+            crate::notice::warn(format!(
+                "{} is set but empty: recording in process memory, where no other process's scrape sees it; \
+                 unset it, or name a directory",
+                crate::shard::DIR_ENV
+            ));
+        }
+        return Box::new(MemoryArena::new(total));
+    };
     let metrics: Vec<(&Descriptor, usize)> =
         exposed.iter().map(|c| c.descriptor()).zip(offsets.iter().copied()).collect();
     let bounded = metrics.iter().flat_map(|(d, _)| d.label_domains).filter_map(|d| match d {
