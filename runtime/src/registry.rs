@@ -90,6 +90,9 @@ pub(crate) fn get() -> &'static Registry {
 }
 
 fn layout(declared: &[&'static MetricCore]) -> Registry {
+    // A forked child repairs the exemplars of the slots it keeps (read
+    // from `REGISTRY` once it is set; nothing before).
+    crate::shard::fork::repair_slots_in_child(clear_interrupted_exemplars);
     let started_nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     // The handler families are metrics like the declared ones, built from

@@ -71,6 +71,21 @@ pub(crate) fn forget_lock_fd(fd: i32) {
     LOCK_FDS.with(|fds| fds.retain(|f| *f != fd));
 }
 
+/// What the registry repairs in the slots a forked child keeps as they
+/// were (`unsafe fn(kept: bool)`, as usize; 0: nothing laid out): the
+/// exemplars a thread of the parent was writing. Called from the child
+/// handler with the gate held; set by the layer above, so that this one
+/// never calls up into it.
+static SLOT_REPAIR: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Sets what a forked child calls to repair its slots (see
+/// [`SLOT_REPAIR`]): `repair(kept)`, `kept` when the child keeps its
+/// registry's slots as they were (memory mode, or a private copy). It
+/// must only load and store: it runs in the fork child handler.
+pub(crate) fn repair_slots_in_child(repair: unsafe fn(bool)) {
+    SLOT_REPAIR.store(repair as usize, Ordering::Release);
+}
+
 /// Called in a forked child after the handler's own work, with the gate
 /// released: each restarts what threads a module above keeps (0: none).
 /// One place per module that has threads, not per call.
@@ -140,8 +155,13 @@ extern "C" fn child() {
     // always) may hold an exemplar a thread of the parent was writing,
     // its sequence word odd for good: cleared here. A new shard, or the
     // zeroed memory a failed one falls back to, holds none.
-    // SAFETY: we are the child's only thread and hold the gate.
-    unsafe { crate::registry::clear_interrupted_exemplars(own.is_none()) };
+    let repair = SLOT_REPAIR.load(Ordering::Acquire);
+    if repair != 0 {
+        // SAFETY: `repair` was stored from an `unsafe fn(bool)` by
+        // `repair_slots_in_child`; we are the child's only thread and hold
+        // the gate, as it requires.
+        unsafe { core::mem::transmute::<usize, unsafe fn(bool)>(repair)(own.is_none()) };
+    }
     if let Some(shard) = own {
         // SAFETY: we are the only thread of the child; see `switch`.
         if !unsafe { switch(shard) } {
