@@ -95,7 +95,16 @@ fn report(cache: &mut ShardCache, path: &Path, error: ShardError) -> bool {
         }
     }
     if new {
-        crate::notice::warn(format!("skipping {} ({})", path.display(), error.describe()));
+        match error {
+            // Not a file skipped: this process's own, which no other
+            // scrape sees any more.
+            ShardError::Unlinked => crate::notice::error(format!(
+                "{} ({}); restart the process to record into the directory again",
+                path.display(),
+                error.describe()
+            )),
+            _ => crate::notice::warn(format!("skipping {} ({})", path.display(), error.describe())),
+        }
     }
     new
 }
@@ -258,15 +267,8 @@ fn collect_once(dir: &Path, own: Option<&'static crate::shard::OwnShard>, checke
         // Removed with its directory (`rm -rf`, a deploy script recreating
         // it) or replaced: this process records on into a file no other
         // scrape can see. Said once, and counted.
-        if own.unlinked() && cache.newly_bad(&path, ShardError::Unlinked) {
-            if let Some(series) = SHARD_ERRORS.series_if_laid_out((ShardError::Unlinked,)) {
-                series.inc();
-            }
-            crate::notice::error(format!(
-                "{} ({}); restart the process to record into the directory again",
-                path.display(),
-                ShardError::Unlinked.describe()
-            ));
+        if own.unlinked() {
+            report(&mut cache, &path, ShardError::Unlinked);
         }
         // Kept in the table of bad files: counted once, not at each scrape.
         seen.insert(path);
