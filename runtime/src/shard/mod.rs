@@ -57,6 +57,27 @@ impl Arena for ShardArena {
     }
 }
 
+/// Prepares `dir` (see [`file::prepare_dir`]) and takes its start lock,
+/// for a start or an early join of the run: the directory as resolved,
+/// its identity, and the lock (`None` when its holder does not finish
+/// starting; said, and gone on without).
+fn enter(dir: &Path) -> io::Result<(PathBuf, file::Identity, Option<file::DirLock>)> {
+    let (dir, dir_id) = file::prepare_dir(dir)?;
+    let start_lock = file::DirLock::start(&dir)?;
+    if start_lock.is_none() {
+        // The run's other steps are safe without it: a shard being created
+        // is locked (never cleared), and a run is cleared only when no
+        // shard's lock is held. What is lost is only the order of two
+        // starts deciding at once.
+        crate::notice::warn(format!(
+            "{} has been held for {} s by a process that does not finish starting (stopped?); starting without it",
+            dir.join(file::DIR_LOCK).display(),
+            file::START_LOCK_WAIT.as_secs()
+        ));
+    }
+    Ok((dir, dir_id, start_lock))
+}
+
 /// Makes this process part of the run in `dir` before it has a shard
 /// (see `multiprocess::init`): under the start lock, takes the run lock
 /// shared for the rest of the process, and clears a previous run when no
@@ -67,8 +88,7 @@ impl Arena for ShardArena {
 /// a previous run's. Its own start later finds the run live (its own
 /// lock) and takes the run's start from the lock file.
 pub(crate) fn join_before_start(dir: &Path) -> io::Result<()> {
-    let (dir, _) = file::prepare_dir(dir)?;
-    let _start_lock = file::DirLock::start(&dir)?;
+    let (dir, _, _start_lock) = enter(dir)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     if !file::join_run(&dir, now)?.live {
         clear_previous_run(&dir)?;
@@ -86,19 +106,7 @@ pub(crate) fn start(
     slots: usize,
     log_capacity: usize,
 ) -> io::Result<ShardArena> {
-    let (dir, dir_id) = file::prepare_dir(dir)?;
-    let start_lock = file::DirLock::start(&dir)?;
-    if start_lock.is_none() {
-        // The run's other steps are safe without it: a shard being created
-        // is locked (never cleared), and a run is cleared only when no
-        // shard's lock is held. What is lost is only the order of two
-        // starts deciding at once.
-        crate::notice::warn(format!(
-            "{} has been held for {} s by a process that does not finish starting (stopped?); starting without it",
-            dir.join(file::DIR_LOCK).display(),
-            file::START_LOCK_WAIT.as_secs()
-        ));
-    }
+    let (dir, dir_id, _start_lock) = enter(dir)?;
     let created_nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     // A live process holds the run lock: the run is live, and nothing is
     // cleared. Otherwise each shard is asked, as a process of an older
