@@ -153,11 +153,7 @@ impl FamilyPlan {
             }
             let first = values[0].load(Ordering::Relaxed);
             let value = match counter {
-                // A counter's whole count, and the fraction `inc_by(f64)` added.
-                true => match values.get(1).map_or(0, |f| f.load(Ordering::Relaxed)) {
-                    0 => Value::Int(first),
-                    bits => Value::Float(first as f64 + f64::from_bits(bits)),
-                },
+                true => Value::of_counter(first, values.get(1).map_or(0, |f| f.load(Ordering::Relaxed))),
                 false => Value::Float(f64::from_bits(first)),
             };
             line::write_line(out, &variant.sample, labels, "", value);
@@ -345,11 +341,7 @@ impl Variant {
             let exemplar = |which: usize| exemplars.then_some(which);
             match desc.kind {
                 Kind::Counter => {
-                    let (count, fraction) = (load(base), load(base + 1));
-                    let value = match fraction {
-                        0 => Value::Int(count),
-                        bits => Value::Float(count as f64 + f64::from_bits(bits)),
-                    };
+                    let value = Value::of_counter(load(base), load(base + 1));
                     f(Line { exemplar: exemplar(0), ..line(Which::Main, &self.sample, None, value) });
                     if let Some(created) = created {
                         f(line(Which::Created, &self.created, None, created));

@@ -20,6 +20,17 @@ impl Value {
         }
     }
 
+    /// A counter's value from its slots: the whole count, and the bits of
+    /// the fraction `inc_by(f64)` added (0 when none was, the usual case,
+    /// written as an integer).
+    #[inline]
+    pub(crate) fn of_counter(count: u64, fraction_bits: u64) -> Value {
+        match fraction_bits {
+            0 => Value::Int(count),
+            bits => Value::Float(count as f64 + f64::from_bits(bits)),
+        }
+    }
+
     /// A float that is a whole, non-negative number fits `Int` exactly.
     pub(crate) fn of_f64(v: f64) -> Value {
         if v >= 0.0 && v == v.trunc() && v < u64::MAX as f64 { Value::Int(v as u64) } else { Value::Float(v) }
