@@ -684,6 +684,48 @@ fn descriptor_budget() -> usize {
     (limit.rlim_cur as usize / 4).min(4096)
 }
 
+/// The wait for a cache another thread has out is bounded, and what the
+/// scrape that gave up on it does cannot overwrite the cache.
+#[cfg(test)]
+mod cache_tests {
+    use super::{CACHE, CACHE_WAIT, ShardCache};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_cache_held_too_long_is_waited_for_a_bounded_time_and_never_overwritten() {
+        let held = ShardCache::take();
+        assert!(held.out.is_some(), "the first taker has the process's cache");
+        // A scrape within a scrape: at once, a cache of its own.
+        let started = Instant::now();
+        let nested = ShardCache::take();
+        assert!(nested.out.is_none() && started.elapsed() < Duration::from_secs(1));
+        nested.put_back();
+        // Another thread, as a scrape stuck in a read would make it wait.
+        let waiter = std::thread::spawn(|| {
+            let started = Instant::now();
+            let cache = ShardCache::take();
+            let (waited, own) = (started.elapsed(), cache.out.is_none());
+            cache.put_back();
+            (waited, own)
+        });
+        let (waited, own) = waiter.join().unwrap();
+        assert!(own, "the waiter got a cache of its own");
+        assert!(waited >= CACHE_WAIT && waited < CACHE_WAIT + Duration::from_secs(3), "waited {waited:?}");
+        assert!(CACHE.with(|c| c.is_none()), "neither put back a cache over the one still out");
+        held.put_back();
+        assert!(CACHE.with(|c| c.is_some()));
+        // Back: the next scrape, on any thread, takes it at once.
+        let next = std::thread::spawn(|| {
+            let started = Instant::now();
+            let cache = ShardCache::take();
+            let taken = cache.out.is_some() && started.elapsed() < Duration::from_secs(1);
+            cache.put_back();
+            taken
+        });
+        assert!(next.join().unwrap());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_bytes;
