@@ -28,6 +28,12 @@ fn worker(command: &str) -> String {
 fn pool_then_master(master_records: bool) {
     let dir = TempDir::new("master-run");
     promshard::multiprocess::init(dir.path().join("shards")).unwrap();
+    workers_then_master(master_records);
+}
+
+/// Three workers forked from here record 100 each and exit; then the
+/// master (which called `init`) records one more if asked, and scrapes.
+fn workers_then_master(master_records: bool) {
     let wait = Duration::from_secs(20);
     let mut workers: Vec<Worker> = (0..3).map(|_| Worker::spawn(worker)).collect();
     for w in &mut workers {
@@ -60,6 +66,35 @@ fn a_master_scraping_after_its_workers_exit_keeps_their_counts() {
     isolated("a_master_scraping_after_its_workers_exit_keeps_their_counts", Duration::from_secs(60), || {
         pool_then_master(false)
     });
+}
+
+/// The same, with `init` given a relative path and the master moving to
+/// another working directory before it forks: the run is the directory
+/// `init` named, not whatever the path means from elsewhere.
+#[test]
+fn a_master_that_moved_after_a_relative_init_keeps_its_workers_counts() {
+    let base = TempDir::new("master-run-relative");
+    let setup = Setup { env: Vec::new(), cwd: Some(base.path().to_owned()) };
+    isolated_with(
+        "a_master_that_moved_after_a_relative_init_keeps_its_workers_counts",
+        Duration::from_secs(60),
+        setup,
+        || {
+            // The directory the parent made and started this process in.
+            let cwd = std::env::current_dir().unwrap();
+            promshard::multiprocess::init("shards").unwrap();
+            std::fs::create_dir_all("elsewhere/shards").unwrap();
+            std::env::set_current_dir("elsewhere").unwrap();
+            workers_then_master(true);
+            let shards = cwd.join("shards");
+            assert_eq!(promshard::multiprocess::shard_dir(), Some(std::fs::canonicalize(&shards).unwrap()));
+            assert_eq!(
+                std::fs::read_dir(cwd.join("elsewhere/shards")).unwrap().count(),
+                0,
+                "nothing written elsewhere"
+            );
+        },
+    );
 }
 
 /// `PROMSHARD_DIR=` (set, empty: a template's variable left blank) records
